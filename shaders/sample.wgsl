@@ -1,0 +1,46 @@
+// sample.wgsl — the Bernoulli draw of one pixel for every image of a batch, on the GPU.
+//
+// Entry point `sample_pixel`, for images i < count at raster pixel q:
+//     p = σ(logits[i·784 + q]);  u = uniform(key, first_image + i, q);  image[i·784 + q] = (u < p ? 1 : 0)
+//     probs[i·784 + q] = p
+// uniform() is the counter-based hash of src/rng.rs (PCG-RXS-M-XS), so the CPU and GPU samplers draw identical
+// numbers: bits = pcg(pcg(key ^ pcg(image)) ^ pixel); u = (bits >> 8) / 2^24.
+// Layouts: logits, image: vec4<f32> [count · 784] (lane .x); probs: f32 [count · 784].
+// Bindings: 0 uniform SampleParams (dynamic offset), 1 logits (read), 2 image (read_write), 3 probs (read_write).
+// Dispatch: one invocation per image; id = gid.x + gid.y · 64 · num_workgroups.x.
+
+struct SampleParams {
+    count: u32,
+    pixel: u32,
+    key: u32,
+    first_image: u32,
+}
+
+@group(0) @binding(0) var<uniform> prm: SampleParams;
+@group(0) @binding(1) var<storage, read> logits: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> image: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> probs: array<f32>;
+
+fn pcg(x: u32) -> u32 {
+    let state = x * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+fn uniform_draw(key: u32, img: u32, pixel: u32) -> f32 {
+    let bits = pcg(pcg(key ^ pcg(img)) ^ pixel);
+    return f32(bits >> 8u) * (1.0 / 16777216.0);
+}
+
+@compute @workgroup_size(64)
+fn sample_pixel(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * 64u * nwg.x;
+    if (i >= prm.count) {
+        return;
+    }
+    let at = i * 784u + prm.pixel;
+    let p = 1.0 / (1.0 + exp(-logits[at].x));
+    let u = uniform_draw(prm.key, prm.first_image + i, prm.pixel);
+    image[at] = vec4<f32>(select(0.0, 1.0, u < p), 0.0, 0.0, 0.0);
+    probs[at] = p;
+}

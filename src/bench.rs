@@ -1,0 +1,140 @@
+//! `pixelcnn bench`: training and sampling speed on the chosen adapter, with synthetic data and random weights.
+
+use crate::cpu::AdamConfig;
+use crate::gpu::sampler::{self, SampleRequest};
+use crate::gpu::trainer::{GpuModel, Trainer};
+use crate::gpu::Gpu;
+use crate::model::{Config, Network, PIXELS};
+use anyhow::Result;
+use std::time::Instant;
+
+/// Random binary images with about the data's density of ones (0.38).
+pub fn synthetic_images(count: usize, seed: u64) -> Vec<u8> {
+    let mut rng = crate::rng::SplitMix64::new(seed);
+    (0..count * PIXELS).map(|_| (rng.next_f64() < 0.38) as u8).collect()
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrainBench {
+    pub adapter: String,
+    pub batch_size: usize,
+    pub filters: usize,
+    pub blocks: usize,
+    pub steps: usize,
+    pub step_seconds_median: f64,
+    pub images_per_second: f64,
+    /// Achieved GFLOP/s, counting 3 × the forward pass's live-tap FLOPs per image (0.570 GFLOP for F=128, N=5).
+    pub gflops: f64,
+    /// Bytes of GPU memory the trainer allocated.
+    pub gpu_bytes: u64,
+}
+
+/// Times `steps` training steps after `warmup` steps; each step is submitted and waited for.
+pub fn bench_train(config: Config, batch_size: usize, steps: usize, warmup: usize) -> Result<TrainBench> {
+    config.validate()?;
+    let gpu = Gpu::new()?;
+    let net = Network::new(config);
+    let model = GpuModel::new(&gpu, &net, &net.init_params(0))?;
+    let mut trainer = Trainer::new(&gpu, model, AdamConfig::default(), batch_size)?;
+    let images = synthetic_images(batch_size, 1);
+    let mut times = Vec::new();
+    for s in 0..warmup + steps.max(1) {
+        let t = Instant::now();
+        trainer.step(&gpu, &images, s as u64 + 1)?;
+        gpu.wait()?;
+        if s >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let images_per_second = batch_size as f64 / median;
+    let flop_per_image = 3.0 * 2.0 * net.live_macs_per_image() as f64;
+    Ok(TrainBench {
+        adapter: gpu.adapter_name(),
+        batch_size,
+        filters: config.filters,
+        blocks: config.blocks,
+        steps: times.len(),
+        step_seconds_median: median,
+        images_per_second,
+        gflops: flop_per_image * images_per_second / 1e9,
+        gpu_bytes: trainer.gpu_bytes(),
+    })
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SampleBench {
+    pub adapter: String,
+    pub count: usize,
+    pub filters: usize,
+    pub blocks: usize,
+    pub incremental_seconds: f64,
+    pub naive_seconds: f64,
+    /// True when the naive time was extrapolated from `naive_pixels_timed` pixel steps to 784.
+    pub naive_extrapolated: bool,
+    pub naive_pixels_timed: usize,
+    pub speedup: f64,
+}
+
+/// Times the incremental sampler on `count` images and the naive one on a prefix of `naive_pixels` pixels.
+pub fn bench_sample(net: &Network, params: &[f32], count: usize, naive_pixels: usize) -> Result<SampleBench> {
+    let gpu = Gpu::new()?;
+    let model = GpuModel::new(&gpu, net, params)?;
+    let req = SampleRequest {
+        count,
+        key: crate::rng::sample_key(0),
+        first_image: 0,
+        init: None,
+        start_pixel: 0,
+        naive: false,
+        max_steps: None,
+    };
+    // Warm-up: compiles the pipelines and touches the buffers.
+    sampler::sample(
+        &gpu,
+        &model,
+        SampleRequest {
+            max_steps: Some(28),
+            ..req
+        },
+        |_| {},
+    )?;
+    let t = Instant::now();
+    sampler::sample(&gpu, &model, req, |_| {})?;
+    let incremental = t.elapsed().as_secs_f64();
+    let naive_pixels = naive_pixels.clamp(1, PIXELS);
+    sampler::sample(
+        &gpu,
+        &model,
+        SampleRequest {
+            naive: true,
+            max_steps: Some(1),
+            ..req
+        },
+        |_| {},
+    )?;
+    let t = Instant::now();
+    sampler::sample(
+        &gpu,
+        &model,
+        SampleRequest {
+            naive: true,
+            max_steps: Some(naive_pixels),
+            ..req
+        },
+        |_| {},
+    )?;
+    let naive = t.elapsed().as_secs_f64() * PIXELS as f64 / naive_pixels as f64;
+    Ok(SampleBench {
+        adapter: gpu.adapter_name(),
+        count,
+        filters: net.config.filters,
+        blocks: net.config.blocks,
+        incremental_seconds: incremental,
+        naive_seconds: naive,
+        naive_extrapolated: naive_pixels < PIXELS,
+        naive_pixels_timed: naive_pixels,
+        speedup: naive / incremental,
+    })
+}

@@ -1,0 +1,408 @@
+//! One function per WGSL entry point: it packs the kernel's uniform block, picks its dispatch shape and appends the
+//! dispatch to a [`Program`]. The shader files in `shaders/` document layouts and bindings; the CPU twin of each
+//! kernel has the same name in `cpu.rs`.
+
+use super::buffers::{pad4, View};
+use super::record::Program;
+use super::Gpu;
+use crate::model::{Conv, PIXELS};
+use anyhow::Result;
+use std::sync::Arc;
+
+/// How a kernel reaches each storage binding (1, 2, ...; binding 0 is always the uniform block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+use Access::{Read, ReadWrite as Rw};
+
+/// A compiled entry point with its explicit bind-group layout (explicit, so the uniform can use dynamic offsets).
+pub struct Pipeline {
+    pub name: String,
+    pub storage: Vec<Access>,
+    pub layout: wgpu::BindGroupLayout,
+    pub pipeline: wgpu::ComputePipeline,
+}
+
+/// The WGSL sources, compiled into the binary so it runs from any directory.
+fn source(file: &str) -> &'static str {
+    match file {
+        "conv" => include_str!("../../shaders/conv.wgsl"),
+        "wgrad" => include_str!("../../shaders/wgrad.wgsl"),
+        "reduce" => include_str!("../../shaders/reduce.wgsl"),
+        "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
+        "bce" => include_str!("../../shaders/bce.wgsl"),
+        "adam" => include_str!("../../shaders/adam.wgsl"),
+        "sample" => include_str!("../../shaders/sample.wgsl"),
+        _ => panic!("no shader {file}"),
+    }
+}
+
+/// Tuning knobs substituted into the kernels' `const` declarations.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Tuning {
+    /// Output rows (positions) per invocation of `conv_forward`.
+    pub conv_rows: u32,
+    /// Positions per chunk of the weight-gradient reduction.
+    pub wgrad_chunk: usize,
+}
+
+impl Tuning {
+    /// Per-adapter choice. CPU rasterisers (lavapipe) gain from register blocking; discrete GPUs want many threads.
+    pub fn for_gpu(gpu: &Gpu) -> Tuning {
+        let rows = std::env::var("PIXELCNN_CONV_ROWS").ok().and_then(|v| v.parse().ok());
+        let chunk = std::env::var("PIXELCNN_WGRAD_CHUNK").ok().and_then(|v| v.parse().ok());
+        if gpu.is_software() {
+            Tuning {
+                conv_rows: rows.unwrap_or(4),
+                wgrad_chunk: chunk.unwrap_or(1568),
+            }
+        } else {
+            Tuning {
+                conv_rows: rows.unwrap_or(4),
+                wgrad_chunk: chunk.unwrap_or(392),
+            }
+        }
+    }
+}
+
+impl Gpu {
+    /// The pipeline for `entry` in `shaders/<file>.wgsl`, compiled once per process (per tuning).
+    pub fn pipeline(&self, file: &str, entry: &str, storage: &[Access]) -> Result<Arc<Pipeline>> {
+        let tuning = Tuning::for_gpu(self);
+        let name = format!("{file}:{entry}");
+        if let Some(p) = self.pipelines.lock().unwrap().get(&name) {
+            return Ok(p.clone());
+        }
+        let src = source(file).replace(
+            "const TM: u32 = 4u;",
+            &format!("const TM: u32 = {}u;", tuning.conv_rows),
+        );
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&name),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        for (i, a) in storage.iter().enumerate() {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: *a == Read },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&name),
+            entries: &entries,
+        });
+        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&name),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&name),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let p = Arc::new(Pipeline {
+            name: name.clone(),
+            storage: storage.to_vec(),
+            layout,
+            pipeline,
+        });
+        self.pipelines.lock().unwrap().insert(name, p.clone());
+        Ok(p)
+    }
+}
+
+fn words(w: &[u32]) -> Vec<u8> {
+    bytemuck::cast_slice(w).to_vec()
+}
+
+/// "No fixed pixel": rows are positions.
+const ALL_PIXELS: u32 = u32::MAX;
+
+const RELU: u32 = 1;
+const BIAS: u32 = 2;
+const ACCUMULATE: u32 = 4;
+const NEGATE_TAPS: u32 = 8;
+
+/// `out = act(conv(input) + bias)` at `rows` positions (all positions, or image `r` at `pixel`).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_forward(
+    gpu: &Gpu,
+    p: &mut Program,
+    conv: &Conv,
+    weight: View,
+    input: View,
+    output: View,
+    rows: usize,
+    pixel: Option<usize>,
+) -> Result<()> {
+    let (cin4, cout4) = (pad4(conv.cin) / 4, pad4(conv.cout) / 4);
+    let flags = BIAS | if conv.relu { RELU } else { 0 };
+    let bias_row = conv.taps.len() * cin4 * 4;
+    let u = [
+        rows as u32,
+        cin4 as u32,
+        cout4 as u32,
+        conv.taps.len() as u32,
+        conv.kernel as u32,
+        flags,
+        pixel.map_or(ALL_PIXELS, |q| q as u32),
+        bias_row as u32,
+    ];
+    let pipe = gpu.pipeline("conv", "conv_forward", &[Read, Read, Rw])?;
+    let tm = Tuning::for_gpu(gpu).conv_rows as usize;
+    p.dispatch(pipe, vec![input, weight, output], &words(&u), rows.div_ceil(tm) * cout4);
+    Ok(())
+}
+
+/// Backward-data of a conv through its transposed block `wt`: `dx (+)= conv^T(dz)`, over all positions.
+pub fn conv_backward_data(
+    gpu: &Gpu,
+    p: &mut Program,
+    conv: &Conv,
+    wt: View,
+    dz: View,
+    dx: View,
+    positions: usize,
+    accumulate: bool,
+) -> Result<()> {
+    let (cin4, cout4) = (pad4(conv.cin) / 4, pad4(conv.cout) / 4);
+    let flags = NEGATE_TAPS | if accumulate { ACCUMULATE } else { 0 };
+    // The forward kernel with the roles of the channel counts swapped.
+    let u = [
+        positions as u32,
+        cout4 as u32,
+        cin4 as u32,
+        conv.taps.len() as u32,
+        conv.kernel as u32,
+        flags,
+        ALL_PIXELS,
+        0,
+    ];
+    let pipe = gpu.pipeline("conv", "conv_forward", &[Read, Read, Rw])?;
+    let tm = Tuning::for_gpu(gpu).conv_rows as usize;
+    p.dispatch(pipe, vec![dz, wt, dx], &words(&u), positions.div_ceil(tm) * cin4);
+    Ok(())
+}
+
+/// Floats in the transposed block of `conv` (no bias row).
+pub fn transposed_len(conv: &Conv) -> usize {
+    conv.taps.len() * pad4(conv.cout) * pad4(conv.cin)
+}
+
+/// `wt[t, co, ci] = w[t, ci, co]` for the live taps.
+pub fn transpose_weights(gpu: &Gpu, p: &mut Program, conv: &Conv, w: View, wt: View) -> Result<()> {
+    let (cin4, cout4) = (pad4(conv.cin) / 4, pad4(conv.cout) / 4);
+    let u = [
+        0,
+        cin4 as u32,
+        cout4 as u32,
+        conv.taps.len() as u32,
+        conv.kernel as u32,
+        0,
+        ALL_PIXELS,
+        0,
+    ];
+    let pipe = gpu.pipeline("conv", "transpose_weights", &[Read, Read, Rw])?;
+    p.dispatch(pipe, vec![w.clone(), w, wt], &words(&u), transposed_len(conv) / 4);
+    Ok(())
+}
+
+/// Chunks the weight-gradient reduction uses for `positions` positions.
+pub fn wgrad_chunks(gpu: &Gpu, positions: usize) -> (usize, usize) {
+    let chunk = Tuning::for_gpu(gpu).wgrad_chunk;
+    (chunk, positions.div_ceil(chunk))
+}
+
+/// Floats of the partial-sum buffer the weight gradient of `conv` needs.
+pub fn wgrad_partial_len(gpu: &Gpu, conv: &Conv, positions: usize) -> usize {
+    let (_, n_chunks) = wgrad_chunks(gpu, positions);
+    n_chunks * (conv.taps.len() * pad4(conv.cin) + 1) * pad4(conv.cout)
+}
+
+/// The gradient of a conv's packed block, in two deterministic passes: per-chunk partial sums, then their sum.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_backward_weight(
+    gpu: &Gpu,
+    p: &mut Program,
+    conv: &Conv,
+    input: View,
+    dz: View,
+    partial: View,
+    grad: View,
+    positions: usize,
+) -> Result<()> {
+    let (cin4, cout4) = (pad4(conv.cin) / 4, pad4(conv.cout) / 4);
+    let (chunk, n_chunks) = wgrad_chunks(gpu, positions);
+    let u = [
+        positions as u32,
+        cin4 as u32,
+        cout4 as u32,
+        conv.taps.len() as u32,
+        conv.kernel as u32,
+        chunk as u32,
+        n_chunks as u32,
+        0,
+    ];
+    let groups = conv.taps.len() * cin4 + 1;
+    let pipe = gpu.pipeline("wgrad", "conv_backward_weight", &[Read, Read, Rw])?;
+    p.dispatch(
+        pipe,
+        vec![input, dz, partial.clone()],
+        &words(&u),
+        n_chunks * groups * cout4,
+    );
+    let len4 = (conv.taps.len() * cin4 * 4 + 1) * cout4;
+    reduce_chunks(gpu, p, partial, grad, len4, n_chunks, false)
+}
+
+/// `out[i] (+)= Σ_c in[c · len4 + i]` over vec4s.
+pub fn reduce_chunks(
+    gpu: &Gpu,
+    p: &mut Program,
+    input: View,
+    output: View,
+    len4: usize,
+    n_chunks: usize,
+    accumulate: bool,
+) -> Result<()> {
+    let u = [len4 as u32, n_chunks as u32, accumulate as u32, 0];
+    let pipe = gpu.pipeline("reduce", "reduce_chunks", &[Read, Rw])?;
+    p.dispatch(pipe, vec![input, output], &words(&u), len4);
+    Ok(())
+}
+
+/// Per-image sums of the per-pixel losses: `out[i] (+)= Σ_q loss[i · 784 + q]`.
+pub fn sum_images(gpu: &Gpu, p: &mut Program, loss: View, output: View, images: usize, accumulate: bool) -> Result<()> {
+    let len4 = images.div_ceil(4);
+    let u = [len4 as u32, images as u32, accumulate as u32, 0];
+    let pipe = gpu.pipeline("reduce", "sum_images", &[Read, Rw])?;
+    p.dispatch(pipe, vec![loss, output], &words(&u), len4);
+    Ok(())
+}
+
+/// `out = a + b` over `channels` channels at `rows` positions (all, or image `r` at `pixel`).
+#[allow(clippy::too_many_arguments)]
+pub fn add(
+    gpu: &Gpu,
+    p: &mut Program,
+    a: View,
+    b: View,
+    output: View,
+    channels: usize,
+    rows: usize,
+    pixel: Option<usize>,
+) -> Result<()> {
+    let c4 = pad4(channels) / 4;
+    let u = [rows as u32, c4 as u32, pixel.map_or(ALL_PIXELS, |q| q as u32), 0];
+    let pipe = gpu.pipeline("elementwise", "add", &[Read, Read, Rw])?;
+    p.dispatch(pipe, vec![a, b, output], &words(&u), rows * c4);
+    Ok(())
+}
+
+/// `dz = dy · [y > 0]` over `channels` channels at `positions` positions.
+pub fn relu_backward(
+    gpu: &Gpu,
+    p: &mut Program,
+    y: View,
+    dy: View,
+    dz: View,
+    channels: usize,
+    positions: usize,
+) -> Result<()> {
+    let c4 = pad4(channels) / 4;
+    let u = [positions as u32, c4 as u32, ALL_PIXELS, 0];
+    let pipe = gpu.pipeline("elementwise", "relu_backward", &[Read, Read, Rw])?;
+    p.dispatch(pipe, vec![y, dy, dz], &words(&u), positions * c4);
+    Ok(())
+}
+
+/// Per-pixel BCE from logits and its gradient `(σ(z) − x) / (images · 784)`.
+pub fn bce_loss_grad(
+    gpu: &Gpu,
+    p: &mut Program,
+    logits: View,
+    target: View,
+    grad: View,
+    loss: View,
+    images: usize,
+) -> Result<()> {
+    let positions = images * PIXELS;
+    let scale = 1.0f32 / positions as f32;
+    let u = [positions as u32, scale.to_bits(), 0, 0];
+    let pipe = gpu.pipeline("bce", "bce_loss_grad", &[Read, Read, Rw, Rw])?;
+    p.dispatch(pipe, vec![logits, target, grad, loss], &words(&u), positions);
+    Ok(())
+}
+
+/// Adam's uniform block for a step size `lr_t`.
+pub fn adam_uniform(n4: usize, lr_t: f32, cfg: &crate::cpu::AdamConfig) -> Vec<u8> {
+    let u = [
+        n4 as u32,
+        lr_t.to_bits(),
+        (cfg.beta1 as f32).to_bits(),
+        (cfg.beta2 as f32).to_bits(),
+        (cfg.eps as f32).to_bits(),
+        0,
+        0,
+        0,
+    ];
+    words(&u)
+}
+
+/// One Adam update of the whole parameter vector; returns the dispatch index so the step size can be rewritten.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_update(
+    gpu: &Gpu,
+    p: &mut Program,
+    params: View,
+    grads: View,
+    m: View,
+    v: View,
+    lr_t: f32,
+    cfg: &crate::cpu::AdamConfig,
+) -> Result<usize> {
+    let n4 = params.len / 4;
+    let pipe = gpu.pipeline("adam", "adam_update", &[Rw, Read, Rw, Rw])?;
+    Ok(p.dispatch(pipe, vec![params, grads, m, v], &adam_uniform(n4, lr_t, cfg), n4))
+}
+
+/// Draws pixel `pixel` of `count` images from their logits, writing the image and the probability.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_pixel(
+    gpu: &Gpu,
+    p: &mut Program,
+    logits: View,
+    image: View,
+    probs: View,
+    count: usize,
+    pixel: usize,
+    key: u32,
+    first_image: u32,
+) -> Result<()> {
+    let u = [count as u32, pixel as u32, key, first_image];
+    let pipe = gpu.pipeline("sample", "sample_pixel", &[Read, Rw, Rw])?;
+    p.dispatch(pipe, vec![logits, image, probs], &words(&u), count);
+    Ok(())
+}

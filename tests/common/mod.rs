@@ -1,0 +1,45 @@
+//! Shared test helpers: random data and error reports.
+#![allow(dead_code)]
+
+use pixelcnn::rng::SplitMix64;
+
+/// Uniform values in [-1, 1): fresh random inputs, never zeros.
+pub fn random_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n).map(|_| (rng.next_f64() * 2.0 - 1.0) as f32).collect()
+}
+
+/// Random binary images (0/1 bytes).
+pub fn random_images(count: usize, seed: u64) -> Vec<u8> {
+    let mut rng = SplitMix64::new(seed);
+    (0..count * 784).map(|_| (rng.next_f64() < 0.4) as u8).collect()
+}
+
+/// Max absolute error and max relative error (relative to max(|expected|, 1e-3 · max|expected|)), printed.
+pub fn compare(what: &str, got: &[f32], expected: &[f32]) -> (f64, f64) {
+    assert_eq!(got.len(), expected.len(), "{what}: lengths differ");
+    let scale = expected.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
+    let floor = (scale * 1e-3).max(1e-12);
+    let mut max_abs = 0.0f64;
+    let mut max_rel = 0.0f64;
+    for (&g, &e) in got.iter().zip(expected) {
+        assert!(g.is_finite(), "{what}: non-finite output");
+        let abs = (g as f64 - e as f64).abs();
+        max_abs = max_abs.max(abs);
+        max_rel = max_rel.max(abs / (e.abs() as f64).max(floor));
+    }
+    eprintln!(
+        "{what:<48} n={:<8} max|expected|={scale:<10.3e} max abs err={max_abs:.3e}  max rel err={max_rel:.3e}",
+        got.len()
+    );
+    (max_abs, max_rel)
+}
+
+/// Asserts GPU results match the CPU twin to f32 accuracy.
+pub fn assert_close(what: &str, got: &[f32], expected: &[f32], tol_rel: f64) {
+    let (_, rel) = compare(what, got, expected);
+    assert!(
+        rel <= tol_rel,
+        "{what}: max relative error {rel:.3e} exceeds {tol_rel:.1e}"
+    );
+}
