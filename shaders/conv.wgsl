@@ -15,8 +15,8 @@
 // Row → position: r itself, or, in single-pixel mode (pixel != 0xffffffff, the incremental sampler), r·784 + pixel.
 //
 // Bindings: 0 uniform ConvParams (dynamic offset), 1 in (read), 2 weight (read), 3 out (read_write).
-// Dispatch: one invocation per (TM-row block, output vec4 column); 64 per workgroup; ids are linear over x and y:
-//   id = gid.x + gid.y · 64 · num_workgroups.x.
+// Dispatch: a workgroup of 64 invocations covers 64·TM rows × TN output vec4 columns; workgroups are linear over
+//   x and y (wg = wid.x + wid.y · num_workgroups.x), column blocks fastest.
 
 struct ConvParams {
     rows: u32,
@@ -34,8 +34,11 @@ struct ConvParams {
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> output: array<vec4<f32>>;
 
-// Rows per invocation (register blocking); the host may substitute another value.
+// Register tile of one invocation: TM output rows (positions) × TN output vec4 columns. The host may substitute
+// other values. All invocations of a workgroup share the same output columns, so the weight loads of a workgroup
+// are uniform (the same address in every lane): CPU rasterisers load them once, GPUs serve them from cache.
 const TM: u32 = 4u;
+const TN: u32 = 32u;
 
 fn position(r: u32) -> u32 {
     if (prm.pixel == 0xffffffffu) {
@@ -45,28 +48,36 @@ fn position(r: u32) -> u32 {
 }
 
 @compute @workgroup_size(64)
-fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let id = gid.x + gid.y * 64u * nwg.x;
-    let col = id % prm.cout4;
-    let row0 = (id / prm.cout4) * TM;
+fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let wg = wid.x + wid.y * nwg.x;
+    let col_blocks = (prm.cout4 + TN - 1u) / TN;
+    let col0 = (wg % col_blocks) * TN;
+    let row0 = ((wg / col_blocks) * 64u + lid) * TM;
     if (row0 >= prm.rows) {
         return;
     }
     var pos: array<u32, TM>;
     var py: array<i32, TM>;
     var px: array<i32, TM>;
-    var acc: array<vec4<f32>, TM>;
+    var acc: array<array<vec4<f32>, TN>, TM>;
     for (var m = 0u; m < TM; m++) {
         let r = min(row0 + m, prm.rows - 1u);
         pos[m] = position(r);
         py[m] = i32((pos[m] % 784u) / 28u);
         px[m] = i32(pos[m] % 28u);
-        acc[m] = vec4<f32>(0.0);
+        for (var n = 0u; n < TN; n++) {
+            acc[m][n] = vec4<f32>(0.0);
+        }
     }
     let half = i32(prm.kernel / 2u);
     let sign = select(1, -1, (prm.flags & 8u) != 0u);
     let cin4 = prm.cin4;
     let cout4 = prm.cout4;
+    // Columns past the end (cout4 not a multiple of TN) read column cout4 − 1 and are never written.
+    var cols: array<u32, TN>;
+    for (var n = 0u; n < TN; n++) {
+        cols[n] = min(col0 + n, cout4 - 1u);
+    }
     for (var t = 0u; t < prm.n_taps; t++) {
         let dy = sign * (i32(t / prm.kernel) - half);
         let dx = sign * (i32(t % prm.kernel) - half);
@@ -77,36 +88,44 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             let inside = y >= 0 && y < 28 && x >= 0 && x < 28;
             src[m] = select(-1, i32((pos[m] / 784u) * 784u + u32(y * 28 + x)) * i32(cin4), inside);
         }
-        var wrow = (t * cin4) * 4u * cout4 + col;
+        var wrow = (t * cin4) * 4u * cout4;
         for (var k = 0u; k < cin4; k++) {
-            let w0 = weight[wrow];
-            let w1 = weight[wrow + cout4];
-            let w2 = weight[wrow + 2u * cout4];
-            let w3 = weight[wrow + 3u * cout4];
-            wrow += 4u * cout4;
+            var a: array<vec4<f32>, TM>;
             for (var m = 0u; m < TM; m++) {
-                if (src[m] >= 0) {
-                    let a = input[u32(src[m]) + k];
-                    acc[m] += a.x * w0 + a.y * w1 + a.z * w2 + a.w * w3;
+                a[m] = select(vec4<f32>(0.0), input[u32(max(src[m], 0)) + k], src[m] >= 0);
+            }
+            for (var n = 0u; n < TN; n++) {
+                let w0 = weight[wrow + cols[n]];
+                let w1 = weight[wrow + cout4 + cols[n]];
+                let w2 = weight[wrow + 2u * cout4 + cols[n]];
+                let w3 = weight[wrow + 3u * cout4 + cols[n]];
+                for (var m = 0u; m < TM; m++) {
+                    acc[m][n] += a[m].x * w0 + a[m].y * w1 + a[m].z * w2 + a[m].w * w3;
                 }
             }
+            wrow += 4u * cout4;
         }
     }
-    var bias = vec4<f32>(0.0);
-    if ((prm.flags & 2u) != 0u) {
-        bias = weight[prm.bias_row * cout4 + col];
-    }
-    for (var m = 0u; m < TM; m++) {
-        if (row0 + m < prm.rows) {
-            var v = acc[m] + bias;
-            if ((prm.flags & 1u) != 0u) {
-                v = max(v, vec4<f32>(0.0));
+    for (var n = 0u; n < TN; n++) {
+        if (col0 + n >= cout4) {
+            break;
+        }
+        var bias = vec4<f32>(0.0);
+        if ((prm.flags & 2u) != 0u) {
+            bias = weight[prm.bias_row * cout4 + col0 + n];
+        }
+        for (var m = 0u; m < TM; m++) {
+            if (row0 + m < prm.rows) {
+                var v = acc[m][n] + bias;
+                if ((prm.flags & 1u) != 0u) {
+                    v = max(v, vec4<f32>(0.0));
+                }
+                let o = pos[m] * cout4 + col0 + n;
+                if ((prm.flags & 4u) != 0u) {
+                    v += output[o];
+                }
+                output[o] = v;
             }
-            let o = pos[m] * cout4 + col;
-            if ((prm.flags & 4u) != 0u) {
-                v += output[o];
-            }
-            output[o] = v;
         }
     }
 }

@@ -46,6 +46,11 @@ pub fn bench_train(config: Config, batch_size: usize, steps: usize, warmup: usiz
             times.push(t.elapsed().as_secs_f64());
         }
     }
+    if std::env::var_os("PIXELCNN_PROFILE").is_some() {
+        for (name, secs, n) in trainer.profile_step(&gpu, &images)? {
+            eprintln!("{name:<36} {n:>4} dispatches {:>9.2} ms", secs * 1e3);
+        }
+    }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let images_per_second = batch_size as f64 / median;

@@ -203,9 +203,14 @@ pub fn from_bytes(bytes: &[u8], file: &str) -> Result<Checkpoint> {
         .validate()
         .with_context(|| format!("{file}: inferred F={filters}, N={blocks}"))?;
     let net = Network::new(config);
-    let mut params = vec![0.0; net.param_len];
+    // Read and check every tensor before allocating the parameters: a tiny file can claim a huge F and N, and the
+    // allocation would then abort the process instead of this returning an error.
+    let mut tensors = Vec::new();
     for (name, conv, weight) in tensor_names(&net) {
-        let data = read_f32(&st, file, &name, &shape_of(&net, conv, weight))?;
+        tensors.push((conv, weight, read_f32(&st, file, &name, &shape_of(&net, conv, weight))?));
+    }
+    let mut params = vec![0.0; net.param_len];
+    for (conv, weight, data) in tensors {
         import(&net, &mut params, conv, weight, &data);
     }
     let train = match metadata.metadata().as_ref().and_then(|m| m.get("train_state")) {

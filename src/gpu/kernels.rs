@@ -44,24 +44,34 @@ fn source(file: &str) -> &'static str {
 pub struct Tuning {
     /// Output rows (positions) per invocation of `conv_forward`.
     pub conv_rows: u32,
+    /// Output vec4 columns per invocation of `conv_forward`.
+    pub conv_cols: u32,
     /// Positions per chunk of the weight-gradient reduction.
     pub wgrad_chunk: usize,
+    /// Row groups (4 scalar rows each) per invocation of `conv_backward_weight`.
+    pub wgrad_row_groups: u32,
 }
 
 impl Tuning {
     /// Per-adapter choice. CPU rasterisers (lavapipe) gain from register blocking; discrete GPUs want many threads.
     pub fn for_gpu(gpu: &Gpu) -> Tuning {
         let rows = std::env::var("PIXELCNN_CONV_ROWS").ok().and_then(|v| v.parse().ok());
+        let cols = std::env::var("PIXELCNN_CONV_COLS").ok().and_then(|v| v.parse().ok());
         let chunk = std::env::var("PIXELCNN_WGRAD_CHUNK").ok().and_then(|v| v.parse().ok());
+        let rg = std::env::var("PIXELCNN_WGRAD_RG").ok().and_then(|v| v.parse().ok());
         if gpu.is_software() {
             Tuning {
                 conv_rows: rows.unwrap_or(4),
+                conv_cols: cols.unwrap_or(32),
                 wgrad_chunk: chunk.unwrap_or(1568),
+                wgrad_row_groups: rg.unwrap_or(4),
             }
         } else {
             Tuning {
                 conv_rows: rows.unwrap_or(4),
+                conv_cols: cols.unwrap_or(32),
                 wgrad_chunk: chunk.unwrap_or(392),
+                wgrad_row_groups: rg.unwrap_or(4),
             }
         }
     }
@@ -70,15 +80,36 @@ impl Tuning {
 impl Gpu {
     /// The pipeline for `entry` in `shaders/<file>.wgsl`, compiled once per process (per tuning).
     pub fn pipeline(&self, file: &str, entry: &str, storage: &[Access]) -> Result<Arc<Pipeline>> {
-        let tuning = Tuning::for_gpu(self);
-        let name = format!("{file}:{entry}");
+        self.pipeline_with(file, entry, storage, &[])
+    }
+
+    /// The pipeline for `entry` with the kernel's `const NAME: u32 = ...;` declarations replaced by `consts`
+    /// (tile sizes), compiled once per distinct set.
+    pub fn pipeline_with(
+        &self,
+        file: &str,
+        entry: &str,
+        storage: &[Access],
+        consts: &[(&str, u32)],
+    ) -> Result<Arc<Pipeline>> {
+        let mut name = format!("{file}:{entry}");
+        for (c, v) in consts {
+            name.push_str(&format!(" {c}={v}"));
+        }
         if let Some(p) = self.pipelines.lock().unwrap().get(&name) {
             return Ok(p.clone());
         }
-        let src = source(file).replace(
-            "const TM: u32 = 4u;",
-            &format!("const TM: u32 = {}u;", tuning.conv_rows),
-        );
+        let mut src = String::new();
+        for line in source(file).lines() {
+            match consts
+                .iter()
+                .find(|(c, _)| line.starts_with(&format!("const {c}: u32 =")))
+            {
+                Some((c, v)) => src.push_str(&format!("const {c}: u32 = {v}u;")),
+                None => src.push_str(line),
+            }
+            src.push('\n');
+        }
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&name),
             source: wgpu::ShaderSource::Wgsl(src.into()),
@@ -145,6 +176,27 @@ const BIAS: u32 = 2;
 const ACCUMULATE: u32 = 4;
 const NEGATE_TAPS: u32 = 8;
 
+/// The `conv_forward` pipeline for `cols4` output vec4 columns, and its workgroup count for `rows` rows: whole
+/// workgroups of 64 · TM rows per column block of TN, with TN the largest power of two ≤ min(cols4, tuning).
+fn conv_pipeline(gpu: &Gpu, rows: usize, cols4: usize) -> Result<(Arc<Pipeline>, usize)> {
+    let t = Tuning::for_gpu(gpu);
+    let mut tn = 1;
+    while tn * 2 <= cols4.min(t.conv_cols as usize) {
+        tn *= 2;
+    }
+    let pipe = gpu.pipeline_with(
+        "conv",
+        "conv_forward",
+        &[Read, Read, Rw],
+        &[("TM", t.conv_rows), ("TN", tn as u32)],
+    )?;
+    Ok((pipe, rows.div_ceil(64 * t.conv_rows as usize) * cols4.div_ceil(tn)))
+}
+
+fn groups64(invocations: usize) -> usize {
+    invocations.div_ceil(64)
+}
+
 /// `out = act(conv(input) + bias)` at `rows` positions (all positions, or image `r` at `pixel`).
 #[allow(clippy::too_many_arguments)]
 pub fn conv_forward(
@@ -170,9 +222,8 @@ pub fn conv_forward(
         pixel.map_or(ALL_PIXELS, |q| q as u32),
         bias_row as u32,
     ];
-    let pipe = gpu.pipeline("conv", "conv_forward", &[Read, Read, Rw])?;
-    let tm = Tuning::for_gpu(gpu).conv_rows as usize;
-    p.dispatch(pipe, vec![input, weight, output], &words(&u), rows.div_ceil(tm) * cout4);
+    let (pipe, groups) = conv_pipeline(gpu, rows, cout4)?;
+    p.dispatch(pipe, vec![input, weight, output], &words(&u), groups);
     Ok(())
 }
 
@@ -200,9 +251,8 @@ pub fn conv_backward_data(
         ALL_PIXELS,
         0,
     ];
-    let pipe = gpu.pipeline("conv", "conv_forward", &[Read, Read, Rw])?;
-    let tm = Tuning::for_gpu(gpu).conv_rows as usize;
-    p.dispatch(pipe, vec![dz, wt, dx], &words(&u), positions.div_ceil(tm) * cin4);
+    let (pipe, groups) = conv_pipeline(gpu, positions, cin4)?;
+    p.dispatch(pipe, vec![dz, wt, dx], &words(&u), groups);
     Ok(())
 }
 
@@ -225,7 +275,12 @@ pub fn transpose_weights(gpu: &Gpu, p: &mut Program, conv: &Conv, w: View, wt: V
         0,
     ];
     let pipe = gpu.pipeline("conv", "transpose_weights", &[Read, Read, Rw])?;
-    p.dispatch(pipe, vec![w.clone(), w, wt], &words(&u), transposed_len(conv) / 4);
+    p.dispatch(
+        pipe,
+        vec![w.clone(), w, wt],
+        &words(&u),
+        groups64(transposed_len(conv) / 4),
+    );
     Ok(())
 }
 
@@ -265,14 +320,14 @@ pub fn conv_backward_weight(
         n_chunks as u32,
         0,
     ];
-    let groups = conv.taps.len() * cin4 + 1;
-    let pipe = gpu.pipeline("wgrad", "conv_backward_weight", &[Read, Read, Rw])?;
-    p.dispatch(
-        pipe,
-        vec![input, dz, partial.clone()],
-        &words(&u),
-        n_chunks * groups * cout4,
-    );
+    // One lane per output vec4 column (up to 64), RG row groups per lane.
+    let wgn = cout4.next_power_of_two().min(64);
+    let rg = Tuning::for_gpu(gpu).wgrad_row_groups as usize;
+    let row_groups = conv.taps.len() * cin4 + 1;
+    let consts = [("WGN", wgn as u32), ("RG", rg as u32)];
+    let pipe = gpu.pipeline_with("wgrad", "conv_backward_weight", &[Read, Read, Rw], &consts)?;
+    let groups = n_chunks * row_groups.div_ceil(rg) * cout4.div_ceil(wgn);
+    p.dispatch(pipe, vec![input, dz, partial.clone()], &words(&u), groups);
     let len4 = (conv.taps.len() * cin4 * 4 + 1) * cout4;
     reduce_chunks(gpu, p, partial, grad, len4, n_chunks, false)
 }
@@ -289,7 +344,7 @@ pub fn reduce_chunks(
 ) -> Result<()> {
     let u = [len4 as u32, n_chunks as u32, accumulate as u32, 0];
     let pipe = gpu.pipeline("reduce", "reduce_chunks", &[Read, Rw])?;
-    p.dispatch(pipe, vec![input, output], &words(&u), len4);
+    p.dispatch(pipe, vec![input, output], &words(&u), groups64(len4));
     Ok(())
 }
 
@@ -298,7 +353,7 @@ pub fn sum_images(gpu: &Gpu, p: &mut Program, loss: View, output: View, images: 
     let len4 = images.div_ceil(4);
     let u = [len4 as u32, images as u32, accumulate as u32, 0];
     let pipe = gpu.pipeline("reduce", "sum_images", &[Read, Rw])?;
-    p.dispatch(pipe, vec![loss, output], &words(&u), len4);
+    p.dispatch(pipe, vec![loss, output], &words(&u), groups64(len4));
     Ok(())
 }
 
@@ -317,7 +372,7 @@ pub fn add(
     let c4 = pad4(channels) / 4;
     let u = [rows as u32, c4 as u32, pixel.map_or(ALL_PIXELS, |q| q as u32), 0];
     let pipe = gpu.pipeline("elementwise", "add", &[Read, Read, Rw])?;
-    p.dispatch(pipe, vec![a, b, output], &words(&u), rows * c4);
+    p.dispatch(pipe, vec![a, b, output], &words(&u), groups64(rows * c4));
     Ok(())
 }
 
@@ -334,7 +389,7 @@ pub fn relu_backward(
     let c4 = pad4(channels) / 4;
     let u = [positions as u32, c4 as u32, ALL_PIXELS, 0];
     let pipe = gpu.pipeline("elementwise", "relu_backward", &[Read, Read, Rw])?;
-    p.dispatch(pipe, vec![y, dy, dz], &words(&u), positions * c4);
+    p.dispatch(pipe, vec![y, dy, dz], &words(&u), groups64(positions * c4));
     Ok(())
 }
 
@@ -352,7 +407,7 @@ pub fn bce_loss_grad(
     let scale = 1.0f32 / positions as f32;
     let u = [positions as u32, scale.to_bits(), 0, 0];
     let pipe = gpu.pipeline("bce", "bce_loss_grad", &[Read, Read, Rw, Rw])?;
-    p.dispatch(pipe, vec![logits, target, grad, loss], &words(&u), positions);
+    p.dispatch(pipe, vec![logits, target, grad, loss], &words(&u), groups64(positions));
     Ok(())
 }
 
@@ -385,7 +440,12 @@ pub fn adam_update(
 ) -> Result<usize> {
     let n4 = params.len / 4;
     let pipe = gpu.pipeline("adam", "adam_update", &[Rw, Read, Rw, Rw])?;
-    Ok(p.dispatch(pipe, vec![params, grads, m, v], &adam_uniform(n4, lr_t, cfg), n4))
+    Ok(p.dispatch(
+        pipe,
+        vec![params, grads, m, v],
+        &adam_uniform(n4, lr_t, cfg),
+        groups64(n4),
+    ))
 }
 
 /// Draws pixel `pixel` of `count` images from their logits, writing the image and the probability.
@@ -403,6 +463,6 @@ pub fn sample_pixel(
 ) -> Result<()> {
     let u = [count as u32, pixel as u32, key, first_image];
     let pipe = gpu.pipeline("sample", "sample_pixel", &[Read, Rw, Rw])?;
-    p.dispatch(pipe, vec![logits, image, probs], &words(&u), count);
+    p.dispatch(pipe, vec![logits, image, probs], &words(&u), groups64(count));
     Ok(())
 }

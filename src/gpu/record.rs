@@ -28,9 +28,9 @@ pub struct Program {
     bind_groups: Vec<wgpu::BindGroup>,
 }
 
-/// Workgroups of 64 for `invocations`, spread over x and y so that no dimension exceeds 65,535.
-pub fn workgroups_for(invocations: usize) -> [u32; 2] {
-    let groups = invocations.div_ceil(64).max(1);
+/// `groups` workgroups spread over x and y so that no dimension exceeds 65,535 (kernels linearise them).
+pub fn workgroups_for(groups: usize) -> [u32; 2] {
+    let groups = groups.max(1);
     let y = groups.div_ceil(65_535);
     [groups.div_ceil(y) as u32, y as u32]
 }
@@ -40,8 +40,8 @@ impl Program {
         Self::default()
     }
 
-    /// Appends a dispatch of `pipeline` over `invocations` threads; returns its index (for [`Program::set_uniform`]).
-    pub fn dispatch(&mut self, pipeline: Arc<Pipeline>, views: Vec<View>, uniform: &[u8], invocations: usize) -> usize {
+    /// Appends a dispatch of `pipeline` over `groups` workgroups; returns its index (for [`Program::set_uniform`]).
+    pub fn dispatch(&mut self, pipeline: Arc<Pipeline>, views: Vec<View>, uniform: &[u8], groups: usize) -> usize {
         assert!(self.uniform_buffer.is_none(), "program already finished");
         assert_eq!(
             views.len(),
@@ -56,7 +56,7 @@ impl Program {
             pipeline,
             views,
             uniform: block,
-            workgroups: workgroups_for(invocations),
+            workgroups: workgroups_for(groups),
             bind_group: 0,
         });
         self.steps.len() - 1
@@ -151,6 +151,28 @@ impl Program {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("program") });
         self.encode(&mut encoder, range);
         gpu.queue.submit([encoder.finish()])
+    }
+
+    /// Runs every dispatch on its own and waits for it, summing the wall time per kernel (for tuning; the
+    /// submit-and-wait overhead of each dispatch is included).
+    pub fn profile(&self, gpu: &Gpu) -> anyhow::Result<Vec<(String, f64, usize)>> {
+        let mut totals: Vec<(String, f64, usize)> = Vec::new();
+        for i in 0..self.steps.len() {
+            let t = std::time::Instant::now();
+            self.submit_range(gpu, i..i + 1);
+            gpu.wait()?;
+            let dt = t.elapsed().as_secs_f64();
+            let name = &self.steps[i].pipeline.name;
+            match totals.iter_mut().find(|(n, _, _)| n == name) {
+                Some(e) => {
+                    e.1 += dt;
+                    e.2 += 1;
+                }
+                None => totals.push((name.clone(), dt, 1)),
+            }
+        }
+        totals.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(totals)
     }
 
     /// Submits the whole program without waiting.

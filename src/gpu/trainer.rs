@@ -317,6 +317,14 @@ impl Trainer {
         Ok(())
     }
 
+    /// Per-kernel time of one training step of `batch` images (see [`Program::profile`]).
+    pub fn profile_step(&mut self, gpu: &Gpu, images: &[u8]) -> Result<Vec<(String, f64, usize)>> {
+        let batch = images.len() / PIXELS;
+        self.step(gpu, images, 1)?;
+        gpu.wait()?;
+        self.step_programs[&batch].0.profile(gpu)
+    }
+
     /// Zeroes the running NLL sums (at the start of an epoch).
     pub fn reset_running_nll(&self, gpu: &Gpu) {
         gpu.write(&self.epoch_nll, 0, &vec![0.0; self.epoch_nll.len]);

@@ -1,0 +1,491 @@
+//! Checkpoints: exact round trips (with and without training state), masked taps (saved as zeros, ignored on load),
+//! PyTorch-style files without metadata, clear errors for broken files, and atomic saves.
+
+mod common;
+use common::*;
+use pixelcnn::checkpoint::{self, TrainState};
+use pixelcnn::cpu::{AdamConfig, AdamState};
+use pixelcnn::model::{Config, Network};
+use pixelcnn::rng::SplitMix64;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+
+/// The name errors must mention.
+const FILE: &str = "some/file.safetensors";
+
+/// Glorot initialisation plus a perturbation of every live weight and bias (so biases are non-zero too). Padding
+/// between the packed blocks stays zero: it is not part of the model and is not saved.
+fn random_params(net: &Network, seed: u64) -> Vec<f32> {
+    let mut params = net.init_params(seed);
+    perturb(net, &mut params, seed, 0.1);
+    params
+}
+
+/// Adds uniform noise in [-scale, scale) inside the packed blocks only.
+fn perturb(net: &Network, v: &mut [f32], seed: u64, scale: f32) {
+    let noise = random_vec(net.param_len, seed ^ 0x9E37);
+    for i in 0..net.convs.len() {
+        let start = net.param_offsets[i];
+        for (j, x) in net.block_mut(v, i).iter_mut().enumerate() {
+            *x += scale * noise[start + j];
+        }
+    }
+}
+
+/// Compares bit patterns, so that -0.0 vs 0.0 or a changed NaN payload would show as a difference.
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// One tensor of a safetensors file, owned, so that tests can edit it and write the file again.
+#[derive(Clone)]
+struct Tensor {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl Tensor {
+    fn f32s(&self) -> Vec<f32> {
+        assert_eq!(self.dtype, Dtype::F32);
+        self.data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
+    fn set_f32s(&mut self, values: &[f32]) {
+        self.dtype = Dtype::F32;
+        self.data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    }
+}
+
+/// Parses a safetensors file into its tensors (sorted by name: the crate lists them in hash order) and metadata.
+fn parse(bytes: &[u8]) -> (Vec<Tensor>, Option<HashMap<String, String>>) {
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    let mut tensors: Vec<Tensor> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| Tensor {
+            name,
+            dtype: t.dtype(),
+            shape: t.shape().to_vec(),
+            data: t.data().to_vec(),
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
+    (tensors, meta.metadata().clone())
+}
+
+/// Writes tensors and metadata as a safetensors file (the same crate PyTorch's writer is compatible with).
+fn write(tensors: &[Tensor], meta: Option<HashMap<String, String>>) -> Vec<u8> {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, &meta).unwrap()
+}
+
+fn tensor<'a>(tensors: &'a mut [Tensor], name: &str) -> &'a mut Tensor {
+    tensors
+        .iter_mut()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no tensor {name}"))
+}
+
+/// A training state whose fields all differ from their defaults, with the floats a run would typically hold, and
+/// Adam moments with random values in every live entry.
+fn train_state(net: &Network, seed: u64) -> (TrainState, AdamState) {
+    let mut rng = SplitMix64::new(seed);
+    let step = 1000 + rng.below(100_000);
+    let state = TrainState {
+        step,
+        epoch: 3,
+        batch_in_epoch: 17,
+        seed: rng.next_u64(),
+        batch_size: 128,
+        epochs: 10,
+        adam: AdamConfig {
+            lr: 1e-3,
+            ..AdamConfig::default()
+        },
+        val_split: 0.1,
+        limit: Some(5000),
+        epoch_nll_sum: 12345.5,
+        epoch_images: 2176,
+    };
+    let mut adam = AdamState::new(net.param_len);
+    perturb(net, &mut adam.m, seed + 1, 1e-2);
+    perturb(net, &mut adam.v, seed + 2, 1e-4);
+    adam.v.iter_mut().for_each(|v| *v = v.abs());
+    adam.step = step;
+    (state, adam)
+}
+
+#[test]
+fn round_trip_is_exact_with_and_without_training_state() {
+    let config = Config { filters: 6, blocks: 2 };
+    let net = Network::new(config);
+    let params = random_params(&net, 1);
+
+    let bytes = checkpoint::to_bytes(&net, &params, None).unwrap();
+    let loaded = checkpoint::from_bytes(&bytes, FILE).unwrap();
+    assert_eq!(loaded.config, config);
+    assert_eq!(bits(&loaded.params), bits(&params));
+    assert!(loaded.train.is_none(), "training state appeared from nowhere");
+    eprintln!("model only: {} bytes", bytes.len());
+
+    let (state, adam) = train_state(&net, 100);
+    let bytes = checkpoint::to_bytes(&net, &params, Some((&state, &adam))).unwrap();
+    let loaded = checkpoint::from_bytes(&bytes, FILE).unwrap();
+    eprintln!("with training state: {} bytes", bytes.len());
+    assert_eq!(loaded.config, config);
+    assert_eq!(bits(&loaded.params), bits(&params));
+    let (loaded_state, loaded_adam) = loaded.train.expect("training state lost");
+    assert_eq!(loaded_state, state, "train_state metadata changed in the round trip");
+    assert_eq!(loaded_adam.step, adam.step);
+    assert_eq!(bits(&loaded_adam.m), bits(&adam.m), "Adam m changed");
+    assert_eq!(bits(&loaded_adam.v), bits(&adam.v), "Adam v changed");
+}
+
+/// Resuming must restore the floats of the training state bit for bit, whatever they are: the running NLL sum is an
+/// arbitrary f64, and a learning rate may be too. (serde_json parses floats exactly only with its
+/// `float_roundtrip` feature; without it about a third of arbitrary f64s come back one ulp off.)
+#[test]
+fn train_state_floats_round_trip_bit_for_bit() {
+    let net = Network::new(Config { filters: 2, blocks: 0 });
+    let params = random_params(&net, 1);
+    let mut rng = SplitMix64::new(12);
+    let mut changed = Vec::new();
+    for _ in 0..50 {
+        let (mut state, adam) = train_state(&net, 13);
+        state.adam.lr = rng.next_f64() * 1e-3;
+        state.val_split = rng.next_f64();
+        state.epoch_nll_sum = rng.next_f64() * 1e6;
+        let bytes = checkpoint::to_bytes(&net, &params, Some((&state, &adam))).unwrap();
+        let (loaded, _) = checkpoint::from_bytes(&bytes, FILE).unwrap().train.unwrap();
+        for (what, a, b) in [
+            ("adam.lr", state.adam.lr, loaded.adam.lr),
+            ("val_split", state.val_split, loaded.val_split),
+            ("epoch_nll_sum", state.epoch_nll_sum, loaded.epoch_nll_sum),
+        ] {
+            if a.to_bits() != b.to_bits() {
+                changed.push(format!("{what}: {a:?} → {b:?}"));
+            }
+        }
+    }
+    eprintln!("{} of 150 floats changed in the round trip", changed.len());
+    assert!(changed.is_empty(), "train_state floats changed on reload: {changed:#?}");
+}
+
+#[test]
+fn masked_taps_are_saved_as_zeros_and_ignored_on_load() {
+    let net = Network::new(Config { filters: 6, blocks: 2 });
+    let params = random_params(&net, 2);
+    let (state, adam) = train_state(&net, 3);
+    let clean = checkpoint::to_bytes(&net, &params, Some((&state, &adam))).unwrap();
+    let (mut tensors, meta) = parse(&clean);
+
+    // Saved files hold exact zeros at masked taps, for the weights and for both Adam moments; live taps are the
+    // non-zero values we put there.
+    let mut masked_checked = 0;
+    for c in &net.convs {
+        let k = c.kernel;
+        for prefix in ["", "train.adam_m.", "train.adam_v."] {
+            let w = tensor(&mut tensors, &format!("{prefix}{}.weight", c.name)).f32s();
+            for (i, &v) in w.iter().enumerate() {
+                let (ky, kx) = ((i / k) % k, i % k);
+                if c.mask.keeps(k, ky, kx) {
+                    assert!(v != 0.0, "{prefix}{}.weight[{i}] is a live tap but zero", c.name);
+                } else {
+                    assert_eq!(v.to_bits(), 0, "{prefix}{}.weight[{i}]: masked tap holds {v}", c.name);
+                    masked_checked += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{masked_checked} masked taps saved as exact zeros");
+    assert!(masked_checked > 0);
+
+    // Fill the masked taps of conv_in (mask A, 7×7) and blocks.0.masked (mask B, 3×3) with garbage, as a PyTorch
+    // model that applies its mask in forward() would store them.
+    let mut garbage = 0;
+    for (conv, name) in [(0, "conv_in.weight"), (2, "blocks.0.masked.weight")] {
+        let c = &net.convs[conv];
+        assert_eq!(format!("{}.weight", c.name), name);
+        let t = tensor(&mut tensors, name);
+        let mut w = t.f32s();
+        let k = c.kernel;
+        for (i, v) in w.iter_mut().enumerate() {
+            if !c.mask.keeps(k, (i / k) % k, i % k) {
+                *v = 1000.0 + i as f32;
+                garbage += 1;
+            }
+        }
+        t.set_f32s(&w);
+    }
+    let dirty = write(&tensors, meta);
+    assert_ne!(dirty, clean);
+    eprintln!("{garbage} masked taps overwritten with garbage");
+
+    let from_clean = checkpoint::from_bytes(&clean, FILE).unwrap();
+    let from_dirty = checkpoint::from_bytes(&dirty, FILE).unwrap();
+    assert_eq!(
+        bits(&from_dirty.params),
+        bits(&from_clean.params),
+        "garbage in masked taps reached the model"
+    );
+    assert_eq!(bits(&from_clean.params), bits(&params));
+    let (_, adam_dirty) = from_dirty.train.unwrap();
+    assert_eq!(bits(&adam_dirty.m), bits(&adam.m));
+    assert_eq!(bits(&adam_dirty.v), bits(&adam.v));
+}
+
+#[test]
+fn pytorch_style_file_without_metadata_loads_and_infers_the_config() {
+    for config in [Config { filters: 8, blocks: 3 }, Config { filters: 4, blocks: 0 }] {
+        let net = Network::new(config);
+        let params = random_params(&net, 4);
+        // What `safetensors.torch.save_file(model.state_dict())` writes: the model tensors and no metadata at all.
+        let (tensors, meta) = parse(&checkpoint::to_bytes(&net, &params, None).unwrap());
+        assert!(meta.is_some());
+        assert!(tensors.iter().all(|t| !t.name.starts_with("train.")));
+        let bytes = write(&tensors, None);
+        assert!(SafeTensors::read_metadata(&bytes).unwrap().1.metadata().is_none());
+
+        let loaded = checkpoint::from_bytes(&bytes, FILE).unwrap();
+        eprintln!("inferred F={}, N={}", loaded.config.filters, loaded.config.blocks);
+        assert_eq!(loaded.config, config);
+        assert_eq!(bits(&loaded.params), bits(&params));
+        assert!(loaded.train.is_none());
+    }
+}
+
+/// Loads `bytes`, which must fail without panicking, with an error whose message names [`FILE`] and contains every
+/// string of `expected`. Returns the full message.
+fn expect_error(what: &str, bytes: &[u8], expected: &[&str]) -> String {
+    let result = std::panic::catch_unwind(|| checkpoint::from_bytes(bytes, FILE).map(|c| c.config))
+        .unwrap_or_else(|_| panic!("{what}: loading panicked"));
+    let err = match result {
+        Ok(config) => panic!("{what}: loaded (as {config:?}) instead of failing"),
+        Err(e) => e,
+    };
+    let top = err.to_string();
+    let full = format!("{err:#}");
+    eprintln!("{what:<28} {full}");
+    assert!(top.contains(FILE), "{what}: the message does not name the file: {full}");
+    for s in expected {
+        assert!(full.contains(s), "{what}: the message does not mention `{s}`: {full}");
+    }
+    full
+}
+
+#[test]
+fn broken_files_give_clear_errors_and_never_panic() {
+    let net = Network::new(Config { filters: 6, blocks: 2 });
+    let params = random_params(&net, 5);
+    let (state, adam) = train_state(&net, 6);
+    let good = checkpoint::to_bytes(&net, &params, Some((&state, &adam))).unwrap();
+    checkpoint::from_bytes(&good, FILE).unwrap();
+    let (tensors, meta) = parse(&good);
+
+    // Rewrites the good file with one tensor changed (None: removed).
+    let edit = |name: &str, change: &dyn Fn(&mut Tensor) -> Option<()>| -> Vec<u8> {
+        let edited: Vec<Tensor> = tensors
+            .iter()
+            .filter_map(|t| {
+                let mut t = t.clone();
+                if t.name == name {
+                    change(&mut t)?;
+                }
+                Some(t)
+            })
+            .collect();
+        assert!(tensors.iter().any(|t| t.name == name), "no tensor {name}");
+        write(&edited, meta.clone())
+    };
+
+    for name in [
+        "head.1.weight",
+        "conv_in.weight",
+        "blocks.1.conv2.bias",
+        "train.adam_v.blocks.1.masked.bias",
+    ] {
+        expect_error(&format!("missing {name}"), &edit(name, &|_| None), &[name, "missing"]);
+    }
+
+    let reshaped = edit("blocks.0.conv1.bias", &|t| {
+        t.shape = vec![6, 1];
+        Some(())
+    });
+    expect_error(
+        "wrong shape (bias)",
+        &reshaped,
+        &["blocks.0.conv1.bias", "[6, 1]", "[6]"],
+    );
+    let reshaped = edit("blocks.1.masked.weight", &|t| {
+        t.shape = vec![3, 6, 5, 5];
+        t.set_f32s(&[0.5; 3 * 6 * 5 * 5]);
+        Some(())
+    });
+    expect_error(
+        "wrong shape (weight)",
+        &reshaped,
+        &["blocks.1.masked.weight", "[3, 6, 5, 5]", "[3, 6, 3, 3]"],
+    );
+    let reshaped = edit("conv_in.weight", &|t| {
+        t.shape = vec![6, 1, 5, 5];
+        t.set_f32s(&[0.5; 6 * 25]);
+        Some(())
+    });
+    expect_error(
+        "wrong shape (conv_in)",
+        &reshaped,
+        &["conv_in.weight", "[6, 1, 5, 5]", "7"],
+    );
+
+    let as_f64 = edit("head.0.bias", &|t| {
+        let values = t.f32s();
+        t.dtype = Dtype::F64;
+        t.data = values.iter().flat_map(|&v| (v as f64).to_le_bytes()).collect();
+        Some(())
+    });
+    expect_error("wrong dtype (F64)", &as_f64, &["head.0.bias", "F64"]);
+    let as_f16 = edit("conv_out.weight", &|t| {
+        t.dtype = Dtype::F16;
+        t.data = vec![0x3C; t.data.len() / 2];
+        Some(())
+    });
+    expect_error("wrong dtype (F16)", &as_f16, &["conv_out.weight", "F16"]);
+
+    // NaN at a live tap of conv_in (row 0 of the kernel is live under mask A), and an infinity in a moment.
+    let nan = edit("conv_in.weight", &|t| {
+        let mut w = t.f32s();
+        w[2 * 49 + 1] = f32::NAN;
+        t.set_f32s(&w);
+        Some(())
+    });
+    expect_error("NaN in a weight", &nan, &["conv_in.weight", "non-finite"]);
+    let inf = edit("train.adam_m.head.0.weight", &|t| {
+        let mut w = t.f32s();
+        w[5] = f32::INFINITY;
+        t.set_f32s(&w);
+        Some(())
+    });
+    expect_error(
+        "inf in an Adam moment",
+        &inf,
+        &["train.adam_m.head.0.weight", "non-finite"],
+    );
+
+    let mut bad_meta = meta.clone().unwrap();
+    bad_meta.insert("train_state".into(), "{\"step\": 12".into());
+    expect_error(
+        "bad train_state JSON",
+        &write(&tensors, Some(bad_meta)),
+        &["train_state"],
+    );
+
+    // F must be even: a conv_in with 5 filters.
+    let odd = Tensor {
+        name: "conv_in.weight".into(),
+        dtype: Dtype::F32,
+        shape: vec![5, 1, 7, 7],
+        data: vec![0; 5 * 49 * 4],
+    };
+    expect_error("odd filter count", &write(&[odd], None), &["F=5"]);
+
+    // A small file whose names claim the largest model the loader accepts (F=4096, N=256: 68 GB of parameters)
+    // must fail on the tensors it lacks, not abort the process trying to allocate that model first.
+    let mut huge = vec![Tensor {
+        name: "conv_in.weight".into(),
+        dtype: Dtype::F32,
+        shape: vec![4096, 1, 7, 7],
+        data: vec![0; 4096 * 49 * 4],
+    }];
+    for i in 0..256 {
+        huge.push(Tensor {
+            name: format!("blocks.{i}.conv1.bias"),
+            dtype: Dtype::F32,
+            shape: vec![4096],
+            data: vec![0; 4096 * 4],
+        });
+    }
+    expect_error("huge claimed model", &write(&huge, None), &["conv_in.bias", "missing"]);
+
+    expect_error("truncated to half", &good[..good.len() / 2], &[]);
+    expect_error("truncated header", &good[..20], &[]);
+    expect_error("empty file", &[], &[]);
+    let mut rng = SplitMix64::new(7);
+    let noise: Vec<u8> = (0..4096).map(|_| rng.next_u64() as u8).collect();
+    expect_error("random bytes", &noise, &[]);
+    // A plausible header length followed by bytes that are not JSON.
+    let mut fake = 100u64.to_le_bytes().to_vec();
+    fake.extend_from_slice(&noise[..200]);
+    expect_error("header that is not JSON", &fake, &[]);
+    expect_error(
+        "a PNG",
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x1c\0\0\0\x1c\x08\x00\x00\x00\x00",
+        &[],
+    );
+}
+
+#[test]
+fn save_is_atomic_and_leaves_no_temp_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory that does not exist yet: save creates it.
+    let path = dir.path().join("runs").join("model.safetensors");
+    let net = Network::new(Config { filters: 6, blocks: 1 });
+    let first = random_params(&net, 8);
+    let (state, adam) = train_state(&net, 9);
+
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    checkpoint::save(&path, &net, &first, Some((&state, &adam))).unwrap();
+    assert_eq!(listing(), vec!["model.safetensors"], "temporary files left behind");
+    let loaded = checkpoint::load(&path).unwrap();
+    assert_eq!(bits(&loaded.params), bits(&first));
+    assert_eq!(loaded.train.unwrap().0, state);
+    // The file on disk holds what to_bytes produces. (Compared parsed: the metadata map is written in hash order,
+    // so the header's bytes differ from one call to the next.)
+    let (on_disk, meta_on_disk) = parse(&std::fs::read(&path).unwrap());
+    let (expected, meta) = parse(&checkpoint::to_bytes(&net, &first, Some((&state, &adam))).unwrap());
+    assert_eq!(meta_on_disk, meta);
+    assert_eq!(on_disk.len(), expected.len());
+    for (a, b) in on_disk.iter().zip(&expected) {
+        assert!(
+            a.name == b.name && a.dtype == b.dtype && a.shape == b.shape && a.data == b.data,
+            "{}",
+            a.name
+        );
+    }
+
+    // Overwriting replaces the file as a whole.
+    let second = random_params(&net, 10);
+    assert_ne!(bits(&first), bits(&second));
+    checkpoint::save(&path, &net, &second, None).unwrap();
+    assert_eq!(listing(), vec!["model.safetensors"], "temporary files left behind");
+    let loaded = checkpoint::load(&path).unwrap();
+    assert_eq!(bits(&loaded.params), bits(&second));
+    assert!(loaded.train.is_none());
+
+    // Loading a file that is not there names it.
+    let missing = dir.path().join("nope.safetensors");
+    let err = format!("{:#}", checkpoint::load(&missing).err().expect("loaded a missing file"));
+    eprintln!("missing file: {err}");
+    assert!(err.contains("nope.safetensors"), "{err}");
+}

@@ -1,0 +1,790 @@
+//! End-to-end tests of the `pixelcnn` command line: every subcommand run as a child process on tiny fixtures
+//! (IDX and CSV files written into a temporary directory) with a tiny model (F=4, N=1).
+//!
+//! GPU parts run on whatever adapter wgpu picks (lavapipe on machines without a GPU); without an adapter they are
+//! skipped with a printed note, except under CI=true where that is a failure (see `gpu::gpu_for_tests`).
+
+mod common;
+
+use pixelcnn::checkpoint::{self, Checkpoint};
+use pixelcnn::grid;
+use pixelcnn::rng::SplitMix64;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+use tempfile::TempDir;
+
+const PIXELS: usize = 784;
+const TRAIN_IMAGES: usize = 40;
+const TEST_IMAGES: usize = 12;
+/// Model flags shared by every run: tiny, so that CPU training takes well under a second.
+const TINY: [&str; 4] = ["--filters", "4", "--blocks", "1"];
+
+// ---------------------------------------------------------------------------------------------------
+// Running the binary
+
+/// Runs `pixelcnn args...` in `cwd` (so that nothing lands in the source tree), without $PIXELCNN_DATA.
+fn pixelcnn(cwd: &Path, args: &[&str]) -> Output {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_pixelcnn"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("PIXELCNN_DATA")
+        .output()
+        .expect("running the pixelcnn binary");
+    eprintln!(
+        "  pixelcnn {} -> {:?} in {:.2} s",
+        args.join(" "),
+        out.status.code(),
+        t.elapsed().as_secs_f64()
+    );
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs and asserts success; returns stdout.
+fn ok(cwd: &Path, args: &[&str]) -> String {
+    let o = pixelcnn(cwd, args);
+    assert!(
+        o.status.success(),
+        "pixelcnn {} failed with {:?}\nstdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(
+        !stderr(&o).contains("panicked"),
+        "stderr mentions a panic:\n{}",
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Runs, asserts exit code 1 (an error, not a panic's 101) and an `error:` line without "panicked"; returns stderr.
+fn fails(cwd: &Path, args: &[&str]) -> String {
+    let o = pixelcnn(cwd, args);
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "pixelcnn {} should exit 1\nstdout:\n{}\nstderr:\n{err}",
+        args.join(" "),
+        stdout(&o)
+    );
+    assert!(
+        !err.contains("panicked"),
+        "pixelcnn {}: stderr mentions a panic:\n{err}",
+        args.join(" ")
+    );
+    assert!(
+        err.starts_with("error:"),
+        "pixelcnn {}: stderr should start with `error:`:\n{err}",
+        args.join(" ")
+    );
+    err
+}
+
+/// Parses the single JSON object printed on stdout.
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{s}"))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("temporary paths are UTF-8")
+}
+
+/// Whether GPU parts run: None outside CI means skip (printed); under CI=true a missing adapter panics.
+fn have_gpu() -> bool {
+    pixelcnn::gpu::gpu_for_tests().is_some()
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Fixtures
+
+/// Raw (0–255) images and labels of a tiny Fashion-MNIST lookalike, written as IDX files and as a CSV.
+struct Fixture {
+    _tmp: TempDir,
+    root: PathBuf,
+    /// Directory with the four IDX files.
+    idx: PathBuf,
+    /// Kaggle CSV holding the training images (with a header line).
+    csv: PathBuf,
+    train_labels: Vec<u8>,
+    test_labels: Vec<u8>,
+}
+
+fn raw_images(n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n * PIXELS).map(|_| rng.below(256) as u8).collect()
+}
+
+fn raw_labels(n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n).map(|_| rng.below(10) as u8).collect()
+}
+
+fn idx_images(payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for w in [0x0803u32, (payload.len() / PIXELS) as u32, 28, 28] {
+        v.extend_from_slice(&w.to_be_bytes());
+    }
+    v.extend_from_slice(payload);
+    v
+}
+
+fn idx_labels(labels: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for w in [0x0801u32, labels.len() as u32] {
+        v.extend_from_slice(&w.to_be_bytes());
+    }
+    v.extend_from_slice(labels);
+    v
+}
+
+fn csv_text(images: &[u8], labels: &[u8]) -> String {
+    let mut t = String::from("label");
+    for i in 1..=PIXELS {
+        t.push_str(&format!(",pixel{i}"));
+    }
+    t.push('\n');
+    for (img, label) in images.chunks(PIXELS).zip(labels) {
+        t.push_str(&label.to_string());
+        for v in img {
+            t.push_str(&format!(",{v}"));
+        }
+        t.push('\n');
+    }
+    t
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let idx = root.join("fmnist");
+    std::fs::create_dir_all(&idx).unwrap();
+    let train = raw_images(TRAIN_IMAGES, 1);
+    let train_labels = raw_labels(TRAIN_IMAGES, 2);
+    let test = raw_images(TEST_IMAGES, 3);
+    let test_labels = raw_labels(TEST_IMAGES, 4);
+    std::fs::write(idx.join("train-images-idx3-ubyte"), idx_images(&train)).unwrap();
+    std::fs::write(idx.join("train-labels-idx1-ubyte"), idx_labels(&train_labels)).unwrap();
+    std::fs::write(idx.join("t10k-images-idx3-ubyte"), idx_images(&test)).unwrap();
+    std::fs::write(idx.join("t10k-labels-idx1-ubyte"), idx_labels(&test_labels)).unwrap();
+    let csv = root.join("train.csv");
+    std::fs::write(&csv, csv_text(&train, &train_labels)).unwrap();
+    Fixture {
+        _tmp: tmp,
+        root,
+        idx,
+        csv,
+        train_labels,
+        test_labels,
+    }
+}
+
+fn label_counts(labels: &[u8]) -> Vec<u64> {
+    let mut c = vec![0u64; 10];
+    for &l in labels {
+        c[l as usize] += 1;
+    }
+    c
+}
+
+/// Trains a tiny checkpoint on the CPU for 2 steps into `<root>/ck/last.safetensors`.
+fn tiny_checkpoint(f: &Fixture) -> PathBuf {
+    let out = f.root.join("ck");
+    #[rustfmt::skip]
+    let args = [
+        "train", "--device", "cpu", "--data", s(&f.idx), "--val-split", "0.25", "--batch-size", "8",
+        "--steps", "2", "--seed", "5", "--out", s(&out),
+    ];
+    ok(&f.root, &[&args[..], &TINY[..]].concat());
+    out.join("last.safetensors")
+}
+
+fn load(p: &Path) -> Checkpoint {
+    checkpoint::load(p).unwrap_or_else(|e| panic!("loading {}: {e:#}", p.display()))
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Asserts two checkpoints hold bit-identical parameters and (when `with_train`) training state.
+fn assert_same_checkpoint(what: &str, a: &Path, b: &Path) {
+    let (a, b) = (load(a), load(b));
+    assert_eq!(a.config, b.config, "{what}: configs differ");
+    let differing = a
+        .params
+        .iter()
+        .zip(&b.params)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count();
+    let max_diff = a
+        .params
+        .iter()
+        .zip(&b.params)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        bits(&a.params) == bits(&b.params),
+        "{what}: {differing} of {} parameters differ (max |diff| {max_diff:e})",
+        a.params.len()
+    );
+    let (sa, adam_a) = a.train.expect("first checkpoint has training state");
+    let (sb, adam_b) = b.train.expect("second checkpoint has training state");
+    assert_eq!(adam_a.step, adam_b.step, "{what}: Adam steps differ");
+    assert!(bits(&adam_a.m) == bits(&adam_b.m), "{what}: Adam first moments differ");
+    assert!(bits(&adam_a.v) == bits(&adam_b.v), "{what}: Adam second moments differ");
+    assert_eq!(sa.step, sb.step, "{what}: step differs");
+    assert_eq!(sa.epoch, sb.epoch, "{what}: epoch differs");
+    assert_eq!(sa.batch_in_epoch, sb.batch_in_epoch, "{what}: batch_in_epoch differs");
+}
+
+fn metrics_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics.jsonl");
+    text.lines().map(json).collect()
+}
+
+fn decode_png(p: &Path) -> image::GrayImage {
+    image::open(p)
+        .unwrap_or_else(|e| panic!("{} does not decode as an image: {e}", p.display()))
+        .to_luma8()
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Tests
+
+/// Parameter count from the architecture's formula.
+fn expected_params(f: usize, blocks: usize) -> u64 {
+    let h = f / 2;
+    let conv_in = f * 49 + f;
+    let block = (f * f + f) + (h * f * 9 + h) + (h * f + f);
+    let heads = 2 * (f * f + f);
+    let out = f + 1;
+    (conv_in + blocks * block + heads + out) as u64
+}
+
+#[test]
+fn summary_json_reports_532673() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(expected_params(128, 5), 532_673);
+    let v = json(&ok(tmp.path(), &["summary", "--json"]));
+    assert_eq!(v["total_params"], 532_673, "{v}");
+    let layers = v["layers"].as_array().expect("layers array");
+    assert!(!layers.is_empty());
+    let v = json(&ok(
+        tmp.path(),
+        &["summary", "--json", "--filters", "6", "--blocks", "1"],
+    ));
+    assert_eq!(v["total_params"].as_u64(), Some(expected_params(6, 1)), "{v}");
+    assert_ne!(expected_params(6, 1), 532_673);
+    // The text form states the same total.
+    let text = ok(tmp.path(), &["summary"]);
+    assert!(text.contains("532673"), "{text}");
+    // An odd filter count is refused.
+    let err = fails(tmp.path(), &["summary", "--filters", "5"]);
+    assert!(err.contains("--filters"), "{err}");
+}
+
+#[test]
+fn data_json_on_fixture() {
+    let f = fixture();
+    let idx = json(&ok(
+        &f.root,
+        &["data", "--data", s(&f.idx), "--val-split", "0.25", "--json"],
+    ));
+    assert_eq!(idx["format"], "idx", "{idx}");
+    let sp = &idx["splits"];
+    assert_eq!(sp["train"]["images"], 30, "{idx}");
+    assert_eq!(sp["val"]["images"], 10, "{idx}");
+    assert_eq!(sp["test"]["images"], TEST_IMAGES, "{idx}");
+    let counts = |split: &str, v: &serde_json::Value| -> Vec<u64> {
+        v["splits"][split]["label_counts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{split}: no label_counts in {v}"))
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(counts("train", &idx), label_counts(&f.train_labels[..30]));
+    assert_eq!(counts("val", &idx), label_counts(&f.train_labels[30..]));
+    assert_eq!(counts("test", &idx), label_counts(&f.test_labels));
+    for split in ["train", "val", "test"] {
+        let sum: u64 = counts(split, &idx).iter().sum();
+        assert_eq!(sum, sp[split]["images"].as_u64().unwrap(), "{split}");
+        let ones = sp[split]["ones_fraction"].as_f64().unwrap();
+        // Uniform 0..=255 pixels: 171 of 256 values binarize to 1.
+        assert!((0.55..0.78).contains(&ones), "{split}: ones fraction {ones}");
+    }
+
+    // The same training images as a Kaggle CSV: same train/val, and test is the whole file.
+    let csv = json(&ok(
+        &f.root,
+        &["data", "--data", s(&f.csv), "--val-split", "0.25", "--json"],
+    ));
+    assert_eq!(csv["format"], "csv", "{csv}");
+    for split in ["train", "val"] {
+        assert_eq!(
+            csv["splits"][split], idx["splits"][split],
+            "{split}: CSV and IDX differ"
+        );
+    }
+    assert_eq!(csv["splits"]["test"]["images"], TRAIN_IMAGES);
+    assert_eq!(counts("test", &csv), label_counts(&f.train_labels));
+}
+
+#[test]
+fn bad_inputs_exit_nonzero_with_clear_message_and_no_panic() {
+    let f = fixture();
+    let good_dir = |name: &str| -> PathBuf {
+        let d = f.root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for e in std::fs::read_dir(&f.idx).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), d.join(e.file_name())).unwrap();
+        }
+        d
+    };
+    let train_images = "train-images-idx3-ubyte";
+    let original = std::fs::read(f.idx.join(train_images)).unwrap();
+    // (what, path given to --data, the file the message must name, a word the message must contain)
+    let mut cases: Vec<(&str, PathBuf, PathBuf, &str)> = Vec::new();
+
+    let d = good_dir("bad_magic");
+    let mut b = original.clone();
+    b[3] = 0x01;
+    std::fs::write(d.join(train_images), b).unwrap();
+    cases.push(("bad magic", d.clone(), d.join(train_images), "magic"));
+
+    let d = good_dir("truncated");
+    std::fs::write(d.join(train_images), &original[..original.len() - 100]).unwrap();
+    cases.push(("truncated IDX", d.clone(), d.join(train_images), "truncated"));
+
+    let d = good_dir("empty_idx");
+    std::fs::write(d.join("t10k-labels-idx1-ubyte"), b"").unwrap();
+    cases.push(("empty IDX file", d.clone(), d.join("t10k-labels-idx1-ubyte"), "empty"));
+
+    let csv = std::fs::read_to_string(&f.csv).unwrap();
+    let mut lines: Vec<String> = csv.lines().map(String::from).collect();
+    let p = f.root.join("columns.csv");
+    let mut l = lines.clone();
+    l[3].push_str(",0");
+    std::fs::write(&p, l.join("\n")).unwrap();
+    cases.push(("CSV with 786 columns", p.clone(), p, "columns"));
+
+    let p = f.root.join("pixel300.csv");
+    let mut fields: Vec<&str> = lines[2].split(',').collect();
+    fields[100] = "300";
+    lines[2] = fields.join(",");
+    std::fs::write(&p, lines.join("\n")).unwrap();
+    cases.push(("CSV with pixel 300", p.clone(), p, "300"));
+
+    let p = f.root.join("empty.csv");
+    std::fs::write(&p, b"").unwrap();
+    cases.push(("empty file", p.clone(), p, "empty"));
+
+    let p = f.root.join("no").join("such").join("dir");
+    cases.push(("missing directory", p.clone(), p, "pixelcnn download"));
+
+    for (what, data, named, word) in &cases {
+        eprintln!("{what}:");
+        let err = fails(&f.root, &["data", "--data", s(data)]);
+        eprintln!("    {}", err.trim());
+        assert!(
+            err.contains(s(named)),
+            "{what}: the message should name {}:\n{err}",
+            named.display()
+        );
+        assert!(
+            err.contains(word),
+            "{what}: the message should mention {word:?}:\n{err}"
+        );
+    }
+}
+
+/// `train` args on the fixture (40 train images, 30 after the 0.25 validation split: 4 steps per epoch of 8).
+fn train_args<'a>(f: &'a Fixture, device: &'a str, out: &'a Path) -> Vec<&'a str> {
+    #[rustfmt::skip]
+    let args = vec![
+        "train", "--device", device, "--data", s(&f.idx), "--val-split", "0.25", "--batch-size", "8",
+        "--epochs", "2", "--seed", "3", "--out", s(out), "--filters", "4", "--blocks", "1",
+    ];
+    args
+}
+
+/// Uninterrupted (A) against stopped after 3 steps and resumed (B); returns (A, B) run directories.
+fn train_and_resume(f: &Fixture, device: &str, tag: &str) -> (PathBuf, PathBuf) {
+    let a = f.root.join(format!("{tag}_A"));
+    let b = f.root.join(format!("{tag}_B"));
+    ok(&f.root, &train_args(f, device, &a));
+    ok(&f.root, &[&train_args(f, device, &b)[..], &["--steps", "3"]].concat());
+    let mid = load(&b.join("last.safetensors"));
+    let (state, _) = mid.train.expect("the stopped run saved its training state");
+    assert_eq!((state.step, state.epoch, state.batch_in_epoch), (3, 0, 3));
+    let resume = b.join("last.safetensors");
+    ok(
+        &f.root,
+        &["train", "--resume", s(&resume), "--device", device, "--epochs", "2"],
+    );
+    (a, b)
+}
+
+fn check_metrics(dir: &Path) {
+    let m = metrics_lines(dir);
+    assert_eq!(m.len(), 2, "{}: expected 2 epochs of metrics: {m:?}", dir.display());
+    for (i, line) in m.iter().enumerate() {
+        assert_eq!(line["epoch"], i + 1, "{line}");
+        assert_eq!(line["step"], 4 * (i + 1), "{line}");
+        assert_eq!(line["partial"], false, "{line}");
+        for key in ["train_nll", "val_nll"] {
+            let v = line[key].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite() && v > 0.0, "{key} = {v} in {line}");
+        }
+    }
+}
+
+#[test]
+fn train_cpu_resume_is_exact() {
+    let f = fixture();
+    let (a, b) = train_and_resume(&f, "cpu", "cpu");
+    check_metrics(&a);
+    let ck = load(&a.join("last.safetensors"));
+    let (state, adam) = ck.train.as_ref().unwrap();
+    assert_eq!((state.step, state.epoch, state.batch_in_epoch, adam.step), (8, 2, 0, 8));
+    assert!(a.join("epoch_001.safetensors").is_file() && a.join("epoch_002.safetensors").is_file());
+    assert_same_checkpoint(
+        "CPU: resumed vs uninterrupted",
+        &a.join("last.safetensors"),
+        &b.join("last.safetensors"),
+    );
+    // The resumed run's metrics: the partial epoch 1 line, then the completed epochs 1 and 2 with the same numbers.
+    let (ma, mb) = (metrics_lines(&a), metrics_lines(&b));
+    assert_eq!(mb.len(), 3, "{mb:?}");
+    assert_eq!(mb[0]["partial"], true);
+    for (x, y) in ma.iter().zip(&mb[1..]) {
+        for key in ["epoch", "step", "train_nll", "val_nll"] {
+            assert_eq!(x[key], y[key], "{key}: uninterrupted {x} vs resumed {y}");
+        }
+    }
+}
+
+#[test]
+fn train_gpu_twice_is_bitwise_identical_and_resume_exact() {
+    if !have_gpu() {
+        return;
+    }
+    let f = fixture();
+    let (a, b) = train_and_resume(&f, "gpu", "gpu");
+    check_metrics(&a);
+    let a2 = f.root.join("gpu_A2");
+    ok(&f.root, &train_args(&f, "gpu", &a2));
+    assert_same_checkpoint(
+        "GPU: two identical runs",
+        &a.join("last.safetensors"),
+        &a2.join("last.safetensors"),
+    );
+    assert_same_checkpoint(
+        "GPU: resumed vs uninterrupted",
+        &a.join("last.safetensors"),
+        &b.join("last.safetensors"),
+    );
+}
+
+#[test]
+fn eval_json_matches_between_cpu_and_gpu() {
+    let f = fixture();
+    let ck = tiny_checkpoint(&f);
+    let base = [
+        "eval",
+        "--checkpoint",
+        s(&ck),
+        "--data",
+        s(&f.idx),
+        "--split",
+        "test",
+        "--json",
+    ];
+    let cpu = json(&ok(&f.root, &[&base[..], &["--device", "cpu"]].concat()));
+    let nll = |v: &serde_json::Value| -> Vec<f64> {
+        v["nll_per_image"]
+            .as_array()
+            .expect("nll_per_image")
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(cpu["images"], TEST_IMAGES, "{cpu}");
+    let per_image = nll(&cpu);
+    assert_eq!(per_image.len(), TEST_IMAGES);
+    assert!(per_image.iter().all(|v| v.is_finite() && *v > 0.0), "{per_image:?}");
+    let mean = cpu["nll_nats_per_image"].as_f64().unwrap();
+    let expected_mean = per_image.iter().sum::<f64>() / per_image.len() as f64;
+    assert!(
+        (mean - expected_mean).abs() <= 1e-9 * expected_mean,
+        "mean {mean} vs {expected_mean}"
+    );
+    let bpd = cpu["bits_per_dim"].as_f64().unwrap();
+    let expected_bpd = mean / (784.0 * std::f64::consts::LN_2);
+    assert!(
+        (bpd - expected_bpd).abs() <= 1e-12 * expected_bpd,
+        "bits/dim {bpd} vs {expected_bpd}"
+    );
+
+    let limited = json(&ok(
+        &f.root,
+        &[&base[..], &["--device", "cpu", "--limit", "5"]].concat(),
+    ));
+    assert_eq!(limited["images"], 5, "{limited}");
+    assert_eq!(
+        nll(&limited),
+        per_image[..5],
+        "--limit 5 should give the first 5 values"
+    );
+
+    if !have_gpu() {
+        return;
+    }
+    let gpu = json(&ok(&f.root, &[&base[..], &["--device", "gpu"]].concat()));
+    assert_eq!(gpu["images"], cpu["images"]);
+    let (g, c): (Vec<f32>, Vec<f32>) = (
+        nll(&gpu).iter().map(|&v| v as f32).collect(),
+        per_image.iter().map(|&v| v as f32).collect(),
+    );
+    common::assert_close("eval nll_per_image GPU vs CPU", &g, &c, 1e-4);
+    let gpu_mean = gpu["nll_nats_per_image"].as_f64().unwrap();
+    assert!(
+        (gpu_mean - mean).abs() <= 1e-4 * mean,
+        "mean NLL GPU {gpu_mean} vs CPU {mean}"
+    );
+    let gpu_limited = json(&ok(
+        &f.root,
+        &[&base[..], &["--device", "gpu", "--limit", "5"]].concat(),
+    ));
+    assert_eq!(nll(&gpu_limited), nll(&gpu)[..5]);
+}
+
+#[test]
+fn sample_png_is_deterministic() {
+    let f = fixture();
+    let ck = tiny_checkpoint(&f);
+    let gpu = have_gpu();
+    let device = if gpu { "gpu" } else { "cpu" };
+    let sample = |out: &str, seed: &str, device: &str| -> (PathBuf, serde_json::Value) {
+        let p = f.root.join(out);
+        #[rustfmt::skip]
+        let args = [
+            "sample", "--checkpoint", s(&ck), "--count", "5", "--seed", seed, "--out", s(&p), "--json", "--device", device,
+        ];
+        let v = json(&ok(&f.root, &args));
+        (p, v)
+    };
+    let (a, va) = sample("a.png", "7", device);
+    assert_eq!(va["count"], 5, "{va}");
+    assert!(va["seconds"].as_f64().is_some_and(|t| t >= 0.0), "{va}");
+    assert_eq!(va["out"].as_str(), Some(s(&a)), "{va}");
+    let (b, _) = sample("b.png", "7", device);
+    let bytes_a = std::fs::read(&a).unwrap();
+    assert!(bytes_a == std::fs::read(&b).unwrap(), "same seed, different files");
+
+    // 5 images: ceil(sqrt(5)) = 3 columns, 2 rows.
+    let dummy = vec![0u8; PIXELS];
+    let dummies: Vec<&[u8]> = vec![&dummy[..]; 5];
+    let expected = grid::render_grid(&dummies, 3, grid::DEFAULT_SCALE, grid::DEFAULT_GAP);
+    let img_a = decode_png(&a);
+    assert_eq!(img_a.dimensions(), expected.dimensions());
+    let two_rows = grid::render_grid(&dummies[..2], 1, grid::DEFAULT_SCALE, grid::DEFAULT_GAP);
+    assert_eq!(img_a.height(), two_rows.height(), "expected 2 rows of cells");
+
+    let (c, _) = sample("c.png", "8", device);
+    assert!(
+        bytes_a != std::fs::read(&c).unwrap(),
+        "seeds 7 and 8 gave the same file"
+    );
+
+    if gpu {
+        let (d, _) = sample("d.png", "7", "cpu");
+        let img_d = decode_png(&d);
+        let diffs: Vec<(u32, u32, u8, u8)> = img_a
+            .enumerate_pixels()
+            .zip(img_d.pixels())
+            .filter(|((_, _, p), q)| p.0 != q.0)
+            .map(|((x, y, p), q)| (x, y, p.0[0], q.0[0]))
+            .collect();
+        if !diffs.is_empty() {
+            eprintln!(
+                "GPU and CPU samples differ in {} output pixels, first: {:?}",
+                diffs.len(),
+                &diffs[..diffs.len().min(10)]
+            );
+        }
+        assert!(diffs.is_empty(), "GPU and CPU samples differ for the same seed");
+    }
+}
+
+#[test]
+fn complete_writes_grid() {
+    let f = fixture();
+    let ck = tiny_checkpoint(&f);
+    let device = if have_gpu() { "gpu" } else { "cpu" };
+    let out = f.root.join("c.png");
+    #[rustfmt::skip]
+    let args = [
+        "complete", "--checkpoint", s(&ck), "--data", s(&f.idx), "--count", "2", "--rows", "14", "--samples", "3",
+        "--out", s(&out), "--device", device,
+    ];
+    ok(&f.root, &args);
+    assert!(out.is_file(), "{} was not written", out.display());
+    let img = decode_png(&out);
+    let dummy = vec![0u8; PIXELS];
+    let row: Vec<&[u8]> = vec![&dummy[..]; 5];
+    let expected = grid::render_rows(&[row.clone(), row], grid::DEFAULT_SCALE, grid::DEFAULT_GAP);
+    assert_eq!(
+        img.dimensions(),
+        expected.dimensions(),
+        "2 rows of original | occluded | 3 completions"
+    );
+
+    // The kept top rows of every completion equal the original's (cells at scale 4, gap 2).
+    let (scale, gap) = (grid::DEFAULT_SCALE, grid::DEFAULT_GAP);
+    let cell = 28 * scale + gap;
+    for r in 0..2 {
+        for c in 2..5 {
+            for y in 0..14 * scale {
+                for x in 0..28 * scale {
+                    let orig = img.get_pixel(gap + x, gap + r * cell + y);
+                    let comp = img.get_pixel(gap + c * cell + x, gap + r * cell + y);
+                    assert_eq!(orig, comp, "row {r} completion {c}: kept pixel ({x}, {y}) changed");
+                }
+            }
+        }
+    }
+    // Bad arguments are errors, not panics.
+    let err = fails(&f.root, &[&args[..8], &["--rows", "29"]].concat());
+    assert!(err.contains("--rows"), "{err}");
+    let err = fails(
+        &f.root,
+        &[&args[..4], &["--data", s(&f.idx), "--count", "13", "--out", s(&out)]].concat(),
+    );
+    assert!(err.contains("12"), "{err}");
+}
+
+#[test]
+fn train_reports_missing_data_helpfully() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nonexistent");
+    for device in ["cpu", "gpu"] {
+        #[rustfmt::skip]
+        let args = ["train", "--data", s(&missing), "--device", device, "--epochs", "1", "--out", "run"];
+        let err = fails(tmp.path(), &[&args[..], &TINY[..]].concat());
+        assert!(err.contains("pixelcnn download"), "{err}");
+        assert!(err.contains(s(&missing)), "{err}");
+    }
+    assert!(
+        !tmp.path().join("run").exists(),
+        "a failed start should not create the run directory"
+    );
+}
+
+#[test]
+fn export_strips_training_state() {
+    let f = fixture();
+    let ck = tiny_checkpoint(&f);
+    let exported = f.root.join("model.safetensors");
+    ok(&f.root, &["export", s(&ck), "--out", s(&exported)]);
+    let (full, model) = (load(&ck), load(&exported));
+    assert!(
+        full.train.is_some(),
+        "the trained checkpoint should hold training state"
+    );
+    assert!(
+        model.train.is_none(),
+        "the exported checkpoint should hold no training state"
+    );
+    assert_eq!(model.config, full.config);
+    assert!(
+        bits(&model.params) == bits(&full.params),
+        "export changed the parameters"
+    );
+    assert!(
+        std::fs::metadata(&exported).unwrap().len() < std::fs::metadata(&ck).unwrap().len(),
+        "the export should be smaller than the training checkpoint"
+    );
+    let err = fails(
+        &f.root,
+        &[
+            "train",
+            "--resume",
+            s(&exported),
+            "--data",
+            s(&f.idx),
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(err.contains("no training state") && err.contains(s(&exported)), "{err}");
+    // Exporting a missing checkpoint names it.
+    let missing = f.root.join("missing.safetensors");
+    let err = fails(
+        &f.root,
+        &["export", s(&missing), "--out", s(&f.root.join("x.safetensors"))],
+    );
+    assert!(err.contains(s(&missing)), "{err}");
+}
+
+#[test]
+fn download_from_loopback_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let names: Vec<String> = pixelcnn::download::FILES.iter().map(|(n, _)| format!("/{n}")).collect();
+    std::thread::spawn(move || {
+        // A bounded number of connections, so the thread cannot outlive the test by much.
+        for stream in listener.incoming().take(20) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && !line.trim_end().is_empty() {
+                line.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (status, body): (&str, Vec<u8>) = if names.contains(&path) {
+                ("200 OK", format!("not the real content of {path}").into_bytes())
+            } else {
+                ("404 Not Found", b"not found".to_vec())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body));
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("T");
+    let url = format!("http://127.0.0.1:{port}/");
+    let err = fails(tmp.path(), &["download", "--dir", s(&dir), "--base-url", &url]);
+    let first = pixelcnn::download::FILES[0].0;
+    assert!(err.contains(first) && err.contains("MD5"), "{err}");
+    assert!(!dir.join(first).exists(), "a file with the wrong MD5 must not be saved");
+
+    // A mirror that does not have the files: HTTP 404 named in the message.
+    let err = fails(
+        tmp.path(),
+        &["download", "--dir", s(&dir), "--base-url", &format!("{url}missing/")],
+    );
+    assert!(err.contains(first) && err.contains("404"), "{err}");
+}
