@@ -40,6 +40,9 @@ pub struct TrainState {
     /// Running NLL sum and image count of the epoch in progress (for its reported train NLL).
     pub epoch_nll_sum: f64,
     pub epoch_images: usize,
+    /// The data the run trains on (`--data` as resolved), so that `--resume` finds it again.
+    #[serde(default)]
+    pub data: Option<String>,
 }
 
 /// A loaded checkpoint.

@@ -277,19 +277,24 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 }
 
 fn cmd_train(a: TrainArgs) -> Result<()> {
-    // On resume the data settings come from the checkpoint.
-    let (val_split, limit) = match &a.resume {
+    // On resume the data settings come from the checkpoint (an explicit --data still wins).
+    let (val_split, limit, saved_data) = match &a.resume {
         Some(p) => match checkpoint::load(p)?.train {
-            Some((s, _)) => (s.val_split, s.limit),
-            None => (a.data.val_split, a.limit),
+            Some((s, _)) => (s.val_split, s.limit, s.data.map(PathBuf::from)),
+            None => anyhow::bail!(
+                "{} holds no training state (it is a model-only checkpoint); it cannot be resumed",
+                p.display()
+            ),
         },
-        None => (a.data.val_split, a.limit),
+        None => (a.data.val_split, a.limit, None),
     };
-    let ds = DataArgs {
-        val_split,
-        ..a.data.clone()
-    }
-    .load()?;
+    let data_path = a
+        .data
+        .data
+        .clone()
+        .or(saved_data)
+        .unwrap_or_else(data::default_data_path);
+    let ds = data::load(&data_path, val_split)?;
     let train_split = match limit {
         Some(n) => ds.train.take(n),
         None => ds.train.clone(),
@@ -306,6 +311,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         device: a.device,
         val_split,
         limit,
+        data: Some(data_path),
         quiet: a.json,
     };
     let summary = train::train(&opts, &train_split, &ds.val)?;

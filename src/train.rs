@@ -9,7 +9,7 @@ use crate::gpu::Gpu;
 use crate::model::{bits_per_dim, Config, Network, PIXELS};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -165,6 +165,8 @@ pub struct TrainOptions {
     pub device: Device,
     pub val_split: f64,
     pub limit: Option<usize>,
+    /// Where the data came from (recorded in checkpoints for --resume).
+    pub data: Option<PathBuf>,
     /// Print a JSON line per epoch on stdout instead of the human summary.
     pub quiet: bool,
 }
@@ -287,6 +289,7 @@ pub fn train(opts: &TrainOptions, train: &Split, val: &Split) -> Result<TrainSum
                 limit: opts.limit,
                 epoch_nll_sum: 0.0,
                 epoch_images: 0,
+                data: opts.data.as_ref().map(|p| p.display().to_string()),
             };
             (opts.config, params, AdamState::new(net.param_len), state)
         }
@@ -301,6 +304,10 @@ pub fn train(opts: &TrainOptions, train: &Split, val: &Split) -> Result<TrainSum
     };
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let metrics_path = out_dir.join("metrics.jsonl");
+    if opts.resume.is_none() && metrics_path.exists() {
+        // A fresh run starts a fresh log rather than appending to an old run's epochs.
+        std::fs::remove_file(&metrics_path).with_context(|| format!("removing the old {}", metrics_path.display()))?;
+    }
     let mut backend = Backend::new(opts.device, &net, params, adam, state.adam, state.batch_size)?;
     let n = train.len();
     let batches_per_epoch = n.div_ceil(state.batch_size);
@@ -338,6 +345,7 @@ pub fn train(opts: &TrainOptions, train: &Split, val: &Split) -> Result<TrainSum
         );
         bar.set_prefix(format!("{}/{}", state.epoch + 1, state.epochs));
         let mut last_read = Instant::now();
+        let mut last_log = Instant::now();
         while state.batch_in_epoch < batches_per_epoch {
             let b = state.batch_in_epoch;
             let idx = &order[b * state.batch_size..((b + 1) * state.batch_size).min(n)];
@@ -364,12 +372,24 @@ pub fn train(opts: &TrainOptions, train: &Split, val: &Split) -> Result<TrainSum
                     );
                 }
                 let rate = (state.epoch_images - images_before) as f64 / epoch_start.elapsed().as_secs_f64();
-                bar.set_message(format!(
+                let msg = format!(
                     "loss {:.4} ({:.1} nats/img) {:.1} img/s",
                     mean / PIXELS as f64,
                     mean,
                     rate
-                ));
+                );
+                // Without a terminal the bar is hidden: log a line every 30 s instead.
+                if !std::io::stderr().is_terminal() && last_log.elapsed().as_secs_f64() > 30.0 {
+                    eprintln!(
+                        "epoch {}/{} step {}/{}: {msg}",
+                        state.epoch + 1,
+                        state.epochs,
+                        state.batch_in_epoch,
+                        batches_per_epoch
+                    );
+                    last_log = Instant::now();
+                }
+                bar.set_message(msg);
                 last_read = Instant::now();
             }
             if INTERRUPTED.load(Ordering::SeqCst) {

@@ -435,7 +435,18 @@ fn train_and_resume(f: &Fixture, device: &str, tag: &str) -> (PathBuf, PathBuf) 
     let resume = b.join("last.safetensors");
     ok(
         &f.root,
-        &["train", "--resume", s(&resume), "--device", device, "--epochs", "2"],
+        // --data is needed: the checkpoint stores the split and limit but not where the data lives.
+        &[
+            "train",
+            "--resume",
+            s(&resume),
+            "--data",
+            s(&f.idx),
+            "--device",
+            device,
+            "--epochs",
+            "2",
+        ],
     );
     (a, b)
 }
@@ -670,13 +681,18 @@ fn complete_writes_grid() {
         }
     }
     // Bad arguments are errors, not panics.
-    let err = fails(&f.root, &[&args[..8], &["--rows", "29"]].concat());
+    let other = f.root.join("other.png");
+    let err = fails(
+        &f.root,
+        &[&args[..7], &["--rows", "29", "--out", s(&other), "--device", "cpu"]].concat(),
+    );
     assert!(err.contains("--rows"), "{err}");
     let err = fails(
         &f.root,
-        &[&args[..4], &["--data", s(&f.idx), "--count", "13", "--out", s(&out)]].concat(),
+        &[&args[..5], &["--count", "13", "--out", s(&other), "--device", "cpu"]].concat(),
     );
-    assert!(err.contains("12"), "{err}");
+    assert!(err.contains("only 12"), "{err}");
+    assert!(!other.exists());
 }
 
 #[test]
@@ -733,6 +749,9 @@ fn export_strips_training_state() {
         ],
     );
     assert!(err.contains("no training state") && err.contains(s(&exported)), "{err}");
+    // Also without --data (and no data at the default path): the checkpoint is the problem, not the data.
+    let err = fails(&f.root, &["train", "--resume", s(&exported), "--device", "cpu"]);
+    assert!(err.contains("no training state") && err.contains(s(&exported)), "{err}");
     // Exporting a missing checkpoint names it.
     let missing = f.root.join("missing.safetensors");
     let err = fails(
@@ -787,4 +806,41 @@ fn download_from_loopback_server() {
         &["download", "--dir", s(&dir), "--base-url", &format!("{url}missing/")],
     );
     assert!(err.contains(first) && err.contains("404"), "{err}");
+}
+
+#[test]
+fn baselines_and_plot_on_fixture() {
+    let f = fixture();
+    let v = json(&ok(
+        &f.root,
+        &["baselines", "--data", s(&f.idx), "--val-split", "0.25", "--json"],
+    ));
+    assert_eq!(v["test_images"], TEST_IMAGES, "{v}");
+    for key in ["constant", "per_pixel_bernoulli"] {
+        let nll = v[key]["nll_nats_per_image"].as_f64().unwrap();
+        let bpd = v[key]["bits_per_dim"].as_f64().unwrap();
+        // Random pixels: about 0.9 bits/dim, never more than a little above 1.
+        assert!(
+            nll > 0.0 && (bpd - nll / (784.0 * std::f64::consts::LN_2)).abs() < 1e-12,
+            "{v}"
+        );
+        assert!((0.5..1.2).contains(&bpd), "{key}: {bpd} bits/dim");
+    }
+    let p = v["constant"]["p"].as_f64().unwrap();
+    assert!((0.55..0.78).contains(&p), "constant p {p}");
+
+    // The training curve of a 2-epoch run.
+    let run = f.root.join("run");
+    #[rustfmt::skip]
+    let args = [
+        "train", "--device", "cpu", "--data", s(&f.idx), "--val-split", "0.25", "--batch-size", "16", "--epochs", "2",
+        "--out", s(&run), "--filters", "4", "--blocks", "1",
+    ];
+    ok(&f.root, &args);
+    let png = f.root.join("curve.png");
+    ok(&f.root, &["plot", s(&run.join("metrics.jsonl")), "--out", s(&png)]);
+    let img = decode_png(&png);
+    assert!(img.width() > 100 && img.height() > 100, "{:?}", img.dimensions());
+    let err = fails(&f.root, &["plot", s(&f.root.join("missing.jsonl")), "--out", s(&png)]);
+    assert!(err.contains("missing.jsonl"), "{err}");
 }
