@@ -39,7 +39,7 @@ impl Default for Config {
 impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.filters >= 2 && self.filters % 2 == 0,
+            self.filters >= 2 && self.filters.is_multiple_of(2),
             "--filters must be even and at least 2 (got {})",
             self.filters
         );

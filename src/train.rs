@@ -27,7 +27,7 @@ pub enum Device {
 /// A training backend: the CPU reference or the GPU trainer.
 pub enum Backend {
     Cpu {
-        net: Network,
+        net: Box<Network>,
         params: Vec<f32>,
         adam: AdamState,
         cfg: AdamConfig,
@@ -51,7 +51,7 @@ impl Backend {
     ) -> Result<Backend> {
         Ok(match device {
             Device::Cpu => Backend::Cpu {
-                net: net.clone(),
+                net: Box::new(net.clone()),
                 params,
                 adam,
                 cfg,

@@ -46,7 +46,7 @@ impl Tensor {
     }
 
     pub fn slice(&self, offset: usize, len: usize) -> View {
-        assert!(offset % PARAM_ALIGN == 0 && offset + len <= self.len && len % 4 == 0);
+        assert!(offset.is_multiple_of(PARAM_ALIGN) && offset + len <= self.len && len.is_multiple_of(4));
         View {
             tensor: self.clone(),
             offset,

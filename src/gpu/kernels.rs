@@ -227,6 +227,7 @@ pub fn conv_forward(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Backward-data of a conv through its transposed block `wt`: `dx (+)= conv^T(dz)`, over all positions.
 pub fn conv_backward_data(
     gpu: &Gpu,

@@ -84,7 +84,9 @@ impl Program {
             mapped_at_creation: false,
         });
         gpu.queue.write_buffer(&buffer, 0, &bytes);
-        let mut cache: HashMap<(String, Vec<(u64, usize, usize)>), usize> = HashMap::new();
+        // (kernel, [(tensor id, offset, len)]) → bind group index.
+        type Key = (String, Vec<(u64, usize, usize)>);
+        let mut cache: HashMap<Key, usize> = HashMap::new();
         for s in &mut self.steps {
             let key = (
                 s.pipeline.name.clone(),
