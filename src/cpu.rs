@@ -297,6 +297,16 @@ pub struct Samples {
     pub probs: Vec<f32>,
 }
 
+/// The images a sampler starts from: the known pixels of `init` (or zeros), with every pixel from `start_pixel`
+/// on cleared.
+pub fn starting_images(init: Option<&[u8]>, count: usize, start_pixel: usize) -> Vec<u8> {
+    let mut images = init.map(|s| s.to_vec()).unwrap_or_else(|| vec![0; count * PIXELS]);
+    for img in images.chunks_mut(PIXELS) {
+        img[start_pixel..].fill(0);
+    }
+    images
+}
+
 /// The original algorithm: for every pixel in raster order, run the whole network on the current images and
 /// draw that pixel. `init` holds the images' known pixels (zeros when None); pixels from `start_pixel` on are
 /// sampled. Image `i` of the batch draws with counter `first_image + i`.
@@ -309,10 +319,7 @@ pub fn sample_naive(
     init: Option<&[u8]>,
     start_pixel: usize,
 ) -> Samples {
-    let mut images = init.map(|s| s.to_vec()).unwrap_or_else(|| vec![0; count * PIXELS]);
-    for img in images.chunks_mut(PIXELS) {
-        img[start_pixel..].fill(0);
-    }
+    let mut images = starting_images(init, count, start_pixel);
     let mut probs = vec![f32::NAN; count * PIXELS];
     for q in start_pixel..PIXELS {
         let x: Vec<f32> = images.iter().map(|&v| v as f32).collect();
@@ -338,10 +345,7 @@ pub fn sample_incremental(
     init: Option<&[u8]>,
     start_pixel: usize,
 ) -> Samples {
-    let mut images = init.map(|s| s.to_vec()).unwrap_or_else(|| vec![0; count * PIXELS]);
-    for img in images.chunks_mut(PIXELS) {
-        img[start_pixel..].fill(0);
-    }
+    let mut images = starting_images(init, count, start_pixel);
     let mut acts: Vec<Vec<f32>> = net
         .act_channels
         .iter()

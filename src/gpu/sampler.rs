@@ -87,10 +87,7 @@ fn sample_batch(
         .enumerate()
         .map(|(i, &c)| gpu.tensor(&format!("sample act{i}"), positions * pad4(c)))
         .collect::<Result<Vec<Tensor>>>()?;
-    let mut start = init.map(|s| s.to_vec()).unwrap_or_else(|| vec![0; positions]);
-    for img in start.chunks_mut(PIXELS) {
-        img[start_pixel..].fill(0);
-    }
+    let start = crate::cpu::starting_images(init, count, start_pixel);
     gpu.write(&acts[0], 0, &images_to_input(&start));
     let probs = gpu.upload("sample probs", &vec![f32::NAN; positions])?;
     let logits = acts[net.logits_act()].view();

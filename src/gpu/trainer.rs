@@ -2,7 +2,7 @@
 //! the whole run. One training step is one pre-recorded [`Program`] (forward, loss, backward, Adam) submitted
 //! at once; the host uploads the batch, rewrites Adam's step size, and reads the loss only when asked.
 
-use super::buffers::{pad4, GpuParamLayout, Tensor};
+use super::buffers::{pad4, GpuParamLayout, Tensor, View};
 use super::kernels;
 use super::record::Program;
 use super::Gpu;
@@ -201,6 +201,27 @@ impl Trainer {
         record_forward(gpu, p, &self.model, &self.acts, batch, None)
     }
 
+    /// Forward pass, per-pixel BCE and its gradient, and per-image NLL sums written (or added) to `nll`.
+    fn record_forward_loss(&self, gpu: &Gpu, p: &mut Program, batch: usize, nll: View, accumulate: bool) -> Result<()> {
+        let net = &self.model.net;
+        let positions = batch * PIXELS;
+        self.record_forward(gpu, p, batch)?;
+        let logits = net.logits_act();
+        let logits_view = self.acts[logits].slice(0, positions * pad4(net.act_channels[logits]));
+        let target = self.acts[0].slice(0, positions * 4);
+        let loss = self.loss.slice(0, positions);
+        kernels::bce_loss_grad(
+            gpu,
+            p,
+            logits_view,
+            target,
+            self.grad(logits, positions),
+            loss.clone(),
+            batch,
+        )?;
+        kernels::sum_images(gpu, p, loss, nll, batch, accumulate)
+    }
+
     fn grad(&self, act: usize, positions: usize) -> super::buffers::View {
         let g = self.grad_of[act].expect("activation has a gradient");
         self.grad_tensors[g].slice(0, positions * pad4(self.model.net.act_channels[act]))
@@ -211,26 +232,9 @@ impl Trainer {
         let net = &self.model.net;
         let positions = batch * PIXELS;
         let mut p = Program::new();
-        self.record_forward(gpu, &mut p, batch)?;
+        self.record_forward_loss(gpu, &mut p, batch, self.epoch_nll.slice(0, pad4(batch)), true)?;
         let act = |i: usize| self.acts[i].slice(0, positions * pad4(net.act_channels[i]));
         let logits = net.logits_act();
-        kernels::bce_loss_grad(
-            gpu,
-            &mut p,
-            act(logits),
-            act(0),
-            self.grad(logits, positions),
-            self.loss.slice(0, positions),
-            batch,
-        )?;
-        kernels::sum_images(
-            gpu,
-            &mut p,
-            self.loss.slice(0, positions),
-            self.epoch_nll.slice(0, pad4(batch)),
-            batch,
-            true,
-        )?;
         // Backward through the layer list. A gradient tensor is "written" once something stored into it; later
         // contributions (the residual stream's fan-out) accumulate.
         let mut written = vec![false; self.grad_tensors.len()];
@@ -341,29 +345,8 @@ impl Trainer {
         for chunk in images.chunks(self.max_batch * PIXELS) {
             let batch = chunk.len() / PIXELS;
             if !self.eval_programs.contains_key(&batch) {
-                let net = &self.model.net;
-                let positions = batch * PIXELS;
                 let mut p = Program::new();
-                self.record_forward(gpu, &mut p, batch)?;
-                let logits = net.logits_act();
-                let act = |i: usize| self.acts[i].slice(0, positions * pad4(net.act_channels[i]));
-                kernels::bce_loss_grad(
-                    gpu,
-                    &mut p,
-                    act(logits),
-                    act(0),
-                    self.grad(logits, positions),
-                    self.loss.slice(0, positions),
-                    batch,
-                )?;
-                kernels::sum_images(
-                    gpu,
-                    &mut p,
-                    self.loss.slice(0, positions),
-                    self.image_nll.slice(0, pad4(batch)),
-                    batch,
-                    false,
-                )?;
+                self.record_forward_loss(gpu, &mut p, batch, self.image_nll.slice(0, pad4(batch)), false)?;
                 p.finish(gpu);
                 self.eval_programs.insert(batch, p);
             }
