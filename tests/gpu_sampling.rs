@@ -38,15 +38,7 @@ fn compare_samplers(what: &str, a: &Samples, b: &Samples, key: u32, first: u32, 
 
 fn model(seed: u64) -> (Network, Vec<f32>) {
     let net = Network::new(Config { filters: 6, blocks: 2 });
-    let noise = random_vec(net.param_len, seed);
-    let noisy: Vec<f32> = net
-        .init_params(seed)
-        .iter()
-        .zip(noise)
-        .map(|(p, n)| p + 0.1 * n)
-        .collect();
-    let layout = pixelcnn::gpu::buffers::GpuParamLayout::new(&net);
-    let params = layout.unpack(&net, &layout.pack(&net, &noisy));
+    let params = perturbed_params(&net, seed, 0.1);
     (net, params)
 }
 

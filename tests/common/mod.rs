@@ -1,6 +1,8 @@
 //! Shared test helpers: random data and error reports.
 #![allow(dead_code)]
 
+use pixelcnn::gpu::buffers::GpuParamLayout;
+use pixelcnn::model::Network;
 use pixelcnn::rng::SplitMix64;
 
 /// Uniform values in [-1, 1): fresh random inputs, never zeros.
@@ -42,4 +44,18 @@ pub fn assert_close(what: &str, got: &[f32], expected: &[f32], tol_rel: f64) {
         rel <= tol_rel,
         "{what}: max relative error {rel:.3e} exceeds {tol_rel:.1e}"
     );
+}
+
+/// Glorot initialisation plus uniform noise of amplitude `scale` everywhere (biases too), so that no gradient or
+/// sampling path is trivially zero. The alignment padding between blocks stays zero (it is not a parameter).
+pub fn perturbed_params(net: &Network, seed: u64, scale: f32) -> Vec<f32> {
+    let noise = random_vec(net.param_len, seed);
+    let noisy: Vec<f32> = net
+        .init_params(seed)
+        .iter()
+        .zip(noise)
+        .map(|(p, n)| p + scale * n)
+        .collect();
+    let layout = GpuParamLayout::new(net);
+    layout.unpack(net, &layout.pack(net, &noisy))
 }
