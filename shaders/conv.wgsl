@@ -12,7 +12,10 @@
 // Taps: a masked k×k kernel keeps a prefix of its taps in raster order (A: ⌊k²/2⌋ taps, B: ⌊k²/2⌋+1, 1×1: 1),
 // so tap t sits at (t / k, t % k) and reads the input at offset (t / k − k/2, t % k − k/2); masked taps are never
 // visited. Out-of-image reads are the zero padding.
-// Row → position: r itself, or, in single-pixel mode (pixel != 0xffffffff, the incremental sampler), r·784 + pixel.
+// Rows and positions: over all positions (pixel == 0xffffffff) row r is position r of the image-major layout
+// (image r / 784, pixel r % 784, position i·784 + p). In single-pixel mode (the incremental sampler's generic
+// path) row r is image r at pixel `pixel`, and the buffers are position-major: position (i, p) sits at p·rows + i,
+// so that one pixel of every image is contiguous (as `conv_pixel` needs for its uniform windows).
 //
 // Bindings: 0 uniform ConvParams (dynamic offset), 1 in (read), 2 weight (read), 3 out (read_write).
 // Dispatch: a workgroup of 64 invocations covers 64·TM rows × TN output vec4 columns; workgroups are linear over
@@ -40,11 +43,16 @@ struct ConvParams {
 const TM: u32 = 4u;
 const TN: u32 = 32u;
 
-fn position(r: u32) -> u32 {
-    if (prm.pixel == 0xffffffffu) {
-        return r;
-    }
-    return r * 784u + prm.pixel;
+fn image_of(r: u32) -> u32 {
+    return select(r, r / 784u, prm.pixel == 0xffffffffu);
+}
+
+fn pixel_of(r: u32) -> u32 {
+    return select(prm.pixel, r % 784u, prm.pixel == 0xffffffffu);
+}
+
+fn position(image: u32, pixel: u32) -> u32 {
+    return select(pixel * prm.rows + image, image * 784u + pixel, prm.pixel == 0xffffffffu);
 }
 
 @compute @workgroup_size(64)
@@ -56,15 +64,18 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (row0 >= prm.rows) {
         return;
     }
+    var img: array<u32, TM>;
     var pos: array<u32, TM>;
     var py: array<i32, TM>;
     var px: array<i32, TM>;
     var acc: array<array<vec4<f32>, TN>, TM>;
     for (var m = 0u; m < TM; m++) {
         let r = min(row0 + m, prm.rows - 1u);
-        pos[m] = position(r);
-        py[m] = i32((pos[m] % 784u) / 28u);
-        px[m] = i32(pos[m] % 28u);
+        img[m] = image_of(r);
+        let q = pixel_of(r);
+        pos[m] = position(img[m], q);
+        py[m] = i32(q / 28u);
+        px[m] = i32(q % 28u);
         for (var n = 0u; n < TN; n++) {
             acc[m][n] = vec4<f32>(0.0);
         }
@@ -86,7 +97,7 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             let y = py[m] + dy;
             let x = px[m] + dx;
             let inside = y >= 0 && y < 28 && x >= 0 && x < 28;
-            src[m] = select(-1, i32((pos[m] / 784u) * 784u + u32(y * 28 + x)) * i32(cin4), inside);
+            src[m] = select(-1, i32(position(img[m], u32(y * 28 + x)) * cin4), inside);
         }
         var wrow = (t * cin4) * 4u * cout4;
         for (var k = 0u; k < cin4; k++) {

@@ -1,7 +1,8 @@
 // elementwise.wgsl — the residual add and the ReLU gradient.
 //
 // Entry point `add`: out[p(r), c] = a[p(r), c] + b[p(r), c] for rows r < rows, vec4 columns c < c4.
-//   Row → position as in conv.wgsl: r, or r·784 + pixel in single-pixel mode (pixel != 0xffffffff).
+//   Row → position as in conv.wgsl: r, or pixel·rows + r in single-pixel mode (pixel != 0xffffffff; the
+//   sampler's position-major layout).
 //   The residual's backward needs no kernel: both inputs receive the output's gradient (the host aliases them).
 // Entry point `relu_backward`: out[i] = b[i] where a[i] > 0, else 0 (a = the layer's ReLU output y, b = dy),
 //   for i < rows · c4 (pixel unused).
@@ -29,7 +30,7 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
     }
     var p = r;
     if (prm.pixel != 0xffffffffu) {
-        p = r * 784u + prm.pixel;
+        p = prm.pixel * prm.rows + r;
     }
     let i = p * prm.c4 + id % prm.c4;
     output[i] = a[i] + b[i];

@@ -1,11 +1,11 @@
 // sample.wgsl — the Bernoulli draw of one pixel for every image of a batch, on the GPU.
 //
-// Entry point `sample_pixel`, for images i < count at raster pixel q:
-//     p = σ(logits[i·784 + q]);  u = uniform(key, first_image + i, q);  image[i·784 + q] = (u < p ? 1 : 0)
-//     probs[i·784 + q] = p
+// Entry point `sample_pixel`, for images i < count at raster pixel q, with at = i·784 + q (image-major, the naive
+// sampler) or q·stride + i (position-major, the incremental sampler; stride = its padded image count):
+//     p = σ(logits[at]);  u = uniform(key, first_image + i, q);  image[at] = (u < p ? 1 : 0);  probs[i·784 + q] = p
 // uniform() is the counter-based hash of src/rng.rs (PCG-RXS-M-XS), so the CPU and GPU samplers draw identical
 // numbers: bits = pcg(pcg(key ^ pcg(image)) ^ pixel); u = (bits >> 8) / 2^24.
-// Layouts: logits, image: vec4<f32> [count · 784] (lane .x); probs: f32 [count · 784].
+// Layouts: logits, image: vec4<f32> [count · 784] (lane .x) in either order; probs: f32 [count · 784].
 // Bindings: 0 uniform SampleParams (dynamic offset), 1 logits (read), 2 image (read_write), 3 probs (read_write).
 // Dispatch: one invocation per image; id = gid.x + gid.y · 64 · num_workgroups.x.
 
@@ -14,6 +14,7 @@ struct SampleParams {
     pixel: u32,
     key: u32,
     first_image: u32,
+    stride: u32,    // 0: image-major; else position-major with this many images per position
 }
 
 @group(0) @binding(0) var<uniform> prm: SampleParams;
@@ -38,9 +39,9 @@ fn sample_pixel(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (i >= prm.count) {
         return;
     }
-    let at = i * 784u + prm.pixel;
+    let at = select(prm.pixel * prm.stride + i, i * 784u + prm.pixel, prm.stride == 0u);
     let p = 1.0 / (1.0 + exp(-logits[at].x));
     let u = uniform_draw(prm.key, prm.first_image + i, prm.pixel);
     image[at] = vec4<f32>(select(0.0, 1.0, u < p), 0.0, 0.0, 0.0);
-    probs[at] = p;
+    probs[i * 784u + prm.pixel] = p;
 }

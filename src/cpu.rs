@@ -1,7 +1,7 @@
 //! The CPU reference: every layer's forward and backward written plainly, Adam, BCE, and the samplers.
 //! It is the ground truth the GPU kernels are tested against; each function shares its name with the WGSL entry
-//! point it mirrors (`conv_forward`, `conv_backward_data`, `conv_backward_weight`, `relu_backward`, `add`,
-//! `bce_loss_grad`, `adam_update`, `sample_pixel`).
+//! point it mirrors (`conv_forward`, `conv_pixel`, `conv_backward_data`, `conv_backward_weight`, `relu_backward`,
+//! `add`, `bce_loss_grad`, `adam_update`, `sample_pixel`).
 //!
 //! Layouts are those of `model.rs`: activations `[B * 784, C]` row-major; a conv's packed parameter block
 //! `[T * Cin + 1, Cout]` (live taps, then the bias row).
@@ -87,6 +87,12 @@ pub fn conv_forward(conv: &Conv, block: &[f32], input: &[f32], batch: usize) -> 
     let mut out = vec![0.0; batch * PIXELS * conv.cout];
     conv_forward_positions(conv, block, input, &mut out, 0..batch * PIXELS);
     out
+}
+
+/// The conv at pixel `pixel` of each of `count` images only (the incremental sampler's step), into `out`; the
+/// input must hold every earlier pixel the taps read.
+pub fn conv_pixel(conv: &Conv, block: &[f32], input: &[f32], out: &mut [f32], count: usize, pixel: usize) {
+    conv_forward_positions(conv, block, input, out, (0..count).map(|i| i * PIXELS + pixel));
 }
 
 /// `dz = dy · [y > 0]`: the gradient through ReLU, from the layer's output `y`.
@@ -360,13 +366,9 @@ pub fn sample_incremental(
             let (before, after) = acts.split_at_mut(l + 1);
             let out = &mut after[0];
             match *layer {
-                Layer::Conv { conv, input } => conv_forward_positions(
-                    &net.convs[conv],
-                    net.block(params, conv),
-                    &before[input],
-                    out,
-                    positions(),
-                ),
+                Layer::Conv { conv, input } => {
+                    conv_pixel(&net.convs[conv], net.block(params, conv), &before[input], out, count, q)
+                }
                 Layer::Add { a, b } => {
                     let c = net.act_channels[l + 1];
                     for p in positions() {

@@ -244,32 +244,153 @@ fn sample_pixel_draws_the_cpu_uniforms() {
     let Some(gpu) = gpu_for_tests() else { return };
     let count = 70;
     let key = pixelcnn::rng::sample_key(1234);
-    // Logits chosen so that p sweeps (0, 1) across images; pixel 300 of each image is drawn.
+    // Logits chosen so that p sweeps (0, 1) across images; pixel 300 of each image is drawn. Both layouts: the
+    // naive sampler's image-major buffers (stride 0) and the incremental one's position-major (80 per pixel).
     let q = 300;
-    let mut logits = vec![0.0f32; count * PIXELS];
-    for i in 0..count {
-        logits[i * PIXELS + q] = (i as f32 - 35.0) / 8.0;
-    }
-    let gl = gpu.upload("logits", &pad_channels(&logits, 1)).unwrap();
-    let image = gpu.tensor("image", count * PIXELS * 4).unwrap();
-    let probs = gpu.tensor("probs", count * PIXELS).unwrap();
-    let mut p = Program::new();
-    kernels::sample_pixel(&gpu, &mut p, gl.view(), image.view(), probs.view(), count, q, key, 5).unwrap();
-    run(&gpu, p);
-    let img = unpad_channels(&gpu.read(&image).unwrap(), 1);
-    let pr = gpu.read(&probs).unwrap();
-    let mut ones = 0;
-    for i in 0..count {
-        let pc = cpu::sigmoid(logits[i * PIXELS + q]);
-        assert!((pr[i * PIXELS + q] - pc).abs() < 1e-6);
-        let expected = cpu::sample_pixel(key, 5 + i as u32, q as u32, pc);
-        let u = pixelcnn::rng::sample_uniform(key, 5 + i as u32, q as u32);
-        if (u - pc).abs() > 1e-5 {
-            assert_eq!(img[i * PIXELS + q] as u8, expected, "image {i}: u={u} p={pc}");
+    for stride in [0, 80] {
+        let at = |i: usize| if stride == 0 { i * PIXELS + q } else { q * stride + i };
+        let positions = count.max(stride) * PIXELS;
+        let mut logits = vec![0.0f32; positions];
+        for i in 0..count {
+            logits[at(i)] = (i as f32 - 35.0) / 8.0;
         }
-        ones += expected as usize;
+        let gl = gpu.upload("logits", &pad_channels(&logits, 1)).unwrap();
+        let image = gpu.tensor("image", positions * 4).unwrap();
+        let probs = gpu.tensor("probs", count * PIXELS).unwrap();
+        let mut p = Program::new();
+        kernels::sample_pixel(
+            &gpu,
+            &mut p,
+            gl.view(),
+            image.view(),
+            probs.view(),
+            count,
+            q,
+            key,
+            5,
+            stride,
+        )
+        .unwrap();
+        run(&gpu, p);
+        let img = unpad_channels(&gpu.read(&image).unwrap(), 1);
+        let pr = gpu.read(&probs).unwrap();
+        let mut ones = 0;
+        for i in 0..count {
+            let pc = cpu::sigmoid(logits[at(i)]);
+            assert!((pr[i * PIXELS + q] - pc).abs() < 1e-6, "stride {stride} image {i}: p");
+            let expected = cpu::sample_pixel(key, 5 + i as u32, q as u32, pc);
+            let u = pixelcnn::rng::sample_uniform(key, 5 + i as u32, q as u32);
+            if (u - pc).abs() > 1e-5 {
+                assert_eq!(img[at(i)] as u8, expected, "stride {stride} image {i}: u={u} p={pc}");
+            }
+            ones += expected as usize;
+        }
+        assert!(ones > 10 && ones < 60, "draws look degenerate: {ones} ones of {count}");
     }
-    assert!(ones > 10 && ones < 60, "draws look degenerate: {ones} ones of {count}");
+}
+
+/// Image-major `[count, 784, c]` values as the sampler's position-major `[784, rows, c4]` (zero padding).
+fn to_position_major(x: &[f32], count: usize, rows: usize, c: usize) -> Vec<f32> {
+    let c4 = pad4(c);
+    let mut out = vec![0.0; PIXELS * rows * c4];
+    for i in 0..count {
+        for q in 0..PIXELS {
+            out[(q * rows + i) * c4..][..c].copy_from_slice(&x[(i * PIXELS + q) * c..][..c]);
+        }
+    }
+    out
+}
+
+#[test]
+fn conv_pixel_matches_cpu() {
+    let Some(gpu) = gpu_for_tests() else { return };
+    // 13 images padded to 16 per position; pixels in the first row (taps in the padding), at the left and right
+    // edges, and inside. The runs come from the real 64 KiB windows and from tiny ones (one tap per dispatch),
+    // which exercises the chained accumulation.
+    let (count, rows) = (13, 16);
+    let pixels = [0usize, 1, 27, 28, 29, 300, 419, 783];
+    let sg = gpu.pixel_subgroup();
+    if sg.is_none() {
+        eprintln!(
+            "NOTE: {} has no fixed-size subgroups: conv_pixel is not used there; testing the tiled path only",
+            gpu.adapter_name()
+        );
+    }
+    for net in test_nets() {
+        let params = random_vec(net.param_len, 21);
+        let layout = GpuParamLayout::new(&net);
+        let gparams = gpu.tensor("params", layout.total + kernels::WINDOW_TAIL).unwrap();
+        gpu.write(&gparams, 0, &layout.pack(&net, &params));
+        for (ci, c) in net.convs.iter().enumerate() {
+            let block = net.block(&params, ci);
+            let w = gparams.slice(layout.offsets[ci], layout.lens[ci]);
+            let input = random_vec(count * PIXELS * c.cin, 300 + ci as u64);
+            let len_in = PIXELS * rows * pad4(c.cin);
+            let g_in = gpu.tensor("in", len_in + kernels::WINDOW_TAIL).unwrap();
+            gpu.write(&g_in, 0, &to_position_major(&input, count, rows, c.cin));
+            let mut want = vec![0.0; count * PIXELS * c.cout];
+            for &q in &pixels {
+                cpu::conv_pixel(c, block, &input, &mut want, count, q);
+            }
+            let want = to_position_major(&want, count, rows, c.cout);
+            let pick = |x: &[f32]| -> Vec<f32> {
+                let c4 = pad4(c.cout);
+                let mut v = Vec::new();
+                for &q in &pixels {
+                    for i in 0..count {
+                        v.extend_from_slice(&x[(q * rows + i) * c4..][..c.cout]);
+                    }
+                }
+                v
+            };
+            let mut variants: Vec<(String, Option<usize>)> = vec![("tiled".into(), None)];
+            if sg.is_some() {
+                variants.push(("64 KiB windows".into(), Some(kernels::WINDOW_BYTES)));
+                let one_tap = pad4(c.cin) * pad4(c.cout) * 4;
+                variants.push(("one tap per dispatch".into(), Some(one_tap.max(rows * pad4(c.cin) * 4))));
+            }
+            for (variant, max_bytes) in variants {
+                let g_out = gpu
+                    .upload("out", &vec![f32::NAN; PIXELS * rows * pad4(c.cout)])
+                    .unwrap();
+                let (g_in_v, g_out_v) = (g_in.slice(0, len_in), g_out.view());
+                let mut p = Program::new();
+                let mut dispatches = 0;
+                for &q in &pixels {
+                    match (max_bytes, sg) {
+                        (Some(max), Some(sg)) => {
+                            let runs = kernels::pixel_runs(&gpu, c, &w, &g_in_v, rows, q, sg, max)
+                                .expect("conv_pixel serves the test convs");
+                            dispatches += runs.len().max(1);
+                            kernels::conv_pixel(&gpu, &mut p, c, &w, &g_in_v, g_out_v.clone(), rows, q, sg, &runs)
+                                .unwrap();
+                        }
+                        _ => {
+                            dispatches += 1;
+                            kernels::conv_forward_tiled(
+                                &gpu,
+                                &mut p,
+                                c,
+                                w.clone(),
+                                g_in_v.clone(),
+                                g_out_v.clone(),
+                                rows,
+                                Some(q),
+                            )
+                            .unwrap();
+                        }
+                    }
+                }
+                run(&gpu, p);
+                let got = gpu.read(&g_out).unwrap();
+                let what = format!(
+                    "conv_pixel {} F={} ({variant}, {dispatches} dispatches)",
+                    c.name, net.config.filters
+                );
+                assert_close(&what, &pick(&got), &pick(&want), 1e-4);
+            }
+        }
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use super::buffers::{pad4, View};
 use super::record::Program;
 use super::Gpu;
-use crate::model::{Conv, PIXELS};
+use crate::model::{Conv, HEIGHT, PIXELS, WIDTH};
 use anyhow::Result;
 use std::sync::Arc;
 
@@ -14,6 +14,8 @@ use std::sync::Arc;
 pub enum Access {
     Read,
     ReadWrite,
+    /// A read-only window bound as a uniform buffer (at most `max_uniform_buffer_binding_size` bytes).
+    Uniform,
 }
 use Access::{Read, ReadWrite as Rw};
 
@@ -35,6 +37,7 @@ fn source(file: &str) -> &'static str {
         "bce" => include_str!("../../shaders/bce.wgsl"),
         "adam" => include_str!("../../shaders/adam.wgsl"),
         "sample" => include_str!("../../shaders/sample.wgsl"),
+        "conv_pixel" => include_str!("../../shaders/conv_pixel.wgsl"),
         _ => panic!("no shader {file}"),
     }
 }
@@ -129,7 +132,10 @@ impl Gpu {
                 binding: i as u32 + 1,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: *a == Read },
+                    ty: match a {
+                        Access::Uniform => wgpu::BufferBindingType::Uniform,
+                        _ => wgpu::BufferBindingType::Storage { read_only: *a == Read },
+                    },
                     has_dynamic_offset: false,
                     min_binding_size: None,
                 },
@@ -197,9 +203,31 @@ fn groups64(invocations: usize) -> usize {
     invocations.div_ceil(64)
 }
 
-/// `out = act(conv(input) + bias)` at `rows` positions (all positions, or image `r` at `pixel`).
+/// `out = act(conv(input) + bias)` at `rows` positions (all positions, or image `r` at `pixel` in the sampler's
+/// position-major layout). At a single pixel on adapters that suit it this is [`conv_pixel`], else
+/// [`conv_forward_tiled`].
 #[allow(clippy::too_many_arguments)]
 pub fn conv_forward(
+    gpu: &Gpu,
+    p: &mut Program,
+    conv: &Conv,
+    weight: View,
+    input: View,
+    output: View,
+    rows: usize,
+    pixel: Option<usize>,
+) -> Result<()> {
+    if let (Some(q), Some(sg)) = (pixel, gpu.pixel_subgroup()) {
+        if let Some(runs) = pixel_runs(gpu, conv, &weight, &input, rows, q, sg, WINDOW_BYTES) {
+            return conv_pixel(gpu, p, conv, &weight, &input, output, rows, q, sg, &runs);
+        }
+    }
+    conv_forward_tiled(gpu, p, conv, weight, input, output, rows, pixel)
+}
+
+/// `conv_forward` with the register-tiled kernel of conv.wgsl (any adapter, any number of rows).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_forward_tiled(
     gpu: &Gpu,
     p: &mut Program,
     conv: &Conv,
@@ -224,6 +252,139 @@ pub fn conv_forward(
     ];
     let (pipe, groups) = conv_pipeline(gpu, rows, cout4)?;
     p.dispatch(pipe, vec![input, weight, output], &words(&u), groups);
+    Ok(())
+}
+
+/// Bytes of each uniform window `conv_pixel` binds (its WGSL arrays are this big; buffers carry this much tail).
+pub const WINDOW_BYTES: usize = 65536;
+
+/// Floats of tail every tensor that `conv_pixel` reads through a window needs.
+pub const WINDOW_TAIL: usize = WINDOW_BYTES / 4;
+
+/// A run of taps for one `conv_pixel` dispatch: `taps` consecutive live taps from `tap0`, all on one kernel row and
+/// inside the image, whose input pixels start at `first_pixel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TapRun {
+    pub tap0: usize,
+    pub taps: usize,
+    pub first_pixel: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Splits `conv` at pixel `q` into [`TapRun`]s whose input and weight windows fit `max_bytes` and start where the
+/// adapter can bind them. An empty list means every tap reads the zero padding (the output is act(bias)). None if
+/// the kernel cannot serve this conv here (a single tap's window too big, misaligned, or rows not a multiple of
+/// the subgroup): the caller falls back to `conv_forward`.
+pub fn pixel_runs(
+    gpu: &Gpu,
+    conv: &Conv,
+    block: &View,
+    input: &View,
+    rows: usize,
+    q: usize,
+    subgroup: u32,
+    max_bytes: usize,
+) -> Option<Vec<TapRun>> {
+    let (cin4, cout4) = (pad4(conv.cin) / 4, pad4(conv.cout) / 4);
+    let tap_bytes = cin4 * 4 * cout4 * 16;
+    let pixel_bytes = rows * cin4 * 16;
+    let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
+    let fits = gpu.limits.max_uniform_buffer_binding_size as usize >= WINDOW_BYTES
+        && max_bytes <= WINDOW_BYTES
+        && tap_bytes <= max_bytes
+        && pixel_bytes <= max_bytes
+        && rows.is_multiple_of(subgroup as usize)
+        && pixel_bytes.is_multiple_of(align)
+        && (block.offset * 4).is_multiple_of(align)
+        && tap_bytes.is_multiple_of(align)
+        && (input.offset * 4).is_multiple_of(align)
+        && block.offset + block.len + WINDOW_TAIL <= block.tensor.len
+        && input.offset + input.len + WINDOW_TAIL <= input.tensor.len;
+    if !fits {
+        return None;
+    }
+    let per_run = (max_bytes / tap_bytes).min(max_bytes / pixel_bytes);
+    let (y, x) = ((q / WIDTH) as i32, (q % WIDTH) as i32);
+    let mut runs: Vec<TapRun> = Vec::new();
+    for (t, tap) in conv.taps.iter().enumerate() {
+        let (ty, tx) = (y + tap.dy, x + tap.dx);
+        if ty < 0 || ty >= HEIGHT as i32 || tx < 0 || tx >= WIDTH as i32 {
+            continue;
+        }
+        let pixel = ty as usize * WIDTH + tx as usize;
+        match runs.last_mut() {
+            Some(r) if r.tap0 + r.taps == t && r.first_pixel + r.taps == pixel && r.taps < per_run => r.taps += 1,
+            _ => runs.push(TapRun {
+                tap0: t,
+                taps: 1,
+                first_pixel: pixel,
+            }),
+        }
+    }
+    Some(runs)
+}
+
+/// `conv_forward` at pixel `q` of `rows` images (position-major buffers) with the `conv_pixel` kernel: one
+/// dispatch per run of taps, chained through `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_pixel(
+    gpu: &Gpu,
+    p: &mut Program,
+    conv: &Conv,
+    block: &View,
+    input: &View,
+    output: View,
+    rows: usize,
+    q: usize,
+    subgroup: u32,
+    runs: &[TapRun],
+) -> Result<()> {
+    let (cin4, cout4) = (pad4(conv.cin) / 4, pad4(conv.cout) / 4);
+    let tap_len = cin4 * 4 * cout4 * 4;
+    let pixel_len = rows * cin4 * 4;
+    let bias_at = conv.taps.len() * tap_len / 4;
+    let sg = subgroup as usize;
+    let groups = rows.div_ceil(sg) * cout4.div_ceil(sg);
+    let pipe = gpu.pipeline_with(
+        "conv_pixel",
+        "conv_pixel",
+        &[Access::Uniform, Access::Uniform, Read, Rw],
+        &[("SG", subgroup)],
+    )?;
+    // With every tap in the zero padding one dispatch over no taps still writes act(bias).
+    let empty = [TapRun {
+        tap0: 0,
+        taps: 0,
+        first_pixel: 0,
+    }];
+    let runs = if runs.is_empty() { &empty[..] } else { runs };
+    for (i, run) in runs.iter().enumerate() {
+        let first = i == 0;
+        let last = i + 1 == runs.len();
+        let flags = if first { BIAS } else { ACCUMULATE } | if last && conv.relu { RELU } else { 0 };
+        let u = [
+            rows as u32,
+            cin4 as u32,
+            cout4 as u32,
+            run.taps as u32,
+            flags,
+            q as u32,
+            bias_at as u32,
+            0,
+        ];
+        let window = |v: &View, offset: usize| View {
+            tensor: v.tensor.clone(),
+            offset: v.offset + offset,
+            len: WINDOW_TAIL,
+        };
+        let views = vec![
+            window(input, run.first_pixel * pixel_len),
+            window(block, run.tap0 * tap_len),
+            block.clone(),
+            output.clone(),
+        ];
+        p.dispatch(pipe.clone(), views, &words(&u), groups);
+    }
     Ok(())
 }
 
@@ -449,7 +610,8 @@ pub fn adam_update(
     ))
 }
 
-/// Draws pixel `pixel` of `count` images from their logits, writing the image and the probability.
+/// Draws pixel `pixel` of `count` images from their logits, writing the image and the probability. `stride` 0:
+/// logits and image are image-major; else position-major with `stride` images per position.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_pixel(
     gpu: &Gpu,
@@ -461,8 +623,9 @@ pub fn sample_pixel(
     pixel: usize,
     key: u32,
     first_image: u32,
+    stride: usize,
 ) -> Result<()> {
-    let u = [count as u32, pixel as u32, key, first_image];
+    let u = [count as u32, pixel as u32, key, first_image, stride as u32, 0, 0, 0];
     let pipe = gpu.pipeline("sample", "sample_pixel", &[Read, Rw, Rw])?;
     p.dispatch(pipe, vec![logits, image, probs], &words(&u), groups64(count));
     Ok(())

@@ -102,9 +102,10 @@ impl Gpu {
         let adapter = pollster::block_on(choose_adapter(&instance))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let features = adapter.features() & wgpu::Features::SUBGROUP;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("pixelcnn"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -119,6 +120,22 @@ impl Gpu {
             limits,
             pipelines: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The subgroup size the sampler's single-pixel conv (`conv_pixel.wgsl`) runs with, or None where the sampler
+    /// uses the tiled `conv_forward` instead. The kernel is shaped for CPU rasterisers (and measured only there)
+    /// and needs subgroups of one fixed size that divides 16, the sampler's padding of each pixel's images.
+    /// `PIXELCNN_PIXEL_KERNEL=0` turns it off, for comparisons.
+    pub fn pixel_subgroup(&self) -> Option<u32> {
+        if std::env::var("PIXELCNN_PIXEL_KERNEL").is_ok_and(|v| v == "0") {
+            return None;
+        }
+        let sg = self.info.subgroup_min_size;
+        let usable = self.device.features().contains(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_max_size == sg
+            && (4..=16).contains(&sg)
+            && 16 % sg == 0;
+        (usable && self.is_software()).then_some(sg)
     }
 
     /// "name (backend)" for reports.

@@ -72,7 +72,7 @@ impl Program {
 
     /// Uploads the uniform blocks and creates the bind groups (shared between dispatches with the same buffers).
     pub fn finish(&mut self, gpu: &Gpu) {
-        let stride = (gpu.limits.min_uniform_buffer_offset_alignment as usize).max(UNIFORM_BYTES);
+        let stride = UNIFORM_BYTES.next_multiple_of(gpu.limits.min_uniform_buffer_offset_alignment as usize);
         let mut bytes = vec![0u8; stride * self.steps.len().max(1)];
         for (i, s) in self.steps.iter().enumerate() {
             bytes[i * stride..][..UNIFORM_BYTES].copy_from_slice(&s.uniform);

@@ -11,7 +11,7 @@
 use super::buffers::{pad4, Tensor};
 use super::kernels;
 use super::record::Program;
-use super::trainer::{images_to_input, record_forward, GpuModel};
+use super::trainer::{record_forward, GpuModel};
 use super::Gpu;
 use crate::cpu::Samples;
 use crate::model::PIXELS;
@@ -66,6 +66,12 @@ pub fn sample(gpu: &Gpu, model: &GpuModel, req: SampleRequest, mut progress: imp
     Ok(Samples { images, probs })
 }
 
+/// Images per position in the incremental sampler's position-major buffers: a multiple of 16, so that every
+/// pixel's block of images starts at a bindable offset and holds whole subgroups.
+pub fn padded_count(count: usize) -> usize {
+    count.next_multiple_of(16)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn sample_batch(
     gpu: &Gpu,
@@ -80,16 +86,27 @@ fn sample_batch(
     progress: &mut impl FnMut(usize),
 ) -> Result<Samples> {
     let net = &model.net;
-    let positions = count * PIXELS;
+    // The naive sampler runs whole forward passes (image-major, as in training); the incremental one works one
+    // pixel of every image at a time, so it keeps each pixel's images together (position-major, `rows` images
+    // per position) and its tensors carry the tail `conv_pixel`'s uniform windows need.
+    let rows = if naive { count } else { padded_count(count) };
+    let positions = rows * PIXELS;
     let acts = net
         .act_channels
         .iter()
         .enumerate()
-        .map(|(i, &c)| gpu.tensor(&format!("sample act{i}"), positions * pad4(c)))
+        .map(|(i, &c)| gpu.tensor(&format!("sample act{i}"), positions * pad4(c) + kernels::WINDOW_TAIL))
         .collect::<Result<Vec<Tensor>>>()?;
     let start = crate::cpu::starting_images(init, count, start_pixel);
-    gpu.write(&acts[0], 0, &images_to_input(&start));
-    let probs = gpu.upload("sample probs", &vec![f32::NAN; positions])?;
+    let to_layout = |i: usize, q: usize| if naive { i * PIXELS + q } else { q * rows + i };
+    let mut x = vec![0.0f32; positions * 4];
+    for i in 0..count {
+        for q in 0..PIXELS {
+            x[to_layout(i, q) * 4] = start[i * PIXELS + q] as f32;
+        }
+    }
+    gpu.write(&acts[0], 0, &x);
+    let probs = gpu.upload("sample probs", &vec![f32::NAN; count * PIXELS])?;
     let logits = acts[net.logits_act()].view();
     let end = max_steps.map_or(PIXELS, |n| (start_pixel + n).min(PIXELS));
 
@@ -100,10 +117,10 @@ fn sample_batch(
     for q in 0..end {
         if naive {
             if q >= start_pixel {
-                record_forward(gpu, &mut p, model, &acts, count, None)?;
+                record_forward(gpu, &mut p, model, &acts, rows, None)?;
             }
         } else {
-            record_forward(gpu, &mut p, model, &acts, count, Some(q))?;
+            record_forward(gpu, &mut p, model, &acts, rows, Some(q))?;
         }
         if q >= start_pixel {
             kernels::sample_pixel(
@@ -116,6 +133,7 @@ fn sample_batch(
                 q,
                 key,
                 first_image,
+                if naive { 0 } else { rows },
             )?;
         }
         if (q + 1) % 28 == 0 || q + 1 == end {
@@ -133,7 +151,12 @@ fn sample_batch(
         last_pixels = pixels;
     }
     let x = gpu.read_range(&acts[0], 0, positions * 4)?;
-    let images = x.chunks(4).map(|v| v[0] as u8).collect();
-    let probs = gpu.read_range(&probs, 0, positions)?;
+    let mut images = vec![0u8; count * PIXELS];
+    for i in 0..count {
+        for q in 0..PIXELS {
+            images[i * PIXELS + q] = x[to_layout(i, q) * 4] as u8;
+        }
+    }
+    let probs = gpu.read_range(&probs, 0, count * PIXELS)?;
     Ok(Samples { images, probs })
 }

@@ -26,7 +26,12 @@ impl GpuModel {
         let layout = GpuParamLayout::new(net);
         Ok(GpuModel {
             net: net.clone(),
-            params: gpu.upload("params", &layout.pack(net, params))?,
+            params: {
+                // The tail lets the sampler's `conv_pixel` bind a full uniform window at any block.
+                let t = gpu.tensor("params", layout.total + kernels::WINDOW_TAIL)?;
+                gpu.write(&t, 0, &layout.pack(net, params));
+                t
+            },
             grads: gpu.tensor("grads", layout.total)?,
             m: gpu.tensor("adam.m", layout.total)?,
             v: gpu.tensor("adam.v", layout.total)?,
@@ -38,9 +43,16 @@ impl GpuModel {
         self.params.slice(self.layout.offsets[conv], self.layout.lens[conv])
     }
 
+    /// Every parameter block (the tensor without its tail), as Adam updates it.
+    pub fn all_params(&self) -> View {
+        self.params.slice(0, self.layout.total)
+    }
+
     /// Parameters in the CPU layout.
     pub fn download_params(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        Ok(self.layout.unpack(&self.net, &gpu.read(&self.params)?))
+        Ok(self
+            .layout
+            .unpack(&self.net, &gpu.read(&self.params)?[..self.layout.total]))
     }
 
     pub fn upload_adam(&self, gpu: &Gpu, adam: &AdamState) {
@@ -72,8 +84,9 @@ pub fn images_to_input(images: &[u8]) -> Vec<f32> {
     out
 }
 
-/// Records the forward pass over the layer list into `p`: for `batch` images at every position, or (`pixel` =
-/// Some(q)) at pixel q only, reading cached activations at earlier positions (the incremental sampler).
+/// Records the forward pass over the layer list into `p`: for `batch` images at every position (image-major), or
+/// (`pixel` = Some(q)) at pixel q only, reading cached activations at earlier positions (the incremental sampler;
+/// position-major buffers with `batch` images per position).
 pub fn record_forward(
     gpu: &Gpu,
     p: &mut Program,
@@ -285,7 +298,7 @@ impl Trainer {
         let adam = kernels::adam_update(
             gpu,
             &mut p,
-            m.params.view(),
+            m.all_params(),
             m.grads.view(),
             m.m.view(),
             m.v.view(),
@@ -315,7 +328,7 @@ impl Trainer {
         program.set_uniform(
             gpu,
             *adam,
-            &kernels::adam_uniform(self.model.params.len / 4, lr_t, &self.adam_cfg),
+            &kernels::adam_uniform(self.model.layout.total / 4, lr_t, &self.adam_cfg),
         );
         program.submit(gpu);
         Ok(())
