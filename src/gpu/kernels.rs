@@ -270,11 +270,11 @@ pub struct TapRun {
     pub first_pixel: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
 /// Splits `conv` at pixel `q` into [`TapRun`]s whose input and weight windows fit `max_bytes` and start where the
 /// adapter can bind them. An empty list means every tap reads the zero padding (the output is act(bias)). None if
 /// the kernel cannot serve this conv here (a single tap's window too big, misaligned, or rows not a multiple of
-/// the subgroup): the caller falls back to `conv_forward`.
+/// the subgroup): the caller falls back to [`conv_forward_tiled`].
+#[allow(clippy::too_many_arguments)]
 pub fn pixel_runs(
     gpu: &Gpu,
     conv: &Conv,
