@@ -1,7 +1,7 @@
 //! `pixelcnn bench`: training and sampling speed on the chosen adapter, with synthetic data and random weights.
 
 use crate::cpu::AdamConfig;
-use crate::gpu::sampler::{self, SampleRequest};
+use crate::gpu::sampler::{self, SampleRequest, Sampler};
 use crate::gpu::trainer::{GpuModel, Trainer};
 use crate::gpu::Gpu;
 use crate::model::{Config, Network, PIXELS};
@@ -71,10 +71,14 @@ pub fn bench_train(config: Config, batch_size: usize, steps: usize, warmup: usiz
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SampleBench {
     pub adapter: String,
+    /// Devices the sampler split the images over (more than one on CPU rasterisers; see `gpu::sampler::Sampler`).
+    pub devices: usize,
     pub count: usize,
     pub filters: usize,
     pub blocks: usize,
     pub incremental_seconds: f64,
+    /// The incremental sampler on the first device alone.
+    pub incremental_one_device_seconds: f64,
     pub naive_seconds: f64,
     /// True when the naive time was extrapolated from `naive_pixels_timed` pixel steps to 784.
     pub naive_extrapolated: bool,
@@ -82,10 +86,10 @@ pub struct SampleBench {
     pub speedup: f64,
 }
 
-/// Times the incremental sampler on `count` images and the naive one on a prefix of `naive_pixels` pixels.
+/// Times the incremental sampler on `count` images (on all the sampler's devices, then on one) and the naive one
+/// (on all devices) on a prefix of `naive_pixels` pixels. Each is run once untimed first (pipeline compiles).
 pub fn bench_sample(net: &Network, params: &[f32], count: usize, naive_pixels: usize) -> Result<SampleBench> {
-    let gpu = Gpu::new()?;
-    let model = GpuModel::new(&gpu, net, params)?;
+    let sampler = Sampler::new(net, params)?;
     let req = SampleRequest {
         count,
         key: crate::rng::sample_key(0),
@@ -95,48 +99,37 @@ pub fn bench_sample(net: &Network, params: &[f32], count: usize, naive_pixels: u
         naive: false,
         max_steps: None,
     };
-    // Warm-up: compiles the pipelines and touches the buffers.
-    sampler::sample(
-        &gpu,
-        &model,
-        SampleRequest {
-            max_steps: Some(28),
-            ..req
-        },
-        |_| {},
-    )?;
+    let warm = SampleRequest {
+        max_steps: Some(28),
+        ..req
+    };
+    sampler.sample(warm, |_| {})?;
     let t = Instant::now();
-    sampler::sample(&gpu, &model, req, |_| {})?;
+    sampler.sample(req, |_| {})?;
     let incremental = t.elapsed().as_secs_f64();
-    let naive_pixels = naive_pixels.clamp(1, PIXELS);
-    sampler::sample(
-        &gpu,
-        &model,
-        SampleRequest {
-            naive: true,
-            max_steps: Some(1),
-            ..req
-        },
-        |_| {},
-    )?;
+    let (gpu, model) = sampler.first();
+    sampler::sample(gpu, model, warm, |_| {})?;
     let t = Instant::now();
-    sampler::sample(
-        &gpu,
-        &model,
-        SampleRequest {
-            naive: true,
-            max_steps: Some(naive_pixels),
-            ..req
-        },
-        |_| {},
-    )?;
+    sampler::sample(gpu, model, req, |_| {})?;
+    let one_device = t.elapsed().as_secs_f64();
+    let naive_pixels = naive_pixels.clamp(1, PIXELS);
+    let naive_req = |steps| SampleRequest {
+        naive: true,
+        max_steps: Some(steps),
+        ..req
+    };
+    sampler.sample(naive_req(1), |_| {})?;
+    let t = Instant::now();
+    sampler.sample(naive_req(naive_pixels), |_| {})?;
     let naive = t.elapsed().as_secs_f64() * PIXELS as f64 / naive_pixels as f64;
     Ok(SampleBench {
-        adapter: gpu.adapter_name(),
+        adapter: sampler.adapter_name(),
+        devices: sampler.devices(),
         count,
         filters: net.config.filters,
         blocks: net.config.blocks,
         incremental_seconds: incremental,
+        incremental_one_device_seconds: one_device,
         naive_seconds: naive,
         naive_extrapolated: naive_pixels < PIXELS,
         naive_pixels_timed: naive_pixels,

@@ -90,9 +90,26 @@ pub fn conv_forward(conv: &Conv, block: &[f32], input: &[f32], batch: usize) -> 
 }
 
 /// The conv at pixel `pixel` of each of `count` images only (the incremental sampler's step), into `out`; the
-/// input must hold every earlier pixel the taps read.
-pub fn conv_pixel(conv: &Conv, block: &[f32], input: &[f32], out: &mut [f32], count: usize, pixel: usize) {
+/// input must hold every earlier pixel the taps read. With `residual`, `out = residual + conv(...)` there (a
+/// residual add fused into the conv, as the GPU sampler does).
+pub fn conv_pixel(
+    conv: &Conv,
+    block: &[f32],
+    input: &[f32],
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+    count: usize,
+    pixel: usize,
+) {
     conv_forward_positions(conv, block, input, out, (0..count).map(|i| i * PIXELS + pixel));
+    if let Some(r) = residual {
+        for i in 0..count {
+            let at = (i * PIXELS + pixel) * conv.cout;
+            for k in at..at + conv.cout {
+                out[k] += r[k];
+            }
+        }
+    }
 }
 
 /// `dz = dy · [y > 0]`: the gradient through ReLU, from the layer's output `y`.
@@ -366,9 +383,15 @@ pub fn sample_incremental(
             let (before, after) = acts.split_at_mut(l + 1);
             let out = &mut after[0];
             match *layer {
-                Layer::Conv { conv, input } => {
-                    conv_pixel(&net.convs[conv], net.block(params, conv), &before[input], out, count, q)
-                }
+                Layer::Conv { conv, input } => conv_pixel(
+                    &net.convs[conv],
+                    net.block(params, conv),
+                    &before[input],
+                    None,
+                    out,
+                    count,
+                    q,
+                ),
                 Layer::Add { a, b } => {
                     let c = net.act_channels[l + 1];
                     for p in positions() {

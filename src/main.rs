@@ -389,7 +389,7 @@ fn cmd_sample(
     anyhow::ensure!((1..=64).contains(&scale), "--scale must be between 1 and 64");
     let (_, ck) = sampling::load_model(checkpoint.as_deref())?;
     let net = Network::new(ck.config);
-    let pb = bar(sampling::progress_units(device, count), "sampling");
+    let pb = bar(sampling::progress_units(count), "sampling");
     let t = std::time::Instant::now();
     let s = sampling::sample(device, &net, &ck.params, count, seed, None, 0, naive, |k| {
         pb.inc(k as u64)
@@ -445,7 +445,7 @@ fn cmd_complete(
         }
     }
     let start = rows * 28;
-    let pb = bar(sampling::progress_units(device, count * samples), "completing");
+    let pb = bar(sampling::progress_units(count * samples), "completing");
     let t = std::time::Instant::now();
     let s = sampling::sample(
         device,
@@ -692,12 +692,15 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "{}: {} images, F={} N={}: incremental {:.3} s, naive {:.1} s{}, speedup {:.0}×",
+                    "{} ({} device{}): {} images, F={} N={}: incremental {:.3} s (one device {:.3} s), naive {:.1} s{}, speedup {:.0}×",
                     r.adapter,
+                    r.devices,
+                    if r.devices == 1 { "" } else { "s" },
                     r.count,
                     r.filters,
                     r.blocks,
                     r.incremental_seconds,
+                    r.incremental_one_device_seconds,
                     r.naive_seconds,
                     if r.naive_extrapolated {
                         format!(" (extrapolated from {} of 784 pixel steps)", r.naive_pixels_timed)

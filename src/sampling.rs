@@ -2,9 +2,7 @@
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::cpu::{self, Samples};
-use crate::gpu::sampler::{self, SampleRequest};
-use crate::gpu::trainer::GpuModel;
-use crate::gpu::Gpu;
+use crate::gpu::sampler::{SampleRequest, Sampler};
 use crate::model::{Network, PIXELS};
 use crate::train::Device;
 use anyhow::{bail, Result};
@@ -37,12 +35,9 @@ pub fn load_model(path: Option<&Path>) -> Result<(PathBuf, Checkpoint)> {
     Ok((path, ck))
 }
 
-/// The length of the progress bar [`sample`] drives: images on the CPU, pixel steps on the GPU.
-pub fn progress_units(device: Device, count: usize) -> u64 {
-    match device {
-        Device::Cpu => count as u64,
-        Device::Gpu => (count.div_ceil(sampler::MAX_SAMPLE_BATCH) * PIXELS) as u64,
-    }
+/// The length of the progress bar [`sample`] drives: image-pixel steps (`count · 784`) on either device.
+pub fn progress_units(count: usize) -> u64 {
+    (count * PIXELS) as u64
 }
 
 /// Samples `count` images (pixels from `start_pixel` on; earlier ones from `init`) on `device`.
@@ -75,13 +70,12 @@ pub fn sample(
                 };
                 images.extend(s.images);
                 probs.extend(s.probs);
-                progress(n);
+                progress(n * PIXELS);
             }
             Ok(Samples { images, probs })
         }
         Device::Gpu => {
-            let gpu = Gpu::new()?;
-            let model = GpuModel::new(&gpu, net, params)?;
+            let sampler = Sampler::new(net, params)?;
             let req = SampleRequest {
                 count,
                 key,
@@ -91,7 +85,7 @@ pub fn sample(
                 naive,
                 max_steps: None,
             };
-            sampler::sample(&gpu, &model, req, progress)
+            sampler.sample(req, progress)
         }
     }
 }

@@ -305,16 +305,21 @@ fn to_position_major(x: &[f32], count: usize, rows: usize, c: usize) -> Vec<f32>
 fn conv_pixel_matches_cpu() {
     let Some(gpu) = gpu_for_tests() else { return };
     // 13 images padded to 16 per position; pixels in the first row (taps in the padding), at the left and right
-    // edges, and inside. The runs come from the real 64 KiB windows and from tiny ones (one tap per dispatch),
-    // which exercises the chained accumulation.
+    // edges, and inside. The runs come from the real 64 KiB windows (a whole conv in one dispatch) and from tiny
+    // ones (one tap per run, so a 7×7 conv takes several dispatches chained through the output, the last adding
+    // the residual).
     let (count, rows) = (13, 16);
     let pixels = [0usize, 1, 27, 28, 29, 300, 419, 783];
     let sg = gpu.pixel_subgroup();
-    if sg.is_none() {
-        eprintln!(
+    match sg {
+        Some(sg) => eprintln!(
+            "conv_pixel: subgroups of {sg}, {} segments per dispatch",
+            kernels::pixel_segments(&gpu)
+        ),
+        None => eprintln!(
             "NOTE: {} has no fixed-size subgroups: conv_pixel is not used there; testing the tiled path only",
             gpu.adapter_name()
-        );
+        ),
     }
     for net in test_nets() {
         let params = random_vec(net.param_len, 21);
@@ -325,14 +330,18 @@ fn conv_pixel_matches_cpu() {
             let block = net.block(&params, ci);
             let w = gparams.slice(layout.offsets[ci], layout.lens[ci]);
             let input = random_vec(count * PIXELS * c.cin, 300 + ci as u64);
+            let residual = random_vec(count * PIXELS * c.cout, 400 + ci as u64);
             let len_in = PIXELS * rows * pad4(c.cin);
             let g_in = gpu.tensor("in", len_in + kernels::WINDOW_TAIL).unwrap();
             gpu.write(&g_in, 0, &to_position_major(&input, count, rows, c.cin));
-            let mut want = vec![0.0; count * PIXELS * c.cout];
+            let g_res = gpu
+                .upload("residual", &to_position_major(&residual, count, rows, c.cout))
+                .unwrap();
+            let (mut want, mut want_res) = (vec![0.0; count * PIXELS * c.cout], vec![0.0; count * PIXELS * c.cout]);
             for &q in &pixels {
-                cpu::conv_pixel(c, block, &input, &mut want, count, q);
+                cpu::conv_pixel(c, block, &input, None, &mut want, count, q);
+                cpu::conv_pixel(c, block, &input, Some(&residual), &mut want_res, count, q);
             }
-            let want = to_position_major(&want, count, rows, c.cout);
             let pick = |x: &[f32]| -> Vec<f32> {
                 let c4 = pad4(c.cout);
                 let mut v = Vec::new();
@@ -343,50 +352,53 @@ fn conv_pixel_matches_cpu() {
                 }
                 v
             };
-            let mut variants: Vec<(String, Option<usize>)> = vec![("tiled".into(), None)];
+            // (name, window bytes (None: tiled kernel), fused residual)
+            let mut variants: Vec<(&str, Option<usize>, bool)> = vec![("tiled", None, false)];
             if sg.is_some() {
-                variants.push(("64 KiB windows".into(), Some(kernels::WINDOW_BYTES)));
+                variants.push(("64 KiB windows", Some(kernels::WINDOW_BYTES), false));
                 let one_tap = pad4(c.cin) * pad4(c.cout) * 4;
-                variants.push(("one tap per dispatch".into(), Some(one_tap.max(rows * pad4(c.cin) * 4))));
+                let one_tap = one_tap.max(rows * pad4(c.cin) * 4);
+                variants.push(("one tap per run, residual", Some(one_tap), true));
             }
-            for (variant, max_bytes) in variants {
+            for (variant, max_bytes, with_residual) in variants {
                 let g_out = gpu
                     .upload("out", &vec![f32::NAN; PIXELS * rows * pad4(c.cout)])
                     .unwrap();
                 let (g_in_v, g_out_v) = (g_in.slice(0, len_in), g_out.view());
                 let mut p = Program::new();
-                let mut dispatches = 0;
                 for &q in &pixels {
                     match (max_bytes, sg) {
                         (Some(max), Some(sg)) => {
                             let runs = kernels::pixel_runs(&gpu, c, &w, &g_in_v, rows, q, sg, max)
                                 .expect("conv_pixel serves the test convs");
-                            dispatches += runs.len().max(1);
-                            kernels::conv_pixel(&gpu, &mut p, c, &w, &g_in_v, g_out_v.clone(), rows, q, sg, &runs)
+                            let res = with_residual.then(|| g_res.view());
+                            kernels::conv_pixel(&gpu, &mut p, c, &w, &g_in_v, res, g_out_v.clone(), rows, q, sg, &runs)
                                 .unwrap();
                         }
-                        _ => {
-                            dispatches += 1;
-                            kernels::conv_forward_tiled(
-                                &gpu,
-                                &mut p,
-                                c,
-                                w.clone(),
-                                g_in_v.clone(),
-                                g_out_v.clone(),
-                                rows,
-                                Some(q),
-                            )
-                            .unwrap();
-                        }
+                        _ => kernels::conv_forward_tiled(
+                            &gpu,
+                            &mut p,
+                            c,
+                            w.clone(),
+                            g_in_v.clone(),
+                            g_out_v.clone(),
+                            rows,
+                            Some(q),
+                        )
+                        .unwrap(),
                     }
                 }
+                let dispatches = p.len();
                 run(&gpu, p);
                 let got = gpu.read(&g_out).unwrap();
                 let what = format!(
-                    "conv_pixel {} F={} ({variant}, {dispatches} dispatches)",
-                    c.name, net.config.filters
+                    "conv_pixel {} F={} ({variant}, {dispatches} dispatches for {} pixels)",
+                    c.name,
+                    net.config.filters,
+                    pixels.len()
                 );
+                let want = if with_residual { &want_res } else { &want };
+                let want = to_position_major(want, count, rows, c.cout);
                 assert_close(&what, &pick(&got), &pick(&want), 1e-4);
             }
         }

@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use pixelcnn::cpu::{self, Samples};
 use pixelcnn::gpu::gpu_for_tests;
-use pixelcnn::gpu::sampler::{sample, SampleRequest};
+use pixelcnn::gpu::sampler::{sample, SampleRequest, Sampler};
 use pixelcnn::gpu::trainer::GpuModel;
 use pixelcnn::model::{Config, Network, PIXELS};
 use pixelcnn::rng;
@@ -116,4 +116,47 @@ fn completion_keeps_the_known_rows_and_matches_cpu() {
         10,
         start,
     );
+}
+
+#[test]
+fn sampler_split_over_devices_equals_one_device() {
+    let Some(gpu) = gpu_for_tests() else { return };
+    let (net, params) = model(6);
+    // 20 images over two devices are 16 + 4; a completion, so the known rows and the image counters are split too.
+    let count = 20;
+    let key = rng::sample_key(11);
+    let init = random_images(count, 5);
+    let req = SampleRequest {
+        count,
+        key,
+        first_image: 3,
+        init: Some(&init),
+        start_pixel: 5 * 28,
+        naive: false,
+        max_steps: None,
+    };
+    let sampler = Sampler::new(&net, &params).unwrap();
+    if gpu.is_software() {
+        assert!(sampler.devices() >= 2, "CPU rasterisers sample on several devices");
+    }
+    assert_eq!(sampler.split(count).len(), sampler.devices().min(2));
+    let mut steps = 0;
+    let split = sampler.sample(req, |k| steps += k).unwrap();
+    assert_eq!(steps, count * PIXELS, "progress covers every image-pixel step");
+    let (g, m) = sampler.first();
+    let one = sample(g, m, req, |_| {}).unwrap();
+    let max_dp = split
+        .probs
+        .iter()
+        .zip(&one.probs)
+        .filter(|(a, _)| !a.is_nan())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!(
+        "{} devices ({:?}) vs one device: {count} images, max |Δp| = {max_dp:.2e}",
+        sampler.devices(),
+        sampler.split(count)
+    );
+    assert_eq!(split.images, one.images, "the split sampler draws the same images");
+    assert!(max_dp <= 1e-6);
 }

@@ -103,7 +103,8 @@ impl Gpu {
             return Ok(p.clone());
         }
         let mut src = String::new();
-        for line in source(file).lines() {
+        let segments = consts.iter().find(|(c, _)| *c == "SEGMENTS").map_or(1, |&(_, v)| v);
+        for line in expand_segments(source(file), segments).lines() {
             match consts
                 .iter()
                 .find(|(c, _)| line.starts_with(&format!("const {c}: u32 =")))
@@ -170,6 +171,38 @@ impl Gpu {
     }
 }
 
+/// Repeats each block between `//@segments {` and `//@segments }` once per segment s < `segments`, replacing `$s`
+/// by s, `$in` by 4 + 2s and `$w` by 5 + 2s (the binding numbers of segment s's windows; see conv_pixel.wgsl).
+pub fn expand_segments(src: &str, segments: u32) -> String {
+    let mut out = String::new();
+    let mut block: Option<Vec<&str>> = None;
+    for line in src.lines() {
+        match (line.trim(), block.as_mut()) {
+            ("//@segments {", None) => block = Some(Vec::new()),
+            ("//@segments }", Some(lines)) => {
+                for s in 0..segments {
+                    for l in lines.iter() {
+                        let l = l
+                            .replace("$in", &(4 + 2 * s).to_string())
+                            .replace("$w", &(5 + 2 * s).to_string())
+                            .replace("$s", &s.to_string());
+                        out.push_str(&l);
+                        out.push('\n');
+                    }
+                }
+                block = None;
+            }
+            (_, Some(lines)) => lines.push(line),
+            (_, None) => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    assert!(block.is_none(), "unterminated //@segments block");
+    out
+}
+
 fn words(w: &[u32]) -> Vec<u8> {
     bytemuck::cast_slice(w).to_vec()
 }
@@ -181,6 +214,7 @@ const RELU: u32 = 1;
 const BIAS: u32 = 2;
 const ACCUMULATE: u32 = 4;
 const NEGATE_TAPS: u32 = 8;
+const RESIDUAL: u32 = 16;
 
 /// The `conv_forward` pipeline for `cols4` output vec4 columns, and its workgroup count for `rows` rows: whole
 /// workgroups of 64 · TM rows per column block of TN, with TN the largest power of two ≤ min(cols4, tuning).
@@ -217,12 +251,65 @@ pub fn conv_forward(
     rows: usize,
     pixel: Option<usize>,
 ) -> Result<()> {
-    if let (Some(q), Some(sg)) = (pixel, gpu.pixel_subgroup()) {
-        if let Some(runs) = pixel_runs(gpu, conv, &weight, &input, rows, q, sg, WINDOW_BYTES) {
-            return conv_pixel(gpu, p, conv, &weight, &input, output, rows, q, sg, &runs);
+    if let Some(q) = pixel {
+        if conv_pixel_fits(gpu, p, conv, &weight, &input, None, &output, rows, q)? {
+            return Ok(());
         }
     }
     conv_forward_tiled(gpu, p, conv, weight, input, output, rows, pixel)
+}
+
+/// `out = residual + act(conv(input) + bias)` at pixel `q` of `rows` images (position-major) — a conv and the
+/// residual add after it in one [`conv_pixel`] chain. Records nothing and returns false where `conv_pixel` cannot
+/// serve (the caller then records the conv and the add separately).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_add_pixel(
+    gpu: &Gpu,
+    p: &mut Program,
+    conv: &Conv,
+    weight: View,
+    input: View,
+    residual: View,
+    output: View,
+    rows: usize,
+    q: usize,
+) -> Result<bool> {
+    conv_pixel_fits(gpu, p, conv, &weight, &input, Some(residual), &output, rows, q)
+}
+
+/// Records [`conv_pixel`] if the adapter and the buffers suit it; false if not (nothing recorded).
+#[allow(clippy::too_many_arguments)]
+fn conv_pixel_fits(
+    gpu: &Gpu,
+    p: &mut Program,
+    conv: &Conv,
+    weight: &View,
+    input: &View,
+    residual: Option<View>,
+    output: &View,
+    rows: usize,
+    q: usize,
+) -> Result<bool> {
+    let Some(sg) = gpu.pixel_subgroup() else {
+        return Ok(false);
+    };
+    let Some(runs) = pixel_runs(gpu, conv, weight, input, rows, q, sg, WINDOW_BYTES) else {
+        return Ok(false);
+    };
+    conv_pixel(
+        gpu,
+        p,
+        conv,
+        weight,
+        input,
+        residual,
+        output.clone(),
+        rows,
+        q,
+        sg,
+        &runs,
+    )?;
+    Ok(true)
 }
 
 /// `conv_forward` with the register-tiled kernel of conv.wgsl (any adapter, any number of rows).
@@ -324,8 +411,17 @@ pub fn pixel_runs(
     Some(runs)
 }
 
-/// `conv_forward` at pixel `q` of `rows` images (position-major buffers) with the `conv_pixel` kernel: one
-/// dispatch per run of taps, chained through `out`.
+/// Segments (tap runs) one `conv_pixel` dispatch takes: two uniform windows each, plus the parameter block.
+pub fn pixel_segments(gpu: &Gpu) -> usize {
+    let uniforms = gpu.limits.max_uniform_buffers_per_shader_stage as usize;
+    (uniforms.saturating_sub(1) / 2).clamp(1, MAX_SEGMENTS)
+}
+
+/// Most segments `conv_pixel` is compiled with (a masked 3×3 conv over 128 images has 5 runs of one tap).
+pub const MAX_SEGMENTS: usize = 5;
+
+/// `out = [residual +] act(conv(input) + bias)` at pixel `q` of `rows` images (position-major buffers) with the
+/// `conv_pixel` kernel: [`pixel_segments`] runs of taps per dispatch, dispatches chained through `out`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_pixel(
     gpu: &Gpu,
@@ -333,6 +429,7 @@ pub fn conv_pixel(
     conv: &Conv,
     block: &View,
     input: &View,
+    residual: Option<View>,
     output: View,
     rows: usize,
     q: usize,
@@ -345,11 +442,12 @@ pub fn conv_pixel(
     let bias_at = conv.taps.len() * tap_len / 4;
     let sg = subgroup as usize;
     let groups = rows.div_ceil(sg) * cout4.div_ceil(sg);
+    let segments = pixel_segments(gpu);
     let pipe = gpu.pipeline_with(
         "conv_pixel",
         "conv_pixel",
-        &[Access::Uniform, Access::Uniform, Read, Rw],
-        &[("SG", subgroup)],
+        &[[Read, Rw, Read].as_slice(), &vec![Access::Uniform; 2 * segments]].concat(),
+        &[("SG", subgroup), ("SEGMENTS", segments as u32)],
     )?;
     // With every tap in the zero padding one dispatch over no taps still writes act(bias).
     let empty = [TapRun {
@@ -358,31 +456,45 @@ pub fn conv_pixel(
         first_pixel: 0,
     }];
     let runs = if runs.is_empty() { &empty[..] } else { runs };
-    for (i, run) in runs.iter().enumerate() {
-        let first = i == 0;
-        let last = i + 1 == runs.len();
-        let flags = if first { BIAS } else { ACCUMULATE } | if last && conv.relu { RELU } else { 0 };
-        let u = [
+    let window = |v: &View, offset: usize| View {
+        tensor: v.tensor.clone(),
+        offset: v.offset + offset,
+        len: WINDOW_TAIL,
+    };
+    let dispatches = runs.len().div_ceil(segments);
+    for (d, chunk) in runs.chunks(segments).enumerate() {
+        let (first, last) = (d == 0, d + 1 == dispatches);
+        let mut flags = if first { BIAS } else { ACCUMULATE };
+        if last && conv.relu {
+            flags |= RELU;
+        }
+        if last && residual.is_some() {
+            flags |= RESIDUAL;
+        }
+        let mut u = vec![
             rows as u32,
             cin4 as u32,
             cout4 as u32,
-            run.taps as u32,
             flags,
             q as u32,
             bias_at as u32,
             0,
+            0,
         ];
-        let window = |v: &View, offset: usize| View {
-            tensor: v.tensor.clone(),
-            offset: v.offset + offset,
-            len: WINDOW_TAIL,
-        };
-        let views = vec![
-            window(input, run.first_pixel * pixel_len),
-            window(block, run.tap0 * tap_len),
+        let mut taps = [0u32; 8];
+        let mut views = vec![
             block.clone(),
             output.clone(),
+            residual.clone().unwrap_or_else(|| block.clone()),
         ];
+        for (s, taps) in taps.iter_mut().enumerate().take(segments) {
+            // Unused segments (no taps) bind the first run's windows again.
+            let run = chunk.get(s).unwrap_or(&chunk[0]);
+            *taps = if s < chunk.len() { run.taps as u32 } else { 0 };
+            views.push(window(input, run.first_pixel * pixel_len));
+            views.push(window(block, run.tap0 * tap_len));
+        }
+        u.extend_from_slice(&taps);
         p.dispatch(pipe.clone(), views, &words(&u), groups);
     }
     Ok(())
@@ -629,4 +741,17 @@ pub fn sample_pixel(
     let pipe = gpu.pipeline("sample", "sample_pixel", &[Read, Rw, Rw])?;
     p.dispatch(pipe, vec![logits, image, probs], &words(&u), groups64(count));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_segments;
+
+    #[test]
+    fn expand_segments_repeats_blocks_with_binding_numbers() {
+        let src = "a\n  //@segments {\nvar in_$s @binding($in) w @binding($w)\n  //@segments }\nb\n";
+        let want = "a\nvar in_0 @binding(4) w @binding(5)\nvar in_1 @binding(6) w @binding(7)\nb\n";
+        assert_eq!(expand_segments(src, 2), want);
+        assert_eq!(expand_segments("x\n", 3), "x\n");
+    }
 }

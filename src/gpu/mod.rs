@@ -149,6 +149,17 @@ impl Gpu {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// Waits until the GPU has finished submission `index` (later submissions may still run).
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| anyhow!("GPU wait failed: {e}"))?;
+        Ok(())
+    }
+
     /// Waits until the GPU has finished everything submitted so far.
     pub fn wait(&self) -> Result<()> {
         self.device

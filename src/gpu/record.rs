@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Bytes of every uniform block (each kernel's parameter struct is at most this big).
-pub const UNIFORM_BYTES: usize = 32;
+pub const UNIFORM_BYTES: usize = 64;
 
 struct Step {
     pipeline: Arc<Pipeline>,

@@ -99,18 +99,25 @@ pub fn record_forward(
     let positions = batch * PIXELS;
     let rows = if pixel.is_some() { batch } else { positions };
     let act = |i: usize| acts[i].slice(0, positions * pad4(net.act_channels[i]));
+    let mut fused_add = None;
     for (l, layer) in net.layers.iter().enumerate() {
         match *layer {
-            Layer::Conv { conv, input } => kernels::conv_forward(
-                gpu,
-                p,
-                &net.convs[conv],
-                model.params_view(conv),
-                act(input),
-                act(l + 1),
-                rows,
-                pixel,
-            )?,
+            Layer::Conv { conv, input } => {
+                let (block, c) = (model.params_view(conv), &net.convs[conv]);
+                // At a single pixel a residual add right after the conv goes into the conv's epilogue where the
+                // kernel allows it (one dispatch fewer per block and pixel); the conv's own output is then never
+                // written, which is fine: only that add reads it.
+                if let (Some(q), Some(&Layer::Add { a, b })) = (pixel, net.layers.get(l + 1)) {
+                    if b == l + 1
+                        && kernels::conv_add_pixel(gpu, p, c, block.clone(), act(input), act(a), act(l + 2), rows, q)?
+                    {
+                        fused_add = Some(l + 1);
+                        continue;
+                    }
+                }
+                kernels::conv_forward(gpu, p, c, block, act(input), act(l + 1), rows, pixel)?
+            }
+            Layer::Add { .. } if fused_add == Some(l) => {}
             Layer::Add { a, b } => {
                 kernels::add(gpu, p, act(a), act(b), act(l + 1), net.act_channels[l + 1], rows, pixel)?
             }
