@@ -267,9 +267,18 @@ struct TrainArgs {
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {
+    styled_bar(len, what, "{pos}/{len}")
+}
+
+/// A bar that shows a percentage (for units that mean little to the user, such as image-pixel steps).
+fn percent_bar(len: u64, what: &str) -> ProgressBar {
+    styled_bar(len, what, "{percent}%")
+}
+
+fn styled_bar(len: u64, what: &str, count: &str) -> ProgressBar {
     let b = ProgressBar::new(len);
     b.set_style(
-        ProgressStyle::with_template(&format!("{what} [{{bar:30}}] {{pos}}/{{len}} {{elapsed}} ETA {{eta}}"))
+        ProgressStyle::with_template(&format!("{what} [{{bar:30}}] {count} {{elapsed}} ETA {{eta}}"))
             .unwrap()
             .progress_chars("=> "),
     );
@@ -389,7 +398,7 @@ fn cmd_sample(
     anyhow::ensure!((1..=64).contains(&scale), "--scale must be between 1 and 64");
     let (_, ck) = sampling::load_model(checkpoint.as_deref())?;
     let net = Network::new(ck.config);
-    let pb = bar(sampling::progress_units(count), "sampling");
+    let pb = percent_bar(sampling::progress_units(count), "sampling");
     let t = std::time::Instant::now();
     let s = sampling::sample(device, &net, &ck.params, count, seed, None, 0, naive, |k| {
         pb.inc(k as u64)
@@ -445,7 +454,7 @@ fn cmd_complete(
         }
     }
     let start = rows * 28;
-    let pb = bar(sampling::progress_units(count * samples), "completing");
+    let pb = percent_bar(sampling::progress_units(count * samples), "completing");
     let t = std::time::Instant::now();
     let s = sampling::sample(
         device,
