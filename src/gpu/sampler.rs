@@ -38,7 +38,7 @@ pub struct SampleRequest<'a> {
 /// the same adapter, sampled in parallel threads: lavapipe runs each device's dispatches through its own queue
 /// thread and worker pool, and a single device spends much of every small dispatch handing it to its workers and
 /// back; two devices overlap those hand-offs with each other's work (64 default-model images on the 2-core VM:
-/// 3.2–4.2 s on one device, about 2.3 s on two). Elsewhere there is one device.
+/// 3.6–4.4 s on one device, 2.3–3.1 s on two). Elsewhere there is one device.
 pub struct Sampler {
     streams: Vec<(Gpu, GpuModel)>,
 }
@@ -68,13 +68,6 @@ impl Sampler {
             streams.push((gpu, model));
         }
         Ok(Sampler { streams })
-    }
-
-    /// A sampler on one device that is already open.
-    pub fn single(gpu: Gpu, model: GpuModel) -> Sampler {
-        Sampler {
-            streams: vec![(gpu, model)],
-        }
     }
 
     /// The first device and its model.
