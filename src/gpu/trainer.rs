@@ -105,10 +105,17 @@ pub fn record_forward(
             Layer::Conv { conv, input } => {
                 let (block, c) = (model.params_view(conv), &net.convs[conv]);
                 // At a single pixel a residual add right after the conv goes into the conv's epilogue where the
-                // kernel allows it (one dispatch fewer per block and pixel); the conv's own output is then never
-                // written, which is fine: only that add reads it.
+                // kernel allows it (one dispatch fewer per block and pixel). The conv's own output is then never
+                // written, so only when no other layer reads it.
+                let read_later = |act: usize| {
+                    net.layers[l + 2..].iter().any(|layer| match *layer {
+                        Layer::Conv { input, .. } => input == act,
+                        Layer::Add { a, b } => a == act || b == act,
+                    })
+                };
                 if let (Some(q), Some(&Layer::Add { a, b })) = (pixel, net.layers.get(l + 1)) {
                     if b == l + 1
+                        && !read_later(l + 1)
                         && kernels::conv_add_pixel(gpu, p, c, block.clone(), act(input), act(a), act(l + 2), rows, q)?
                     {
                         fused_add = Some(l + 1);
