@@ -252,34 +252,18 @@ pub fn conv_forward(
     pixel: Option<usize>,
 ) -> Result<()> {
     if let Some(q) = pixel {
-        if conv_pixel_fits(gpu, p, conv, &weight, &input, None, &output, rows, q)? {
+        if try_conv_pixel(gpu, p, conv, &weight, &input, None, &output, rows, q)? {
             return Ok(());
         }
     }
     conv_forward_tiled(gpu, p, conv, weight, input, output, rows, pixel)
 }
 
-/// `out = residual + act(conv(input) + bias)` at pixel `q` of `rows` images (position-major) — a conv and the
-/// residual add after it in one [`conv_pixel`] chain. Records nothing and returns false where `conv_pixel` cannot
-/// serve (the caller then records the conv and the add separately).
+/// `out = [residual +] act(conv(input) + bias)` at pixel `q` of `rows` images (position-major) with
+/// [`conv_pixel`], if the adapter and the buffers suit it. Records nothing and returns false where they do not: the
+/// caller then falls back to [`conv_forward_tiled`] (and, with a residual, a separate [`add`]).
 #[allow(clippy::too_many_arguments)]
-pub fn conv_add_pixel(
-    gpu: &Gpu,
-    p: &mut Program,
-    conv: &Conv,
-    weight: View,
-    input: View,
-    residual: View,
-    output: View,
-    rows: usize,
-    q: usize,
-) -> Result<bool> {
-    conv_pixel_fits(gpu, p, conv, &weight, &input, Some(residual), &output, rows, q)
-}
-
-/// Records [`conv_pixel`] if the adapter and the buffers suit it; false if not (nothing recorded).
-#[allow(clippy::too_many_arguments)]
-fn conv_pixel_fits(
+pub fn try_conv_pixel(
     gpu: &Gpu,
     p: &mut Program,
     conv: &Conv,

@@ -116,7 +116,7 @@ pub fn record_forward(
                 if let (Some(q), Some(&Layer::Add { a, b })) = (pixel, net.layers.get(l + 1)) {
                     if b == l + 1
                         && !read_later(l + 1)
-                        && kernels::conv_add_pixel(gpu, p, c, block.clone(), act(input), act(a), act(l + 2), rows, q)?
+                        && kernels::try_conv_pixel(gpu, p, c, &block, &act(input), Some(act(a)), &act(l + 2), rows, q)?
                     {
                         fused_add = Some(l + 1);
                         continue;
