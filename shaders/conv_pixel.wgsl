@@ -6,7 +6,7 @@
 //                              in_s[t, i, k] · w_s[t·cin + k, n] )
 // over up to SEGMENTS segments s. A segment is a run of taps that lie on the same kernel row and inside the image,
 // so that their input pixels are consecutive: `input_s` is a window of the position-major activation cache
-// starting at the run's first pixel, `weight_s` the window of the packed block starting at the run's first tap.
+// starting at the run's first pixel, `weight_s` the window of the packed weight starting at the run's first tap.
 // The host (`kernels::pixel_runs`) splits a conv into runs that fit the 64 KiB uniform-binding limit and skips taps
 // in the zero padding; a whole 7×7 or 3×3 masked conv is usually one dispatch. A conv with more runs than
 // SEGMENTS is several dispatches chained through `out`: the first adds the bias, later ones accumulate, the last
@@ -19,12 +19,13 @@
 // one image, and the SG vectors are passed round with subgroupShuffle, in registers. Every dispatch costs tens of
 // microseconds of thread hand-off there, hence the segments: one dispatch per conv instead of one per run.
 //
-// Template: the host repeats each block between `//@segments {` and `//@segments }` for s = 0 .. SEGMENTS−1,
-// replacing `$s` by s, `$in` by 4 + 2s and `$w` by 5 + 2s (WGSL has no arrays of uniform buffers in wgpu).
+// Template: each `//@for s in SEGMENTS` block is repeated for s = 0 .. SEGMENTS−1 (see src/gpu/shader.rs), so
+// segment s binds its windows at 4 + 2s and 5 + 2s: WGSL has no arrays of uniform buffers in wgpu.
 //
-// Layouts (vec4<f32>): input_s [taps_s, rows, cin4]; weight_s [taps_s·cin4·4, cout4]; block = the conv's whole
-//   packed block (bias row at vec4 index bias_at); out and residual [784 · rows, cout4] position-major.
-// Bindings: 0 uniform PixelParams (dynamic offset), 1 block (read), 2 out (read_write), 3 residual (read; any
+// Layouts (vec4<f32>): input_s [taps_s, rows, cin4]; weight_s [taps_s·cin4·4, cout4] (windows of the conv's packed
+//   weight); bias [cout4], or a per-image table [rows, cout4] (bias_stride = cout4); out and residual
+//   [784 · rows, cout4] position-major.
+// Bindings: 0 uniform PixelParams (dynamic offset), 1 bias (read), 2 out (read_write), 3 residual (read; any
 //   buffer when unused), 4 + 2s input_s (uniform, 64 KiB), 5 + 2s weight_s (uniform, 64 KiB). Windows are
 //   always bound at 64 KiB (buffers carry a tail); unused segments (taps 0) repeat segment 0's windows.
 // Dispatch: one subgroup of SG invocations per workgroup; workgroup g (linear over x and y) covers images
@@ -35,9 +36,9 @@ struct PixelParams {
     rows: u32,      // images per position (padded)
     cin4: u32,
     cout4: u32,
-    flags: u32,     // 1: ReLU, 2: add the bias, 4: accumulate into out, 16: add the residual (after the ReLU)
+    flags: u32,     // FLAG_RELU, FLAG_BIAS (first dispatch of a conv), FLAG_ACCUMULATE (later ones), FLAG_RESIDUAL
     pixel: u32,     // q
-    bias_at: u32,
+    bias_stride: u32,
     _pad0: u32,
     _pad1: u32,
     taps: array<vec4<u32>, 2>,  // taps of segment s at taps[s / 4][s % 4] (0: unused)
@@ -46,15 +47,16 @@ struct PixelParams {
 alias Window = array<vec4<f32>, 4096>;
 
 @group(0) @binding(0) var<uniform> prm: PixelParams;
-@group(0) @binding(1) var<storage, read> block: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> output: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> residual: array<vec4<f32>>;
-//@segments {
-@group(0) @binding($in) var<uniform> input_$s: Window;
-@group(0) @binding($w) var<uniform> weight_$s: Window;
-//@segments }
+//@for s in SEGMENTS {
+@group(0) @binding(${4+2*s}) var<uniform> input_$s: Window;
+@group(0) @binding(${5+2*s}) var<uniform> weight_$s: Window;
+//@}
 
 const SG: u32 = 8u;
+const SEGMENTS: u32 = 5u;
 
 // acc[m] += Σ_j a_m[j] · w_j, where a_m is lane m's input vector.
 fn accumulate(acc: ptr<function, array<vec4<f32>, SG>>, a: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>,
@@ -81,7 +83,7 @@ fn conv_pixel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     for (var m = 0u; m < SG; m++) {
         acc[m] = vec4<f32>(0.0);
     }
-    //@segments {
+    //@for s in SEGMENTS {
     for (var t = 0u; t < prm.taps[$s / 4u][$s % 4u]; t++) {
         let src = (t * prm.rows + img0 + lane) * cin4;
         var w = t * cin4 * 4u * cout4 + n;
@@ -91,24 +93,24 @@ fn conv_pixel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             w += 4u * cout4;
         }
     }
-    //@segments }
+    //@}
     if (col >= cout4 || img0 >= prm.rows) {
         return;
     }
-    var bias = vec4<f32>(0.0);
-    if ((prm.flags & 2u) != 0u) {
-        bias = block[prm.bias_at + n];
-    }
     for (var m = 0u; m < SG; m++) {
+        var b = vec4<f32>(0.0);
+        if ((prm.flags & FLAG_BIAS) != 0u) {
+            b = bias[(img0 + m) * prm.bias_stride + n];
+        }
         let o = (prm.pixel * prm.rows + img0 + m) * cout4 + n;
-        var v = acc[m] + bias;
-        if ((prm.flags & 4u) != 0u) {
+        var v = acc[m] + b;
+        if ((prm.flags & FLAG_ACCUMULATE) != 0u) {
             v += output[o];
         }
-        if ((prm.flags & 1u) != 0u) {
+        if ((prm.flags & FLAG_RELU) != 0u) {
             v = max(v, vec4<f32>(0.0));
         }
-        if ((prm.flags & 16u) != 0u) {
+        if ((prm.flags & FLAG_RESIDUAL) != 0u) {
             v += residual[o];
         }
         output[o] = v;

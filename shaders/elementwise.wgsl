@@ -1,18 +1,24 @@
-// elementwise.wgsl — the residual add and the ReLU gradient.
+// elementwise.wgsl — the layers and gradients that are not convolutions: residual add, ReLU, the gated unit.
 //
-// Entry point `add`: out[p(r), c] = a[p(r), c] + b[p(r), c] for rows r < rows, vec4 columns c < c4.
-//   Row → position as in conv.wgsl: r, or pixel·rows + r in single-pixel mode (pixel != 0xffffffff; the
-//   sampler's position-major layout).
-//   The residual's backward needs no kernel: both inputs receive the output's gradient (the host aliases them).
-// Entry point `relu_backward`: out[i] = b[i] where a[i] > 0, else 0 (a = the layer's ReLU output y, b = dy),
-//   for i < rows · c4 (pixel unused).
-// Layouts: vec4<f32> [positions, c4]. Bindings: 0 uniform EltParams (dynamic offset), 1 a (read), 2 b (read),
-//   3 out (read_write). Dispatch: one invocation per output vec4; id = gid.x + gid.y · 64 · num_workgroups.x.
+// Entry points, for rows r < geo.rows (positions through the prelude's Geometry) and vec4 columns c < c4:
+//   add            out[o] = a[o] + b[o]
+//   accumulate     out[o] = a[o]                  (+ out[o] with FLAG_ACCUMULATE): a gradient reaching an input
+//   relu_forward   out[o] = max(a[o], 0)
+//   relu_backward  out[o] = a[o] > 0 ? b[o] : 0   (+ out[o] with FLAG_ACCUMULATE): a = the ReLU's output y, b = dy
+//   gate_forward   out[p, c] = tanh(z[p, c] + β[c]) · σ(z[p, h + c] + β[h + c])     (c < c4 = h, the half width)
+//   gate_backward  dz[p, c] = d · (1 − t²) · s,  dz[p, h + c] = d · t · s · (1 − s)  (t, s as above, d = dout)
+//   where z = a, β = b[image · bias_stride] (the class bias, only with FLAG_BIAS), dout = c_in, and o = position ·
+//   c4 + c. The gate's input keeps each half padded to h vec4s (the GPU layout of 2-group activations), so both
+//   halves are whole vec4s.
+// Layouts: vec4<f32> [positions, channels4]. Bindings: 0 uniform EltParams (dynamic offset), 1 a (read), 2 b
+//   (read), 3 out (read_write), 4 c_in (read). Dispatch: one invocation per output vec4 (rows · c4), 64 per
+//   workgroup, linear over x and y.
 
 struct EltParams {
-    rows: u32,
+    geo: Geometry,
     c4: u32,
-    pixel: u32,
+    flags: u32,
+    bias_stride: u32,
     _pad: u32,
 }
 
@@ -20,27 +26,104 @@ struct EltParams {
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> output: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> c_in: array<vec4<f32>>;
+
+// (row, column) of invocation `id`, or rows past the end.
+fn row_of(gid: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
+    let id = gid.x + gid.y * 64u * nwg.x;
+    return vec2<u32>(id / prm.c4, id % prm.c4);
+}
+
+fn index_of(rc: vec2<u32>) -> u32 {
+    let g = prm.geo;
+    return position(g, row_image(g, rc.x), row_pixel(g, rc.x)) * prm.c4 + rc.y;
+}
+
+fn store(i: u32, v: vec4<f32>) {
+    var x = v;
+    if ((prm.flags & FLAG_ACCUMULATE) != 0u) {
+        x += output[i];
+    }
+    output[i] = x;
+}
 
 @compute @workgroup_size(64)
 fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let id = gid.x + gid.y * 64u * nwg.x;
-    let r = id / prm.c4;
-    if (r >= prm.rows) {
+    let rc = row_of(gid, nwg);
+    if (rc.x >= prm.geo.rows) {
         return;
     }
-    var p = r;
-    if (prm.pixel != 0xffffffffu) {
-        p = prm.pixel * prm.rows + r;
-    }
-    let i = p * prm.c4 + id % prm.c4;
+    let i = index_of(rc);
     output[i] = a[i] + b[i];
 }
 
 @compute @workgroup_size(64)
-fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * 64u * nwg.x;
-    if (i >= prm.rows * prm.c4) {
+fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let rc = row_of(gid, nwg);
+    if (rc.x >= prm.geo.rows) {
         return;
     }
-    output[i] = select(vec4<f32>(0.0), b[i], a[i] > vec4<f32>(0.0));
+    let i = index_of(rc);
+    store(i, a[i]);
+}
+
+@compute @workgroup_size(64)
+fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let rc = row_of(gid, nwg);
+    if (rc.x >= prm.geo.rows) {
+        return;
+    }
+    let i = index_of(rc);
+    output[i] = max(a[i], vec4<f32>(0.0));
+}
+
+@compute @workgroup_size(64)
+fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let rc = row_of(gid, nwg);
+    if (rc.x >= prm.geo.rows) {
+        return;
+    }
+    let i = index_of(rc);
+    store(i, select(vec4<f32>(0.0), b[i], a[i] > vec4<f32>(0.0)));
+}
+
+// tanh and σ of the two halves at (row, column), with the class bias where flagged.
+fn gate_halves(rc: vec2<u32>) -> array<vec4<f32>, 2> {
+    let g = prm.geo;
+    let img = row_image(g, rc.x);
+    let zi = position(g, img, row_pixel(g, rc.x)) * 2u * prm.c4 + rc.y;
+    var za = a[zi];
+    var zg = a[zi + prm.c4];
+    if ((prm.flags & FLAG_BIAS) != 0u) {
+        let bi = img * prm.bias_stride + rc.y;
+        za += b[bi];
+        zg += b[bi + prm.c4];
+    }
+    return array<vec4<f32>, 2>(tanh(za), 1.0 / (1.0 + exp(-zg)));
+}
+
+@compute @workgroup_size(64)
+fn gate_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let rc = row_of(gid, nwg);
+    if (rc.x >= prm.geo.rows) {
+        return;
+    }
+    let ts = gate_halves(rc);
+    output[index_of(rc)] = ts[0] * ts[1];
+}
+
+@compute @workgroup_size(64)
+fn gate_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let rc = row_of(gid, nwg);
+    if (rc.x >= prm.geo.rows) {
+        return;
+    }
+    let ts = gate_halves(rc);
+    let t = ts[0];
+    let s = ts[1];
+    let d = c_in[index_of(rc)];
+    let g = prm.geo;
+    let zi = position(g, row_image(g, rc.x), row_pixel(g, rc.x)) * 2u * prm.c4 + rc.y;
+    output[zi] = d * (1.0 - t * t) * s;
+    output[zi + prm.c4] = d * t * s * (1.0 - s);
 }

@@ -1,22 +1,25 @@
 // reduce.wgsl — deterministic sums: each output is summed by one invocation in a fixed order.
 //
-// Entry point `reduce_chunks`: out[i] = Σ_{c < n_chunks} in[c · len + i]   (+ out[i] if ACCUMULATE)
-//   Pass 2 of the weight gradient (in = partial sums per chunk, out = the conv's block in the gradient vector).
-// Entry point `sum_images`: out[i] = (Σ_{j<784} in[4i·784 + j], ..., for images 4i..4i+3)   (+ out[i] if ACCUMULATE)
-//   Per-image NLL from per-pixel BCE (in = 784 floats per image, viewed as 196 vec4s).
-// Layouts: vec4<f32> arrays. Bindings: 0 uniform ReduceParams (dynamic offset), 1 in (read), 2 out (read_write).
-// Dispatch: one invocation per output vec4; id = gid.x + gid.y · 64 · num_workgroups.x.
+// Entry point `reduce_chunks`: s[i] = Σ_{c < n_chunks} in[c · len + i] for i < len vec4s, written to out0[i] for
+//   i < split and to out1[i − split] after (+ what is there with FLAG_ACCUMULATE). Pass 2 of a weight gradient:
+//   `in` holds one partial sum per chunk of positions, out0 the weight's gradient and out1 its bias's.
+// Entry point `sum_images`: out[i] = (Σ_{j<784} in[4i·784 + j], ..., for images 4i..4i+3) (+= with
+//   FLAG_ACCUMULATE): each image's NLL from the per-pixel BCE (in = 784 floats per image, 196 vec4s).
+// Layouts: vec4<f32> arrays. Bindings: 0 uniform ReduceParams (dynamic offset), 1 in (read), 2 out0 (read_write),
+//   3 out1 (read_write; reduce_chunks only). Dispatch: one invocation per output vec4, 64 per workgroup, linear
+//   over x and y.
 
 struct ReduceParams {
-    len: u32,        // output vec4s
+    len: u32,        // reduce_chunks: vec4s per chunk; sum_images: output vec4s
     n_chunks: u32,   // reduce_chunks: chunks; sum_images: number of images
-    flags: u32,      // 1: accumulate
-    _pad: u32,
+    flags: u32,
+    split: u32,      // reduce_chunks: vec4s that go to out0
 }
 
 @group(0) @binding(0) var<uniform> prm: ReduceParams;
 @group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> output: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> out0: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out1: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
 fn reduce_chunks(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -28,10 +31,18 @@ fn reduce_chunks(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     for (var c = 0u; c < prm.n_chunks; c++) {
         acc += input[c * prm.len + i];
     }
-    if ((prm.flags & 1u) != 0u) {
-        acc += output[i];
+    let acc_ = (prm.flags & FLAG_ACCUMULATE) != 0u;
+    if (i < prm.split) {
+        if (acc_) {
+            acc += out0[i];
+        }
+        out0[i] = acc;
+    } else {
+        if (acc_) {
+            acc += out1[i - prm.split];
+        }
+        out1[i - prm.split] = acc;
     }
-    output[i] = acc;
 }
 
 @compute @workgroup_size(64)
@@ -51,8 +62,8 @@ fn sum_images(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
             out[j] = acc.x + acc.y + acc.z + acc.w;
         }
     }
-    if ((prm.flags & 1u) != 0u) {
-        out += output[i];
+    if ((prm.flags & FLAG_ACCUMULATE) != 0u) {
+        out += out0[i];
     }
-    output[i] = out;
+    out0[i] = out;
 }

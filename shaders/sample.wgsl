@@ -3,8 +3,8 @@
 // Entry point `sample_pixel`, for images i < count at raster pixel q, with at = i·784 + q (image-major, the naive
 // sampler) or q·stride + i (position-major, the incremental sampler; stride = its padded image count):
 //     p = σ(logits[at]);  u = uniform(key, first_image + i, q);  image[at] = (u < p ? 1 : 0);  probs[i·784 + q] = p
-// uniform() is the counter-based hash of src/rng.rs (PCG-RXS-M-XS), so the CPU and GPU samplers draw identical
-// numbers: bits = pcg(pcg(key ^ pcg(image)) ^ pixel); u = (bits >> 8) / 2^24.
+// uniform_draw() (in the prelude) is the counter-based hash of src/rng.rs, so the CPU and GPU samplers draw
+// identical numbers.
 // Layouts: logits, image: vec4<f32> [count · 784] (lane .x) in either order; probs: f32 [count · 784].
 // Bindings: 0 uniform SampleParams (dynamic offset), 1 logits (read), 2 image (read_write), 3 probs (read_write).
 // Dispatch: one invocation per image; id = gid.x + gid.y · 64 · num_workgroups.x.
@@ -15,23 +15,15 @@ struct SampleParams {
     key: u32,
     first_image: u32,
     stride: u32,    // 0: image-major; else position-major with this many images per position
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> prm: SampleParams;
 @group(0) @binding(1) var<storage, read> logits: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> image: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> probs: array<f32>;
-
-fn pcg(x: u32) -> u32 {
-    let state = x * 747796405u + 2891336453u;
-    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-    return (word >> 22u) ^ word;
-}
-
-fn uniform_draw(key: u32, img: u32, pixel: u32) -> f32 {
-    let bits = pcg(pcg(key ^ pcg(img)) ^ pixel);
-    return f32(bits >> 8u) * (1.0 / 16777216.0);
-}
 
 @compute @workgroup_size(64)
 fn sample_pixel(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

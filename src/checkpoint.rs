@@ -1,22 +1,15 @@
-//! Checkpoints in safetensors format, with PyTorch names and layouts (all F32, weights OIHW):
+//! Checkpoints in safetensors format, with PyTorch names and layouts (all F32, conv weights OIHW). The tensors are
+//! exactly those of the network's [`ParamTable`](crate::model::ParamTable), in its order; `pixelcnn summary` lists
+//! them. Masked taps are saved as zeros and ignored on load (only live taps are read).
 //!
-//! | tensor | shape |
-//! |---|---|
-//! | `conv_in.weight`, `conv_in.bias` | [F,1,7,7], [F] |
-//! | `blocks.{i}.conv1.weight`, `.bias` | [F,F,1,1], [F] |
-//! | `blocks.{i}.masked.weight`, `.bias` | [F/2,F,3,3], [F/2] |
-//! | `blocks.{i}.conv2.weight`, `.bias` | [F,F/2,1,1], [F] |
-//! | `head.{j}.weight`, `.bias` (j = 0, 1) | [F,F,1,1], [F] |
-//! | `conv_out.weight`, `.bias` | [1,F,1,1], [1] |
-//!
-//! Masked taps are saved as zeros and ignored on load (only live taps are read). Training state, when present,
-//! lives in the same file: tensors `train.adam_m.<name>` and `train.adam_v.<name>` (same shapes) and a JSON
-//! `train_state` metadata entry (step, epoch, position in the epoch, seed, hyper-parameters). A file with only the
-//! model tensors (as PyTorch's `safetensors.torch.save_file(model.state_dict())` writes it) loads too; F and N are
-//! inferred from the shapes.
+//! Metadata: `format` = `pixelcnn`, `arch` (`pixelcnn` | `gated`), `classes` (0 or 10), `filters`, `depth`, and
+//! for training checkpoints a JSON `train_state`. Training checkpoints also hold Adam's moments as tensors
+//! `train.adam_m.<name>` and `train.adam_v.<name>` (same shapes). A file without metadata (as PyTorch's
+//! `safetensors.torch.save_file(model.state_dict())` writes it) loads too: the architecture is inferred from the
+//! names (`blocks.` or `layers.`, and `class_bias`) and F and the depth from the shapes.
 
 use crate::cpu::{AdamConfig, AdamState};
-use crate::model::{Config, Network};
+use crate::model::{Arch, Config, Network, ParamKind, ParamTensor, CLASSES};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
@@ -48,62 +41,41 @@ pub struct TrainState {
 /// A loaded checkpoint.
 pub struct Checkpoint {
     pub config: Config,
-    /// Parameters in the packed CPU layout of `model.rs`.
+    /// Parameters in the CPU layout of the network's parameter table.
     pub params: Vec<f32>,
     pub train: Option<(TrainState, AdamState)>,
 }
 
-/// `(name, conv index, is_weight)` for every tensor of the model, in file order.
-fn tensor_names(net: &Network) -> Vec<(String, usize, bool)> {
-    let mut names = Vec::new();
-    for (i, c) in net.convs.iter().enumerate() {
-        names.push((format!("{}.weight", c.name), i, true));
-        names.push((format!("{}.bias", c.name), i, false));
-    }
-    names
-}
-
-fn shape_of(net: &Network, conv: usize, weight: bool) -> Vec<usize> {
+/// A tensor in the CPU layout → its PyTorch layout (OIHW with zeros in masked taps, for conv weights).
+fn export(net: &Network, t: &ParamTensor, packed: &[f32]) -> Vec<f32> {
+    let ParamKind::Weight { conv } = t.kind else {
+        return packed.to_vec();
+    };
     let c = &net.convs[conv];
-    if weight {
-        vec![c.cout, c.cin, c.kernel, c.kernel]
-    } else {
-        vec![c.cout]
-    }
-}
-
-/// Packed block → OIHW weight (zeros in masked taps) or bias.
-fn export(net: &Network, params: &[f32], conv: usize, weight: bool) -> Vec<f32> {
-    let c = &net.convs[conv];
-    let block = net.block(params, conv);
-    if !weight {
-        return block[c.weight_rows() * c.cout..][..c.cout].to_vec();
-    }
-    let k = c.kernel;
-    let mut w = vec![0.0; c.cout * c.cin * k * k];
-    for (t, tap) in c.taps.iter().enumerate() {
+    let [kh, kw] = c.kernel;
+    let mut w = vec![0.0; t.full_len()];
+    for (i, tap) in c.taps.iter().enumerate() {
         for ci in 0..c.cin {
             for co in 0..c.cout {
-                w[((co * c.cin + ci) * k + tap.ky) * k + tap.kx] = block[(t * c.cin + ci) * c.cout + co];
+                w[((co * c.cin + ci) * kh + tap.ky) * kw + tap.kx] = packed[(i * c.cin + ci) * c.cout + co];
             }
         }
     }
     w
 }
 
-/// OIHW weight or bias → packed block; masked taps are not read, whatever the file holds.
-fn import(net: &Network, params: &mut [f32], conv: usize, weight: bool, data: &[f32]) {
-    let c = net.convs[conv].clone();
-    let block = net.block_mut(params, conv);
-    if !weight {
-        block[c.weight_rows() * c.cout..][..c.cout].copy_from_slice(data);
+/// A PyTorch-layout tensor → the CPU layout; masked taps are not read, whatever the file holds.
+fn import(net: &Network, t: &ParamTensor, data: &[f32], packed: &mut [f32]) {
+    let ParamKind::Weight { conv } = t.kind else {
+        packed.copy_from_slice(data);
         return;
-    }
-    let k = c.kernel;
-    for (t, tap) in c.taps.iter().enumerate() {
+    };
+    let c = &net.convs[conv];
+    let [kh, kw] = c.kernel;
+    for (i, tap) in c.taps.iter().enumerate() {
         for ci in 0..c.cin {
             for co in 0..c.cout {
-                block[(t * c.cin + ci) * c.cout + co] = data[((co * c.cin + ci) * k + tap.ky) * k + tap.kx];
+                packed[(i * c.cin + ci) * c.cout + co] = data[((co * c.cin + ci) * kh + tap.ky) * kw + tap.kx];
             }
         }
     }
@@ -112,24 +84,18 @@ fn import(net: &Network, params: &mut [f32], conv: usize, weight: bool, data: &[
 /// Serialises a checkpoint to bytes.
 pub fn to_bytes(net: &Network, params: &[f32], train: Option<(&TrainState, &AdamState)>) -> Result<Vec<u8>> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, conv, weight) in tensor_names(net) {
-        let data = export(net, params, conv, weight);
-        tensors.push((
-            name.clone(),
-            shape_of(net, conv, weight),
-            bytemuck::cast_slice(&data).to_vec(),
-        ));
+    for (i, t) in net.params.tensors.iter().enumerate() {
+        let mut push = |name: String, src: &[f32]| {
+            let data = export(net, t, net.params.cpu(src, i));
+            tensors.push((name, t.shape.clone(), bytemuck::cast_slice(&data).to_vec()));
+        };
+        push(t.name.clone(), params);
         if let Some((_, adam)) = train {
-            for (prefix, moments) in [("train.adam_m", &adam.m), ("train.adam_v", &adam.v)] {
-                let data = export(net, moments, conv, weight);
-                tensors.push((
-                    format!("{prefix}.{name}"),
-                    shape_of(net, conv, weight),
-                    bytemuck::cast_slice(&data).to_vec(),
-                ));
-            }
+            push(format!("train.adam_m.{}", t.name), &adam.m);
+            push(format!("train.adam_v.{}", t.name), &adam.v);
         }
     }
+    let c = net.config;
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "pixelcnn".to_string());
     meta.insert(
@@ -137,8 +103,10 @@ pub fn to_bytes(net: &Network, params: &[f32], train: Option<(&TrainState, &Adam
         "PixelCNN for binarized 28x28 Fashion-MNIST (github pixelcnn); PyTorch names, OIHW weights, masked taps zero"
             .to_string(),
     );
-    meta.insert("filters".to_string(), net.config.filters.to_string());
-    meta.insert("blocks".to_string(), net.config.blocks.to_string());
+    meta.insert("arch".to_string(), c.arch.as_str().to_string());
+    meta.insert("classes".to_string(), c.classes.to_string());
+    meta.insert("filters".to_string(), c.filters.to_string());
+    meta.insert("depth".to_string(), c.depth.to_string());
     if let Some((state, _)) = train {
         meta.insert("train_state".to_string(), serde_json::to_string(state)?);
     }
@@ -182,64 +150,119 @@ fn read_f32(st: &SafeTensors, file: &str, name: &str, shape: &[usize]) -> Result
     Ok(data)
 }
 
+/// The leading dimension of tensor `name`, checking its rank.
+fn dim0(st: &SafeTensors, file: &str, name: &str, rank: usize) -> Result<usize> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| anyhow!("{file}: tensor `{name}` is missing; is this a pixelcnn checkpoint?"))?;
+    ensure!(
+        t.shape().len() == rank,
+        "{file}: tensor `{name}` has shape {:?}, expected rank {rank}",
+        t.shape()
+    );
+    Ok(t.shape()[0])
+}
+
+/// The architecture a file holds: from its metadata where present (checked against its tensors), else inferred
+/// from the tensor names and shapes.
+fn infer_config(st: &SafeTensors, meta: Option<&HashMap<String, String>>, file: &str) -> Result<Config> {
+    let names = st.names();
+    let has = |prefix: &str| names.iter().any(|n| n.starts_with(prefix));
+    let arch = match meta.and_then(|m| m.get("arch")) {
+        Some(a) if a == "pixelcnn" => Arch::Pixelcnn,
+        Some(a) if a == "gated" => Arch::Gated,
+        Some(a) => bail!("{file}: metadata `arch` is {a:?}, expected \"pixelcnn\" or \"gated\""),
+        None if has("layers.") => Arch::Gated,
+        None if has("conv_in.") || has("blocks.") => Arch::Pixelcnn,
+        None => bail!("{file}: neither `conv_in.weight` (pixelcnn) nor `layers.0.v.weight` (gated) is present; is this a pixelcnn checkpoint?"),
+    };
+    let classes = match meta.and_then(|m| m.get("classes")) {
+        Some(c) => c
+            .parse::<usize>()
+            .ok()
+            .filter(|&c| c == 0 || c == CLASSES)
+            .ok_or_else(|| anyhow!("{file}: metadata `classes` is {c:?}, expected \"0\" or \"10\""))?,
+        None if names
+            .iter()
+            .any(|n| n.ends_with(".class_bias") && !n.starts_with("train.")) =>
+        {
+            CLASSES
+        }
+        None => 0,
+    };
+    let prefix = match arch {
+        Arch::Pixelcnn => "blocks",
+        Arch::Gated => "layers",
+    };
+    let depth = (0..).take_while(|i| has(&format!("{prefix}.{i}."))).count();
+    let filters = match arch {
+        Arch::Pixelcnn => dim0(st, file, "conv_in.weight", 4)?,
+        Arch::Gated => {
+            let f2 = dim0(st, file, "layers.0.v.weight", 4)?;
+            ensure!(
+                f2 % 2 == 0,
+                "{file}: `layers.0.v.weight` has an odd number of outputs ({f2}); expected 2F"
+            );
+            f2 / 2
+        }
+    };
+    let config = Config {
+        arch,
+        filters,
+        depth,
+        classes,
+    };
+    if let Some(m) = meta {
+        for (key, value) in [("filters", filters), ("depth", depth)] {
+            if let Some(v) = m.get(key) {
+                ensure!(
+                    v.parse::<usize>().ok() == Some(value),
+                    "{file}: metadata `{key}` is {v:?} but the tensors describe {value}"
+                );
+            }
+        }
+    }
+    config
+        .validate()
+        .with_context(|| format!("{file}: inferred {}", config.describe()))?;
+    Ok(config)
+}
+
 /// Parses checkpoint bytes; `file` names the source in errors.
 pub fn from_bytes(bytes: &[u8], file: &str) -> Result<Checkpoint> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| anyhow!("{file} is not a valid safetensors file ({e:?}); is it truncated?"))?;
     let (_, metadata) =
         SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("{file}: bad safetensors header ({e:?})"))?;
-    // F from conv_in.weight [F,1,7,7]; N from the highest block index present.
-    let conv_in = st
-        .tensor("conv_in.weight")
-        .map_err(|_| anyhow!("{file}: tensor `conv_in.weight` is missing; is this a pixelcnn checkpoint?"))?;
-    let shape = conv_in.shape();
-    ensure!(
-        shape.len() == 4 && shape[1..] == [1, 7, 7],
-        "{file}: tensor `conv_in.weight` has shape {shape:?}, expected [F, 1, 7, 7]"
-    );
-    let filters = shape[0];
-    let blocks = (0..)
-        .take_while(|i| st.names().iter().any(|n| n.starts_with(&format!("blocks.{i}."))))
-        .count();
-    let config = Config { filters, blocks };
-    config
-        .validate()
-        .with_context(|| format!("{file}: inferred F={filters}, N={blocks}"))?;
+    let meta = metadata.metadata().as_ref();
+    let config = infer_config(&st, meta, file)?;
     let net = Network::new(config);
-    // Read and check every tensor before allocating the parameters: a tiny file can claim a huge F and N, and the
-    // allocation would then abort the process instead of this returning an error.
-    let mut tensors = Vec::new();
-    for (name, conv, weight) in tensor_names(&net) {
-        tensors.push((conv, weight, read_f32(&st, file, &name, &shape_of(&net, conv, weight))?));
-    }
-    let mut params = vec![0.0; net.param_len];
-    for (conv, weight, data) in tensors {
-        import(&net, &mut params, conv, weight, &data);
-    }
-    let train = match metadata.metadata().as_ref().and_then(|m| m.get("train_state")) {
+    // Read and check every tensor before allocating the parameters: a tiny file can claim a huge F, and the
+    // allocation would then abort the process instead of this returning an error. Once every tensor is read, the
+    // parameters are no bigger than the file.
+    let read_all = |prefix: &str| -> Result<Vec<Vec<f32>>> {
+        net.params
+            .tensors
+            .iter()
+            .map(|t| read_f32(&st, file, &format!("{prefix}{}", t.name), &t.shape))
+            .collect()
+    };
+    let to_params = |tensors: Vec<Vec<f32>>| {
+        let mut out = vec![0.0; net.param_len()];
+        for (i, (t, data)) in net.params.tensors.iter().zip(tensors).enumerate() {
+            import(&net, t, &data, net.params.cpu_mut(&mut out, i));
+        }
+        out
+    };
+    let params = to_params(read_all("")?);
+    let train = match meta.and_then(|m| m.get("train_state")) {
         None => None,
         Some(json) => {
             let state: TrainState =
                 serde_json::from_str(json).with_context(|| format!("{file}: bad train_state metadata"))?;
-            let mut m = vec![0.0; net.param_len];
-            let mut v = vec![0.0; net.param_len];
-            for (name, conv, weight) in tensor_names(&net) {
-                let shape = shape_of(&net, conv, weight);
-                import(
-                    &net,
-                    &mut m,
-                    conv,
-                    weight,
-                    &read_f32(&st, file, &format!("train.adam_m.{name}"), &shape)?,
-                );
-                import(
-                    &net,
-                    &mut v,
-                    conv,
-                    weight,
-                    &read_f32(&st, file, &format!("train.adam_v.{name}"), &shape)?,
-                );
-            }
+            ensure!(state.batch_size >= 1, "{file}: train_state has batch_size 0");
+            let m = to_params(read_all("train.adam_m.")?);
+            let v = to_params(read_all("train.adam_v.")?);
             let step = state.step;
             Some((state, AdamState { m, v, step }))
         }

@@ -1,12 +1,12 @@
-//! The CPU reference: every layer's forward and backward written plainly, Adam, BCE, and the samplers.
-//! It is the ground truth the GPU kernels are tested against; each function shares its name with the WGSL entry
-//! point it mirrors (`conv_forward`, `conv_pixel`, `conv_backward_data`, `conv_backward_weight`, `relu_backward`,
-//! `add`, `bce_loss_grad`, `adam_update`, `sample_pixel`).
+//! The CPU reference: every layer's forward and backward written plainly, Adam, BCE, and the samplers. It is the
+//! ground truth the GPU kernels are tested against. Each kernel function shares its name with the WGSL entry point
+//! it mirrors (`conv_forward`, `conv_pixel`, `conv_backward_data`, `conv_backward_weight`, `relu_backward`, `add`,
+//! `gate_forward`, `gate_backward`, `class_bias_add`, `class_bias_backward`, `bce_loss_grad`, `adam_update`,
+//! `sample_pixel`), and [`forward`] / [`backward`] have one match arm per layer kind, mirrored by `gpu::layers`.
 //!
-//! Layouts are those of `model.rs`: activations `[B * 784, C]` row-major; a conv's packed parameter block
-//! `[T * Cin + 1, Cout]` (live taps, then the bias row).
+//! Layouts are those of `model.rs`: activations `[B * 784, C]` row-major; a conv weight packed `[taps, cin, cout]`.
 
-use crate::model::{Conv, Layer, Network, HEIGHT, PIXELS, WIDTH};
+use crate::model::{Activation, Conv, Layer, Network, Schedule, CLASSES, HEIGHT, PIXELS, WIDTH};
 use crate::rng;
 
 /// Adam hyper-parameters with Keras' defaults.
@@ -39,7 +39,7 @@ impl AdamConfig {
 }
 
 /// The input pixel that tap (dy, dx) reads for output position `p` of a batch, or None in the zero padding.
-fn tap_source(p: usize, dy: i32, dx: i32) -> Option<usize> {
+pub fn tap_source(p: usize, dy: i32, dx: i32) -> Option<usize> {
     let image = p / PIXELS;
     let y = ((p % PIXELS) / WIDTH) as i32 + dy;
     let x = (p % WIDTH) as i32 + dx;
@@ -49,32 +49,42 @@ fn tap_source(p: usize, dy: i32, dx: i32) -> Option<usize> {
     Some(image * PIXELS + y as usize * WIDTH + x as usize)
 }
 
+/// The bias row of image `i`: `bias` is one row `[C]` shared by every image, or a per-image table `[B, C]`
+/// (from [`class_bias_add`]).
+fn bias_row(bias: &[f32], cout: usize, image: usize) -> &[f32] {
+    if bias.len() == cout {
+        bias
+    } else {
+        &bias[image * cout..][..cout]
+    }
+}
+
 /// Forward of one conv at the given output positions: `out[p] = act(bias + Σ_taps Σ_ci in[src(p)] · w)`.
 fn conv_forward_positions(
     conv: &Conv,
-    block: &[f32],
+    weight: &[f32],
+    bias: &[f32],
     input: &[f32],
     out: &mut [f32],
     positions: impl Iterator<Item = usize>,
 ) {
     let (cin, cout) = (conv.cin, conv.cout);
-    let bias = &block[conv.weight_rows() * cout..][..cout];
     for p in positions {
         let row = &mut out[p * cout..][..cout];
-        row.copy_from_slice(bias);
+        row.copy_from_slice(bias_row(bias, cout, p / PIXELS));
         for (t, tap) in conv.taps.iter().enumerate() {
             let Some(src) = tap_source(p, tap.dy, tap.dx) else {
                 continue;
             };
             for ci in 0..cin {
                 let x = input[src * cin + ci];
-                let w = &block[(t * cin + ci) * cout..][..cout];
+                let w = &weight[(t * cin + ci) * cout..][..cout];
                 for co in 0..cout {
                     row[co] += x * w[co];
                 }
             }
         }
-        if conv.relu {
+        if conv.act == Activation::Relu {
             for v in row.iter_mut() {
                 *v = v.max(0.0);
             }
@@ -82,26 +92,28 @@ fn conv_forward_positions(
     }
 }
 
-/// Masked (or 1×1) convolution with bias and optional ReLU, over a whole batch.
-pub fn conv_forward(conv: &Conv, block: &[f32], input: &[f32], batch: usize) -> Vec<f32> {
+/// A convolution with bias and activation over a whole batch (`bias`: `[C]` or a per-image `[B, C]` table).
+pub fn conv_forward(conv: &Conv, weight: &[f32], bias: &[f32], input: &[f32], batch: usize) -> Vec<f32> {
     let mut out = vec![0.0; batch * PIXELS * conv.cout];
-    conv_forward_positions(conv, block, input, &mut out, 0..batch * PIXELS);
+    conv_forward_positions(conv, weight, bias, input, &mut out, 0..batch * PIXELS);
     out
 }
 
 /// The conv at pixel `pixel` of each of `count` images only (the incremental sampler's step), into `out`; the
-/// input must hold every earlier pixel the taps read. With `residual`, `out = residual + conv(...)` there (a
-/// residual add fused into the conv, as the GPU sampler does).
+/// input must hold every pixel the taps read. With `residual`, `out = residual + conv(...)` there (a residual add
+/// fused into the conv, as the GPU sampler does).
+#[allow(clippy::too_many_arguments)]
 pub fn conv_pixel(
     conv: &Conv,
-    block: &[f32],
+    weight: &[f32],
+    bias: &[f32],
     input: &[f32],
     residual: Option<&[f32]>,
     out: &mut [f32],
     count: usize,
     pixel: usize,
 ) {
-    conv_forward_positions(conv, block, input, out, (0..count).map(|i| i * PIXELS + pixel));
+    conv_forward_positions(conv, weight, bias, input, out, (0..count).map(|i| i * PIXELS + pixel));
     if let Some(r) = residual {
         for i in 0..count {
             let at = (i * PIXELS + pixel) * conv.cout;
@@ -112,34 +124,78 @@ pub fn conv_pixel(
     }
 }
 
+/// The per-image bias table `out[i] = bias[i] + class_bias[labels[i]]` (`bias`: `[C]`, or None for zero).
+pub fn class_bias_add(bias: Option<&[f32]>, class_bias: &[f32], labels: &[u8], channels: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(labels.len() * channels);
+    for &y in labels {
+        let row = &class_bias[y as usize * channels..][..channels];
+        match bias {
+            Some(b) => out.extend(row.iter().zip(b).map(|(c, b)| b + c)),
+            None => out.extend_from_slice(row),
+        }
+    }
+    out
+}
+
+/// Gradient of a class-bias table: `d[y, c] = Σ over images of class y, Σ over their pixels of dz[p, c]`, summed
+/// per image first, then over the images in batch order.
+pub fn class_bias_backward(dz: &[f32], labels: &[u8], channels: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; CLASSES * channels];
+    for (i, &y) in labels.iter().enumerate() {
+        let mut sum = vec![0.0f32; channels];
+        for p in 0..PIXELS {
+            for c in 0..channels {
+                sum[c] += dz[(i * PIXELS + p) * channels + c];
+            }
+        }
+        for c in 0..channels {
+            out[y as usize * channels + c] += sum[c];
+        }
+    }
+    out
+}
+
 /// `dz = dy · [y > 0]`: the gradient through ReLU, from the layer's output `y`.
 pub fn relu_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
     y.iter().zip(dy).map(|(&y, &d)| if y > 0.0 { d } else { 0.0 }).collect()
 }
 
-/// Gradient of the conv's input: `dx[src(p)] += Σ_co w[t, ci, co] · dz[p, co]` (a transposed convolution).
-pub fn conv_backward_data(conv: &Conv, block: &[f32], dz: &[f32], batch: usize) -> Vec<f32> {
+/// `out = max(x, 0)`.
+pub fn relu_forward(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|v| v.max(0.0)).collect()
+}
+
+/// Gradient of the conv's input, as a gather over the taps: `dx[p, ci] = Σ_t Σ_co dz[p − (dy, dx)_t, co] · w[t, ci, co]`
+/// (a transposed convolution), summed in tap, then channel order.
+pub fn conv_backward_data(conv: &Conv, weight: &[f32], dz: &[f32], batch: usize) -> Vec<f32> {
     let (cin, cout) = (conv.cin, conv.cout);
     let mut dx = vec![0.0; batch * PIXELS * cin];
     for p in 0..batch * PIXELS {
-        let dz_row = &dz[p * cout..][..cout];
+        let row = &mut dx[p * cin..][..cin];
         for (t, tap) in conv.taps.iter().enumerate() {
-            let Some(src) = tap_source(p, tap.dy, tap.dx) else {
+            let Some(src) = tap_source(p, -tap.dy, -tap.dx) else {
                 continue;
             };
-            for ci in 0..cin {
-                let w = &block[(t * cin + ci) * cout..][..cout];
-                dx[src * cin + ci] += w.iter().zip(dz_row).map(|(w, d)| w * d).sum::<f32>();
+            let dz_row = &dz[src * cout..][..cout];
+            for (ci, v) in row.iter_mut().enumerate() {
+                let w = &weight[(t * cin + ci) * cout..][..cout];
+                for co in 0..cout {
+                    *v += dz_row[co] * w[co];
+                }
             }
         }
     }
     dx
 }
 
-/// Gradient of the packed block: `dw[t, ci, co] = Σ_p in[src(p), ci] · dz[p, co]`, bias row `Σ_p dz[p, co]`.
-pub fn conv_backward_weight(conv: &Conv, input: &[f32], dz: &[f32], batch: usize) -> Vec<f32> {
+/// Gradients of the packed weight and the bias: `dw[t, ci, co] = Σ_p in[src(p), ci] · dz[p, co]`,
+/// `db[co] = Σ_p dz[p, co]`. These are sums over every position of the batch (tens of thousands of terms), so the
+/// reference accumulates them in f64: its result is then accurate to f32 rounding, and the comparison measures the
+/// GPU's error, not the reference's.
+pub fn conv_backward_weight(conv: &Conv, input: &[f32], dz: &[f32], batch: usize) -> (Vec<f32>, Vec<f32>) {
     let (cin, cout) = (conv.cin, conv.cout);
-    let mut dw = vec![0.0; conv.packed_len()];
+    let mut dw = vec![0.0f64; conv.weight_rows() * cout];
+    let mut db = vec![0.0f64; cout];
     for p in 0..batch * PIXELS {
         let dz_row = &dz[p * cout..][..cout];
         for (t, tap) in conv.taps.iter().enumerate() {
@@ -147,24 +203,63 @@ pub fn conv_backward_weight(conv: &Conv, input: &[f32], dz: &[f32], batch: usize
                 continue;
             };
             for ci in 0..cin {
-                let x = input[src * cin + ci];
+                let x = input[src * cin + ci] as f64;
                 let row = &mut dw[(t * cin + ci) * cout..][..cout];
                 for co in 0..cout {
-                    row[co] += x * dz_row[co];
+                    row[co] += x * dz_row[co] as f64;
                 }
             }
         }
-        let bias = &mut dw[conv.weight_rows() * cout..][..cout];
         for co in 0..cout {
-            bias[co] += dz_row[co];
+            db[co] += dz_row[co] as f64;
         }
     }
-    dw
+    let to32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
+    (to32(dw), to32(db))
 }
 
-/// The residual connection: `out = a + b`. Its backward sends the same gradient to both inputs.
+/// The sum of two activations: a residual connection. Its backward sends the same gradient to both inputs.
 pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(a, b)| a + b).collect()
+}
+
+fn tanh_sigmoid(z: &[f32], bias: Option<&[f32]>, p: usize, c: usize, channels: usize) -> (f32, f32) {
+    let (mut a, mut g) = (z[p * 2 * channels + c], z[p * 2 * channels + channels + c]);
+    if let Some(b) = bias {
+        let row = bias_row(b, 2 * channels, p / PIXELS);
+        a += row[c];
+        g += row[channels + c];
+    }
+    (a.tanh(), sigmoid(g))
+}
+
+/// The gated unit: `out[p, c] = tanh(z[p, c] + b[c]) · σ(z[p, C + c] + b[C + c])` for `C = channels`, with `b` a
+/// per-image bias table `[B, 2C]` (the class bias) or none.
+pub fn gate_forward(z: &[f32], bias: Option<&[f32]>, channels: usize) -> Vec<f32> {
+    let positions = z.len() / (2 * channels);
+    let mut out = vec![0.0; positions * channels];
+    for p in 0..positions {
+        for c in 0..channels {
+            let (t, s) = tanh_sigmoid(z, bias, p, c, channels);
+            out[p * channels + c] = t * s;
+        }
+    }
+    out
+}
+
+/// Gradient of [`gate_forward`] with respect to its input: `dz[:C] = d · (1 − t²) · s`, `dz[C:] = d · t · s(1 − s)`.
+pub fn gate_backward(z: &[f32], bias: Option<&[f32]>, dout: &[f32], channels: usize) -> Vec<f32> {
+    let positions = z.len() / (2 * channels);
+    let mut dz = vec![0.0; positions * 2 * channels];
+    for p in 0..positions {
+        for c in 0..channels {
+            let (t, s) = tanh_sigmoid(z, bias, p, c, channels);
+            let d = dout[p * channels + c];
+            dz[p * 2 * channels + c] = d * (1.0 - t * t) * s;
+            dz[p * 2 * channels + channels + c] = d * t * s * (1.0 - s);
+        }
+    }
+    dz
 }
 
 /// Binary cross-entropy from a logit, in the stable softplus form: max(z, 0) − z·x + log(1 + e^−|z|).
@@ -193,33 +288,86 @@ pub fn bce_loss_grad(logits: &[f32], target: &[f32]) -> (Vec<f32>, Vec<f32>) {
     (nll, grad)
 }
 
-/// All activations of a forward pass: `acts[0]` is the input, the last is the logits.
-pub fn forward(net: &Network, params: &[f32], images: &[f32], batch: usize) -> Vec<Vec<f32>> {
+/// The labels a conditional network needs (an error naming the problem otherwise); None for an unconditional one.
+fn labels_for<'a>(net: &Network, labels: Option<&'a [u8]>, batch: usize) -> Option<&'a [u8]> {
+    if !net.config.is_conditional() {
+        return None;
+    }
+    let l = labels.expect("a class-conditional network needs a label per image");
+    assert_eq!(l.len(), batch, "one label per image");
+    assert!(l.iter().all(|&y| (y as usize) < CLASSES), "labels are 0..9");
+    Some(l)
+}
+
+/// The bias a conv uses: its own `[C]` row, or the per-image table with its class bias.
+fn conv_bias(net: &Network, params: &[f32], c: &Conv, labels: Option<&[u8]>) -> Vec<f32> {
+    let bias = net.params.cpu(params, c.bias);
+    match (c.class_bias, labels) {
+        (Some(cb), Some(l)) => class_bias_add(Some(bias), net.params.cpu(params, cb), l, c.cout),
+        _ => bias.to_vec(),
+    }
+}
+
+/// The per-image class-bias table a gate adds, if any.
+fn gate_bias(
+    net: &Network,
+    params: &[f32],
+    class_bias: Option<usize>,
+    labels: Option<&[u8]>,
+    c2: usize,
+) -> Option<Vec<f32>> {
+    match (class_bias, labels) {
+        (Some(cb), Some(l)) => Some(class_bias_add(None, net.params.cpu(params, cb), l, c2)),
+        _ => None,
+    }
+}
+
+/// All activations of a forward pass: `acts[0]` is the input, the last is the logits. `labels` (one per image) is
+/// needed by class-conditional networks and ignored by others.
+pub fn forward(net: &Network, params: &[f32], images: &[f32], labels: Option<&[u8]>, batch: usize) -> Vec<Vec<f32>> {
     assert_eq!(images.len(), batch * PIXELS);
+    let labels = labels_for(net, labels, batch);
     let mut acts = vec![images.to_vec()];
     for layer in &net.layers {
         let out = match *layer {
-            Layer::Conv { conv, input } => conv_forward(&net.convs[conv], net.block(params, conv), &acts[input], batch),
+            Layer::Conv { conv, input } => {
+                let c = &net.convs[conv];
+                conv_forward(
+                    c,
+                    net.weight(params, conv),
+                    &conv_bias(net, params, c, labels),
+                    &acts[input],
+                    batch,
+                )
+            }
             Layer::Add { a, b } => add(&acts[a], &acts[b]),
+            Layer::Gate { input, class_bias } => {
+                let ch = net.act_channels[input] / 2;
+                let bias = gate_bias(net, params, class_bias, labels, 2 * ch);
+                gate_forward(&acts[input], bias.as_deref(), ch)
+            }
+            Layer::Relu { input } => relu_forward(&acts[input]),
         };
         acts.push(out);
     }
     acts
 }
 
-/// Backward through the layer list. Returns the flat parameter gradient (same layout as the parameters) and the
+/// Backward through the layer list. Returns the flat parameter gradient (the CPU layout of the parameters) and the
 /// gradient with respect to the input image.
 pub fn backward(
     net: &Network,
     params: &[f32],
     acts: &[Vec<f32>],
+    labels: Option<&[u8]>,
     d_logits: Vec<f32>,
     batch: usize,
 ) -> (Vec<f32>, Vec<f32>) {
-    let mut grads = vec![0.0f32; net.param_len];
+    let labels = labels_for(net, labels, batch);
+    let mut grads = vec![0.0f32; net.param_len()];
     let mut d_acts: Vec<Option<Vec<f32>>> = vec![None; acts.len()];
     d_acts[net.logits_act()] = Some(d_logits);
-    // Gradients fan in where an activation feeds two layers (the residual stream): accumulate.
+    // Gradients fan in where an activation feeds several layers: accumulate.
     fn accumulate(slot: &mut Option<Vec<f32>>, g: Vec<f32>) {
         match slot {
             Some(s) => s.iter_mut().zip(&g).for_each(|(s, g)| *s += g),
@@ -232,22 +380,39 @@ pub fn backward(
         match *layer {
             Layer::Conv { conv, input } => {
                 let c = &net.convs[conv];
-                let dz = if c.relu {
-                    relu_backward(&acts[out], &d_out)
-                } else {
-                    d_out
+                let dz = match c.act {
+                    Activation::Relu => relu_backward(&acts[out], &d_out),
+                    Activation::Identity => d_out,
                 };
-                let dw = conv_backward_weight(c, &acts[input], &dz, batch);
-                net.block_mut(&mut grads, conv).copy_from_slice(&dw);
+                let (dw, db) = conv_backward_weight(c, &acts[input], &dz, batch);
+                net.params.cpu_mut(&mut grads, c.weight).copy_from_slice(&dw);
+                net.params.cpu_mut(&mut grads, c.bias).copy_from_slice(&db);
+                if let (Some(cb), Some(l)) = (c.class_bias, labels) {
+                    net.params
+                        .cpu_mut(&mut grads, cb)
+                        .copy_from_slice(&class_bias_backward(&dz, l, c.cout));
+                }
                 accumulate(
                     &mut d_acts[input],
-                    conv_backward_data(c, net.block(params, conv), &dz, batch),
+                    conv_backward_data(c, net.weight(params, conv), &dz, batch),
                 );
             }
             Layer::Add { a, b } => {
                 accumulate(&mut d_acts[b], d_out.clone());
                 accumulate(&mut d_acts[a], d_out);
             }
+            Layer::Gate { input, class_bias } => {
+                let ch = net.act_channels[input] / 2;
+                let bias = gate_bias(net, params, class_bias, labels, 2 * ch);
+                let dz = gate_backward(&acts[input], bias.as_deref(), &d_out, ch);
+                if let (Some(cb), Some(l)) = (class_bias, labels) {
+                    net.params
+                        .cpu_mut(&mut grads, cb)
+                        .copy_from_slice(&class_bias_backward(&dz, l, 2 * ch));
+                }
+                accumulate(&mut d_acts[input], dz);
+            }
+            Layer::Relu { input } => accumulate(&mut d_acts[input], relu_backward(&acts[out], &d_out)),
         }
     }
     (grads, d_acts[0].take().unwrap_or_default())
@@ -290,20 +455,21 @@ pub fn train_step(
     adam: &mut AdamState,
     cfg: &AdamConfig,
     images: &[f32],
+    labels: Option<&[u8]>,
     batch: usize,
 ) -> Vec<f32> {
-    let acts = forward(net, params, images, batch);
+    let acts = forward(net, params, images, labels, batch);
     let (nll, d_logits) = bce_loss_grad(&acts[net.logits_act()], images);
-    let (grads, _) = backward(net, params, &acts, d_logits, batch);
+    let (grads, _) = backward(net, params, &acts, labels, d_logits, batch);
     adam.step += 1;
     let lr_t = cfg.step_size(adam.step);
     adam_update(params, &grads, &mut adam.m, &mut adam.v, lr_t, cfg);
     nll
 }
 
-/// Each image's NLL (nats) under the model.
-pub fn image_nll(net: &Network, params: &[f32], images: &[f32], batch: usize) -> Vec<f32> {
-    let acts = forward(net, params, images, batch);
+/// Each image's NLL (nats) under the model (given its label, for a conditional model).
+pub fn image_nll(net: &Network, params: &[f32], images: &[f32], labels: Option<&[u8]>, batch: usize) -> Vec<f32> {
+    let acts = forward(net, params, images, labels, batch);
     bce_loss_grad(&acts[net.logits_act()], images).0
 }
 
@@ -330,45 +496,97 @@ pub fn starting_images(init: Option<&[u8]>, count: usize, start_pixel: usize) ->
     images
 }
 
+/// What to sample: `count` images (of classes `labels`, for a conditional model), image `i` drawing with
+/// counter `first_image + i` under `key`; pixels from `start_pixel` on are sampled, earlier ones come from
+/// `init` (zeros when None).
+#[derive(Clone, Copy, Debug)]
+pub struct SampleSpec<'a> {
+    pub count: usize,
+    pub key: u32,
+    pub first_image: u32,
+    pub labels: Option<&'a [u8]>,
+    pub init: Option<&'a [u8]>,
+    pub start_pixel: usize,
+}
+
 /// The original algorithm: for every pixel in raster order, run the whole network on the current images and
-/// draw that pixel. `init` holds the images' known pixels (zeros when None); pixels from `start_pixel` on are
-/// sampled. Image `i` of the batch draws with counter `first_image + i`.
-pub fn sample_naive(
-    net: &Network,
-    params: &[f32],
-    count: usize,
-    key: u32,
-    first_image: u32,
-    init: Option<&[u8]>,
-    start_pixel: usize,
-) -> Samples {
-    let mut images = starting_images(init, count, start_pixel);
+/// draw that pixel.
+pub fn sample_naive(net: &Network, params: &[f32], spec: SampleSpec) -> Samples {
+    let count = spec.count;
+    let mut images = starting_images(spec.init, count, spec.start_pixel);
     let mut probs = vec![f32::NAN; count * PIXELS];
-    for q in start_pixel..PIXELS {
+    for q in spec.start_pixel..PIXELS {
         let x: Vec<f32> = images.iter().map(|&v| v as f32).collect();
-        let acts = forward(net, params, &x, count);
+        let acts = forward(net, params, &x, spec.labels, count);
         let logits = &acts[net.logits_act()];
         for i in 0..count {
             let p = sigmoid(logits[i * PIXELS + q]);
             probs[i * PIXELS + q] = p;
-            images[i * PIXELS + q] = sample_pixel(key, first_image + i as u32, q as u32, p);
+            images[i * PIXELS + q] = sample_pixel(spec.key, spec.first_image + i as u32, q as u32, p);
         }
     }
     Samples { images, probs }
 }
 
-/// The incremental algorithm on the CPU: each layer is computed at pixel q only, right after pixel q−1 is drawn,
-/// reading cached activations at earlier positions. Costs about one forward pass in total instead of 784.
-pub fn sample_incremental(
+/// Computes layer `l` at `positions` into `acts[l + 1]`, reading the other activations.
+fn layer_at(
     net: &Network,
     params: &[f32],
-    count: usize,
-    key: u32,
-    first_image: u32,
-    init: Option<&[u8]>,
-    start_pixel: usize,
-) -> Samples {
-    let mut images = starting_images(init, count, start_pixel);
+    labels: Option<&[u8]>,
+    acts: &mut [Vec<f32>],
+    l: usize,
+    positions: &[usize],
+) {
+    let (before, after) = acts.split_at_mut(l + 1);
+    let out = &mut after[0];
+    let c_out = net.act_channels[l + 1];
+    match net.layers[l] {
+        Layer::Conv { conv, input } => {
+            let c = &net.convs[conv];
+            let bias = conv_bias(net, params, c, labels);
+            conv_forward_positions(
+                c,
+                net.weight(params, conv),
+                &bias,
+                &before[input],
+                out,
+                positions.iter().copied(),
+            );
+        }
+        Layer::Add { a, b } => {
+            for &p in positions {
+                for k in p * c_out..(p + 1) * c_out {
+                    out[k] = before[a][k] + before[b][k];
+                }
+            }
+        }
+        Layer::Gate { input, class_bias } => {
+            let bias = gate_bias(net, params, class_bias, labels, 2 * c_out);
+            for &p in positions {
+                for c in 0..c_out {
+                    let (t, s) = tanh_sigmoid(&before[input], bias.as_deref(), p, c, c_out);
+                    out[p * c_out + c] = t * s;
+                }
+            }
+        }
+        Layer::Relu { input } => {
+            for &p in positions {
+                for k in p * c_out..(p + 1) * c_out {
+                    out[k] = before[input][k].max(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// The incremental algorithm on the CPU, following [`Network::schedule`]: each pixel-scheduled layer is computed at
+/// pixel q only, right before pixel q is drawn, reading cached activations; each row-scheduled layer (the gated
+/// net's vertical stack) is computed for a whole row once its last pixel is drawn. Costs about one forward pass.
+pub fn sample_incremental(net: &Network, params: &[f32], spec: SampleSpec) -> Samples {
+    let count = spec.count;
+    let labels = labels_for(net, spec.labels, count);
+    let schedule = net.schedule();
+    let mut images = starting_images(spec.init, count, spec.start_pixel);
     let mut acts: Vec<Vec<f32>> = net
         .act_channels
         .iter()
@@ -378,38 +596,30 @@ pub fn sample_incremental(
     // Pixels before start_pixel are known: every layer is still computed there, because later pixels read those
     // cached activations.
     for q in 0..PIXELS {
-        let positions = || (0..count).map(move |i| i * PIXELS + q);
-        for (l, layer) in net.layers.iter().enumerate() {
-            let (before, after) = acts.split_at_mut(l + 1);
-            let out = &mut after[0];
-            match *layer {
-                Layer::Conv { conv, input } => conv_pixel(
-                    &net.convs[conv],
-                    net.block(params, conv),
-                    &before[input],
-                    None,
-                    out,
-                    count,
-                    q,
-                ),
-                Layer::Add { a, b } => {
-                    let c = net.act_channels[l + 1];
-                    for p in positions() {
-                        for k in p * c..(p + 1) * c {
-                            out[k] = before[a][k] + before[b][k];
-                        }
-                    }
-                }
+        let positions: Vec<usize> = (0..count).map(|i| i * PIXELS + q).collect();
+        for l in 0..net.layers.len() {
+            if schedule[l + 1] == Schedule::Pixel {
+                layer_at(net, params, labels, &mut acts, l, &positions);
             }
         }
-        if q < start_pixel {
-            continue;
+        if q >= spec.start_pixel {
+            for i in 0..count {
+                let at = i * PIXELS + q;
+                let p = sigmoid(acts[net.logits_act()][at]);
+                images[at] = sample_pixel(spec.key, spec.first_image + i as u32, q as u32, p);
+                acts[0][at] = images[at] as f32;
+            }
         }
-        for i in 0..count {
-            let at = i * PIXELS + q;
-            let p = sigmoid(acts[net.logits_act()][at]);
-            images[at] = sample_pixel(key, first_image + i as u32, q as u32, p);
-            acts[0][at] = images[at] as f32;
+        if q % WIDTH == WIDTH - 1 {
+            let row0 = q + 1 - WIDTH;
+            let rows: Vec<usize> = (0..count)
+                .flat_map(|i| (row0..=q).map(move |x| i * PIXELS + x))
+                .collect();
+            for l in 0..net.layers.len() {
+                if schedule[l + 1] == Schedule::Row {
+                    layer_at(net, params, labels, &mut acts, l, &rows);
+                }
+            }
         }
     }
     // Probabilities: recompute from the cached logits (they were computed before each pixel's draw, and later
@@ -417,7 +627,7 @@ pub fn sample_incremental(
     let mut probs = vec![f32::NAN; count * PIXELS];
     let logits = &acts[net.logits_act()];
     for i in 0..count {
-        for q in start_pixel..PIXELS {
+        for q in spec.start_pixel..PIXELS {
             probs[i * PIXELS + q] = sigmoid(logits[i * PIXELS + q]);
         }
     }

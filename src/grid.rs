@@ -76,6 +76,48 @@ pub fn render_rows(rows: &[Vec<&[u8]>], scale: u32, gap: u32) -> GrayImage {
     canvas
 }
 
+/// Renders rows of cells (see [`render_rows`]) with a text label left of each row (e.g. the class of the row).
+pub fn render_labelled_rows(rows: &[Vec<&[u8]>], labels: &[&str], scale: u32, gap: u32) -> Result<GrayImage> {
+    use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
+    let font = FontRef::try_from_slice(crate::plot::FONT).map_err(|e| anyhow::anyhow!("the embedded font: {e}"))?;
+    let size = PxScale::from((SIDE as f32 * scale as f32 * 0.4).max(10.0));
+    let scaled = font.as_scaled(size);
+    let width_of = |s: &str| s.chars().map(|c| scaled.h_advance(font.glyph_id(c))).sum::<f32>();
+    let margin = labels.iter().map(|l| width_of(l)).fold(0.0f32, f32::max).ceil() as u32 + 3 * gap.max(2);
+    let grid = render_rows(rows, scale, gap);
+    let mut canvas = GrayImage::from_pixel(grid.width() + margin, grid.height(), Luma([GAP_GREY]));
+    image::imageops::replace(&mut canvas, &grid, margin as i64, 0);
+    let cell = SIDE as u32 * scale;
+    for (r, label) in labels.iter().enumerate() {
+        let baseline =
+            gap as f32 + r as f32 * (cell + gap) as f32 + (cell as f32 + scaled.ascent() + scaled.descent()) / 2.0;
+        let mut x = 2.0 * gap.max(2) as f32;
+        for c in label.chars() {
+            let id = font.glyph_id(c);
+            let glyph = id.with_scale_and_position(size, ab_glyph::point(x, baseline));
+            x += scaled.h_advance(id);
+            if let Some(outline) = font.outline_glyph(glyph) {
+                let b = outline.px_bounds();
+                outline.draw(|gx, gy, coverage| {
+                    let (px, py) = (b.min.x as i64 + gx as i64, b.min.y as i64 + gy as i64);
+                    if px >= 0 && py >= 0 && (px as u32) < margin && (py as u32) < canvas.height() {
+                        let v = GAP_GREY as f32 + coverage.min(1.0) * (255.0 - GAP_GREY as f32);
+                        let p = canvas.get_pixel_mut(px as u32, py as u32);
+                        p.0[0] = p.0[0].max(v as u8);
+                    }
+                });
+            }
+        }
+    }
+    Ok(canvas)
+}
+
+/// Writes rows with labels (see [`render_labelled_rows`]) as a PNG, atomically.
+pub fn write_labelled_rows_png(path: &Path, rows: &[Vec<&[u8]>], labels: &[&str], scale: u32, gap: u32) -> Result<()> {
+    check_inputs(rows.iter().flatten().copied(), scale)?;
+    write_png(path, &render_labelled_rows(rows, labels, scale, gap)?)
+}
+
 /// Renders a grid (see [`render_grid`]) and writes it as a PNG, atomically.
 pub fn write_grid_png(path: &Path, images: &[&[u8]], cols: usize, scale: u32, gap: u32) -> Result<()> {
     check_inputs(images.iter().copied(), scale)?;

@@ -1,11 +1,14 @@
-//! pixelcnn: a PixelCNN on binarized Fashion-MNIST, trained and sampled in WGSL compute shaders through wgpu,
-//! with a plain CPU reference that every kernel is tested against.
+//! pixelcnn: PixelCNNs (the seed's network and the Gated PixelCNN, optionally class-conditional) on binarized
+//! Fashion-MNIST, trained and sampled in WGSL compute shaders through wgpu, with a plain CPU reference that every
+//! kernel is tested against.
 
+pub mod baselines;
 pub mod bench;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
 pub mod download;
+pub mod evaluate;
 pub mod gpu;
 pub mod grid;
 pub mod model;

@@ -1,70 +1,173 @@
-//! The network, written once: a configuration, the list of layers, and the packed parameter layout that both the
-//! CPU reference (`cpu.rs`) and the GPU backend (`gpu/`) walk.
+//! The network, described once. Everything else (the CPU reference, the GPU backend, checkpoints, the sampler's
+//! schedule, parameter counts, `summary`) walks this description:
+//!
+//! * [`Conv`]: input and output channels, the PyTorch kernel shape, the explicit list of live [`Tap`]s (each with
+//!   the input offset (dy, dx) it reads), the activation, and its parameter tensors.
+//! * [`Layer`]: the DAG over activations. Activation 0 is the input image; layer `i` produces activation `i + 1`.
+//! * [`ParamTable`]: every named parameter tensor (PyTorch name and shape, kind, offset in the flat parameter
+//!   vector). Initialisation, the CPU and GPU layouts, checkpoints and parameter counts derive from it.
+//!
+//! Two architectures are built from these pieces ([`Arch`]): the seed's PixelCNN (masked conv A 7×7 → N residual
+//! blocks → 2× 1×1 → 1×1) and the Gated PixelCNN of van den Oord et al. (2016), both optionally class-conditional.
 //!
 //! Activations are stored pixel-major ("NHWC"): activation `a` of a batch of `B` images is a `[B * 784, C]`
-//! row-major matrix, so every convolution is a (implicit) GEMM over the positions.
-//!
-//! Each convolution's parameters are one packed `[T * Cin + 1, Cout]` row-major block: row `t * Cin + ci` holds the
-//! weights of live tap `t` from input channel `ci`, and the last row is the bias. Only the live taps of a masked
-//! kernel are stored at all, so masked taps cannot contribute, receive gradients, or change.
+//! row-major matrix, so every convolution is an implicit GEMM over the positions.
 
 use serde::{Deserialize, Serialize};
 
 pub const HEIGHT: usize = 28;
 pub const WIDTH: usize = 28;
 pub const PIXELS: usize = HEIGHT * WIDTH;
+/// Classes of Fashion-MNIST (the rows of every class-bias table).
+pub const CLASSES: usize = 10;
+/// The names of the classes, in label order.
+pub const CLASS_NAMES: [&str; CLASSES] = [
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
+];
 
-/// Every parameter block starts at a multiple of this many floats (256 bytes), the storage-buffer offset
-/// alignment that wgpu guarantees on every adapter, so each block can be bound on its own.
+/// Every parameter tensor starts at a multiple of this many floats (256 bytes), the storage-buffer offset
+/// alignment that wgpu guarantees on every adapter, so each tensor can be bound on its own.
 pub const PARAM_ALIGN: usize = 64;
 
-/// The knobs of the architecture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Config {
-    /// Channels of the residual stream (F). Must be even: the masked conv in a block has F/2 outputs.
-    pub filters: usize,
-    /// Number of residual blocks (N).
-    pub blocks: usize,
+/// Which network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// The seed's PixelCNN: masked conv A 7×7 → N residual blocks → 2× 1×1 → 1×1 (has a blind spot).
+    Pixelcnn,
+    /// Gated PixelCNN: vertical and horizontal stacks with tanh·σ gates (no blind spot).
+    Gated,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            filters: 128,
-            blocks: 5,
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Pixelcnn => "pixelcnn",
+            Arch::Gated => "gated",
         }
     }
 }
 
-impl Config {
-    pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.filters >= 2 && self.filters.is_multiple_of(2),
-            "--filters must be even and at least 2 (got {})",
-            self.filters
-        );
-        anyhow::ensure!(
-            self.filters <= 4096,
-            "--filters {} is unreasonably large (at most 4096)",
-            self.filters
-        );
-        anyhow::ensure!(
-            self.blocks <= 256,
-            "--blocks {} is unreasonably large (at most 256)",
-            self.blocks
-        );
-        Ok(())
+/// The knobs of the architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub arch: Arch,
+    /// Channels F (the residual stream of `pixelcnn`, each stack of `gated`).
+    pub filters: usize,
+    /// Residual blocks N (`pixelcnn`) or gated layers L (`gated`).
+    pub depth: usize,
+    /// 0 (unconditional) or [`CLASSES`] (class-conditional).
+    pub classes: usize,
+}
+
+/// Default channels and depth (the seed's model).
+pub const DEFAULT_FILTERS: usize = 128;
+pub const DEFAULT_DEPTH: usize = 5;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::pixelcnn(DEFAULT_FILTERS, DEFAULT_DEPTH)
     }
 }
 
-/// Which causal mask a kernel carries.
+impl Config {
+    pub fn pixelcnn(filters: usize, blocks: usize) -> Config {
+        Config {
+            arch: Arch::Pixelcnn,
+            filters,
+            depth: blocks,
+            classes: 0,
+        }
+    }
+
+    pub fn gated(filters: usize, layers: usize) -> Config {
+        Config {
+            arch: Arch::Gated,
+            filters,
+            depth: layers,
+            classes: 0,
+        }
+    }
+
+    /// The same network with a class-bias table per conditioned layer.
+    pub fn conditional(self) -> Config {
+        Config {
+            classes: CLASSES,
+            ..self
+        }
+    }
+
+    pub fn is_conditional(&self) -> bool {
+        self.classes > 0
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match self.arch {
+            Arch::Pixelcnn => anyhow::ensure!(
+                self.filters >= 2 && self.filters.is_multiple_of(2),
+                "--filters must be even and at least 2 for --arch pixelcnn (got {})",
+                self.filters
+            ),
+            Arch::Gated => {
+                anyhow::ensure!(self.filters >= 1, "--filters must be at least 1 (got {})", self.filters);
+                anyhow::ensure!(
+                    self.depth >= 1,
+                    "--arch gated needs at least 1 layer (got {})",
+                    self.depth
+                );
+            }
+        }
+        anyhow::ensure!(
+            self.filters <= 1024,
+            "--filters {} is unreasonably large (at most 1024)",
+            self.filters
+        );
+        anyhow::ensure!(
+            self.depth <= 64,
+            "depth {} is unreasonably large (at most 64)",
+            self.depth
+        );
+        anyhow::ensure!(
+            self.classes == 0 || self.classes == CLASSES,
+            "classes must be 0 or {CLASSES} (got {})",
+            self.classes
+        );
+        Ok(())
+    }
+
+    /// "pixelcnn F=128 N=5", "gated F=64 L=8 conditional".
+    pub fn describe(&self) -> String {
+        let depth = match self.arch {
+            Arch::Pixelcnn => "N",
+            Arch::Gated => "L",
+        };
+        format!(
+            "{} F={} {depth}={}{}",
+            self.arch.as_str(),
+            self.filters,
+            self.depth,
+            if self.is_conditional() { " conditional" } else { "" }
+        )
+    }
+}
+
+/// Which causal mask a square kernel carries (a constructor of tap sets; kernels never assume one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Mask {
     /// Rows above the centre, and on the centre row the columns left of it.
     A,
     /// Mask A plus the centre tap.
     B,
-    /// A plain (1×1) convolution.
+    /// Every tap (a plain convolution).
     None,
 }
 
@@ -80,8 +183,8 @@ impl Mask {
     }
 }
 
-/// One live kernel tap: where it sits in the k×k kernel, and the offset (dy, dx) of the input pixel it reads
-/// relative to the output pixel ("same" padding: out-of-image reads are zero).
+/// One live kernel tap: where it sits in the PyTorch kernel, and the offset (dy, dx) of the input pixel it reads
+/// relative to the output pixel (out-of-image reads are zero).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Tap {
     pub ky: usize,
@@ -90,60 +193,36 @@ pub struct Tap {
     pub dx: i32,
 }
 
-/// A convolution with bias, optionally followed by ReLU.
+/// What follows a convolution's sum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Activation {
+    Identity,
+    Relu,
+}
+
+/// A convolution with bias: `out = act(bias [+ class_bias[y]] + Σ_taps Σ_ci in[p + (dy, dx), ci] · w[tap, ci])`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Conv {
-    /// PyTorch-style parameter prefix, e.g. `blocks.2.masked`.
+    /// PyTorch-style parameter prefix, e.g. `blocks.2.masked` or `layers.0.v`.
     pub name: String,
     pub cin: usize,
     pub cout: usize,
-    pub kernel: usize,
-    pub mask: Mask,
-    pub relu: bool,
-    /// Live taps in raster order of the kernel.
+    /// The PyTorch weight's kernel shape (kh, kw): the weight tensor is `[cout, cin, kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Live taps, in raster order of the kernel. Taps outside this list are masked: never stored or multiplied.
     pub taps: Vec<Tap>,
+    pub act: Activation,
+    /// Parameter tensors ([`ParamTable`] indices): the packed weight `[taps, cin, cout]`, the bias `[cout]`, and
+    /// for a conditional `pixelcnn` conv the class-bias table `[CLASSES, cout]` added before the activation.
+    pub weight: usize,
+    pub bias: usize,
+    pub class_bias: Option<usize>,
 }
 
 impl Conv {
-    fn new(name: String, cin: usize, cout: usize, kernel: usize, mask: Mask, relu: bool) -> Conv {
-        let c = (kernel / 2) as i32;
-        let mut taps = Vec::new();
-        for ky in 0..kernel {
-            for kx in 0..kernel {
-                if mask.keeps(kernel, ky, kx) {
-                    taps.push(Tap {
-                        ky,
-                        kx,
-                        dy: ky as i32 - c,
-                        dx: kx as i32 - c,
-                    });
-                }
-            }
-        }
-        Conv {
-            name,
-            cin,
-            cout,
-            kernel,
-            mask,
-            relu,
-            taps,
-        }
-    }
-
-    /// Rows of the packed weight matrix (live taps × input channels), not counting the bias row.
+    /// Rows of the packed weight (live taps × input channels).
     pub fn weight_rows(&self) -> usize {
         self.taps.len() * self.cin
-    }
-
-    /// Floats in the packed block: weights of live taps plus the bias row.
-    pub fn packed_len(&self) -> usize {
-        (self.weight_rows() + 1) * self.cout
-    }
-
-    /// Parameters as Keras/PyTorch count them: the full (masked) kernel plus the bias.
-    pub fn full_param_count(&self) -> usize {
-        self.cout * self.cin * self.kernel * self.kernel + self.cout
     }
 
     /// Multiply-accumulates per image through live taps (padding taps included), the FLOP convention of the
@@ -151,18 +230,246 @@ impl Conv {
     pub fn live_macs_per_image(&self) -> usize {
         PIXELS * self.weight_rows() * self.cout
     }
+
+    /// A conv over an arbitrary tap set (for tests of the kernels): the kernel is the taps' bounding box. Its
+    /// parameter-tensor indices are 0 (weight), 1 (bias), none (class bias): it belongs to no network.
+    pub fn with_taps(name: &str, cin: usize, cout: usize, offsets: &[(i32, i32)], act: Activation) -> Conv {
+        let y0 = offsets.iter().map(|o| o.0).min().unwrap_or(0);
+        let x0 = offsets.iter().map(|o| o.1).min().unwrap_or(0);
+        let kh = (offsets.iter().map(|o| o.0).max().unwrap_or(0) - y0 + 1) as usize;
+        let kw = (offsets.iter().map(|o| o.1).max().unwrap_or(0) - x0 + 1) as usize;
+        let taps = offsets
+            .iter()
+            .map(|&(dy, dx)| Tap {
+                ky: (dy - y0) as usize,
+                kx: (dx - x0) as usize,
+                dy,
+                dx,
+            })
+            .collect();
+        Conv {
+            name: name.into(),
+            cin,
+            cout,
+            kernel: [kh, kw],
+            taps,
+            act,
+            weight: 0,
+            bias: 1,
+            class_bias: None,
+        }
+    }
+
+    /// "MaskedConv2D A 7x7", "Conv2D 4x7", "Conv2D 1x4 (3 live taps)", "Conv2D 1x1 shifted by (-1, 0)", + ReLU.
+    pub fn kind(&self) -> String {
+        let [kh, kw] = self.kernel;
+        let n = self.taps.len();
+        let mut s = if n == kh * kw {
+            format!("Conv2D {kh}x{kw}")
+        } else if kh == kw && n == kh * kw / 2 {
+            format!("MaskedConv2D A {kh}x{kw}")
+        } else if kh == kw && n == kh * kw / 2 + 1 {
+            format!("MaskedConv2D B {kh}x{kw}")
+        } else {
+            format!("Conv2D {kh}x{kw} ({n} live taps)")
+        };
+        let t = self.taps[0];
+        if kh * kw == 1 && (t.dy, t.dx) != (0, 0) {
+            s.push_str(&format!(" shifted by ({}, {})", t.dy, t.dx));
+        }
+        if self.act == Activation::Relu {
+            s.push_str(" + ReLU");
+        }
+        s
+    }
 }
 
 /// One step of the network. Activation 0 is the input image; layer `i` produces activation `i + 1`.
 #[derive(Clone, Debug, Serialize)]
 pub enum Layer {
-    /// `out = act(conv(acts[input]) + bias)`; `conv` indexes [`Network::convs`].
+    /// `out = act(conv(acts[input]) + bias [+ class_bias[y]])`; `conv` indexes [`Network::convs`].
     Conv { conv: usize, input: usize },
-    /// `out = acts[a] + acts[b]`: the residual connection.
+    /// `out = acts[a] + acts[b]`: a residual connection, or the sum of two convs.
     Add { a: usize, b: usize },
+    /// `out = tanh(z[:C]) ⊙ σ(z[C:])` with `z = acts[input] [+ class_bias[y]]` (C = half the input channels).
+    Gate { input: usize, class_bias: Option<usize> },
+    /// `out = max(acts[input], 0)`.
+    Relu { input: usize },
 }
 
-/// The whole network: its convolutions, the layer list, and the channels of every activation.
+impl Layer {
+    /// The activations this layer reads.
+    pub fn inputs(&self) -> Vec<usize> {
+        match *self {
+            Layer::Conv { input, .. } | Layer::Gate { input, .. } | Layer::Relu { input } => vec![input],
+            Layer::Add { a, b } => vec![a, b],
+        }
+    }
+}
+
+/// What a parameter tensor is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ParamKind {
+    /// Conv `conv`'s live taps, packed `[taps, cin, cout]`; PyTorch `[cout, cin, kh, kw]` with masked taps zero.
+    Weight { conv: usize },
+    /// Conv `conv`'s bias `[cout]`.
+    Bias { conv: usize },
+    /// A class-bias table `[CLASSES, channels]`: row y is added for images of class y.
+    ClassBias { channels: usize },
+}
+
+/// One named parameter tensor.
+#[derive(Clone, Debug, Serialize)]
+pub struct ParamTensor {
+    /// The PyTorch name, e.g. `blocks.0.conv1.weight`.
+    pub name: String,
+    /// The PyTorch shape (OIHW for conv weights).
+    pub shape: Vec<usize>,
+    pub kind: ParamKind,
+    /// The packed dimensions `(logical, padded)`: the CPU layout is the logical row-major tensor, the GPU layout the
+    /// padded one (channel dimensions rounded up to multiples of 4, zero padding).
+    pub dims: Vec<(usize, usize)>,
+    /// Offset in floats of the tensor in the flat CPU and GPU parameter vectors.
+    pub cpu_offset: usize,
+    pub gpu_offset: usize,
+}
+
+impl ParamTensor {
+    /// Floats in the CPU (packed, unpadded) layout.
+    pub fn cpu_len(&self) -> usize {
+        self.dims.iter().map(|d| d.0).product()
+    }
+
+    /// Floats in the GPU (padded) layout.
+    pub fn gpu_len(&self) -> usize {
+        self.dims.iter().map(|d| d.1).product()
+    }
+
+    /// Parameters as PyTorch counts them (masked taps included).
+    pub fn full_len(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Every parameter tensor of a network, in checkpoint order, with both flat layouts.
+#[derive(Clone, Debug, Serialize)]
+pub struct ParamTable {
+    pub tensors: Vec<ParamTensor>,
+    /// Length of the flat CPU parameter vector (alignment padding included).
+    pub cpu_len: usize,
+    /// Length of the flat GPU parameter vector.
+    pub gpu_len: usize,
+}
+
+impl ParamTable {
+    fn push(&mut self, name: String, shape: Vec<usize>, kind: ParamKind, dims: Vec<(usize, usize)>) -> usize {
+        let t = ParamTensor {
+            name,
+            shape,
+            kind,
+            dims,
+            cpu_offset: self.cpu_len,
+            gpu_offset: self.gpu_len,
+        };
+        self.cpu_len += t.cpu_len().next_multiple_of(PARAM_ALIGN);
+        self.gpu_len += t.gpu_len().next_multiple_of(PARAM_ALIGN);
+        self.tensors.push(t);
+        self.tensors.len() - 1
+    }
+
+    /// Tensor `i` inside a flat CPU parameter vector.
+    pub fn cpu<'a>(&self, params: &'a [f32], i: usize) -> &'a [f32] {
+        let t = &self.tensors[i];
+        &params[t.cpu_offset..][..t.cpu_len()]
+    }
+
+    pub fn cpu_mut<'a>(&self, params: &'a mut [f32], i: usize) -> &'a mut [f32] {
+        let t = &self.tensors[i];
+        &mut params[t.cpu_offset..][..t.cpu_len()]
+    }
+
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.tensors.iter().position(|t| t.name == name)
+    }
+
+    /// CPU layout → GPU layout (padding zero).
+    pub fn to_gpu(&self, cpu: &[f32]) -> Vec<f32> {
+        let mut gpu = vec![0.0; self.gpu_len];
+        for t in &self.tensors {
+            copy_padded(&t.dims, &cpu[t.cpu_offset..], &mut gpu[t.gpu_offset..], true);
+        }
+        gpu
+    }
+
+    /// GPU layout → CPU layout (padding dropped).
+    pub fn to_cpu(&self, gpu: &[f32]) -> Vec<f32> {
+        let mut cpu = vec![0.0; self.cpu_len];
+        for t in &self.tensors {
+            copy_padded(&t.dims, &gpu[t.gpu_offset..], &mut cpu[t.cpu_offset..], false);
+        }
+        cpu
+    }
+}
+
+/// A row-major tensor of logical dims `(logical, padded)` in its padded layout (zero padding).
+pub fn to_padded(dims: &[(usize, usize)], src: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; dims.iter().map(|d| d.1).product()];
+    copy_padded(dims, src, &mut out, true);
+    out
+}
+
+/// The inverse of [`to_padded`].
+pub fn from_padded(dims: &[(usize, usize)], src: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; dims.iter().map(|d| d.0).product()];
+    copy_padded(dims, src, &mut out, false);
+    out
+}
+
+/// Copies a row-major tensor of logical dims into the padded layout (`to_padded`) or back.
+fn copy_padded(dims: &[(usize, usize)], src: &[f32], dst: &mut [f32], to_padded: bool) {
+    let n: usize = dims.iter().map(|d| d.0).product();
+    for i in 0..n {
+        // Decompose the logical index, recompose the padded one.
+        let (mut rem, mut padded, mut stride) = (i, 0, 1);
+        for &(logical, pad) in dims.iter().rev() {
+            padded += (rem % logical) * stride;
+            rem /= logical;
+            stride *= pad;
+        }
+        if to_padded {
+            dst[padded] = src[i];
+        } else {
+            dst[i] = src[padded];
+        }
+    }
+}
+
+/// Rounds a channel count up to the GPU's vector width.
+pub fn pad4(c: usize) -> usize {
+    c.div_ceil(4) * 4
+}
+
+/// The packed dims of `channels` split into `groups` equal groups, each padded to a multiple of 4 on the GPU.
+pub fn channel_dims(channels: usize, groups: usize) -> Vec<(usize, usize)> {
+    let per = channels / groups;
+    if groups == 1 {
+        vec![(channels, pad4(channels))]
+    } else {
+        vec![(groups, groups), (per, pad4(per))]
+    }
+}
+
+/// When the incremental sampler computes an activation (see [`Network::schedule`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Schedule {
+    /// At each pixel, right before that pixel is drawn: depends only on earlier pixels.
+    Pixel,
+    /// For a whole image row at once, after the row's last pixel is drawn (the gated net's vertical stack, which
+    /// sees its own row).
+    Row,
+}
+
+/// The whole network: its convolutions, the layer list, activations and parameter tensors.
 #[derive(Clone, Debug)]
 pub struct Network {
     pub config: Config,
@@ -170,75 +477,164 @@ pub struct Network {
     pub layers: Vec<Layer>,
     /// Channels of each activation (index 0 is the 1-channel input image).
     pub act_channels: Vec<usize>,
-    /// Offset (in floats) of each conv's packed block in the flat parameter vector.
-    pub param_offsets: Vec<usize>,
-    /// Length of the flat parameter vector, padding included.
-    pub param_len: usize,
+    /// A human name for each activation (`input`, `conv_in`, `blocks.0.add`, ...), for summaries and errors.
+    pub act_names: Vec<String>,
+    /// Channel groups of each activation: 2 for the input of a gate (its tanh and σ halves), else 1. On the GPU
+    /// each group is padded to a multiple of 4 channels on its own, so both halves of a gate are whole vec4s.
+    pub act_groups: Vec<usize>,
+    pub params: ParamTable,
+}
+
+/// Builds a [`Network`] layer by layer.
+struct Builder {
+    convs: Vec<Conv>,
+    layers: Vec<Layer>,
+    act_channels: Vec<usize>,
+    act_names: Vec<String>,
+    act_groups: Vec<usize>,
+    params: ParamTable,
+    classes: usize,
+}
+
+impl Builder {
+    fn layer(&mut self, layer: Layer, channels: usize, groups: usize, name: String) -> usize {
+        self.layers.push(layer);
+        self.act_channels.push(channels);
+        self.act_groups.push(groups);
+        self.act_names.push(name);
+        self.act_channels.len() - 1
+    }
+
+    fn class_bias(&mut self, name: &str, channels: usize, groups: usize) -> Option<usize> {
+        (self.classes > 0).then(|| {
+            let mut dims = vec![(self.classes, self.classes)];
+            dims.extend(channel_dims(channels, groups));
+            self.params.push(
+                format!("{name}.class_bias"),
+                vec![self.classes, channels],
+                ParamKind::ClassBias { channels },
+                dims,
+            )
+        })
+    }
+
+    /// A conv of kernel `kernel`, whose tap (ky, kx) reads input offset `(origin.0 + ky, origin.1 + kx)`, with
+    /// the taps that `live` keeps.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        name: &str,
+        input: usize,
+        cout: usize,
+        groups: usize,
+        kernel: [usize; 2],
+        origin: (i32, i32),
+        live: impl Fn(usize, usize) -> bool,
+        act: Activation,
+        class_bias: bool,
+    ) -> usize {
+        let cin = self.act_channels[input];
+        let gin = self.act_groups[input];
+        let mut taps = Vec::new();
+        for ky in 0..kernel[0] {
+            for kx in 0..kernel[1] {
+                if live(ky, kx) {
+                    taps.push(Tap {
+                        ky,
+                        kx,
+                        dy: origin.0 + ky as i32,
+                        dx: origin.1 + kx as i32,
+                    });
+                }
+            }
+        }
+        let conv = self.convs.len();
+        let mut dims = vec![(taps.len(), taps.len())];
+        dims.extend(channel_dims(cin, gin));
+        dims.extend(channel_dims(cout, groups));
+        let weight = self.params.push(
+            format!("{name}.weight"),
+            vec![cout, cin, kernel[0], kernel[1]],
+            ParamKind::Weight { conv },
+            dims,
+        );
+        let bias = self.params.push(
+            format!("{name}.bias"),
+            vec![cout],
+            ParamKind::Bias { conv },
+            channel_dims(cout, groups),
+        );
+        let class_bias = if class_bias {
+            self.class_bias(name, cout, groups)
+        } else {
+            None
+        };
+        self.convs.push(Conv {
+            name: name.to_string(),
+            cin,
+            cout,
+            kernel,
+            taps,
+            act,
+            weight,
+            bias,
+            class_bias,
+        });
+        self.layer(Layer::Conv { conv, input }, cout, groups, name.to_string())
+    }
+
+    /// A square k×k conv with a causal mask (or none), centred on the output pixel.
+    fn masked(&mut self, name: &str, input: usize, cout: usize, k: usize, mask: Mask, act: Activation) -> usize {
+        let c = (k / 2) as i32;
+        let cond = act == Activation::Relu;
+        self.conv(
+            name,
+            input,
+            cout,
+            1,
+            [k, k],
+            (-c, -c),
+            |ky, kx| mask.keeps(k, ky, kx),
+            act,
+            cond,
+        )
+    }
 }
 
 impl Network {
     pub fn new(config: Config) -> Network {
-        let f = config.filters;
-        let mut convs = Vec::new();
-        let mut layers = Vec::new();
-        let mut act_channels = vec![1];
-        let conv = |convs: &mut Vec<Conv>, layers: &mut Vec<Layer>, act_channels: &mut Vec<usize>, c: Conv| {
-            let input = act_channels.len() - 1;
-            assert_eq!(act_channels[input], c.cin);
-            act_channels.push(c.cout);
-            layers.push(Layer::Conv {
-                conv: convs.len(),
-                input,
-            });
-            convs.push(c);
-            act_channels.len() - 1
+        let mut b = Builder {
+            convs: Vec::new(),
+            layers: Vec::new(),
+            act_channels: vec![1],
+            act_names: vec!["input".into()],
+            act_groups: vec![1],
+            params: ParamTable {
+                tensors: Vec::new(),
+                cpu_len: 0,
+                gpu_len: 0,
+            },
+            classes: config.classes,
         };
-        conv(
-            &mut convs,
-            &mut layers,
-            &mut act_channels,
-            Conv::new("conv_in".into(), 1, f, 7, Mask::A, true),
-        );
-        for i in 0..config.blocks {
-            let block_in = act_channels.len() - 1;
-            let c1 = Conv::new(format!("blocks.{i}.conv1"), f, f, 1, Mask::None, true);
-            conv(&mut convs, &mut layers, &mut act_channels, c1);
-            let m = Conv::new(format!("blocks.{i}.masked"), f, f / 2, 3, Mask::B, true);
-            conv(&mut convs, &mut layers, &mut act_channels, m);
-            let c2 = Conv::new(format!("blocks.{i}.conv2"), f / 2, f, 1, Mask::None, true);
-            let branch = conv(&mut convs, &mut layers, &mut act_channels, c2);
-            layers.push(Layer::Add { a: block_in, b: branch });
-            act_channels.push(f);
-        }
-        for j in 0..2 {
-            conv(
-                &mut convs,
-                &mut layers,
-                &mut act_channels,
-                Conv::new(format!("head.{j}"), f, f, 1, Mask::None, true),
-            );
-        }
-        conv(
-            &mut convs,
-            &mut layers,
-            &mut act_channels,
-            Conv::new("conv_out".into(), f, 1, 1, Mask::None, false),
-        );
-
-        let mut param_offsets = Vec::new();
-        let mut len = 0;
-        for c in &convs {
-            param_offsets.push(len);
-            len += c.packed_len().div_ceil(PARAM_ALIGN) * PARAM_ALIGN;
+        match config.arch {
+            Arch::Pixelcnn => build_pixelcnn(&mut b, config),
+            Arch::Gated => build_gated(&mut b, config),
         }
         Network {
             config,
-            convs,
-            layers,
-            act_channels,
-            param_offsets,
-            param_len: len,
+            convs: b.convs,
+            layers: b.layers,
+            act_channels: b.act_channels,
+            act_names: b.act_names,
+            act_groups: b.act_groups,
+            params: b.params,
         }
+    }
+
+    /// Channels of activation `a` in the GPU layout (each group padded to a multiple of 4).
+    pub fn gpu_channels(&self, a: usize) -> usize {
+        let g = self.act_groups[a];
+        g * pad4(self.act_channels[a] / g)
     }
 
     /// Index of the final activation (the logits, 1 channel).
@@ -246,14 +642,19 @@ impl Network {
         self.act_channels.len() - 1
     }
 
-    /// Parameters as Keras/PyTorch count them (masked taps included): 532,673 for F=128, N=5.
-    pub fn full_param_count(&self) -> usize {
-        self.convs.iter().map(Conv::full_param_count).sum()
+    /// Length of the flat CPU parameter vector.
+    pub fn param_len(&self) -> usize {
+        self.params.cpu_len
     }
 
-    /// Parameters that can ever be non-zero (live taps and biases).
+    /// Parameters as Keras/PyTorch count them (masked taps included): 532,673 for the default model.
+    pub fn full_param_count(&self) -> usize {
+        self.params.tensors.iter().map(ParamTensor::full_len).sum()
+    }
+
+    /// Parameters that can ever be non-zero (live taps, biases, class biases).
     pub fn live_param_count(&self) -> usize {
-        self.convs.iter().map(Conv::packed_len).sum()
+        self.params.tensors.iter().map(ParamTensor::cpu_len).sum()
     }
 
     /// Forward multiply-accumulates per image through live taps.
@@ -261,33 +662,98 @@ impl Network {
         self.convs.iter().map(Conv::live_macs_per_image).sum()
     }
 
-    /// The packed block of conv `i` inside a flat parameter vector.
-    pub fn block<'a>(&self, params: &'a [f32], i: usize) -> &'a [f32] {
-        &params[self.param_offsets[i]..self.param_offsets[i] + self.convs[i].packed_len()]
+    /// Conv `c`'s packed weight `[taps, cin, cout]` inside a flat CPU parameter vector.
+    pub fn weight<'a>(&self, params: &'a [f32], c: usize) -> &'a [f32] {
+        self.params.cpu(params, self.convs[c].weight)
     }
 
-    pub fn block_mut<'a>(&self, params: &'a mut [f32], i: usize) -> &'a mut [f32] {
-        &mut params[self.param_offsets[i]..self.param_offsets[i] + self.convs[i].packed_len()]
+    pub fn bias<'a>(&self, params: &'a [f32], c: usize) -> &'a [f32] {
+        self.params.cpu(params, self.convs[c].bias)
+    }
+
+    /// Whether parameter tensor `i` enters the network's output (the last gated layer's vertical class bias is a
+    /// tensor of the file format that nothing reads).
+    pub fn tensor_is_used(&self, i: usize) -> bool {
+        self.layers.iter().any(|l| match *l {
+            Layer::Conv { conv, .. } => {
+                let c = &self.convs[conv];
+                c.weight == i || c.bias == i || c.class_bias == Some(i)
+            }
+            Layer::Gate { class_bias, .. } => class_bias == Some(i),
+            _ => false,
+        })
+    }
+
+    /// The layers that read each activation.
+    pub fn consumers(&self) -> Vec<Vec<usize>> {
+        let mut out = vec![Vec::new(); self.act_channels.len()];
+        for (l, layer) in self.layers.iter().enumerate() {
+            for a in layer.inputs() {
+                out[a].push(l);
+            }
+        }
+        out
+    }
+
+    /// When the incremental sampler computes each activation. An activation is [`Schedule::Pixel`] if, at pixel
+    /// q, everything it reads is already known: pixel activations at raster offsets ≤ 0 (earlier positions, or
+    /// this position computed by an earlier layer; the input image strictly before q), row activations of earlier
+    /// rows. Otherwise it is [`Schedule::Row`]: computed once a row is complete, which needs every read to stay
+    /// within rows ≤ the current one. Panics if an activation is neither (a network that cannot be sampled).
+    pub fn schedule(&self) -> Vec<Schedule> {
+        let mut s = vec![Schedule::Pixel; self.act_channels.len()];
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Input reads as (activation, dy, dx).
+            let reads: Vec<(usize, i32, i32)> = match *layer {
+                Layer::Conv { conv, input } => self.convs[conv].taps.iter().map(|t| (input, t.dy, t.dx)).collect(),
+                _ => layer.inputs().into_iter().map(|a| (a, 0, 0)).collect(),
+            };
+            let pixel_ok = reads.iter().all(|&(a, dy, dx)| {
+                let before = dy < 0 || (dy == 0 && dx < 0);
+                match (a, s[a]) {
+                    (0, _) => before,
+                    (_, Schedule::Pixel) => before || (dy, dx) == (0, 0),
+                    (_, Schedule::Row) => dy < 0,
+                }
+            });
+            let row_ok = reads.iter().all(|&(_, dy, _)| dy <= 0);
+            s[l + 1] = if pixel_ok {
+                Schedule::Pixel
+            } else {
+                assert!(
+                    row_ok,
+                    "layer {l} ({}) can be sampled neither per pixel nor per row",
+                    self.act_names[l + 1]
+                );
+                Schedule::Row
+            };
+        }
+        assert_eq!(
+            s[self.logits_act()],
+            Schedule::Pixel,
+            "the logits must be computable per pixel"
+        );
+        s
     }
 
     /// Keras initialisation, seeded: glorot-uniform kernels over the *full* kernel's fans
-    /// (fan_in = cin·k·k, fan_out = cout·k·k), zero biases. Masked taps are not stored, so they are zero.
+    /// (fan_in = cin·kh·kw, fan_out = cout·kh·kw), zero biases and class biases. Masked taps are not stored.
     pub fn init_params(&self, seed: u64) -> Vec<f32> {
-        let mut params = vec![0.0f32; self.param_len];
+        let mut params = vec![0.0f32; self.params.cpu_len];
         let mut rng = crate::rng::SplitMix64::new(seed ^ 0x5EED_1417);
-        for (i, c) in self.convs.iter().enumerate() {
-            let kk = c.kernel * c.kernel;
+        for c in &self.convs {
+            let kk = c.kernel[0] * c.kernel[1];
             let limit = (6.0 / ((c.cin * kk + c.cout * kk) as f64)).sqrt();
-            let block = self.block_mut(&mut params, i);
+            let w = self.params.cpu_mut(&mut params, c.weight);
             // Draw the full OIHW kernel in PyTorch's order so that the values do not depend on the packing, then
             // keep only the live taps.
             for co in 0..c.cout {
                 for ci in 0..c.cin {
-                    for ky in 0..c.kernel {
-                        for kx in 0..c.kernel {
-                            let w = ((rng.next_f64() * 2.0 - 1.0) * limit) as f32;
+                    for ky in 0..c.kernel[0] {
+                        for kx in 0..c.kernel[1] {
+                            let v = ((rng.next_f64() * 2.0 - 1.0) * limit) as f32;
                             if let Some(t) = c.taps.iter().position(|t| t.ky == ky && t.kx == kx) {
-                                block[(t * c.cin + ci) * c.cout + co] = w;
+                                w[(t * c.cin + ci) * c.cout + co] = v;
                             }
                         }
                     }
@@ -297,7 +763,7 @@ impl Network {
         params
     }
 
-    /// A table of the layers as Keras prints it: name, output shape, parameters.
+    /// A table of the layers as Keras prints it: name, kind, output shape, parameters.
     pub fn summary_rows(&self) -> Vec<SummaryRow> {
         let mut rows = vec![SummaryRow {
             layer: "input".into(),
@@ -305,33 +771,31 @@ impl Network {
             output_shape: [HEIGHT, WIDTH, 1],
             params: 0,
         }];
-        for layer in &self.layers {
-            match layer {
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (kind, params) = match *layer {
                 Layer::Conv { conv, .. } => {
-                    let c = &self.convs[*conv];
-                    let kind = match c.mask {
-                        Mask::A => format!("MaskedConv2D A {0}x{0}", c.kernel),
-                        Mask::B => format!("MaskedConv2D B {0}x{0}", c.kernel),
-                        Mask::None => format!("Conv2D {0}x{0}", c.kernel),
+                    let c = &self.convs[conv];
+                    let cb = c.class_bias.map_or(0, |i| self.params.tensors[i].full_len());
+                    let kind = if cb > 0 {
+                        format!("{} + class bias", c.kind())
+                    } else {
+                        c.kind()
                     };
-                    let kind = if c.relu { format!("{kind} + ReLU") } else { kind };
-                    rows.push(SummaryRow {
-                        layer: c.name.clone(),
-                        kind,
-                        output_shape: [HEIGHT, WIDTH, c.cout],
-                        params: c.full_param_count(),
-                    });
+                    (kind, self.params.tensors[c.weight].full_len() + c.cout + cb)
                 }
-                Layer::Add { .. } => {
-                    let name = format!("blocks.{}.add", rows.iter().filter(|r| r.kind == "Add").count());
-                    rows.push(SummaryRow {
-                        layer: name,
-                        kind: "Add".into(),
-                        output_shape: [HEIGHT, WIDTH, self.config.filters],
-                        params: 0,
-                    });
-                }
-            }
+                Layer::Add { .. } => ("Add".into(), 0),
+                Layer::Gate { class_bias, .. } => match class_bias {
+                    Some(i) => ("Gate tanh·σ + class bias".into(), self.params.tensors[i].full_len()),
+                    None => ("Gate tanh·σ".into(), 0),
+                },
+                Layer::Relu { .. } => ("ReLU".into(), 0),
+            };
+            rows.push(SummaryRow {
+                layer: self.act_names[l + 1].clone(),
+                kind,
+                output_shape: [HEIGHT, WIDTH, self.act_channels[l + 1]],
+                params,
+            });
         }
         rows.push(SummaryRow {
             layer: "sigmoid".into(),
@@ -341,6 +805,110 @@ impl Network {
         });
         rows
     }
+}
+
+/// masked conv A 7×7 → N × (1×1, masked B 3×3 to F/2, 1×1, + skip) → 2× 1×1 → 1×1 (logits).
+fn build_pixelcnn(b: &mut Builder, config: Config) {
+    let f = config.filters;
+    let relu = Activation::Relu;
+    let mut x = b.masked("conv_in", 0, f, 7, Mask::A, relu);
+    for i in 0..config.depth {
+        let p = format!("blocks.{i}");
+        let c1 = b.masked(&format!("{p}.conv1"), x, f, 1, Mask::None, relu);
+        let m = b.masked(&format!("{p}.masked"), c1, f / 2, 3, Mask::B, relu);
+        let c2 = b.masked(&format!("{p}.conv2"), m, f, 1, Mask::None, relu);
+        x = b.layer(Layer::Add { a: x, b: c2 }, f, 1, format!("{p}.add"));
+    }
+    for j in 0..2 {
+        x = b.masked(&format!("head.{j}"), x, f, 1, Mask::None, relu);
+    }
+    b.masked("conv_out", x, 1, 1, Mask::None, Activation::Identity);
+}
+
+/// The Gated PixelCNN, exactly as issue "Class-conditional generation…" specifies (so that files interoperate):
+/// per layer i (k = 7 for i = 0, else 3; c = k/2), with v₀ = h₀ = x:
+///   V = v(v_i): (c+1)×k taps dy ∈ [−c, 0], dx ∈ [−c, c]      v_{i+1} = gate(V [+ v.class_bias[y]])
+///   H = h(h_i): 1×(c+1) taps dx ∈ [−c, m] (m = −1 for i = 0) + v_to_h(V[r−1, q])
+///   u = gate(H [+ h.class_bias[y]])                            h_{i+1} = h_out(u) (+ h_i if i > 0)
+/// head: conv_out(ReLU(head.0(ReLU(h_L)))).
+fn build_gated(b: &mut Builder, config: Config) {
+    let f = config.filters;
+    let id = Activation::Identity;
+    let (mut v, mut h) = (0, 0);
+    for i in 0..config.depth {
+        let p = format!("layers.{i}");
+        let k = if i == 0 { 7 } else { 3 };
+        let c = k / 2;
+        let ci = c as i32;
+        let vz = b.conv(
+            &format!("{p}.v"),
+            v,
+            2 * f,
+            2,
+            [c + 1, k],
+            (-ci, -ci),
+            |_, _| true,
+            id,
+            false,
+        );
+        let v_cb = b.class_bias(&format!("{p}.v"), 2 * f, 2);
+        let last_dx = if i == 0 { c } else { c + 1 }; // kx < last_dx: dx ≤ −1 for layer 0, dx ≤ 0 after
+        let hz = b.conv(
+            &format!("{p}.h"),
+            h,
+            2 * f,
+            2,
+            [1, c + 1],
+            (0, -ci),
+            |_, kx| kx < last_dx,
+            id,
+            false,
+        );
+        let vh = b.conv(
+            &format!("{p}.v_to_h"),
+            vz,
+            2 * f,
+            2,
+            [1, 1],
+            (-1, 0),
+            |_, _| true,
+            id,
+            false,
+        );
+        let hsum = b.layer(Layer::Add { a: hz, b: vh }, 2 * f, 2, format!("{p}.h_sum"));
+        let h_cb = b.class_bias(&format!("{p}.h"), 2 * f, 2);
+        // The last layer's vertical output feeds nothing, so its gate is not computed (its class bias is still a
+        // tensor of the file format, and stays as it is).
+        if i + 1 < config.depth {
+            v = b.layer(
+                Layer::Gate {
+                    input: vz,
+                    class_bias: v_cb,
+                },
+                f,
+                1,
+                format!("{p}.v_gate"),
+            );
+        }
+        let u = b.layer(
+            Layer::Gate {
+                input: hsum,
+                class_bias: h_cb,
+            },
+            f,
+            1,
+            format!("{p}.h_gate"),
+        );
+        let out = b.conv(&format!("{p}.h_out"), u, f, 1, [1, 1], (0, 0), |_, _| true, id, false);
+        h = if i > 0 {
+            b.layer(Layer::Add { a: out, b: h }, f, 1, format!("{p}.skip"))
+        } else {
+            out
+        };
+    }
+    let r = b.layer(Layer::Relu { input: h }, f, 1, "head.relu".into());
+    let h0 = b.conv("head.0", r, f, 1, [1, 1], (0, 0), |_, _| true, Activation::Relu, false);
+    b.conv("conv_out", h0, 1, 1, [1, 1], (0, 0), |_, _| true, id, false);
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -354,6 +922,33 @@ pub struct SummaryRow {
 /// NLL conversions. The loss is the mean BCE per pixel; an image's NLL is the sum over its 784 pixels.
 pub fn bits_per_dim(nats_per_image: f64) -> f64 {
     nats_per_image / (PIXELS as f64 * std::f64::consts::LN_2)
+}
+
+/// The class a name or number denotes: `sneaker`, `7`, case-insensitive, `-`/`_`/space alike.
+pub fn parse_class(s: &str) -> anyhow::Result<usize> {
+    let norm = |x: &str| x.to_ascii_lowercase().replace(['_', ' '], "-");
+    if let Ok(n) = s.trim().parse::<usize>() {
+        anyhow::ensure!(
+            n < CLASSES,
+            "class {n} is out of range: classes are 0–9 ({})",
+            CLASS_NAMES.join(", ")
+        );
+        return Ok(n);
+    }
+    let want = norm(s.trim());
+    let aliases = [
+        ("tshirt", 0),
+        ("t-shirt/top", 0),
+        ("top", 0),
+        ("trousers", 1),
+        ("boot", 9),
+        ("ankle-boots", 9),
+    ];
+    CLASS_NAMES
+        .iter()
+        .position(|&n| n == want)
+        .or_else(|| aliases.iter().find(|(a, _)| *a == want).map(|&(_, i)| i))
+        .ok_or_else(|| anyhow::anyhow!("unknown class {s:?}: expected 0–9 or one of {}", CLASS_NAMES.join(", ")))
 }
 
 #[cfg(test)]
@@ -382,13 +977,67 @@ mod tests {
     }
 
     #[test]
-    fn param_blocks_are_aligned_and_disjoint() {
-        let net = Network::new(Config { filters: 6, blocks: 2 });
-        for (i, c) in net.convs.iter().enumerate() {
-            assert_eq!(net.param_offsets[i] % PARAM_ALIGN, 0);
-            if i + 1 < net.convs.len() {
-                assert!(net.param_offsets[i] + c.packed_len() <= net.param_offsets[i + 1]);
+    fn param_tensors_are_aligned_and_disjoint() {
+        for config in [Config::pixelcnn(6, 2), Config::gated(5, 3).conditional()] {
+            let net = Network::new(config);
+            let t = &net.params.tensors;
+            for (i, a) in t.iter().enumerate() {
+                assert_eq!(a.cpu_offset % PARAM_ALIGN, 0);
+                assert_eq!(a.gpu_offset % PARAM_ALIGN, 0);
+                if let Some(b) = t.get(i + 1) {
+                    assert!(a.cpu_offset + a.cpu_len() <= b.cpu_offset);
+                    assert!(a.gpu_offset + a.gpu_len() <= b.gpu_offset);
+                }
+            }
+            let cpu: Vec<f32> = (0..net.param_len()).map(|i| i as f32).collect();
+            let round = net.params.to_cpu(&net.params.to_gpu(&cpu));
+            for (i, tensor) in t.iter().enumerate() {
+                assert_eq!(net.params.cpu(&round, i), &cpu[tensor.cpu_offset..][..tensor.cpu_len()]);
             }
         }
+    }
+
+    #[test]
+    fn gated_geometry_matches_the_specification() {
+        let net = Network::new(Config::gated(4, 3).conditional());
+        let by_name = |n: &str| net.convs.iter().find(|c| c.name == n).unwrap();
+        let v0 = by_name("layers.0.v");
+        assert_eq!((v0.kernel, v0.taps.len()), ([4, 7], 28));
+        assert!(v0
+            .taps
+            .iter()
+            .all(|t| (-3..=0).contains(&t.dy) && (-3..=3).contains(&t.dx)));
+        let h0 = by_name("layers.0.h");
+        assert_eq!(h0.kernel, [1, 4]);
+        assert_eq!(h0.taps.iter().map(|t| t.dx).collect::<Vec<_>>(), vec![-3, -2, -1]);
+        let h1 = by_name("layers.1.h");
+        assert_eq!(h1.taps.iter().map(|t| t.dx).collect::<Vec<_>>(), vec![-1, 0]);
+        let vh = by_name("layers.1.v_to_h");
+        assert_eq!((vh.taps[0].dy, vh.taps[0].dx, vh.cin, vh.cout), (-1, 0, 8, 8));
+        let names: Vec<&str> = net.params.tensors.iter().map(|t| t.name.as_str()).collect();
+        for n in [
+            "layers.0.v.class_bias",
+            "layers.2.h.class_bias",
+            "layers.1.h_out.weight",
+            "head.0.bias",
+        ] {
+            assert!(names.contains(&n), "{n} missing from {names:?}");
+        }
+        let sched = net.schedule();
+        let v_gate = net.act_names.iter().position(|n| n == "layers.1.v_gate").unwrap();
+        let h_gate = net.act_names.iter().position(|n| n == "layers.1.h_gate").unwrap();
+        assert_eq!((sched[v_gate], sched[h_gate]), (Schedule::Row, Schedule::Pixel));
+        assert!(Network::new(Config::default())
+            .schedule()
+            .iter()
+            .all(|&s| s == Schedule::Pixel));
+    }
+
+    #[test]
+    fn classes_parse_by_name_and_number() {
+        assert_eq!(parse_class("sneaker").unwrap(), 7);
+        assert_eq!(parse_class("Ankle_Boot").unwrap(), 9);
+        assert_eq!(parse_class("3").unwrap(), 3);
+        assert!(parse_class("10").is_err() && parse_class("sock").is_err());
     }
 }

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 pub const PLOT_SIZE: (u32, u32) = (800, 500);
 
 /// DejaVu Sans (Bitstream Vera licence, see assets/fonts/LICENSE-DejaVu.txt).
-static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+pub static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 /// Family name the font is registered under; plotters looks fonts up by this name.
 const FONT_FAMILY: &str = "sans-serif";
 

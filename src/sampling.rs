@@ -1,15 +1,20 @@
-//! Sampling and completion on either device, and the default (shipped) checkpoint.
+//! Sampling and completion on either device, the labels a conditional model samples with, the completion grid,
+//! and the default (shipped) checkpoint.
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::cpu::{self, Samples};
+use crate::cpu::{self, SampleSpec, Samples};
+use crate::data::Split;
 use crate::gpu::sampler::{SampleRequest, Sampler};
-use crate::model::{Network, PIXELS};
+use crate::model::{Network, CLASSES, PIXELS};
 use crate::train::Device;
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use std::path::{Path, PathBuf};
 
 /// The model shipped in `assets/`, used when `--checkpoint` is omitted.
 pub const SHIPPED_MODEL: &str = "assets/pixelcnn.safetensors";
+
+/// Images sampled per chunk: outputs are written chunk by chunk, so memory stays bounded for any `--count`.
+pub const CHUNK: usize = 1024;
 
 /// Finds the shipped model: relative to the working directory, then to the source tree this binary was built from.
 pub fn shipped_model_path() -> Result<PathBuf> {
@@ -25,48 +30,66 @@ pub fn shipped_model_path() -> Result<PathBuf> {
     bail!("no --checkpoint given and the shipped model {SHIPPED_MODEL} was not found (looked in the working directory and {}); pass --checkpoint PATH", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The checkpoint path `--checkpoint` names, or the shipped model's.
+pub fn model_path(path: Option<&Path>) -> Result<PathBuf> {
+    match path {
+        Some(p) => Ok(p.to_path_buf()),
+        None => shipped_model_path(),
+    }
+}
+
 /// Loads `--checkpoint`, or the shipped model when it is None.
 pub fn load_model(path: Option<&Path>) -> Result<(PathBuf, Checkpoint)> {
-    let path = match path {
-        Some(p) => p.to_path_buf(),
-        None => shipped_model_path()?,
-    };
+    let path = model_path(path)?;
     let ck = checkpoint::load(&path)?;
     Ok((path, ck))
 }
 
-/// The length of the progress bar [`sample`] drives: image-pixel steps (`count · 784`) on either device.
-pub fn progress_units(count: usize) -> u64 {
-    (count * PIXELS) as u64
+/// The label of each of `count` images: the classes asked for in turn (`--class` repeated), or for a
+/// conditional model asked for none, an even mix of all classes. None for an unconditional model (which must
+/// not be asked for classes).
+pub fn sample_labels(net: &Network, classes: &[usize], count: usize) -> Result<Option<Vec<u8>>> {
+    if !net.config.is_conditional() {
+        ensure!(
+            classes.is_empty(),
+            "--class needs a class-conditional model; this one ({}) is unconditional (train one with --conditional)",
+            net.config.describe()
+        );
+        return Ok(None);
+    }
+    let all: Vec<usize> = (0..CLASSES).collect();
+    let cycle = if classes.is_empty() { &all } else { classes };
+    Ok(Some((0..count).map(|i| cycle[i % cycle.len()] as u8).collect()))
 }
 
-/// Samples `count` images (pixels from `start_pixel` on; earlier ones from `init`) on `device`.
-#[allow(clippy::too_many_arguments)]
-pub fn sample(
+/// Samples one chunk of images on `device`: `spec.count` images, pixels from `spec.start_pixel` on.
+pub fn sample_chunk(
     device: Device,
+    sampler: Option<&Sampler>,
     net: &Network,
     params: &[f32],
-    count: usize,
-    seed: u64,
-    init: Option<&[u8]>,
-    start_pixel: usize,
+    spec: SampleSpec,
     naive: bool,
-    progress: impl FnMut(usize),
+    mut progress: impl FnMut(usize),
 ) -> Result<Samples> {
-    let key = crate::rng::sample_key(seed);
     match device {
         Device::Cpu => {
-            let mut progress = progress;
             let mut images = Vec::new();
             let mut probs = Vec::new();
             // In small batches so the progress bar moves.
-            for start in (0..count).step_by(8) {
-                let n = (count - start).min(8);
-                let init = init.map(|s| &s[start * PIXELS..(start + n) * PIXELS]);
+            for start in (0..spec.count).step_by(8) {
+                let n = (spec.count - start).min(8);
+                let sub = SampleSpec {
+                    count: n,
+                    first_image: spec.first_image + start as u32,
+                    init: spec.init.map(|s| &s[start * PIXELS..(start + n) * PIXELS]),
+                    labels: spec.labels.map(|l| &l[start..start + n]),
+                    ..spec
+                };
                 let s = if naive {
-                    cpu::sample_naive(net, params, n, key, start as u32, init, start_pixel)
+                    cpu::sample_naive(net, params, sub)
                 } else {
-                    cpu::sample_incremental(net, params, n, key, start as u32, init, start_pixel)
+                    cpu::sample_incremental(net, params, sub)
                 };
                 images.extend(s.images);
                 probs.extend(s.probs);
@@ -75,17 +98,135 @@ pub fn sample(
             Ok(Samples { images, probs })
         }
         Device::Gpu => {
-            let sampler = Sampler::new(net, params)?;
-            let req = SampleRequest {
-                count,
-                key,
-                first_image: 0,
-                init,
-                start_pixel,
-                naive,
-                max_steps: None,
-            };
-            sampler.sample(req, progress)
+            let sampler = sampler.expect("a GPU sampler");
+            sampler.sample(
+                SampleRequest {
+                    spec,
+                    naive,
+                    max_steps: None,
+                },
+                progress,
+            )
         }
     }
+}
+
+/// Samples `count` images in chunks of [`CHUNK`], handing each chunk to `each(first_index, samples)` as it is
+/// done, so that memory stays bounded. Image i draws with counter i under `seed`, whatever the chunking.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_streaming(
+    device: Device,
+    net: &Network,
+    params: &[f32],
+    count: usize,
+    seed: u64,
+    labels: Option<&[u8]>,
+    naive: bool,
+    mut progress: impl FnMut(usize),
+    mut each: impl FnMut(usize, &Samples) -> Result<()>,
+) -> Result<()> {
+    let sampler = match device {
+        Device::Gpu => Some(Sampler::new(net, params)?),
+        Device::Cpu => None,
+    };
+    let key = crate::rng::sample_key(seed);
+    for start in (0..count).step_by(CHUNK) {
+        let n = (count - start).min(CHUNK);
+        let spec = SampleSpec {
+            count: n,
+            key,
+            first_image: start as u32,
+            labels: labels.map(|l| &l[start..start + n]),
+            init: None,
+            start_pixel: 0,
+        };
+        let s = sample_chunk(device, sampler.as_ref(), net, params, spec, naive, &mut progress)?;
+        each(start, &s)?;
+    }
+    Ok(())
+}
+
+/// What `complete` produces: for each test image, the original, the occluded input and the completions.
+pub struct Completions {
+    pub originals: Vec<Vec<u8>>,
+    pub occluded: Vec<Vec<u8>>,
+    /// `samples` completions per original, in order.
+    pub completions: Samples,
+    pub samples: usize,
+}
+
+impl Completions {
+    /// The grid rows: original | occluded | completion 1 | completion 2 ...
+    pub fn grid_rows(&self) -> Vec<Vec<&[u8]>> {
+        (0..self.originals.len())
+            .map(|i| {
+                let mut row = vec![&self.originals[i][..], &self.occluded[i][..]];
+                row.extend(
+                    (0..self.samples).map(|j| &self.completions.images[(i * self.samples + j) * PIXELS..][..PIXELS]),
+                );
+                row
+            })
+            .collect()
+    }
+}
+
+/// Keeps the top `rows` rows of the first `count` images of `split` and samples the rest, `samples` times each; a
+/// conditional model conditions on each image's own label.
+#[allow(clippy::too_many_arguments)]
+pub fn complete(
+    device: Device,
+    net: &Network,
+    params: &[f32],
+    split: &Split,
+    count: usize,
+    rows: usize,
+    samples: usize,
+    seed: u64,
+    progress: impl FnMut(usize),
+) -> Result<Completions> {
+    ensure!(rows <= crate::model::HEIGHT, "--rows must be between 0 and 28");
+    ensure!(split.len() >= count, "the test split has only {} images", split.len());
+    // Every image repeated `samples` times; each copy draws with its own counter.
+    let mut init = Vec::with_capacity(count * samples * PIXELS);
+    let mut labels = Vec::with_capacity(count * samples);
+    for i in 0..count {
+        for _ in 0..samples {
+            init.extend_from_slice(split.image(i));
+            labels.push(split.labels[i]);
+        }
+    }
+    let start = rows * crate::model::WIDTH;
+    let sampler = match device {
+        Device::Gpu => Some(Sampler::new(net, params)?),
+        Device::Cpu => None,
+    };
+    let spec = SampleSpec {
+        count: count * samples,
+        key: crate::rng::sample_key(seed),
+        first_image: 0,
+        labels: net.config.is_conditional().then_some(&labels[..]),
+        init: Some(&init),
+        start_pixel: start,
+    };
+    let completions = sample_chunk(device, sampler.as_ref(), net, params, spec, false, progress)?;
+    let originals: Vec<Vec<u8>> = (0..count).map(|i| split.image(i).to_vec()).collect();
+    let occluded = originals
+        .iter()
+        .map(|img| {
+            let mut img = img.clone();
+            img[start..].fill(crate::grid::HIDDEN);
+            img
+        })
+        .collect();
+    Ok(Completions {
+        originals,
+        occluded,
+        completions,
+        samples,
+    })
+}
+
+/// The length of the progress bar the samplers drive: image-pixel steps (`count · 784`) on either device.
+pub fn progress_units(count: usize) -> u64 {
+    (count * PIXELS) as u64
 }

@@ -1,11 +1,11 @@
-//! Checkpoints: exact round trips (with and without training state), masked taps (saved as zeros, ignored on load),
-//! PyTorch-style files without metadata, clear errors for broken files, and atomic saves.
+//! Checkpoints: exact round trips (with and without training state) for both architectures, masked taps (saved as
+//! zeros, ignored on load), PyTorch-style files without metadata, clear errors for broken files, and atomic saves.
 
 mod common;
 use common::*;
 use pixelcnn::checkpoint::{self, TrainState};
 use pixelcnn::cpu::{AdamConfig, AdamState};
-use pixelcnn::model::{Config, Network};
+use pixelcnn::model::{Config, Conv, Network};
 use pixelcnn::rng::SplitMix64;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
@@ -13,21 +13,20 @@ use std::collections::HashMap;
 /// The name errors must mention.
 const FILE: &str = "some/file.safetensors";
 
-/// Glorot initialisation plus a perturbation of every live weight and bias (so biases are non-zero too). Padding
-/// between the packed blocks stays zero: it is not part of the model and is not saved.
+/// Glorot initialisation plus a perturbation of every parameter (so biases are non-zero too). Padding between the
+/// tensors stays zero: it is not part of the model and is not saved.
 fn random_params(net: &Network, seed: u64) -> Vec<f32> {
     let mut params = net.init_params(seed);
     perturb(net, &mut params, seed, 0.1);
     params
 }
 
-/// Adds uniform noise in [-scale, scale) inside the packed blocks only.
+/// Adds uniform noise in [-scale, scale) inside the parameter tensors only.
 fn perturb(net: &Network, v: &mut [f32], seed: u64, scale: f32) {
-    let noise = random_vec(net.param_len, seed ^ 0x9E37);
-    for i in 0..net.convs.len() {
-        let start = net.param_offsets[i];
-        for (j, x) in net.block_mut(v, i).iter_mut().enumerate() {
-            *x += scale * noise[start + j];
+    let noise = random_vec(net.param_len(), seed ^ 0x9E37);
+    for (i, t) in net.params.tensors.iter().enumerate() {
+        for (j, x) in net.params.cpu_mut(v, i).iter_mut().enumerate() {
+            *x += scale * noise[t.cpu_offset + j];
         }
     }
 }
@@ -122,7 +121,7 @@ fn train_state(net: &Network, seed: u64) -> (TrainState, AdamState) {
         epoch_images: 2176,
         data: Some("some/data/dir".into()),
     };
-    let mut adam = AdamState::new(net.param_len);
+    let mut adam = AdamState::new(net.param_len());
     perturb(net, &mut adam.m, seed + 1, 1e-2);
     perturb(net, &mut adam.v, seed + 2, 1e-4);
     adam.v.iter_mut().for_each(|v| *v = v.abs());
@@ -132,7 +131,16 @@ fn train_state(net: &Network, seed: u64) -> (TrainState, AdamState) {
 
 #[test]
 fn round_trip_is_exact_with_and_without_training_state() {
-    let config = Config { filters: 6, blocks: 2 };
+    for config in [
+        Config::pixelcnn(6, 2),
+        Config::gated(5, 3).conditional(),
+        Config::pixelcnn(6, 1).conditional(),
+    ] {
+        round_trip(config);
+    }
+}
+
+fn round_trip(config: Config) {
     let net = Network::new(config);
     let params = random_params(&net, 1);
 
@@ -161,7 +169,7 @@ fn round_trip_is_exact_with_and_without_training_state() {
 /// `float_roundtrip` feature; without it about a third of arbitrary f64s come back one ulp off.)
 #[test]
 fn train_state_floats_round_trip_bit_for_bit() {
-    let net = Network::new(Config { filters: 2, blocks: 0 });
+    let net = Network::new(Config::pixelcnn(2, 0));
     let params = random_params(&net, 1);
     let mut rng = SplitMix64::new(12);
     let mut changed = Vec::new();
@@ -186,9 +194,25 @@ fn train_state_floats_round_trip_bit_for_bit() {
     assert!(changed.is_empty(), "train_state floats changed on reload: {changed:#?}");
 }
 
+/// Whether OIHW element `i` of conv `c`'s weight is a live tap.
+fn live(c: &Conv, i: usize) -> bool {
+    let [kh, kw] = c.kernel;
+    let (ky, kx) = ((i / kw) % kh, i % kw);
+    c.taps.iter().any(|t| t.ky == ky && t.kx == kx)
+}
+
 #[test]
 fn masked_taps_are_saved_as_zeros_and_ignored_on_load() {
-    let net = Network::new(Config { filters: 6, blocks: 2 });
+    for (config, garbage_in) in [
+        (Config::pixelcnn(6, 2), ["conv_in.weight", "blocks.0.masked.weight"]),
+        (Config::gated(4, 2), ["layers.0.h.weight", "layers.0.h.weight"]),
+    ] {
+        masked_taps(config, &garbage_in);
+    }
+}
+
+fn masked_taps(config: Config, garbage_in: &[&str]) {
+    let net = Network::new(config);
     let params = random_params(&net, 2);
     let (state, adam) = train_state(&net, 3);
     let clean = checkpoint::to_bytes(&net, &params, Some((&state, &adam))).unwrap();
@@ -198,12 +222,10 @@ fn masked_taps_are_saved_as_zeros_and_ignored_on_load() {
     // non-zero values we put there.
     let mut masked_checked = 0;
     for c in &net.convs {
-        let k = c.kernel;
         for prefix in ["", "train.adam_m.", "train.adam_v."] {
             let w = tensor(&mut tensors, &format!("{prefix}{}.weight", c.name)).f32s();
             for (i, &v) in w.iter().enumerate() {
-                let (ky, kx) = ((i / k) % k, i % k);
-                if c.mask.keeps(k, ky, kx) {
+                if live(c, i) {
                     assert!(v != 0.0, "{prefix}{}.weight[{i}] is a live tap but zero", c.name);
                 } else {
                     assert_eq!(v.to_bits(), 0, "{prefix}{}.weight[{i}]: masked tap holds {v}", c.name);
@@ -212,20 +234,24 @@ fn masked_taps_are_saved_as_zeros_and_ignored_on_load() {
             }
         }
     }
-    eprintln!("{masked_checked} masked taps saved as exact zeros");
+    eprintln!(
+        "{}: {masked_checked} masked taps saved as exact zeros",
+        config.describe()
+    );
     assert!(masked_checked > 0);
 
-    // Fill the masked taps of conv_in (mask A, 7×7) and blocks.0.masked (mask B, 3×3) with garbage, as a PyTorch
-    // model that applies its mask in forward() would store them.
+    // Fill masked taps with garbage, as a PyTorch model that applies its mask in forward() would store them.
     let mut garbage = 0;
-    for (conv, name) in [(0, "conv_in.weight"), (2, "blocks.0.masked.weight")] {
-        let c = &net.convs[conv];
-        assert_eq!(format!("{}.weight", c.name), name);
+    for name in garbage_in {
+        let c = net
+            .convs
+            .iter()
+            .find(|c| format!("{}.weight", c.name) == *name)
+            .unwrap();
         let t = tensor(&mut tensors, name);
         let mut w = t.f32s();
-        let k = c.kernel;
         for (i, v) in w.iter_mut().enumerate() {
-            if !c.mask.keeps(k, (i / k) % k, i % k) {
+            if !live(c, i) {
                 *v = 1000.0 + i as f32;
                 garbage += 1;
             }
@@ -251,7 +277,13 @@ fn masked_taps_are_saved_as_zeros_and_ignored_on_load() {
 
 #[test]
 fn pytorch_style_file_without_metadata_loads_and_infers_the_config() {
-    for config in [Config { filters: 8, blocks: 3 }, Config { filters: 4, blocks: 0 }] {
+    for config in [
+        Config::pixelcnn(8, 3),
+        Config::pixelcnn(4, 0),
+        Config::pixelcnn(4, 2).conditional(),
+        Config::gated(6, 4),
+        Config::gated(3, 1).conditional(),
+    ] {
         let net = Network::new(config);
         let params = random_params(&net, 4);
         // What `safetensors.torch.save_file(model.state_dict())` writes: the model tensors and no metadata at all.
@@ -262,7 +294,7 @@ fn pytorch_style_file_without_metadata_loads_and_infers_the_config() {
         assert!(SafeTensors::read_metadata(&bytes).unwrap().1.metadata().is_none());
 
         let loaded = checkpoint::from_bytes(&bytes, FILE).unwrap();
-        eprintln!("inferred F={}, N={}", loaded.config.filters, loaded.config.blocks);
+        eprintln!("inferred {}", loaded.config.describe());
         assert_eq!(loaded.config, config);
         assert_eq!(bits(&loaded.params), bits(&params));
         assert!(loaded.train.is_none());
@@ -290,7 +322,7 @@ fn expect_error(what: &str, bytes: &[u8], expected: &[&str]) -> String {
 
 #[test]
 fn broken_files_give_clear_errors_and_never_panic() {
-    let net = Network::new(Config { filters: 6, blocks: 2 });
+    let net = Network::new(Config::pixelcnn(6, 2));
     let params = random_params(&net, 5);
     let (state, adam) = train_state(&net, 6);
     let good = checkpoint::to_bytes(&net, &params, Some((&state, &adam))).unwrap();
@@ -403,20 +435,20 @@ fn broken_files_give_clear_errors_and_never_panic() {
     };
     expect_error("odd filter count", &write(&[odd], None), &["F=5"]);
 
-    // A small file whose names claim the largest model the loader accepts (F=4096, N=256: 68 GB of parameters)
+    // A small file whose names claim the largest model the loader accepts (F=1024, N=64: 1.1 GB of parameters)
     // must fail on the tensors it lacks, not abort the process trying to allocate that model first.
     let mut huge = vec![Tensor {
         name: "conv_in.weight".into(),
         dtype: Dtype::F32,
-        shape: vec![4096, 1, 7, 7],
-        data: vec![0; 4096 * 49 * 4],
+        shape: vec![1024, 1, 7, 7],
+        data: vec![0; 1024 * 49 * 4],
     }];
-    for i in 0..256 {
+    for i in 0..64 {
         huge.push(Tensor {
             name: format!("blocks.{i}.conv1.bias"),
             dtype: Dtype::F32,
-            shape: vec![4096],
-            data: vec![0; 4096 * 4],
+            shape: vec![1024],
+            data: vec![0; 1024 * 4],
         });
     }
     expect_error("huge claimed model", &write(&huge, None), &["conv_in.bias", "missing"]);
@@ -443,7 +475,7 @@ fn save_is_atomic_and_leaves_no_temp_files() {
     let dir = tempfile::tempdir().unwrap();
     // A directory that does not exist yet: save creates it.
     let path = dir.path().join("runs").join("model.safetensors");
-    let net = Network::new(Config { filters: 6, blocks: 1 });
+    let net = Network::new(Config::pixelcnn(6, 1));
     let first = random_params(&net, 8);
     let (state, adam) = train_state(&net, 9);
 
@@ -489,4 +521,34 @@ fn save_is_atomic_and_leaves_no_temp_files() {
     let err = format!("{:#}", checkpoint::load(&missing).err().expect("loaded a missing file"));
     eprintln!("missing file: {err}");
     assert!(err.contains("nope.safetensors"), "{err}");
+}
+
+#[test]
+fn metadata_names_the_architecture_and_contradictions_are_errors() {
+    let net = Network::new(Config::gated(4, 2).conditional());
+    let params = random_params(&net, 20);
+    let bytes = checkpoint::to_bytes(&net, &params, None).unwrap();
+    let (tensors, meta) = parse(&bytes);
+    let meta = meta.unwrap();
+    assert_eq!((meta["arch"].as_str(), meta["classes"].as_str()), ("gated", "10"));
+    assert_eq!((meta["filters"].as_str(), meta["depth"].as_str()), ("4", "2"));
+    let with = |key: &str, value: &str| {
+        let mut m = meta.clone();
+        m.insert(key.into(), value.into());
+        write(&tensors, Some(m))
+    };
+    expect_error("unknown arch", &with("arch", "resnet"), &["arch", "resnet"]);
+    expect_error("bad classes", &with("classes", "7"), &["classes"]);
+    expect_error("depth contradicts tensors", &with("depth", "3"), &["depth", "3"]);
+    expect_error("filters contradicts tensors", &with("filters", "8"), &["filters", "8"]);
+    // An unconditional file claimed to be conditional lacks its class biases.
+    let plain = Network::new(Config::gated(4, 2));
+    let (t, m) = parse(&checkpoint::to_bytes(&plain, &random_params(&plain, 21), None).unwrap());
+    let mut m = m.unwrap();
+    m.insert("classes".into(), "10".into());
+    expect_error(
+        "classes without class biases",
+        &write(&t, Some(m)),
+        &["class_bias", "missing"],
+    );
 }

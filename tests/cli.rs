@@ -1,5 +1,6 @@
 //! End-to-end tests of the `pixelcnn` command line: every subcommand run as a child process on tiny fixtures
-//! (IDX and CSV files written into a temporary directory) with a tiny model (F=4, N=1).
+//! (IDX and CSV files written into a temporary directory) with tiny models, including a run killed with SIGKILL
+//! and resumed, a run driven to divergence, and a table of bad command lines.
 //!
 //! GPU parts run on whatever adapter wgpu picks (lavapipe on machines without a GPU); without an adapter they are
 //! skipped with a printed note, except under CI=true where that is a failure (see `gpu::gpu_for_tests`).
@@ -287,6 +288,13 @@ fn summary_json_reports_532673() {
         tmp.path(),
         &["summary", "--json", "--filters", "6", "--blocks", "1"],
     ));
+    let tensors = v["tensors"].as_array().expect("tensors");
+    assert!(
+        tensors
+            .iter()
+            .any(|t| t["name"] == "blocks.0.masked.weight" && t["shape"] == serde_json::json!([3, 6, 3, 3])),
+        "{v}"
+    );
     assert_eq!(v["total_params"].as_u64(), Some(expected_params(6, 1)), "{v}");
     assert_ne!(expected_params(6, 1), 532_673);
     // The text form states the same total.
@@ -680,9 +688,9 @@ fn complete_writes_grid() {
             }
         }
     }
-    // Bad arguments are errors, not panics.
+    // Bad arguments are errors, not panics (out-of-range values are usage errors: exit 2).
     let other = f.root.join("other.png");
-    let err = fails(
+    let err = refused(
         &f.root,
         &[&args[..7], &["--rows", "29", "--out", s(&other), "--device", "cpu"]].concat(),
     );
@@ -828,6 +836,9 @@ fn baselines_and_plot_on_fixture() {
     }
     let p = v["constant"]["p"].as_f64().unwrap();
     assert!((0.55..0.78).contains(&p), "constant p {p}");
+    // The count table over 6 causal neighbours, fitted on 30 random images, overfits: worse than per-pixel here.
+    let table = v["count_table"]["nll_nats_per_image"].as_f64().unwrap();
+    assert!(table.is_finite() && table > 0.0, "{v}");
 
     // The training curve of a 2-epoch run.
     let run = f.root.join("run");
@@ -843,4 +854,433 @@ fn baselines_and_plot_on_fixture() {
     assert!(img.width() > 100 && img.height() > 100, "{:?}", img.dimensions());
     let err = fails(&f.root, &["plot", s(&f.root.join("missing.jsonl")), "--out", s(&png)]);
     assert!(err.contains("missing.jsonl"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Conditional and gated models
+
+/// Trains a tiny model of the given flags on the CPU for 2 steps into `<root>/<name>/last.safetensors`.
+fn tiny_model(f: &Fixture, name: &str, model: &[&str]) -> PathBuf {
+    let out = f.root.join(name);
+    #[rustfmt::skip]
+    let args = [
+        "train", "--device", "cpu", "--data", s(&f.idx), "--val-split", "0.25", "--batch-size", "8",
+        "--steps", "2", "--seed", "5", "--out", s(&out),
+    ];
+    ok(&f.root, &[&args[..], model].concat());
+    out.join("last.safetensors")
+}
+
+#[test]
+fn conditional_gated_model_trains_evaluates_and_samples_by_class() {
+    let f = fixture();
+    let ck = tiny_model(
+        &f,
+        "gc",
+        &["--arch", "gated", "--filters", "4", "--layers", "2", "--conditional"],
+    );
+    let c = load(&ck);
+    assert_eq!(c.config.describe(), "gated F=4 L=2 conditional");
+    let base = [
+        "eval",
+        "--checkpoint",
+        s(&ck),
+        "--data",
+        s(&f.idx),
+        "--split",
+        "test",
+        "--json",
+    ];
+    let cpu = json(&ok(&f.root, &[&base[..], &["--device", "cpu"]].concat()));
+    assert_eq!(cpu["conditional"], true, "{cpu}");
+    let marginal = cpu["nll_nats_per_image"].as_f64().unwrap();
+    let given = cpu["nll_given_label_nats_per_image"].as_f64().unwrap();
+    let acc = cpu["classifier_accuracy"].as_f64().unwrap();
+    // −log p(x) = −log Σ_y p(x|y)/10 ≤ −log p(x|y_true) + log 10.
+    assert!(
+        marginal <= given + 10f64.ln() + 1e-9,
+        "marginal {marginal} vs given {given}"
+    );
+    assert!((0.0..=1.0).contains(&acc), "{cpu}");
+    assert_eq!(cpu["nll_per_image"].as_array().unwrap().len(), TEST_IMAGES);
+    assert_eq!(cpu["nll_given_label_per_image"].as_array().unwrap().len(), TEST_IMAGES);
+    if have_gpu() {
+        let gpu = json(&ok(&f.root, &[&base[..], &["--device", "gpu"]].concat()));
+        for key in ["nll_per_image", "nll_given_label_per_image"] {
+            let v = |j: &serde_json::Value| -> Vec<f32> {
+                j[key]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect()
+            };
+            common::assert_close(&format!("eval {key} GPU vs CPU"), &v(&gpu), &v(&cpu), 1e-4);
+        }
+        // (The classifier's accuracy can differ where two classes are within rounding of each other in this
+        // barely trained model.)
+        assert!((0.0..=1.0).contains(&gpu["classifier_accuracy"].as_f64().unwrap()));
+    }
+    let device = if have_gpu() { "gpu" } else { "cpu" };
+    // One class by name, one by number; --class all draws one labelled row per class.
+    for (class, out) in [("sneaker", "sneaker.png"), ("3", "dress.png"), ("all", "all.png")] {
+        let p = f.root.join(out);
+        ok(
+            &f.root,
+            &[
+                "sample",
+                "--checkpoint",
+                s(&ck),
+                "--count",
+                "3",
+                "--class",
+                class,
+                "--out",
+                s(&p),
+                "--device",
+                device,
+            ],
+        );
+        let img = decode_png(&p);
+        if class == "all" {
+            let dummy = vec![0u8; PIXELS];
+            let rows: Vec<Vec<&[u8]>> = (0..10).map(|_| vec![&dummy[..]; 3]).collect();
+            let plain = grid::render_rows(&rows, grid::DEFAULT_SCALE, grid::DEFAULT_GAP);
+            assert_eq!(img.height(), plain.height(), "ten rows");
+            assert!(img.width() > plain.width(), "a label column left of the rows");
+        }
+    }
+    let err = fails(
+        &f.root,
+        &[
+            "sample",
+            "--checkpoint",
+            s(&ck),
+            "--class",
+            "sock",
+            "--out",
+            s(&f.root.join("x.png")),
+        ],
+    );
+    assert!(err.contains("sock") && err.contains("sneaker"), "{err}");
+    // An unconditional model refuses --class.
+    let plain = tiny_checkpoint(&f);
+    let err = fails(
+        &f.root,
+        &[
+            "sample",
+            "--checkpoint",
+            s(&plain),
+            "--class",
+            "bag",
+            "--out",
+            s(&f.root.join("y.png")),
+        ],
+    );
+    assert!(err.contains("conditional"), "{err}");
+    // Completion conditions on each test image's label.
+    let out = f.root.join("cc.png");
+    ok(
+        &f.root,
+        &[
+            "complete",
+            "--checkpoint",
+            s(&ck),
+            "--data",
+            s(&f.idx),
+            "--count",
+            "2",
+            "--samples",
+            "2",
+            "--out",
+            s(&out),
+            "--device",
+            device,
+        ],
+    );
+    assert!(out.is_file());
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Reliability: kills, divergence, bad values
+
+/// A fixture run long enough to be killed in the middle: 30 images, batch 2, 15 steps per epoch.
+fn long_args<'a>(f: &'a Fixture, out: &'a Path, device: &'a str) -> Vec<&'a str> {
+    #[rustfmt::skip]
+    let args = vec![
+        "train", "--device", device, "--data", s(&f.idx), "--val-split", "0.25", "--batch-size", "2", "--epochs",
+        "6", "--seed", "9", "--out", s(out), "--save-every", "0.0001", "--filters", "4", "--blocks", "1",
+    ];
+    args
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_bit_identical() {
+    let f = fixture();
+    for device in ["cpu", "gpu"] {
+        if device == "gpu" && !have_gpu() {
+            continue;
+        }
+        let a = f.root.join(format!("kill_A_{device}"));
+        let b = f.root.join(format!("kill_B_{device}"));
+        ok(&f.root, &long_args(&f, &a, device));
+        // Run B is killed, without warning, once a periodic save inside an epoch (not at its end) is on disk.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pixelcnn"))
+            .args(long_args(&f, &b, device))
+            .current_dir(&f.root)
+            .env_remove("PIXELCNN_DATA")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let last = b.join("last.safetensors");
+        let t = Instant::now();
+        let killed_at = loop {
+            if let Ok(ck) = checkpoint::load(&last) {
+                let (state, _) = ck.train.unwrap();
+                if state.epoch >= 1 && state.batch_in_epoch > 0 {
+                    child.kill().unwrap();
+                    break state;
+                }
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{device}: run B ended before it could be killed"
+            );
+            assert!(
+                t.elapsed().as_secs() < 300,
+                "{device}: no mid-epoch checkpoint appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "{device}: the killed run reported success");
+        let on_disk = load(&last).train.unwrap().0;
+        eprintln!(
+            "{device}: killed after the save at step {} (epoch {}, batch {}); on disk: step {}",
+            killed_at.step, killed_at.epoch, killed_at.batch_in_epoch, on_disk.step
+        );
+        ok(&f.root, &["train", "--resume", s(&last), "--device", device]);
+        assert_same_checkpoint(
+            &format!("{device}: killed and resumed vs uninterrupted"),
+            &a.join("last.safetensors"),
+            &last,
+        );
+        let (sa, sb) = (
+            load(&a.join("last.safetensors")).train.unwrap().0,
+            load(&last).train.unwrap().0,
+        );
+        assert_eq!(
+            (sa.epoch, sb.epoch),
+            (6, 6),
+            "both runs ran their 6 epochs (resume kept the run's length)"
+        );
+    }
+}
+
+#[test]
+fn a_diverging_run_stops_with_an_error_and_keeps_the_last_good_checkpoint() {
+    let f = fixture();
+    let ck = tiny_checkpoint(&f);
+    // Weights of 1e30 overflow every activation to ±inf and the loss to NaN at the next step.
+    let bytes = std::fs::read(&ck).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            let data = if n.ends_with(".weight") && !n.starts_with("train.") {
+                t.data()
+                    .chunks_exact(4)
+                    .flat_map(|b| (f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * 1e30).to_le_bytes())
+                    .collect()
+            } else {
+                t.data().to_vec()
+            };
+            (n, t.shape().to_vec(), data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, sh, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, sh.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    let run = f.root.join("diverging");
+    std::fs::create_dir_all(&run).unwrap();
+    let start = run.join("last.safetensors");
+    std::fs::write(&start, safetensors::serialize(views, meta.metadata()).unwrap()).unwrap();
+    let before = std::fs::read(&start).unwrap();
+    for device in ["cpu", "gpu"] {
+        if device == "gpu" && !have_gpu() {
+            continue;
+        }
+        let err = refused(
+            &f.root,
+            &[
+                "train",
+                "--resume",
+                s(&start),
+                "--data",
+                s(&f.idx),
+                "--device",
+                device,
+                "--epochs",
+                "3",
+                "--save-every",
+                "0.0001",
+            ],
+        );
+        assert!(err.contains("error: training diverged"), "{device}: {err}");
+        assert!(
+            err.contains(s(&start)) && err.contains("not overwritten"),
+            "{device}: the message should name the last good checkpoint: {err}"
+        );
+        assert_eq!(
+            std::fs::read(&start).unwrap(),
+            before,
+            "{device}: the last good checkpoint was overwritten"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&run)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            leftovers
+                .iter()
+                .all(|n| n == "last.safetensors" || n == "metrics.jsonl"),
+            "{leftovers:?}"
+        );
+    }
+}
+
+/// Runs and asserts a non-zero exit (1 for our errors, 2 for clap's usage errors) with a message on stderr and no
+/// panic; returns stderr.
+fn refused(cwd: &Path, args: &[&str]) -> String {
+    let o = pixelcnn(cwd, args);
+    let err = stderr(&o);
+    assert!(
+        matches!(o.status.code(), Some(1) | Some(2)),
+        "pixelcnn {} should be refused, got {:?}\nstderr:\n{err}",
+        args.join(" "),
+        o.status.code()
+    );
+    assert!(!err.contains("panicked"), "pixelcnn {}: panic:\n{err}", args.join(" "));
+    assert!(
+        err.contains("error"),
+        "pixelcnn {}: no error message:\n{err}",
+        args.join(" ")
+    );
+    err
+}
+
+#[test]
+fn bad_command_line_values_are_refused_clearly() {
+    let f = fixture();
+    let ck = tiny_checkpoint(&f);
+    let idx = s(&f.idx);
+    let run = f.root.join("r");
+    let png = f.root.join("x.png");
+    let read_only = "/proc/pixelcnn-test.png";
+    let existing_run = ck.parent().unwrap();
+    let nope = f.root.join("nope.safetensors");
+    // (command line, a word the message must contain)
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["train", "--data", idx, "--lr", "nan", "--out", s(&run)], "learning rate"),
+        (vec!["train", "--data", idx, "--lr", "inf", "--out", s(&run)], "learning rate"),
+        (vec!["train", "--data", idx, "--lr=-1e-3", "--out", s(&run)], "learning rate"),
+        (vec!["train", "--data", idx, "--lr", "0", "--out", s(&run)], "learning rate"),
+        (vec!["train", "--data", idx, "--lr", "2", "--out", s(&run)], "learning rate"),
+        (vec!["train", "--data", idx, "--batch-size", "0", "--out", s(&run)], "batch-size"),
+        (vec!["train", "--data", idx, "--batch-size", "999999", "--out", s(&run)], "batch-size"),
+        (vec!["train", "--data", idx, "--epochs", "0", "--out", s(&run)], "epochs"),
+        (vec!["train", "--data", idx, "--steps", "0", "--out", s(&run)], "steps"),
+        (vec!["train", "--data", idx, "--limit", "0", "--out", s(&run)], "limit"),
+        (vec!["train", "--data", idx, "--val-split", "1", "--out", s(&run)], "validation split"),
+        (vec!["train", "--data", idx, "--val-split", "nan", "--out", s(&run)], "validation split"),
+        (vec!["train", "--data", idx, "--val-split=-0.1", "--out", s(&run)], "validation split"),
+        (vec!["train", "--data", idx, "--save-every", "0", "--out", s(&run)], "save-every"),
+        (vec!["train", "--data", idx, "--filters", "0", "--out", s(&run)], "filters"),
+        (vec!["train", "--data", idx, "--filters", "5", "--out", s(&run)], "filters"),
+        (vec!["train", "--data", idx, "--blocks", "1000", "--out", s(&run)], "blocks"),
+        (vec!["train", "--data", idx, "--arch", "gated", "--blocks", "2", "--out", s(&run)], "--layers"),
+        (vec!["train", "--data", idx, "--seed=-1", "--out", s(&run)], "seed"),
+        (vec!["train", "--data", idx, "--out", s(existing_run)], "already holds a run"),
+        (vec!["train", "--resume", s(&ck), "--data", idx, "--lr", "0.01"], "--lr"),
+        (vec!["train", "--resume", s(&ck), "--data", idx, "--filters", "8"], "model"),
+        (vec!["train", "--resume", s(&ck), "--data", idx, "--epochs", "0"], "epochs"),
+        (vec!["sample", "--checkpoint", s(&ck), "--count", "0", "--out", s(&png)], "count"),
+        (vec!["sample", "--checkpoint", s(&ck), "--count", "100000000", "--out", s(&png)], "count"),
+        (vec!["sample", "--checkpoint", s(&ck), "--count", "5000", "--out", s(&png)], "--save-each"),
+        (vec!["sample", "--checkpoint", s(&ck), "--scale", "0", "--out", s(&png)], "scale"),
+        (vec!["sample", "--checkpoint", s(&ck), "--scale", "1000", "--out", s(&png)], "scale"),
+        (vec!["sample", "--checkpoint", s(&ck), "--out", s(&ck)], "destroy"),
+        (vec!["sample", "--checkpoint", s(&ck), "--out", s(&f.root)], "directory"),
+        (vec!["sample", "--checkpoint", s(&ck), "--out", read_only, "--device", "cpu", "--count", "1"], "pixelcnn-test.png"),
+        (vec!["sample", "--checkpoint", s(&nope), "--out", s(&png)], "nope.safetensors"),
+        (vec!["sample", "--checkpoint", s(&ck), "--class", "11", "--out", s(&png)], "class"),
+        (vec!["complete", "--checkpoint", s(&ck), "--data", idx, "--rows", "29", "--out", s(&png)], "rows"),
+        (vec!["complete", "--checkpoint", s(&ck), "--data", idx, "--samples", "0", "--out", s(&png)], "samples"),
+        (vec!["complete", "--checkpoint", s(&ck), "--data", idx, "--count", "0", "--out", s(&png)], "count"),
+        (vec!["eval", "--checkpoint", s(&ck), "--data", idx, "--limit", "0"], "limit"),
+        (vec!["eval", "--checkpoint", s(&ck), "--data", idx, "--split", "holdout"], "split"),
+        (vec!["eval", "--checkpoint", s(&ck), "--data", idx, "--split", "val", "--val-split", "0"], "no val images"),
+        (vec!["export", s(&ck), "--out", s(&ck)], "destroy"),
+        (vec!["bench", "train", "--batch-size", "0"], "batch-size"),
+        (vec!["bench", "sample", "--naive-pixels", "0"], "naive-pixels"),
+    ];
+    let ck_before = std::fs::read(&ck).unwrap();
+    for (args, word) in &cases {
+        let err = refused(&f.root, args);
+        eprintln!("    {}", err.lines().next().unwrap_or(""));
+        assert!(
+            err.contains(word),
+            "pixelcnn {}: the message should mention {word:?}:\n{err}",
+            args.join(" ")
+        );
+    }
+    assert_eq!(
+        std::fs::read(&ck).unwrap(),
+        ck_before,
+        "a refused command changed the checkpoint"
+    );
+    assert!(!png.exists() && !run.exists(), "a refused command wrote output");
+    let temps: Vec<_> = std::fs::read_dir(&f.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(temps.is_empty(), "temporary files left behind: {temps:?}");
+}
+
+#[test]
+fn an_empty_validation_split_is_reported_as_such_never_as_nan() {
+    let f = fixture();
+    let out = f.root.join("noval");
+    #[rustfmt::skip]
+    let args = ["train", "--device", "cpu", "--data", s(&f.idx), "--val-split", "0", "--batch-size", "16", "--epochs", "1",
+        "--out", s(&out), "--filters", "4", "--blocks", "1"];
+    let o = pixelcnn(&f.root, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no validation images"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("NaN"), "{}", stderr(&o));
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(!text.contains("NaN") && !text.contains("Infinity"), "{text}");
+    assert_eq!(metrics_lines(&out)[0]["val_nll"], serde_json::Value::Null);
+    // The JSON lines on stdout too.
+    let out2 = f.root.join("noval2");
+    let json_args: Vec<&str> = args
+        .iter()
+        .map(|&a| if a == s(&out) { s(&out2) } else { a })
+        .chain(["--json"])
+        .collect();
+    let stdout_text = ok(&f.root, &json_args);
+    assert!(
+        !stdout_text.contains("NaN") && stdout_text.contains("\"val_nll\":null"),
+        "{stdout_text}"
+    );
 }

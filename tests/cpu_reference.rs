@@ -1,36 +1,22 @@
-//! The CPU reference checked against first principles: finite differences for every gradient, causality of the
-//! masks (and a test that the causality check can see a leak), Adam against a hand computation in f64, training,
-//! the two samplers against each other, the initialisation, and the numerics of the loss.
+//! The CPU reference checked against first principles: finite differences for every gradient (of the seed's
+//! network and of a tiny gated conditional net), causality of both architectures (and a test that the causality
+//! check can see a leak), the blind spot that only the plain net has, class conditioning, Adam against a hand
+//! computation in f64, training, the two samplers against each other, the initialisation, and the numerics of the
+//! loss.
 //!
 //! The GPU kernels are tested against `cpu.rs`, so these tests are what ultimately ties both backends to the maths.
 
 mod common;
 use common::*;
-use pixelcnn::cpu::{self, AdamConfig, AdamState};
-use pixelcnn::model::{Config, Layer, Mask, Network, Tap, HEIGHT, PARAM_ALIGN, PIXELS, WIDTH};
+use pixelcnn::cpu::{self, AdamConfig, AdamState, SampleSpec};
+use pixelcnn::model::{Activation, Config, Layer, Network, Tap, HEIGHT, PIXELS, WIDTH};
 use pixelcnn::rng::{self, SplitMix64};
 
-/// Glorot-initialised parameters plus a small uniform perturbation of every live weight and bias. Zero biases put
-/// ReLU kinks exactly at zero pre-activations (e.g. wherever a conv only reads padding), which would spoil finite
-/// differences and make some gradients vanish by accident; the perturbation moves them off the kinks.
-fn perturbed_params(net: &Network, seed: u64, scale: f32) -> Vec<f32> {
-    let mut params = net.init_params(seed);
-    let noise = random_vec(net.param_len, seed ^ 0xABCD);
-    for i in 0..net.convs.len() {
-        let start = net.param_offsets[i];
-        let block = net.block_mut(&mut params, i);
-        for (j, w) in block.iter_mut().enumerate() {
-            *w += scale * noise[start + j];
-        }
-    }
-    params
-}
-
-/// Which entries of the flat parameter vector belong to a conv's packed block (the rest is alignment padding).
-fn in_blocks(net: &Network) -> Vec<bool> {
-    let mut inside = vec![false; net.param_len];
-    for (i, c) in net.convs.iter().enumerate() {
-        inside[net.param_offsets[i]..][..c.packed_len()].fill(true);
+/// Which entries of the flat parameter vector belong to a parameter tensor (the rest is alignment padding).
+fn in_tensors(net: &Network) -> Vec<bool> {
+    let mut inside = vec![false; net.param_len()];
+    for t in &net.params.tensors {
+        inside[t.cpu_offset..][..t.cpu_len()].fill(true);
     }
     inside
 }
@@ -50,28 +36,40 @@ fn bce_f64(z: f64, x: f64) -> f64 {
 }
 
 /// The logits of an independent f64 forward pass, written from the definition rather than from `cpu.rs`:
-/// `out[p, co] = act(bias[co] + Σ_taps Σ_ci in[p + (dy, dx), ci] · w[tap, ci, co])`, zero outside the image.
+/// `out[p, co] = act(bias[co] + class_bias[y, co] + Σ_taps Σ_ci in[p + (dy, dx), ci] · w[tap, ci, co])`, zero
+/// outside the image; gates `tanh(z[:C] + cb) · σ(z[C:] + cb)`; adds; ReLUs.
 ///
 /// Finite differences of the f32 reference are limited twice over: f32 rounding of the loss forces steps of
 /// 1e-3 or so, and steps that large push some of the thousands of ReLU pre-activations across zero, whose kinks
 /// then bend the difference quotient by several percent on individual entries. In f64 a step of 1e-6 is precise
 /// and crosses essentially no kink, so every entry can be checked tightly. `gradient_check_...` first checks that
 /// this forward agrees with `cpu::forward`, so the gradient it differentiates is the reference's.
-fn logits_f64(net: &Network, params: &[f64], images: &[f64], batch: usize) -> Vec<f64> {
+fn logits_f64(net: &Network, params: &[f64], images: &[f64], labels: Option<&[u8]>, batch: usize) -> Vec<f64> {
+    let table = &net.params;
+    let tensor = |i: usize| &params[table.tensors[i].cpu_offset..][..table.tensors[i].cpu_len()];
+    let class_row = |cb: Option<usize>, b: usize, c: usize| -> Vec<f64> {
+        match (cb, labels) {
+            (Some(cb), Some(l)) if net.config.is_conditional() => tensor(cb)[l[b] as usize * c..][..c].to_vec(),
+            _ => vec![0.0; c],
+        }
+    };
     let mut acts: Vec<Vec<f64>> = vec![images.to_vec()];
     for layer in &net.layers {
         let out = match *layer {
             Layer::Conv { conv, input } => {
                 let c = &net.convs[conv];
-                let block = &params[net.param_offsets[conv]..][..c.packed_len()];
+                let (w, bias) = (tensor(c.weight), tensor(c.bias));
                 let (cin, cout) = (c.cin, c.cout);
                 let x = &acts[input];
                 let mut out = vec![0.0; batch * PIXELS * cout];
                 for b in 0..batch {
+                    let cb = class_row(c.class_bias, b, cout);
                     for y in 0..HEIGHT {
                         for xx in 0..WIDTH {
                             let row = &mut out[(b * PIXELS + y * WIDTH + xx) * cout..][..cout];
-                            row.copy_from_slice(&block[c.weight_rows() * cout..]);
+                            for co in 0..cout {
+                                row[co] = bias[co] + cb[co];
+                            }
                             for (t, tap) in c.taps.iter().enumerate() {
                                 let (sy, sx) = (y as i32 + tap.dy, xx as i32 + tap.dx);
                                 if sy < 0 || sy >= HEIGHT as i32 || sx < 0 || sx >= WIDTH as i32 {
@@ -80,11 +78,11 @@ fn logits_f64(net: &Network, params: &[f64], images: &[f64], batch: usize) -> Ve
                                 let src = b * PIXELS + sy as usize * WIDTH + sx as usize;
                                 for ci in 0..cin {
                                     for co in 0..cout {
-                                        row[co] += x[src * cin + ci] * block[(t * cin + ci) * cout + co];
+                                        row[co] += x[src * cin + ci] * w[(t * cin + ci) * cout + co];
                                     }
                                 }
                             }
-                            if c.relu {
+                            if c.act == Activation::Relu {
                                 row.iter_mut().for_each(|v| *v = v.max(0.0));
                             }
                         }
@@ -93,6 +91,25 @@ fn logits_f64(net: &Network, params: &[f64], images: &[f64], batch: usize) -> Ve
                 out
             }
             Layer::Add { a, b } => acts[a].iter().zip(&acts[b]).map(|(a, b)| a + b).collect(),
+            Layer::Gate { input, class_bias } => {
+                let c2 = net.act_channels[input];
+                let h = c2 / 2;
+                let z = &acts[input];
+                let mut out = vec![0.0; batch * PIXELS * h];
+                for b in 0..batch {
+                    let cb = class_row(class_bias, b, c2);
+                    for p in 0..PIXELS {
+                        let at = (b * PIXELS + p) * c2;
+                        for c in 0..h {
+                            let t = (z[at + c] + cb[c]).tanh();
+                            let s = 1.0 / (1.0 + (-(z[at + h + c] + cb[h + c])).exp());
+                            out[(b * PIXELS + p) * h + c] = t * s;
+                        }
+                    }
+                }
+                out
+            }
+            Layer::Relu { input } => acts[input].iter().map(|v| v.max(0.0)).collect(),
         };
         acts.push(out);
     }
@@ -157,18 +174,18 @@ fn check_gradient(what: &str, analytic: &[f32], numeric: &[f64]) {
     );
 }
 
-#[test]
-fn gradient_check_every_parameter_tensor_and_input() {
-    let net = Network::new(Config { filters: 4, blocks: 1 });
+/// Checks every element of every parameter tensor of `net` and the input gradient against central differences of
+/// the independent f64 forward.
+fn gradient_check(net: &Network, labels: Option<&[u8]>, seed: u64) {
     let batch = 2;
-    let params = perturbed_params(&net, 1, 0.1);
-    let images = as_f32(&random_images(batch, 2));
+    let params = perturbed_params(net, seed, 0.1);
+    let images = as_f32(&random_images(batch, seed + 1));
     let n = (batch * PIXELS) as f64;
 
     // The f64 forward computes what the reference computes.
-    let acts = cpu::forward(&net, &params, &images, batch);
+    let acts = cpu::forward(net, &params, &images, labels, batch);
     let logits = &acts[net.logits_act()];
-    let logits64: Vec<f32> = logits_f64(&net, &to_f64(&params), &to_f64(&images), batch)
+    let logits64: Vec<f32> = logits_f64(net, &to_f64(&params), &to_f64(&images), labels, batch)
         .iter()
         .map(|&v| v as f32)
         .collect();
@@ -176,13 +193,13 @@ fn gradient_check_every_parameter_tensor_and_input() {
 
     // Analytic gradient of the mean BCE loss.
     let (_, d_logits) = cpu::bce_loss_grad(logits, &images);
-    let (grads, _) = cpu::backward(&net, &params, &acts, d_logits, batch);
+    let (grads, _) = cpu::backward(net, &params, &acts, labels, d_logits, batch);
 
-    // Every element of every packed block: the tiny network has about 220 parameters, two forwards each.
+    // Every element of every tensor: the tiny networks have a few hundred parameters, two forwards each.
     let eps = 1e-6;
     let x64 = to_f64(&images);
     let loss = |p: &[f64]| {
-        logits_f64(&net, p, &x64, batch)
+        logits_f64(net, p, &x64, labels, batch)
             .iter()
             .zip(&x64)
             .map(|(&z, &x)| bce_f64(z, x))
@@ -190,18 +207,24 @@ fn gradient_check_every_parameter_tensor_and_input() {
             / n
     };
     let mut p64 = to_f64(&params);
-    for (i, c) in net.convs.iter().enumerate() {
-        let start = net.param_offsets[i];
-        let weights = c.weight_rows() * c.cout;
-        let numeric: Vec<f64> = (start..start + c.packed_len())
+    for (i, t) in net.params.tensors.iter().enumerate() {
+        if !net.tensor_is_used(i) {
+            // A tensor nothing reads (the last gated layer's vertical class bias) must get no gradient at all.
+            assert!(
+                net.params.cpu(&grads, i).iter().all(|&g| g == 0.0),
+                "{}: unused but has a gradient",
+                t.name
+            );
+            eprintln!("{:<24} unused by the network: gradient exactly zero", t.name);
+            continue;
+        }
+        let numeric: Vec<f64> = (t.cpu_offset..t.cpu_offset + t.cpu_len())
             .map(|j| central_difference(&mut p64, j, eps, loss))
             .collect();
-        let analytic = net.block(&grads, i);
-        check_gradient(&format!("{}.weight", c.name), &analytic[..weights], &numeric[..weights]);
-        check_gradient(&format!("{}.bias", c.name), &analytic[weights..], &numeric[weights..]);
+        check_gradient(&t.name, net.params.cpu(&grads, i), &numeric);
     }
-    // Padding between blocks is not a parameter: it must get no gradient.
-    let inside = in_blocks(&net);
+    // Padding between tensors is not a parameter: it must get no gradient.
+    let inside = in_tensors(net);
     assert!(
         grads.iter().zip(&inside).all(|(&g, &inside)| inside || g == 0.0),
         "padding received a gradient"
@@ -209,13 +232,13 @@ fn gradient_check_every_parameter_tensor_and_input() {
 
     // Input gradient of L(x) = Σ_p logits(x)[p] · r[p] at a non-binary x: backward with d_logits = r. (The loss
     // itself uses the input as its target too, so its input gradient is not what backward returns.)
-    let x = random_unit(batch * PIXELS, 3);
-    let r = random_vec(batch * PIXELS, 4);
-    let acts = cpu::forward(&net, &params, &x, batch);
-    let (_, d_input) = cpu::backward(&net, &params, &acts, r.clone(), batch);
+    let x = random_unit(batch * PIXELS, seed + 2);
+    let r = random_vec(batch * PIXELS, seed + 3);
+    let acts = cpu::forward(net, &params, &x, labels, batch);
+    let (_, d_input) = cpu::backward(net, &params, &acts, labels, r.clone(), batch);
     let r64 = to_f64(&r);
     let projected = |x: &[f64]| {
-        logits_f64(&net, &p64, x, batch)
+        logits_f64(net, &p64, x, labels, batch)
             .iter()
             .zip(&r64)
             .map(|(z, r)| z * r)
@@ -228,6 +251,22 @@ fn gradient_check_every_parameter_tensor_and_input() {
     check_gradient("input", &d_input, &numeric);
 }
 
+#[test]
+fn gradient_check_every_parameter_tensor_and_input() {
+    gradient_check(&Network::new(Config::pixelcnn(4, 1)), None, 1);
+}
+
+#[test]
+fn gradient_check_every_tensor_of_a_gated_conditional_net() {
+    // Labels 3 and 7: those rows of every class-bias table get gradients, the others exactly zero.
+    gradient_check(&Network::new(Config::gated(3, 2).conditional()), Some(&[3, 7]), 31);
+}
+
+#[test]
+fn gradient_check_a_conditional_pixelcnn() {
+    gradient_check(&Network::new(Config::pixelcnn(4, 1).conditional()), Some(&[9, 0]), 41);
+}
+
 /// Backpropagates a one-hot at logit (r, c) of image 1 in a batch of 2, for each position, and counts input pixels
 /// whose gradient is not exactly zero although the logit must not see them: every pixel of image 0, and pixels of
 /// image 1 at raster index ≥ r·28 + c. Returns the leak count and, per position, whether some pixel the logit may
@@ -235,14 +274,16 @@ fn gradient_check_every_parameter_tensor_and_input() {
 fn causality_leaks(net: &Network, params: &[f32], positions: &[(usize, usize)]) -> (usize, Vec<bool>) {
     let batch = 2;
     let x = random_unit(batch * PIXELS, 21);
-    let acts = cpu::forward(net, params, &x, batch);
+    let labels = [4u8, 6];
+    let labels = net.config.is_conditional().then_some(&labels[..]);
+    let acts = cpu::forward(net, params, &x, labels, batch);
     let mut leaks = 0;
     let mut sees_past = Vec::new();
     for &(r, c) in positions {
         let q = r * WIDTH + c;
         let mut d_logits = vec![0.0; batch * PIXELS];
         d_logits[PIXELS + q] = 1.0;
-        let (_, d_input) = cpu::backward(net, params, &acts, d_logits, batch);
+        let (_, d_input) = cpu::backward(net, params, &acts, labels, d_logits, batch);
         let leaked = d_input[..PIXELS]
             .iter()
             .chain(&d_input[PIXELS + q..])
@@ -258,14 +299,14 @@ fn causality_leaks(net: &Network, params: &[f32], positions: &[(usize, usize)]) 
 
 const CAUSALITY_POSITIONS: [(usize, usize); 6] = [(0, 0), (0, 5), (5, 0), (13, 14), (27, 27), (20, 3)];
 
-#[test]
-fn causality_gradient_of_logit_wrt_later_pixels_is_zero() {
-    let net = Network::new(Config { filters: 6, blocks: 2 });
-    let params = perturbed_params(&net, 5, 0.1);
-    let (leaks, sees_past) = causality_leaks(&net, &params, &CAUSALITY_POSITIONS);
+fn assert_causal(net: &Network) {
+    let params = perturbed_params(net, 5, 0.1);
+    let (leaks, sees_past) = causality_leaks(net, &params, &CAUSALITY_POSITIONS);
     assert_eq!(
-        leaks, 0,
-        "a logit depends on its own pixel, a later one, or another image"
+        leaks,
+        0,
+        "{}: a logit depends on its own pixel, a later one, or another image",
+        net.config.describe()
     );
     for (&(r, c), &seen) in CAUSALITY_POSITIONS.iter().zip(&sees_past) {
         if (r, c) != (0, 0) {
@@ -275,34 +316,127 @@ fn causality_gradient_of_logit_wrt_later_pixels_is_zero() {
 }
 
 #[test]
-fn causality_test_detects_a_leaky_mask() {
-    let config = Config { filters: 6, blocks: 2 };
-    let mut net = Network::new(config);
-    // Give conv_in mask B: its centre tap reads the very pixel the logit predicts.
-    let conv_in = &mut net.convs[0];
-    assert_eq!(conv_in.mask, Mask::A);
-    conv_in.mask = Mask::B;
-    conv_in.taps.push(Tap {
-        ky: 3,
-        kx: 3,
+fn causality_gradient_of_logit_wrt_later_pixels_is_zero() {
+    assert_causal(&Network::new(Config::pixelcnn(6, 2)));
+    assert_causal(&Network::new(Config::gated(4, 3)));
+    assert_causal(&Network::new(Config::gated(8, 2).conditional()));
+}
+
+/// Adds the centre tap (0, 0) to conv `name`: it then reads the very pixel its logits predict.
+fn with_centre_tap(mut net: Network, name: &str) -> Network {
+    let c = net.convs.iter_mut().find(|c| c.name == name).expect("conv");
+    assert!(c.taps.iter().all(|t| (t.dy, t.dx) != (0, 0)));
+    let (ky, kx) = (c.taps[0].ky as i32 - c.taps[0].dy, c.taps[0].kx as i32 - c.taps[0].dx);
+    c.taps.push(Tap {
+        ky: ky as usize,
+        kx: kx as usize,
         dy: 0,
         dx: 0,
     });
-    // The block grew by one row, so lay the parameters out again the way Network::new does.
-    let mut len = 0;
-    net.param_offsets.clear();
-    for c in &net.convs {
-        net.param_offsets.push(len);
-        len += c.packed_len().div_ceil(PARAM_ALIGN) * PARAM_ALIGN;
+    // The tensor grew by one tap: rebuild the parameter table's offsets the way Network::new lays them out.
+    let table = &mut net.params;
+    let (mut cpu_len, mut gpu_len) = (0, 0);
+    for t in &mut table.tensors {
+        if let pixelcnn::model::ParamKind::Weight { conv } = t.kind {
+            if net.convs[conv].name == name {
+                t.dims[0] = (t.dims[0].0 + 1, t.dims[0].1 + 1);
+            }
+        }
+        t.cpu_offset = cpu_len;
+        t.gpu_offset = gpu_len;
+        cpu_len += t.cpu_len().next_multiple_of(pixelcnn::model::PARAM_ALIGN);
+        gpu_len += t.gpu_len().next_multiple_of(pixelcnn::model::PARAM_ALIGN);
     }
-    net.param_len = len;
+    table.cpu_len = cpu_len;
+    table.gpu_len = gpu_len;
+    net
+}
 
-    let params = perturbed_params(&net, 5, 0.1);
-    let (leaks, _) = causality_leaks(&net, &params, &CAUSALITY_POSITIONS);
+#[test]
+fn causality_test_detects_a_leaky_mask() {
+    // conv_in with mask B, and a gated net whose first horizontal conv sees its own pixel.
+    for net in [
+        with_centre_tap(Network::new(Config::pixelcnn(6, 2)), "conv_in"),
+        with_centre_tap(Network::new(Config::gated(4, 2)), "layers.0.h"),
+    ] {
+        let params = perturbed_params(&net, 5, 0.1);
+        let (leaks, _) = causality_leaks(&net, &params, &CAUSALITY_POSITIONS);
+        assert!(
+            leaks > 0,
+            "{}: the causality check did not notice a conv reading the centre pixel",
+            net.config.describe()
+        );
+    }
+}
+
+/// The gradient of logit (r, q) of image 0 with respect to every input pixel.
+fn logit_gradient(net: &Network, params: &[f32], r: usize, q: usize) -> Vec<f32> {
+    let x = random_unit(PIXELS, 23);
+    let labels = [2u8];
+    let labels = net.config.is_conditional().then_some(&labels[..]);
+    let acts = cpu::forward(net, params, &x, labels, 1);
+    let mut d = vec![0.0; PIXELS];
+    d[r * WIDTH + q] = 1.0;
+    cpu::backward(net, params, &acts, labels, d, 1).1
+}
+
+#[test]
+fn the_plain_net_has_a_blind_spot_and_the_gated_net_does_not() {
+    let (r, q) = (12, 10);
+    let probe = (r - 1) * WIDTH + q + 5;
+    let plain = Network::new(Config::pixelcnn(6, 4));
+    let g = logit_gradient(&plain, &perturbed_params(&plain, 3, 0.1), r, q);
+    eprintln!("pixelcnn: d logit({r},{q}) / d x[{}, {}] = {}", r - 1, q + 5, g[probe]);
+    assert_eq!(g[probe], 0.0, "the plain net sees into its blind spot");
     assert!(
-        leaks > 0,
-        "the causality check did not notice conv_in reading the centre pixel"
+        g[(r - 1) * WIDTH + q + 3] != 0.0,
+        "the plain net should see x[r-1, q+3] (conv_in's reach)"
     );
+    let gated = Network::new(Config::gated(4, 3));
+    let g = logit_gradient(&gated, &perturbed_params(&gated, 3, 0.1), r, q);
+    eprintln!("gated L=3: d logit({r},{q}) / d x[{}, {}] = {}", r - 1, q + 5, g[probe]);
+    assert!(g[probe] != 0.0, "the gated net (L = 3) does not see x[r-1, q+5]");
+}
+
+#[test]
+fn the_class_changes_a_conditional_net_only() {
+    let x = as_f32(&random_images(2, 61));
+    for (config, conditional) in [
+        (Config::pixelcnn(4, 1).conditional(), true),
+        (Config::gated(3, 2).conditional(), true),
+        (Config::pixelcnn(4, 1), false),
+        (Config::gated(3, 2), false),
+    ] {
+        let net = Network::new(config);
+        let params = perturbed_params(&net, 62, 0.1);
+        let a = cpu::forward(&net, &params, &x, Some(&[1, 5]), 2);
+        let b = cpu::forward(&net, &params, &x, Some(&[8, 5]), 2);
+        let (la, lb) = (&a[net.logits_act()], &b[net.logits_act()]);
+        let changed = la[..PIXELS].iter().zip(&lb[..PIXELS]).filter(|(a, b)| a != b).count();
+        eprintln!(
+            "{}: {changed} of 784 logits of image 0 change with its class",
+            config.describe()
+        );
+        assert_eq!(
+            la[PIXELS..],
+            lb[PIXELS..],
+            "image 1 kept its class: its logits must not change"
+        );
+        if conditional {
+            assert!(
+                changed > 100,
+                "{}: the class barely changes the logits",
+                config.describe()
+            );
+        } else {
+            assert_eq!(
+                changed,
+                0,
+                "{}: an unconditional net depends on the label",
+                config.describe()
+            );
+        }
+    }
 }
 
 #[test]
@@ -381,10 +515,10 @@ fn adam_step_matches_hand_computation() {
 
 #[test]
 fn training_reduces_loss_on_cpu() {
-    let net = Network::new(Config { filters: 4, blocks: 1 });
+    let net = Network::new(Config::pixelcnn(4, 1));
     let batch = 4;
     let mut params = net.init_params(7);
-    let mut adam = AdamState::new(net.param_len);
+    let mut adam = AdamState::new(net.param_len());
     let cfg = AdamConfig::default();
     let images = as_f32(&random_images(batch, 8));
     let mean = |nll: &[f32]| nll.iter().map(|&v| v as f64).sum::<f64>() / (batch * PIXELS) as f64;
@@ -397,10 +531,11 @@ fn training_reduces_loss_on_cpu() {
             &mut adam,
             &cfg,
             &images,
+            None,
             batch,
         )));
     }
-    let last = mean(&cpu::image_nll(&net, &params, &images, batch));
+    let last = mean(&cpu::image_nll(&net, &params, &images, None, batch));
     eprintln!("mean BCE per pixel: first {:.5}, after 30 steps {last:.5}", losses[0]);
     eprintln!(
         "trajectory: {:?}",
@@ -467,16 +602,21 @@ fn compare_samples(
     diverged
 }
 
-#[test]
-fn incremental_sampler_equals_naive_on_cpu() {
-    let net = Network::new(Config { filters: 6, blocks: 1 });
-    let params = perturbed_params(&net, 9, 0.05);
+fn samplers_agree(net: &Network, labels: Option<&[u8]>, seed: u64) {
+    let params = perturbed_params(net, seed, 0.05);
     let count = 3;
     let key = rng::sample_key(42);
     let first_image = 5;
-
-    let naive = cpu::sample_naive(&net, &params, count, key, first_image, None, 0);
-    let incremental = cpu::sample_incremental(&net, &params, count, key, first_image, None, 0);
+    let spec = SampleSpec {
+        count,
+        key,
+        first_image,
+        labels,
+        init: None,
+        start_pixel: 0,
+    };
+    let naive = cpu::sample_naive(net, &params, spec);
+    let incremental = cpu::sample_incremental(net, &params, spec);
     let diverged = compare_samples(&naive, &incremental, key, first_image, 0);
     assert!(diverged <= 1, "{diverged} of {count} images diverged");
     // Samples that are all zeros or all ones would make the comparison weak.
@@ -489,8 +629,13 @@ fn incremental_sampler_equals_naive_on_cpu() {
     // Completion: the top half is given, the rest is sampled; the given pixels must come back unchanged.
     let start = 14 * 28;
     let init = random_images(count, 10);
-    let naive = cpu::sample_naive(&net, &params, count, key, first_image, Some(&init), start);
-    let incremental = cpu::sample_incremental(&net, &params, count, key, first_image, Some(&init), start);
+    let spec = SampleSpec {
+        init: Some(&init),
+        start_pixel: start,
+        ..spec
+    };
+    let naive = cpu::sample_naive(net, &params, spec);
+    let incremental = cpu::sample_incremental(net, &params, spec);
     for (what, s) in [("naive", &naive), ("incremental", &incremental)] {
         for i in 0..count {
             let r = i * PIXELS..i * PIXELS + start;
@@ -502,8 +647,16 @@ fn incremental_sampler_equals_naive_on_cpu() {
 }
 
 #[test]
+fn incremental_sampler_equals_naive_on_cpu() {
+    samplers_agree(&Network::new(Config::pixelcnn(6, 1)), None, 9);
+    // The gated net's vertical stack is computed a row at a time (after the row is drawn), its horizontal stack
+    // per pixel; with labels.
+    samplers_agree(&Network::new(Config::gated(4, 2).conditional()), Some(&[1, 4, 9]), 19);
+}
+
+#[test]
 fn init_is_glorot_uniform_and_seeded() {
-    let net = Network::new(Config { filters: 64, blocks: 1 });
+    let net = Network::new(Config::pixelcnn(64, 1));
     let a = net.init_params(3);
     assert_eq!(a, net.init_params(3), "same seed, different parameters");
     let b = net.init_params(4);
@@ -514,10 +667,9 @@ fn init_is_glorot_uniform_and_seeded() {
         a.len()
     );
 
-    for (i, c) in net.convs.iter().enumerate() {
-        let block = net.block(&a, i);
-        let (weights, bias) = block.split_at(c.weight_rows() * c.cout);
-        let kk = (c.kernel * c.kernel) as f64;
+    for c in &net.convs {
+        let (weights, bias) = (net.params.cpu(&a, c.weight), net.params.cpu(&a, c.bias));
+        let kk = (c.kernel[0] * c.kernel[1]) as f64;
         // Fans over the full k×k kernel, masked taps included (Keras' glorot_uniform on the whole kernel).
         let limit = (6.0 / (c.cin as f64 * kk + c.cout as f64 * kk)).sqrt();
         let max = weights.iter().fold(0.0f64, |m, &w| m.max(w.abs() as f64));
@@ -547,8 +699,8 @@ fn init_is_glorot_uniform_and_seeded() {
             );
         }
     }
-    // Padding between blocks stays zero.
-    let inside = in_blocks(&net);
+    // Padding between tensors stays zero.
+    let inside = in_tensors(&net);
     assert!(
         a.iter().zip(&inside).all(|(&v, &inside)| inside || v == 0.0),
         "non-zero padding"

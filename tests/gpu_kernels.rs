@@ -1,23 +1,17 @@
-//! Every WGSL kernel against its CPU twin (`cpu.rs`, same name), on fresh random inputs, including channel counts
-//! and position counts that are not multiples of the tile sizes. Prints max absolute and relative errors.
-//! Under CI=true a missing GPU adapter fails these tests; elsewhere they are skipped with a note.
+//! Every WGSL kernel against its CPU twin (`cpu.rs`, same name), on both kernel versions (`raster` and `tiled`),
+//! on fresh random inputs with channel and position counts that are not multiples of the tile sizes, and on tap
+//! sets that are not raster prefixes of a square kernel. Prints max absolute and relative errors. Under CI=true a
+//! missing GPU adapter fails these tests; elsewhere they are skipped with a note.
 
 mod common;
 use common::*;
 use pixelcnn::cpu;
-use pixelcnn::gpu::buffers::{pad4, pad_channels, unpad_channels, GpuParamLayout};
-use pixelcnn::gpu::kernels;
+use pixelcnn::gpu::buffers::{pad_groups, unpad_groups, Tensor};
+use pixelcnn::gpu::kernels::{self, ConvForward, ConvInput, ConvShape, Epilogue};
 use pixelcnn::gpu::record::Program;
-use pixelcnn::gpu::{gpu_for_tests, Gpu};
-use pixelcnn::model::{Config, Layer, Network, PIXELS};
-
-/// Small networks whose convs cover every kernel shape, with channel counts that are not multiples of 4.
-fn test_nets() -> Vec<Network> {
-    vec![
-        Network::new(Config { filters: 6, blocks: 1 }),
-        Network::new(Config { filters: 10, blocks: 1 }),
-    ]
-}
+use pixelcnn::gpu::uniforms::Geometry;
+use pixelcnn::gpu::Gpu;
+use pixelcnn::model::{channel_dims, from_padded, to_padded, Activation, Conv, Mask, PIXELS};
 
 fn run(gpu: &Gpu, mut p: Program) {
     p.finish(gpu);
@@ -25,199 +19,672 @@ fn run(gpu: &Gpu, mut p: Program) {
     gpu.wait().unwrap();
 }
 
+/// A conv under test: the conv, its channel groups, and whether its input is the u8 image.
+struct Case {
+    conv: Conv,
+    groups: (usize, usize),
+    bytes: bool,
+}
+
+fn square(name: &str, cin: usize, cout: usize, k: usize, mask: Mask, act: Activation) -> Conv {
+    let c = (k / 2) as i32;
+    let offsets: Vec<(i32, i32)> = (0..k * k)
+        .filter(|&i| mask.keeps(k, i / k, i % k))
+        .map(|i| ((i / k) as i32 - c, (i % k) as i32 - c))
+        .collect();
+    Conv::with_taps(name, cin, cout, &offsets, act)
+}
+
+/// Every kernel shape of both architectures, and a scattered tap set that is no raster prefix of any kernel.
+fn cases() -> Vec<Case> {
+    let relu = Activation::Relu;
+    let id = Activation::Identity;
+    let vertical: Vec<(i32, i32)> = (-3..=0).flat_map(|dy| (-3..=3).map(move |dx| (dy, dx))).collect();
+    vec![
+        Case {
+            conv: square("masked A 7x7 from bytes", 1, 10, 7, Mask::A, relu),
+            groups: (1, 1),
+            bytes: true,
+        },
+        Case {
+            conv: square("masked A 7x7", 3, 6, 7, Mask::A, relu),
+            groups: (1, 1),
+            bytes: false,
+        },
+        Case {
+            conv: square("1x1", 6, 10, 1, Mask::None, relu),
+            groups: (1, 1),
+            bytes: false,
+        },
+        Case {
+            conv: square("masked B 3x3", 10, 5, 3, Mask::B, relu),
+            groups: (1, 1),
+            bytes: false,
+        },
+        Case {
+            conv: Conv::with_taps("vertical 4x7 (2 groups out)", 6, 10, &vertical, id),
+            groups: (1, 2),
+            bytes: false,
+        },
+        Case {
+            conv: Conv::with_taps("horizontal 1x4, 3 live", 6, 10, &[(0, -3), (0, -2), (0, -1)], id),
+            groups: (1, 2),
+            bytes: false,
+        },
+        Case {
+            conv: Conv::with_taps("shifted 1x1 (-1, 0)", 10, 10, &[(-1, 0)], id),
+            groups: (2, 2),
+            bytes: false,
+        },
+        Case {
+            conv: Conv::with_taps(
+                "scattered taps",
+                7,
+                9,
+                &[(-2, 1), (0, -1), (-1, -3), (1, 2), (0, 0)],
+                relu,
+            ),
+            groups: (1, 1),
+            bytes: false,
+        },
+    ]
+}
+
+/// CPU-layout activations [positions, C] → the GPU layout with `groups` channel groups.
+fn gpu_act(x: &[f32], c: usize, groups: usize) -> Vec<f32> {
+    pad_groups(x, c, groups)
+}
+
 #[test]
-fn conv_kernels_match_cpu() {
-    let Some(gpu) = gpu_for_tests() else { return };
-    for net in test_nets() {
-        let params = random_vec(net.param_len, 11);
-        let layout = GpuParamLayout::new(&net);
-        let gparams = gpu.upload("params", &layout.pack(&net, &params)).unwrap();
-        for (ci, c) in net.convs.iter().enumerate() {
+fn conv_kernels_match_cpu_on_every_version() {
+    for (version, gpu) in devices() {
+        for case in cases() {
+            let c = &case.conv;
+            let (gin, gout) = case.groups;
             let batch = 3;
             let positions = batch * PIXELS;
-            let block = net.block(&params, ci);
-            let w = gparams.slice(layout.offsets[ci], layout.lens[ci]);
-            let input = random_vec(positions * c.cin, 100 + ci as u64);
-            let dz = random_vec(positions * c.cout, 200 + ci as u64);
-            let g_in = gpu.upload("in", &pad_channels(&input, c.cin)).unwrap();
-            let g_dz = gpu.upload("dz", &pad_channels(&dz, c.cout)).unwrap();
-            let g_out = gpu.tensor("out", positions * pad4(c.cout)).unwrap();
-            let g_dx = gpu
-                .upload("dx", &pad_channels(&random_vec(positions * c.cin, 7), c.cin))
+            let shape = ConvShape::of(c, gin, gout, 0);
+            let t = c.taps.len();
+            let mut wdims = vec![(t, t)];
+            wdims.extend(channel_dims(c.cin, gin));
+            wdims.extend(channel_dims(c.cout, gout));
+            let weight = random_vec(t * c.cin * c.cout, 11);
+            let bias = random_vec(c.cout, 12);
+            let g_w = gpu.upload("weight", &to_padded(&wdims, &weight)).unwrap();
+            let g_b = gpu
+                .upload("bias", &to_padded(&channel_dims(c.cout, gout), &bias))
                 .unwrap();
-            let g_wt = gpu.tensor("wt", kernels::transposed_len(c)).unwrap();
+            let taps: Vec<i32> = c.taps.iter().flat_map(|t| [t.dy, t.dx]).collect();
+            let g_taps = gpu.tensor("taps", taps.len()).unwrap();
+            gpu.write_bytes(&g_taps, 0, bytemuck::cast_slice(&taps));
+            let (cin_g, cout_g) = (shape.cin4 * 4, shape.cout4 * 4);
+            let images = random_images(batch, 13);
+            let input: Vec<f32> = if case.bytes {
+                images.iter().map(|&v| v as f32).collect()
+            } else {
+                random_vec(positions * c.cin, 14)
+            };
+            let g_in: Tensor = if case.bytes {
+                let t = gpu.tensor("in bytes", positions / 4).unwrap();
+                gpu.write_bytes(&t, 0, &images);
+                t
+            } else {
+                gpu.upload("in", &gpu_act(&input, c.cin, gin)).unwrap()
+            };
+            let conv_input = || {
+                if case.bytes {
+                    ConvInput::Bytes(g_in.view())
+                } else {
+                    ConvInput::Floats(g_in.view())
+                }
+            };
+            let dz = random_vec(positions * c.cout, 15);
+            let g_dz = gpu.upload("dz", &gpu_act(&dz, c.cout, gout)).unwrap();
+            let residual = random_vec(positions * c.cout, 16);
+            let g_res = gpu.upload("residual", &gpu_act(&residual, c.cout, gout)).unwrap();
+            let labels = random_labels(batch, 17);
+            let table = random_vec(batch * c.cout, 18);
+            let g_table = gpu.upload("per-image bias", &pad_groups(&table, c.cout, gout)).unwrap();
+            let out = || gpu.upload("out", &vec![f32::NAN; positions * cout_g]).unwrap();
+            let (g_out, g_out_tab, g_out_res, g_sum) = (out(), out(), out(), out());
+            let old_dx = random_vec(positions * c.cin, 19);
+            let mask_src = random_vec(positions * c.cin, 20);
+            let g_dx = gpu.tensor("dx", positions * cin_g).unwrap();
+            let g_dx_acc = gpu.upload("dx acc", &gpu_act(&old_dx, c.cin, gin)).unwrap();
+            let g_mask = gpu.upload("mask", &gpu_act(&mask_src, c.cin, gin)).unwrap();
             let g_partial = gpu
-                .tensor("partial", kernels::wgrad_partial_len(&gpu, c, positions))
+                .tensor("partial", kernels::wgrad_partial_len(&gpu, &shape, positions))
                 .unwrap();
-            let g_grads = gpu.tensor("grads", layout.total).unwrap();
-            let grad_block = g_grads.slice(layout.offsets[ci], layout.lens[ci]);
-
+            let g_gw = gpu.tensor("grad w", wdims.iter().map(|d| d.1).product()).unwrap();
+            let g_gb = gpu.tensor("grad b", cout_g).unwrap();
+            let geo = Geometry::image_major(batch);
+            let fwd = |output: &Tensor, bias: &Tensor, per_image: bool, epilogue: Epilogue| ConvForward {
+                input: conv_input(),
+                weight: g_w.view(),
+                bias: bias.view(),
+                per_image_bias: per_image,
+                taps: g_taps.view(),
+                output: output.view(),
+                epilogue,
+            };
             let mut p = Program::new();
-            kernels::conv_forward(&gpu, &mut p, c, w.clone(), g_in.view(), g_out.view(), positions, None).unwrap();
-            kernels::transpose_weights(&gpu, &mut p, c, w.clone(), g_wt.view()).unwrap();
-            kernels::conv_backward_data(&gpu, &mut p, c, g_wt.view(), g_dz.view(), g_dx.view(), positions, false)
+            kernels::conv_forward(&gpu, &mut p, &shape, fwd(&g_out, &g_b, false, Epilogue::Plain), geo).unwrap();
+            kernels::conv_forward(
+                &gpu,
+                &mut p,
+                &shape,
+                fwd(&g_out_tab, &g_table, true, Epilogue::Plain),
+                geo,
+            )
+            .unwrap();
+            let res = Epilogue::Residual {
+                residual: g_res.view(),
+                sum_out: g_sum.view(),
+                keep_output: true,
+            };
+            kernels::conv_forward(&gpu, &mut p, &shape, fwd(&g_out_res, &g_b, false, res), geo).unwrap();
+            if !case.bytes {
+                kernels::conv_backward_data(
+                    &gpu,
+                    &mut p,
+                    &shape,
+                    g_w.view(),
+                    g_taps.view(),
+                    g_dz.view(),
+                    g_dx.view(),
+                    None,
+                    false,
+                    geo,
+                )
                 .unwrap();
+                let mask = Some(g_mask.view());
+                kernels::conv_backward_data(
+                    &gpu,
+                    &mut p,
+                    &shape,
+                    g_w.view(),
+                    g_taps.view(),
+                    g_dz.view(),
+                    g_dx_acc.view(),
+                    mask,
+                    true,
+                    geo,
+                )
+                .unwrap();
+            }
             kernels::conv_backward_weight(
                 &gpu,
                 &mut p,
-                c,
-                g_in.view(),
+                &shape,
+                conv_input(),
+                g_taps.view(),
                 g_dz.view(),
                 g_partial.view(),
-                grad_block,
-                positions,
+                g_gw.view(),
+                g_gb.view(),
+                geo,
             )
             .unwrap();
             run(&gpu, p);
 
-            let name = format!(
-                "F={} {} ({}→{}, {} taps)",
-                net.config.filters,
-                c.name,
-                c.cin,
-                c.cout,
-                c.taps.len()
-            );
-            let out = unpad_channels(&gpu.read(&g_out).unwrap(), c.cout);
+            let name = format!("[{version}] {} ({}→{}, {} taps)", c.name, c.cin, c.cout, t);
+            let read = |t: &Tensor, ch: usize, g: usize| {
+                unpad_groups(&gpu.read(t).unwrap()[..positions * (ch / g).div_ceil(4) * 4 * g], ch, g)
+            };
+            let want = cpu::conv_forward(c, &weight, &bias, &input, batch);
             assert_close(
                 &format!("conv_forward {name}"),
-                &out,
-                &cpu::conv_forward(c, block, &input, batch),
+                &read(&g_out, c.cout, gout),
+                &want,
                 1e-4,
             );
-            let dx = unpad_channels(&gpu.read(&g_dx).unwrap(), c.cin);
+            let want_tab = cpu::conv_forward(c, &weight, &table, &input, batch);
             assert_close(
-                &format!("conv_backward_data {name}"),
-                &dx,
-                &cpu::conv_backward_data(c, block, &dz, batch),
+                &format!("conv_forward per-image bias {name}"),
+                &read(&g_out_tab, c.cout, gout),
+                &want_tab,
                 1e-4,
             );
-            let dw = layout.unpack(&net, &gpu.read(&g_grads).unwrap());
             assert_close(
-                &format!("conv_backward_weight {name}"),
-                net.block(&dw, ci),
-                &cpu::conv_backward_weight(c, &input, &dz, batch),
+                &format!("conv_forward residual: output {name}"),
+                &read(&g_out_res, c.cout, gout),
+                &want,
                 1e-4,
             );
+            assert_close(
+                &format!("conv_forward residual: sum {name}"),
+                &read(&g_sum, c.cout, gout),
+                &cpu::add(&want, &residual),
+                1e-4,
+            );
+            let _ = &labels;
+            if !case.bytes {
+                let want_dx = cpu::conv_backward_data(c, &weight, &dz, batch);
+                assert_close(
+                    &format!("conv_backward_data {name}"),
+                    &read(&g_dx, c.cin, gin),
+                    &want_dx,
+                    1e-4,
+                );
+                let mut acc = old_dx.clone();
+                let masked = cpu::relu_backward(&mask_src, &want_dx);
+                acc.iter_mut().zip(&masked).for_each(|(a, m)| *a += m);
+                assert_close(
+                    &format!("conv_backward_data mask+accumulate {name}"),
+                    &read(&g_dx_acc, c.cin, gin),
+                    &acc,
+                    1e-4,
+                );
+            }
+            let (want_w, want_b) = cpu::conv_backward_weight(c, &input, &dz, batch);
+            let got_w = from_padded(&wdims, &gpu.read(&g_gw).unwrap()[..wdims.iter().map(|d| d.1).product()]);
+            assert_close(&format!("conv_backward_weight {name}"), &got_w, &want_w, 1e-4);
+            let got_b = from_padded(&channel_dims(c.cout, gout), &gpu.read(&g_gb).unwrap()[..cout_g]);
+            assert_close(&format!("conv_backward_weight bias {name}"), &got_b, &want_b, 1e-4);
+        }
+    }
+}
+
+/// Image-major `[count, 784, c]` values as the sampler's position-major `[784, rows, c4]` (zero padding).
+fn to_position_major(x: &[f32], count: usize, rows: usize, c: usize, groups: usize) -> Vec<f32> {
+    let padded = pad_groups(x, c, groups);
+    let c4 = padded.len() / (count * PIXELS);
+    let mut out = vec![0.0; PIXELS * rows * c4];
+    for i in 0..count {
+        for q in 0..PIXELS {
+            out[(q * rows + i) * c4..][..c4].copy_from_slice(&padded[(i * PIXELS + q) * c4..][..c4]);
+        }
+    }
+    out
+}
+
+#[test]
+fn conv_pixel_and_single_pixel_convs_match_cpu() {
+    // 13 images padded to 16 per position; pixels in the first row (taps in the padding), at the left and right
+    // edges, and inside. conv_pixel (raster devices) runs with its real 64 KiB windows (a whole conv in one
+    // dispatch) and with one tap per run (a 7×7 conv in several dispatches chained through the output, the last
+    // adding the residual); every device also runs conv_forward at one pixel of the position-major caches.
+    let (count, rows) = (13, 16);
+    let pixels = [0usize, 1, 27, 28, 29, 300, 419, 783];
+    for (version, gpu) in devices() {
+        for case in cases().into_iter().filter(|c| !c.bytes) {
+            let c = &case.conv;
+            let (gin, gout) = case.groups;
+            let shape = ConvShape::of(c, gin, gout, 0);
+            let t = c.taps.len();
+            let mut wdims = vec![(t, t)];
+            wdims.extend(channel_dims(c.cin, gin));
+            wdims.extend(channel_dims(c.cout, gout));
+            let weight = random_vec(t * c.cin * c.cout, 21);
+            let bias = random_vec(c.cout, 22);
+            let g_w = gpu
+                .tensor(
+                    "weight",
+                    wdims.iter().map(|d| d.1).product::<usize>() + kernels::WINDOW_TAIL,
+                )
+                .unwrap();
+            gpu.write(&g_w, 0, &to_padded(&wdims, &weight));
+            let w_view = g_w.slice(0, wdims.iter().map(|d| d.1).product());
+            let g_b = gpu
+                .upload("bias", &to_padded(&channel_dims(c.cout, gout), &bias))
+                .unwrap();
+            let taps: Vec<i32> = c.taps.iter().flat_map(|t| [t.dy, t.dx]).collect();
+            let g_taps = gpu.tensor("taps", taps.len()).unwrap();
+            gpu.write_bytes(&g_taps, 0, bytemuck::cast_slice(&taps));
+            let input = random_vec(count * PIXELS * c.cin, 300);
+            let residual = random_vec(count * PIXELS * c.cout, 400);
+            let in_pm = to_position_major(&input, count, rows, c.cin, gin);
+            let g_in = gpu.tensor("in", in_pm.len() + kernels::WINDOW_TAIL).unwrap();
+            gpu.write(&g_in, 0, &in_pm);
+            let g_in_v = g_in.slice(0, in_pm.len());
+            let g_res = gpu
+                .upload("residual", &to_position_major(&residual, count, rows, c.cout, gout))
+                .unwrap();
+            let (mut want, mut want_res) = (vec![0.0; count * PIXELS * c.cout], vec![0.0; count * PIXELS * c.cout]);
+            for &q in &pixels {
+                cpu::conv_pixel(c, &weight, &bias, &input, None, &mut want, count, q);
+                cpu::conv_pixel(c, &weight, &bias, &input, Some(&residual), &mut want_res, count, q);
+            }
+            let cout_g = shape.cout4 * 4;
+            let pick = |x: &[f32]| -> Vec<f32> {
+                let mut v = Vec::new();
+                for &q in &pixels {
+                    for i in 0..count {
+                        v.extend_from_slice(&x[(q * rows + i) * cout_g..][..cout_g]);
+                    }
+                }
+                v
+            };
+            // (name, window bytes (None: conv_forward at one pixel), fused residual)
+            let mut variants: Vec<(&str, Option<usize>, bool)> = vec![("conv_forward at one pixel", None, false)];
+            if kernels::conv_pixel_unfit(&gpu, &shape, &w_view, &g_in_v, rows, kernels::WINDOW_BYTES).is_none() {
+                variants.push(("conv_pixel 64 KiB windows", Some(kernels::WINDOW_BYTES), false));
+                let one_tap = (shape.cin4 * 4 * shape.cout4 * 16).max(rows * shape.cin4 * 16);
+                variants.push(("conv_pixel one tap per run, residual", Some(one_tap), true));
+            }
+            for (variant, max_bytes, with_residual) in variants {
+                let g_out = gpu.upload("out", &vec![f32::NAN; PIXELS * rows * cout_g]).unwrap();
+                let mut p = Program::new();
+                for &q in &pixels {
+                    match max_bytes {
+                        Some(max) => {
+                            let runs = kernels::pixel_runs(&shape, rows, q, max);
+                            let res = with_residual.then(|| g_res.view());
+                            kernels::conv_pixel(
+                                &gpu,
+                                &mut p,
+                                &shape,
+                                &w_view,
+                                g_b.view(),
+                                false,
+                                &g_in_v,
+                                res,
+                                g_out.view(),
+                                rows,
+                                q,
+                                &runs,
+                            )
+                            .unwrap();
+                        }
+                        None => {
+                            let op = ConvForward {
+                                input: ConvInput::Floats(g_in_v.clone()),
+                                weight: w_view.clone(),
+                                bias: g_b.view(),
+                                per_image_bias: false,
+                                taps: g_taps.view(),
+                                output: g_out.view(),
+                                epilogue: Epilogue::Plain,
+                            };
+                            kernels::conv_forward(&gpu, &mut p, &shape, op, Geometry::position_major(rows, q, 1))
+                                .unwrap();
+                        }
+                    }
+                }
+                let dispatches = p.len();
+                run(&gpu, p);
+                let got = gpu.read(&g_out).unwrap();
+                let what = format!(
+                    "[{version}] {variant}: {} ({dispatches} dispatches for {} pixels)",
+                    c.name,
+                    pixels.len()
+                );
+                let w = if with_residual { &want_res } else { &want };
+                assert_close(
+                    &what,
+                    &pick(&got),
+                    &pick(&to_position_major(w, count, rows, c.cout, gout)),
+                    1e-4,
+                );
+            }
         }
     }
 }
 
 #[test]
-fn transpose_weights_matches_host_transpose() {
-    let Some(gpu) = gpu_for_tests() else { return };
-    let net = Network::new(Config { filters: 10, blocks: 1 });
-    let params = random_vec(net.param_len, 5);
-    let layout = GpuParamLayout::new(&net);
-    let packed = layout.pack(&net, &params);
-    let gparams = gpu.upload("params", &packed).unwrap();
-    for (ci, c) in net.convs.iter().enumerate() {
-        let g_wt = gpu.tensor("wt", kernels::transposed_len(c)).unwrap();
+fn elementwise_and_gate_kernels_match_cpu() {
+    for (version, gpu) in devices() {
+        let (batch, channels) = (2, 6);
+        let positions = batch * PIXELS;
+        let geo = Geometry::image_major(batch);
+        let n = positions * channels;
+        let (a, b) = (random_vec(n, 1), random_vec(n, 2));
+        let ga = gpu.upload("a", &gpu_act(&a, channels, 1)).unwrap();
+        let gb = gpu.upload("b", &gpu_act(&b, channels, 1)).unwrap();
+        let c4 = 2;
+        let out = || gpu.tensor("out", positions * 8).unwrap();
+        let (sum, relu_b, relu_b_acc, relu_f, acc) = (out(), out(), out(), out(), out());
+        gpu.write(&relu_b_acc, 0, &gpu_act(&b, channels, 1));
+        gpu.write(&acc, 0, &gpu_act(&a, channels, 1));
+        // A gate over a 2-group input of 2·5 channels (each half padded to 8), with a per-image class bias.
+        let half = 5;
+        let z = random_vec(positions * 2 * half, 3);
+        let dout = random_vec(positions * half, 4);
+        let table = random_vec(batch * 2 * half, 5);
+        let gz = gpu.upload("z", &pad_groups(&z, 2 * half, 2)).unwrap();
+        let gdout = gpu.upload("dout", &gpu_act(&dout, half, 1)).unwrap();
+        let gtable = gpu.upload("table", &pad_groups(&table, 2 * half, 2)).unwrap();
+        let (gate_out, gate_out_b) = (
+            gpu.tensor("gate", positions * 8).unwrap(),
+            gpu.tensor("gate b", positions * 8).unwrap(),
+        );
+        let (dz, dz_b) = (
+            gpu.tensor("dz", positions * 16).unwrap(),
+            gpu.tensor("dz b", positions * 16).unwrap(),
+        );
         let mut p = Program::new();
-        kernels::transpose_weights(
+        kernels::add(&gpu, &mut p, ga.view(), gb.view(), sum.view(), c4, geo).unwrap();
+        kernels::relu_backward(&gpu, &mut p, ga.view(), gb.view(), relu_b.view(), c4, false, geo).unwrap();
+        kernels::relu_backward(&gpu, &mut p, ga.view(), gb.view(), relu_b_acc.view(), c4, true, geo).unwrap();
+        kernels::relu_forward(&gpu, &mut p, ga.view(), relu_f.view(), c4, geo).unwrap();
+        kernels::accumulate(&gpu, &mut p, gb.view(), acc.view(), c4, true, geo).unwrap();
+        kernels::gate_forward(&gpu, &mut p, gz.view(), None, gate_out.view(), 2, geo).unwrap();
+        kernels::gate_forward(&gpu, &mut p, gz.view(), Some(gtable.view()), gate_out_b.view(), 2, geo).unwrap();
+        kernels::gate_backward(&gpu, &mut p, gz.view(), None, gdout.view(), dz.view(), 2, geo).unwrap();
+        kernels::gate_backward(
             &gpu,
             &mut p,
-            c,
-            gparams.slice(layout.offsets[ci], layout.lens[ci]),
-            g_wt.view(),
+            gz.view(),
+            Some(gtable.view()),
+            gdout.view(),
+            dz_b.view(),
+            2,
+            geo,
         )
         .unwrap();
         run(&gpu, p);
-        let (cin, cout) = (pad4(c.cin), pad4(c.cout));
-        let block = &packed[layout.offsets[ci]..];
-        let mut expected = vec![0.0; kernels::transposed_len(c)];
-        for t in 0..c.taps.len() {
-            for i in 0..cin {
-                for o in 0..cout {
-                    expected[(t * cout + o) * cin + i] = block[(t * cin + i) * cout + o];
-                }
-            }
-        }
-        let got = gpu.read(&g_wt).unwrap();
-        assert_eq!(&got[..expected.len()], &expected[..], "transpose_weights {}", c.name);
+        let read = |t: &Tensor, ch: usize, g: usize| {
+            unpad_groups(&gpu.read(t).unwrap()[..positions * g * (ch / g).div_ceil(4) * 4], ch, g)
+        };
+        let v = format!("[{version}]");
+        assert_close(&format!("{v} add"), &read(&sum, channels, 1), &cpu::add(&a, &b), 1e-6);
+        assert_close(
+            &format!("{v} relu_backward"),
+            &read(&relu_b, channels, 1),
+            &cpu::relu_backward(&a, &b),
+            0.0,
+        );
+        let twice: Vec<f32> = cpu::relu_backward(&a, &b).iter().zip(&b).map(|(r, b)| r + b).collect();
+        assert_close(
+            &format!("{v} relu_backward accumulate"),
+            &read(&relu_b_acc, channels, 1),
+            &twice,
+            1e-6,
+        );
+        assert_close(
+            &format!("{v} relu_forward"),
+            &read(&relu_f, channels, 1),
+            &cpu::relu_forward(&a),
+            0.0,
+        );
+        assert_close(
+            &format!("{v} accumulate"),
+            &read(&acc, channels, 1),
+            &cpu::add(&a, &b),
+            1e-6,
+        );
+        // WGSL's tanh and exp are not correctly rounded.
+        assert_close(
+            &format!("{v} gate_forward"),
+            &read(&gate_out, half, 1),
+            &cpu::gate_forward(&z, None, half),
+            1e-4,
+        );
+        assert_close(
+            &format!("{v} gate_forward class bias"),
+            &read(&gate_out_b, half, 1),
+            &cpu::gate_forward(&z, Some(&table), half),
+            1e-4,
+        );
+        assert_close(
+            &format!("{v} gate_backward"),
+            &read(&dz, 2 * half, 2),
+            &cpu::gate_backward(&z, None, &dout, half),
+            1e-4,
+        );
+        assert_close(
+            &format!("{v} gate_backward class bias"),
+            &read(&dz_b, 2 * half, 2),
+            &cpu::gate_backward(&z, Some(&table), &dout, half),
+            1e-4,
+        );
     }
 }
 
 #[test]
-fn elementwise_kernels_match_cpu() {
-    let Some(gpu) = gpu_for_tests() else { return };
-    let (batch, channels) = (2, 6);
-    let n = batch * PIXELS * channels;
-    let (a, b) = (random_vec(n, 1), random_vec(n, 2));
-    let ga = gpu.upload("a", &pad_channels(&a, channels)).unwrap();
-    let gb = gpu.upload("b", &pad_channels(&b, channels)).unwrap();
-    let sum = gpu.tensor("sum", batch * PIXELS * 8).unwrap();
-    let relu = gpu.tensor("relu", batch * PIXELS * 8).unwrap();
-    let mut p = Program::new();
-    kernels::add(
-        &gpu,
-        &mut p,
-        ga.view(),
-        gb.view(),
-        sum.view(),
-        channels,
-        batch * PIXELS,
-        None,
-    )
-    .unwrap();
-    kernels::relu_backward(
-        &gpu,
-        &mut p,
-        ga.view(),
-        gb.view(),
-        relu.view(),
-        channels,
-        batch * PIXELS,
-    )
-    .unwrap();
-    run(&gpu, p);
-    assert_close(
-        "add",
-        &unpad_channels(&gpu.read(&sum).unwrap(), channels),
-        &cpu::add(&a, &b),
-        1e-6,
-    );
-    assert_close(
-        "relu_backward",
-        &unpad_channels(&gpu.read(&relu).unwrap(), channels),
-        &cpu::relu_backward(&a, &b),
-        0.0,
-    );
+fn class_bias_kernels_match_cpu() {
+    for (version, gpu) in devices() {
+        let (images, channels) = (7, 10);
+        let c4 = 3;
+        let labels = random_labels(images, 1);
+        let bias = random_vec(channels, 2);
+        let table = random_vec(10 * channels, 3);
+        let grad = random_vec(images * PIXELS * channels, 4);
+        let g_labels = gpu.tensor("labels", images).unwrap();
+        gpu.write_bytes(&g_labels, 0, &pixelcnn::gpu::layers::label_words(&labels, images));
+        let g_bias = gpu.upload("bias", &gpu_act(&bias, channels, 1)).unwrap();
+        let g_table = gpu.upload("class bias", &gpu_act(&table, channels, 1)).unwrap();
+        let g_grad = gpu.upload("grad", &gpu_act(&grad, channels, 1)).unwrap();
+        let (out, out_nb) = (
+            gpu.tensor("table", images * 12).unwrap(),
+            gpu.tensor("table nb", images * 12).unwrap(),
+        );
+        let sums = gpu.tensor("sums", images * 12).unwrap();
+        let d = gpu.tensor("d class bias", 10 * 12).unwrap();
+        let mut p = Program::new();
+        kernels::class_bias_add(
+            &gpu,
+            &mut p,
+            Some(g_bias.view()),
+            g_table.view(),
+            g_labels.view(),
+            out.view(),
+            images,
+            c4,
+        )
+        .unwrap();
+        kernels::class_bias_add(
+            &gpu,
+            &mut p,
+            None,
+            g_table.view(),
+            g_labels.view(),
+            out_nb.view(),
+            images,
+            c4,
+        )
+        .unwrap();
+        kernels::class_bias_backward(
+            &gpu,
+            &mut p,
+            g_grad.view(),
+            g_labels.view(),
+            sums.view(),
+            d.view(),
+            images,
+            c4,
+        )
+        .unwrap();
+        run(&gpu, p);
+        let un = |t: &Tensor, rows: usize| unpad_groups(&gpu.read(t).unwrap()[..rows * 12], channels, 1);
+        assert_close(
+            &format!("[{version}] class_bias_add"),
+            &un(&out, images),
+            &cpu::class_bias_add(Some(&bias), &table, &labels, channels),
+            0.0,
+        );
+        assert_close(
+            &format!("[{version}] class_bias_add (no bias)"),
+            &un(&out_nb, images),
+            &cpu::class_bias_add(None, &table, &labels, channels),
+            0.0,
+        );
+        let want = cpu::class_bias_backward(&grad, &labels, channels);
+        assert_close(&format!("[{version}] class_bias_backward"), &un(&d, 10), &want, 1e-5);
+        assert!(
+            want.contains(&0.0) && want.iter().any(|&v| v != 0.0),
+            "some classes absent, some present"
+        );
+    }
 }
 
 #[test]
-fn bce_and_image_sums_match_cpu() {
-    let Some(gpu) = gpu_for_tests() else { return };
-    let batch = 5;
-    let logits: Vec<f32> = random_vec(batch * PIXELS, 3).iter().map(|v| v * 8.0).collect();
-    let target: Vec<f32> = random_images(batch, 4).iter().map(|&v| v as f32).collect();
-    let gl = gpu.upload("logits", &pad_channels(&logits, 1)).unwrap();
-    let gt = gpu.upload("target", &pad_channels(&target, 1)).unwrap();
-    let grad = gpu.tensor("grad", batch * PIXELS * 4).unwrap();
-    let loss = gpu.tensor("loss", batch * PIXELS).unwrap();
-    let nll = gpu.tensor("nll", 8).unwrap();
-    let mut p = Program::new();
-    kernels::bce_loss_grad(&gpu, &mut p, gl.view(), gt.view(), grad.view(), loss.view(), batch).unwrap();
-    kernels::sum_images(&gpu, &mut p, loss.view(), nll.view(), batch, false).unwrap();
-    run(&gpu, p);
-    let (cpu_nll, cpu_grad) = cpu::bce_loss_grad(&logits, &target);
-    assert_close(
-        "bce_loss_grad (gradient)",
-        &unpad_channels(&gpu.read(&grad).unwrap(), 1),
-        &cpu_grad,
-        1e-4,
-    );
-    assert_close(
-        "sum_images (per-image NLL)",
-        &gpu.read_range(&nll, 0, batch).unwrap(),
-        &cpu_nll,
-        1e-4,
-    );
+fn loss_epilogue_and_image_sums_match_cpu() {
+    for (version, gpu) in devices() {
+        let batch = 5;
+        let positions = batch * PIXELS;
+        // The logits conv: 1×1 from 6 channels to 1, with weights large enough that logits sweep ±8.
+        let c = Conv::with_taps("conv_out", 6, 1, &[(0, 0)], Activation::Identity);
+        let shape = ConvShape::of(&c, 1, 1, 0);
+        let weight: Vec<f32> = random_vec(6, 3).iter().map(|v| v * 3.0).collect();
+        let bias = vec![0.25f32];
+        let input = random_vec(positions * 6, 4);
+        let target: Vec<f32> = random_images(batch, 5).iter().map(|&v| v as f32).collect();
+        let target_bytes: Vec<u8> = target.iter().map(|&v| v as u8).collect();
+        let g_w = gpu.upload("w", &to_padded(&[(1, 1), (6, 8), (1, 4)], &weight)).unwrap();
+        let g_b = gpu.upload("b", &to_padded(&[(1, 4)], &bias)).unwrap();
+        let g_taps = gpu.tensor("taps", 2).unwrap();
+        let g_in = gpu.upload("in", &gpu_act(&input, 6, 1)).unwrap();
+        let g_target = gpu.tensor("target", positions / 4).unwrap();
+        gpu.write_bytes(&g_target, 0, &target_bytes);
+        let (grad, logits) = (
+            gpu.tensor("grad", positions * 4).unwrap(),
+            gpu.tensor("logits", positions * 4).unwrap(),
+        );
+        let (loss, loss2) = (
+            gpu.tensor("loss", positions).unwrap(),
+            gpu.tensor("loss 2", positions).unwrap(),
+        );
+        let nll = gpu.tensor("nll", 8).unwrap();
+        let mut p = Program::new();
+        for (out, l, grad_flag) in [(&grad, &loss, true), (&logits, &loss2, false)] {
+            let op = ConvForward {
+                input: ConvInput::Floats(g_in.view()),
+                weight: g_w.view(),
+                bias: g_b.view(),
+                per_image_bias: false,
+                taps: g_taps.view(),
+                output: out.view(),
+                epilogue: Epilogue::Loss {
+                    target: g_target.view(),
+                    loss: l.view(),
+                    grad: grad_flag,
+                    scale: 1.0 / positions as f32,
+                },
+            };
+            kernels::conv_forward(&gpu, &mut p, &shape, op, Geometry::image_major(batch)).unwrap();
+        }
+        kernels::sum_images(&gpu, &mut p, loss.view(), nll.view(), batch, false).unwrap();
+        run(&gpu, p);
+        let z = cpu::conv_forward(&c, &weight, &bias, &input, batch);
+        let (cpu_nll, cpu_grad) = cpu::bce_loss_grad(&z, &target);
+        let v = format!("[{version}]");
+        assert_close(
+            &format!("{v} conv_forward logits"),
+            &unpad_groups(&gpu.read(&logits).unwrap(), 1, 1),
+            &z,
+            1e-5,
+        );
+        assert_close(
+            &format!("{v} bce_loss_grad (gradient, fused)"),
+            &unpad_groups(&gpu.read(&grad).unwrap(), 1, 1),
+            &cpu_grad,
+            1e-4,
+        );
+        assert_close(
+            &format!("{v} sum_images (per-image NLL)"),
+            &gpu.read_range(&nll, 0, batch).unwrap(),
+            &cpu_nll,
+            1e-4,
+        );
+    }
 }
 
 #[test]
 fn adam_matches_cpu() {
-    let Some(gpu) = gpu_for_tests() else { return };
+    let Some(gpu) = pixelcnn::gpu::gpu_for_tests() else {
+        return;
+    };
     let n = 1000;
     let cfg = cpu::AdamConfig::default();
     let (mut params, grads) = (random_vec(n, 1), random_vec(n, 2));
@@ -241,7 +708,9 @@ fn adam_matches_cpu() {
 
 #[test]
 fn sample_pixel_draws_the_cpu_uniforms() {
-    let Some(gpu) = gpu_for_tests() else { return };
+    let Some(gpu) = pixelcnn::gpu::gpu_for_tests() else {
+        return;
+    };
     let count = 70;
     let key = pixelcnn::rng::sample_key(1234);
     // Logits chosen so that p sweeps (0, 1) across images; pixel 300 of each image is drawn. Both layouts: the
@@ -254,7 +723,7 @@ fn sample_pixel_draws_the_cpu_uniforms() {
         for i in 0..count {
             logits[at(i)] = (i as f32 - 35.0) / 8.0;
         }
-        let gl = gpu.upload("logits", &pad_channels(&logits, 1)).unwrap();
+        let gl = gpu.upload("logits", &gpu_act(&logits, 1, 1)).unwrap();
         let image = gpu.tensor("image", positions * 4).unwrap();
         let probs = gpu.tensor("probs", count * PIXELS).unwrap();
         let mut p = Program::new();
@@ -272,7 +741,7 @@ fn sample_pixel_draws_the_cpu_uniforms() {
         )
         .unwrap();
         run(&gpu, p);
-        let img = unpad_channels(&gpu.read(&image).unwrap(), 1);
+        let img = unpad_groups(&gpu.read(&image).unwrap(), 1, 1);
         let pr = gpu.read(&probs).unwrap();
         let mut ones = 0;
         for i in 0..count {
@@ -286,144 +755,5 @@ fn sample_pixel_draws_the_cpu_uniforms() {
             ones += expected as usize;
         }
         assert!(ones > 10 && ones < 60, "draws look degenerate: {ones} ones of {count}");
-    }
-}
-
-/// Image-major `[count, 784, c]` values as the sampler's position-major `[784, rows, c4]` (zero padding).
-fn to_position_major(x: &[f32], count: usize, rows: usize, c: usize) -> Vec<f32> {
-    let c4 = pad4(c);
-    let mut out = vec![0.0; PIXELS * rows * c4];
-    for i in 0..count {
-        for q in 0..PIXELS {
-            out[(q * rows + i) * c4..][..c].copy_from_slice(&x[(i * PIXELS + q) * c..][..c]);
-        }
-    }
-    out
-}
-
-#[test]
-fn conv_pixel_matches_cpu() {
-    let Some(gpu) = gpu_for_tests() else { return };
-    // 13 images padded to 16 per position; pixels in the first row (taps in the padding), at the left and right
-    // edges, and inside. The runs come from the real 64 KiB windows (a whole conv in one dispatch) and from tiny
-    // ones (one tap per run, so a 7×7 conv takes several dispatches chained through the output, the last adding
-    // the residual).
-    let (count, rows) = (13, 16);
-    let pixels = [0usize, 1, 27, 28, 29, 300, 419, 783];
-    let sg = gpu.pixel_subgroup();
-    match sg {
-        Some(sg) => eprintln!(
-            "conv_pixel: subgroups of {sg}, {} segments per dispatch",
-            kernels::pixel_segments(&gpu)
-        ),
-        None => eprintln!(
-            "NOTE: {} has no fixed-size subgroups: conv_pixel is not used there; testing the tiled path only",
-            gpu.adapter_name()
-        ),
-    }
-    for net in test_nets() {
-        let params = random_vec(net.param_len, 21);
-        let layout = GpuParamLayout::new(&net);
-        let gparams = gpu.tensor("params", layout.total + kernels::WINDOW_TAIL).unwrap();
-        gpu.write(&gparams, 0, &layout.pack(&net, &params));
-        for (ci, c) in net.convs.iter().enumerate() {
-            let block = net.block(&params, ci);
-            let w = gparams.slice(layout.offsets[ci], layout.lens[ci]);
-            let input = random_vec(count * PIXELS * c.cin, 300 + ci as u64);
-            let residual = random_vec(count * PIXELS * c.cout, 400 + ci as u64);
-            let len_in = PIXELS * rows * pad4(c.cin);
-            let g_in = gpu.tensor("in", len_in + kernels::WINDOW_TAIL).unwrap();
-            gpu.write(&g_in, 0, &to_position_major(&input, count, rows, c.cin));
-            let g_res = gpu
-                .upload("residual", &to_position_major(&residual, count, rows, c.cout))
-                .unwrap();
-            let (mut want, mut want_res) = (vec![0.0; count * PIXELS * c.cout], vec![0.0; count * PIXELS * c.cout]);
-            for &q in &pixels {
-                cpu::conv_pixel(c, block, &input, None, &mut want, count, q);
-                cpu::conv_pixel(c, block, &input, Some(&residual), &mut want_res, count, q);
-            }
-            let pick = |x: &[f32]| -> Vec<f32> {
-                let c4 = pad4(c.cout);
-                let mut v = Vec::new();
-                for &q in &pixels {
-                    for i in 0..count {
-                        v.extend_from_slice(&x[(q * rows + i) * c4..][..c.cout]);
-                    }
-                }
-                v
-            };
-            // (name, window bytes (None: tiled kernel), fused residual)
-            let mut variants: Vec<(&str, Option<usize>, bool)> = vec![("tiled", None, false)];
-            if sg.is_some() {
-                variants.push(("64 KiB windows", Some(kernels::WINDOW_BYTES), false));
-                let one_tap = pad4(c.cin) * pad4(c.cout) * 4;
-                let one_tap = one_tap.max(rows * pad4(c.cin) * 4);
-                variants.push(("one tap per run, residual", Some(one_tap), true));
-            }
-            for (variant, max_bytes, with_residual) in variants {
-                let g_out = gpu
-                    .upload("out", &vec![f32::NAN; PIXELS * rows * pad4(c.cout)])
-                    .unwrap();
-                let (g_in_v, g_out_v) = (g_in.slice(0, len_in), g_out.view());
-                let mut p = Program::new();
-                for &q in &pixels {
-                    match (max_bytes, sg) {
-                        (Some(max), Some(sg)) => {
-                            let runs = kernels::pixel_runs(&gpu, c, &w, &g_in_v, rows, q, sg, max)
-                                .expect("conv_pixel serves the test convs");
-                            let res = with_residual.then(|| g_res.view());
-                            kernels::conv_pixel(&gpu, &mut p, c, &w, &g_in_v, res, g_out_v.clone(), rows, q, sg, &runs)
-                                .unwrap();
-                        }
-                        _ => kernels::conv_forward_tiled(
-                            &gpu,
-                            &mut p,
-                            c,
-                            w.clone(),
-                            g_in_v.clone(),
-                            g_out_v.clone(),
-                            rows,
-                            Some(q),
-                        )
-                        .unwrap(),
-                    }
-                }
-                let dispatches = p.len();
-                run(&gpu, p);
-                let got = gpu.read(&g_out).unwrap();
-                let what = format!(
-                    "conv_pixel {} F={} ({variant}, {dispatches} dispatches for {} pixels)",
-                    c.name,
-                    net.config.filters,
-                    pixels.len()
-                );
-                let want = if with_residual { &want_res } else { &want };
-                let want = to_position_major(want, count, rows, c.cout);
-                assert_close(&what, &pick(&got), &pick(&want), 1e-4);
-            }
-        }
-    }
-}
-
-#[test]
-fn forward_and_eval_match_cpu() {
-    let Some(gpu) = gpu_for_tests() else { return };
-    let net = Network::new(Config { filters: 6, blocks: 2 });
-    let params = net.init_params(9);
-    let images = random_images(5, 8);
-    let model = pixelcnn::gpu::trainer::GpuModel::new(&gpu, &net, &params).unwrap();
-    let mut trainer = pixelcnn::gpu::trainer::Trainer::new(&gpu, model, cpu::AdamConfig::default(), 3).unwrap();
-    let nll = trainer.evaluate(&gpu, &images, |_| {}).unwrap();
-    let x: Vec<f32> = images.iter().map(|&v| v as f32).collect();
-    let cpu_nll = cpu::image_nll(&net, &params, &x, 5);
-    assert_close("eval: per-image NLL (batches of 3 + 2)", &nll, &cpu_nll, 1e-4);
-    // The last batch held images 3 and 4: compare every activation of that pass.
-    let acts = cpu::forward(&net, &params, &x[3 * PIXELS..], 2);
-    for (i, layer) in net.layers.iter().enumerate() {
-        let what = match layer {
-            Layer::Conv { conv, .. } => format!("forward activation {} ({})", i + 1, net.convs[*conv].name),
-            Layer::Add { .. } => format!("forward activation {} (residual add)", i + 1),
-        };
-        assert_close(&what, &trainer.read_act(&gpu, i + 1, 2).unwrap(), &acts[i + 1], 1e-4);
     }
 }

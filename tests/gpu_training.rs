@@ -1,103 +1,141 @@
-//! Whole training steps on the GPU against the CPU reference, determinism, and buffer-limit errors.
+//! Whole training steps on the GPU against the CPU reference, on both kernel versions and both architectures
+//! (conditional too), determinism, and buffer-limit errors.
 
 mod common;
 use common::*;
 use pixelcnn::cpu::{self, AdamConfig, AdamState};
 use pixelcnn::gpu::gpu_for_tests;
-use pixelcnn::gpu::trainer::{GpuModel, Trainer};
+use pixelcnn::gpu::layers::GpuModel;
+use pixelcnn::gpu::trainer::Trainer;
+use pixelcnn::gpu::Gpu;
 use pixelcnn::model::{Config, Network};
 
-#[test]
-fn three_adam_steps_match_cpu() {
-    let Some(gpu) = gpu_for_tests() else { return };
-    let net = Network::new(Config { filters: 6, blocks: 2 });
+fn three_adam_steps(gpu: &Gpu, version: &str, config: Config) {
+    let net = Network::new(config);
     let cfg = AdamConfig::default();
     let start = perturbed_params(&net, 1, 0.05);
     let batches: Vec<Vec<u8>> = (0..3).map(|i| random_images(3, 10 + i)).collect();
+    let labels: Vec<Vec<u8>> = (0..3).map(|i| random_labels(3, 20 + i)).collect();
+    let label = |i: usize| config.is_conditional().then_some(&labels[i][..]);
+    let what = format!("[{version}] {}", config.describe());
 
     let mut params = start.clone();
-    let mut adam = AdamState::new(net.param_len);
+    let mut adam = AdamState::new(net.param_len());
     let mut first_grads = None;
     for (i, b) in batches.iter().enumerate() {
         let x: Vec<f32> = b.iter().map(|&v| v as f32).collect();
         if i == 0 {
-            let acts = cpu::forward(&net, &params, &x, 3);
+            let acts = cpu::forward(&net, &params, &x, label(0), 3);
             let (_, d_logits) = cpu::bce_loss_grad(&acts[net.logits_act()], &x);
-            first_grads = Some(cpu::backward(&net, &params, &acts, d_logits, 3).0);
+            first_grads = Some(cpu::backward(&net, &params, &acts, label(0), d_logits, 3).0);
         }
-        cpu::train_step(&net, &mut params, &mut adam, &cfg, &x, 3);
+        cpu::train_step(&net, &mut params, &mut adam, &cfg, &x, label(i), 3);
     }
 
-    let model = GpuModel::new(&gpu, &net, &start).unwrap();
-    let mut trainer = Trainer::new(&gpu, model, cfg, 3).unwrap();
+    let model = GpuModel::new(gpu, &net, &start).unwrap();
+    let mut trainer = Trainer::new(gpu, model, cfg, 3).unwrap();
     for (i, b) in batches.iter().enumerate() {
-        trainer.step(&gpu, b, i as u64 + 1).unwrap();
+        trainer.step(gpu, b, label(i), i as u64 + 1).unwrap();
         if i == 0 {
-            let g = trainer.model.download_grads(&gpu).unwrap();
+            let g = trainer.model.download_grads(gpu).unwrap();
             assert_close(
-                "step 1 gradient (all parameters)",
+                &format!("{what} step 1 gradient (all parameters)"),
                 &g,
                 first_grads.as_ref().unwrap(),
                 1e-4,
             );
         }
     }
-    let gpu_params = trainer.model.download_params(&gpu).unwrap();
-    let gpu_adam = trainer.model.download_adam(&gpu, 3).unwrap();
+    let gpu_params = trainer.model.download_params(gpu).unwrap();
+    let gpu_adam = trainer.model.download_adam(gpu, 3).unwrap();
     // Adam divides by √v, so parameter updates carry the gradients' relative error; compare the updates.
     let upd = |p: &[f32]| p.iter().zip(&start).map(|(a, b)| a - b).collect::<Vec<f32>>();
     assert_close(
-        "3 Adam steps: parameter updates",
+        &format!("{what} 3 Adam steps: parameter updates"),
         &upd(&gpu_params),
         &upd(&params),
         1e-3,
     );
-    assert_close("3 Adam steps: parameters", &gpu_params, &params, 1e-5);
-    assert_close("3 Adam steps: first moments", &gpu_adam.m, &adam.m, 1e-3);
-    assert_close("3 Adam steps: second moments", &gpu_adam.v, &adam.v, 1e-3);
+    assert_close(&format!("{what} 3 Adam steps: parameters"), &gpu_params, &params, 1e-5);
+    assert_close(
+        &format!("{what} 3 Adam steps: first moments"),
+        &gpu_adam.m,
+        &adam.m,
+        1e-3,
+    );
+    assert_close(
+        &format!("{what} 3 Adam steps: second moments"),
+        &gpu_adam.v,
+        &adam.v,
+        1e-3,
+    );
     // The running NLL the GPU accumulated equals the CPU's per-image NLLs of the three batches (before each update).
-    let total = trainer.read_running_nll(&gpu).unwrap();
+    let total = trainer.read_running_nll(gpu).unwrap();
     let mut p = start.clone();
-    let mut a = AdamState::new(net.param_len);
+    let mut a = AdamState::new(net.param_len());
     let mut cpu_total = 0.0f64;
-    for b in &batches {
+    for (i, b) in batches.iter().enumerate() {
         let x: Vec<f32> = b.iter().map(|&v| v as f32).collect();
-        cpu_total += cpu::train_step(&net, &mut p, &mut a, &cfg, &x, 3)
+        cpu_total += cpu::train_step(&net, &mut p, &mut a, &cfg, &x, label(i), 3)
             .iter()
             .map(|&v| v as f64)
             .sum::<f64>();
     }
     let rel = (total - cpu_total).abs() / cpu_total;
-    eprintln!("running NLL: gpu {total:.4} cpu {cpu_total:.4} rel err {rel:.2e}");
+    eprintln!("{what} running NLL: gpu {total:.4} cpu {cpu_total:.4} rel err {rel:.2e}");
     assert!(rel < 1e-5);
 }
 
 #[test]
-fn gpu_training_is_bitwise_deterministic() {
-    let Some(gpu) = gpu_for_tests() else { return };
-    let net = Network::new(Config { filters: 8, blocks: 1 });
-    let start = perturbed_params(&net, 2, 0.05);
-    let run = || {
-        let model = GpuModel::new(&gpu, &net, &start).unwrap();
-        let mut trainer = Trainer::new(&gpu, model, AdamConfig::default(), 4).unwrap();
-        for s in 0..3 {
-            trainer.step(&gpu, &random_images(4, 20 + s), s + 1).unwrap();
+fn three_adam_steps_match_cpu() {
+    for (version, gpu) in devices() {
+        for config in [
+            Config::pixelcnn(6, 2),
+            Config::pixelcnn(6, 1).conditional(),
+            Config::gated(5, 3),
+            Config::gated(6, 2).conditional(),
+        ] {
+            three_adam_steps(&gpu, &version, config);
         }
-        // A smaller final batch exercises a second recorded program.
-        trainer.step(&gpu, &random_images(2, 30), 4).unwrap();
-        let params = trainer.model.download_params(&gpu).unwrap();
-        let adam = trainer.model.download_adam(&gpu, 4).unwrap();
-        (params, adam)
-    };
-    let (p1, a1) = run();
-    let (p2, a2) = run();
-    assert_ne!(p1, start, "training changed nothing");
-    assert!(
-        p1.iter().zip(&p2).all(|(a, b)| a.to_bits() == b.to_bits()),
-        "two GPU runs differ"
-    );
-    assert_eq!(a1, a2);
-    eprintln!("two GPU runs of 4 steps: {} parameters bitwise identical", p1.len());
+    }
+}
+
+#[test]
+fn gpu_training_is_bitwise_deterministic() {
+    for (version, gpu) in devices() {
+        for config in [Config::pixelcnn(8, 1), Config::gated(6, 2).conditional()] {
+            let net = Network::new(config);
+            let start = perturbed_params(&net, 2, 0.05);
+            let labels = random_labels(4, 9);
+            let l = |n: usize| config.is_conditional().then_some(&labels[..n]);
+            let run = || {
+                let model = GpuModel::new(&gpu, &net, &start).unwrap();
+                let mut trainer = Trainer::new(&gpu, model, AdamConfig::default(), 4).unwrap();
+                for s in 0..3 {
+                    trainer.step(&gpu, &random_images(4, 20 + s), l(4), s + 1).unwrap();
+                }
+                // A smaller final batch exercises a second recorded program.
+                trainer.step(&gpu, &random_images(2, 30), l(2), 4).unwrap();
+                let params = trainer.model.download_params(&gpu).unwrap();
+                let adam = trainer.model.download_adam(&gpu, 4).unwrap();
+                (params, adam)
+            };
+            let (p1, a1) = run();
+            let (p2, a2) = run();
+            assert_ne!(p1, start, "training changed nothing");
+            assert!(
+                p1.iter().zip(&p2).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "[{version}] {}: two GPU runs differ",
+                config.describe()
+            );
+            assert_eq!(a1, a2);
+            eprintln!(
+                "[{version}] {}: two GPU runs of 4 steps: {} parameters bitwise identical",
+                config.describe(),
+                p1.len()
+            );
+        }
+    }
 }
 
 #[test]
@@ -111,4 +149,57 @@ fn oversized_batch_is_a_clear_error() {
     };
     eprintln!("{err}");
     assert!(err.contains("--batch-size"), "{err}");
+}
+
+#[test]
+fn evaluation_and_every_activation_match_cpu() {
+    for (version, gpu) in devices() {
+        for config in [Config::pixelcnn(6, 2), Config::gated(5, 2).conditional()] {
+            let net = Network::new(config);
+            let params = perturbed_params(&net, 9, 0.05);
+            let images = random_images(5, 8);
+            let labels = random_labels(5, 7);
+            let l = config.is_conditional().then_some(&labels[..]);
+            let model = GpuModel::new(&gpu, &net, &params).unwrap();
+            let mut trainer = Trainer::new(&gpu, model, AdamConfig::default(), 3).unwrap();
+            let nll = trainer.evaluate(&gpu, &images, l, |_| {}).unwrap();
+            let x: Vec<f32> = images.iter().map(|&v| v as f32).collect();
+            let cpu_nll = cpu::image_nll(&net, &params, &x, l, 5);
+            assert_close(
+                &format!(
+                    "[{version}] {} eval: per-image NLL (batches of 3 + 2)",
+                    config.describe()
+                ),
+                &nll,
+                &cpu_nll,
+                1e-4,
+            );
+            // A training step keeps every activation it needs; compare those of its forward pass (images 0..3).
+            trainer.step(&gpu, &images[..3 * 784], l.map(|l| &l[..3]), 1).unwrap();
+            let acts = cpu::forward(&net, &params, &x[..3 * 784], l.map(|l| &l[..3]), 3);
+            let fused = pixelcnn::gpu::layers::fuse_residuals(&net, true);
+            #[allow(clippy::needless_range_loop)]
+            for a in 1..net.logits_act() {
+                let written = match fused.get(a - 1) {
+                    Some(pixelcnn::gpu::layers::Fused::WithResidual { keep_output, .. }) => *keep_output,
+                    _ => true,
+                };
+                if written {
+                    let what = format!(
+                        "[{version}] {} activation {} ({})",
+                        config.describe(),
+                        a,
+                        net.act_names[a]
+                    );
+                    // WGSL's tanh and exp are not correctly rounded: the gated net's activations get 5e-4.
+                    let tol = if config.arch == pixelcnn::model::Arch::Gated {
+                        5e-4
+                    } else {
+                        1e-4
+                    };
+                    assert_close(&what, &trainer.read_act(&gpu, a, 3).unwrap(), &acts[a], tol);
+                }
+            }
+        }
+    }
 }

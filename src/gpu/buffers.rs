@@ -1,37 +1,37 @@
-//! GPU memory: tensors (storage buffers of vec4<f32>), uploads, readbacks, and the parameter layout on the GPU.
+//! GPU memory: storage buffers of 32-bit words (f32 activations and parameters, or packed u8 images), uploads and
+//! readbacks. Every allocation goes through [`Gpu::tensor`], which refuses sizes the adapter cannot bind with a
+//! clear error, and counts the bytes it allocated.
 //!
-//! Every GPU tensor is an array of `vec4<f32>`: channel counts are padded to a multiple of 4 so that kernels can
-//! use vector loads everywhere. Activations are `[positions, C4]` (C4 = channels rounded up to 4, padding lanes
-//! zero); a conv's parameter block is `[T * Cin4 + 1, Cout4]` scalar rows (live taps × padded input channels, then
-//! the bias), each row `Cout4` floats. Padding entries are zero and receive zero gradients, so they stay zero.
+//! Activations are `[positions, C4]` vec4 arrays (C4 = channels rounded up to 4 per channel group, padding lanes
+//! zero); the parameter vector follows the GPU layout of the network's [`ParamTable`](crate::model::ParamTable).
 
 use super::Gpu;
-use crate::model::{Network, PARAM_ALIGN};
+use crate::model::{pad4, PARAM_ALIGN};
 use anyhow::{anyhow, ensure, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Rounds a channel count up to the vector width.
-pub fn pad4(c: usize) -> usize {
-    c.div_ceil(4) * 4
-}
-
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A storage buffer of f32 values (a multiple of 4 of them), with an identity for bind-group caching.
+/// A fresh tensor identity.
+pub fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A storage buffer of 32-bit words (a multiple of 4 of them), with an identity for bind-group caching.
 #[derive(Clone, Debug)]
 pub struct Tensor {
     pub id: u64,
     pub buffer: Arc<wgpu::Buffer>,
-    /// Length in f32s.
+    /// Length in 32-bit words.
     pub len: usize,
 }
 
-/// A byte range of a tensor, as bound to one kernel binding.
+/// A range of a tensor, as bound to one kernel binding.
 #[derive(Clone, Debug)]
 pub struct View {
     pub tensor: Tensor,
-    /// Offset and length in f32s; the offset is a multiple of [`PARAM_ALIGN`] (256 bytes).
+    /// Offset and length in words; the offset is a multiple of [`PARAM_ALIGN`] (256 bytes).
     pub offset: usize,
     pub len: usize,
 }
@@ -46,7 +46,11 @@ impl Tensor {
     }
 
     pub fn slice(&self, offset: usize, len: usize) -> View {
-        assert!(offset.is_multiple_of(PARAM_ALIGN) && offset + len <= self.len && len.is_multiple_of(4));
+        assert!(
+            offset.is_multiple_of(PARAM_ALIGN) && offset + len <= self.len && len.is_multiple_of(4),
+            "slice {offset}+{len} of a tensor of {}",
+            self.len
+        );
         View {
             tensor: self.clone(),
             offset,
@@ -60,7 +64,7 @@ impl Tensor {
 }
 
 impl Gpu {
-    /// A zero-filled storage tensor of `len` floats. Refuses sizes the adapter cannot bind, with a clear error
+    /// A zero-filled storage tensor of `len` words. Refuses sizes the adapter cannot bind, with a clear error
     /// rather than a wgpu panic.
     pub fn tensor(&self, label: &str, len: usize) -> Result<Tensor> {
         let len = pad4(len.max(4));
@@ -84,8 +88,9 @@ impl Gpu {
                 | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
+        self.allocated.fetch_add(bytes, Ordering::Relaxed);
         Ok(Tensor {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_id(),
             buffer: Arc::new(buffer),
             len,
         })
@@ -98,16 +103,21 @@ impl Gpu {
         Ok(t)
     }
 
-    /// Writes `data` at float offset `offset` (queued; visible to the next submit).
+    /// Writes `data` at word offset `offset` (queued; visible to the next submit).
     pub fn write(&self, t: &Tensor, offset: usize, data: &[f32]) {
-        let mut bytes: Vec<u8> = bytemuck::cast_slice(data).to_vec();
-        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-        self.queue.write_buffer(&t.buffer, (offset * 4) as u64, &bytes);
+        self.write_bytes(t, offset * 4, bytemuck::cast_slice(data));
     }
 
-    /// Copies `len` floats from `offset` back to the host (waits for all submitted work).
+    /// Writes raw bytes at byte offset `offset` (u8 images, u32 labels), padded to a multiple of 4.
+    pub fn write_bytes(&self, t: &Tensor, offset: usize, data: &[u8]) {
+        let mut bytes = data.to_vec();
+        bytes.resize(bytes.len().next_multiple_of(4), 0);
+        self.queue.write_buffer(&t.buffer, offset as u64, &bytes);
+    }
+
+    /// Copies `len` words from `offset` back to the host (waits for all submitted work).
     pub fn read_range(&self, t: &Tensor, offset: usize, len: usize) -> Result<Vec<f32>> {
-        let size = (pad4(len) * 4) as u64;
+        let size = (pad4(len.max(1)) * 4) as u64;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
@@ -142,89 +152,40 @@ impl Gpu {
     }
 }
 
-/// Where each conv's block lives in the flat GPU parameter vector (padded channels, aligned blocks).
-#[derive(Clone, Debug)]
-pub struct GpuParamLayout {
-    pub offsets: Vec<usize>,
-    /// Floats in each block: `(T * Cin4 + 1) * Cout4`.
-    pub lens: Vec<usize>,
-    pub total: usize,
-}
-
-impl GpuParamLayout {
-    pub fn new(net: &Network) -> Self {
-        let mut offsets = Vec::new();
-        let mut lens = Vec::new();
-        let mut total = 0;
-        for c in &net.convs {
-            let len = (c.taps.len() * pad4(c.cin) + 1) * pad4(c.cout);
-            offsets.push(total);
-            lens.push(len);
-            total += len.div_ceil(PARAM_ALIGN) * PARAM_ALIGN;
-        }
-        GpuParamLayout { offsets, lens, total }
-    }
-
-    /// CPU layout (model.rs) → GPU layout.
-    pub fn pack(&self, net: &Network, cpu: &[f32]) -> Vec<f32> {
-        let mut gpu = vec![0.0; self.total];
-        for (i, c) in net.convs.iter().enumerate() {
-            let (cin4, cout4) = (pad4(c.cin), pad4(c.cout));
-            let src = net.block(cpu, i);
-            let dst = &mut gpu[self.offsets[i]..][..self.lens[i]];
-            for t in 0..c.taps.len() {
-                for ci in 0..c.cin {
-                    for co in 0..c.cout {
-                        dst[(t * cin4 + ci) * cout4 + co] = src[(t * c.cin + ci) * c.cout + co];
-                    }
-                }
-            }
-            for co in 0..c.cout {
-                dst[c.taps.len() * cin4 * cout4 + co] = src[c.weight_rows() * c.cout + co];
-            }
-        }
-        gpu
-    }
-
-    /// GPU layout → CPU layout (padding dropped).
-    pub fn unpack(&self, net: &Network, gpu: &[f32]) -> Vec<f32> {
-        let mut cpu = vec![0.0; net.param_len];
-        for (i, c) in net.convs.iter().enumerate() {
-            let (cin4, cout4) = (pad4(c.cin), pad4(c.cout));
-            let src = &gpu[self.offsets[i]..][..self.lens[i]];
-            let dst = net.block_mut(&mut cpu, i);
-            for t in 0..c.taps.len() {
-                for ci in 0..c.cin {
-                    for co in 0..c.cout {
-                        dst[(t * c.cin + ci) * c.cout + co] = src[(t * cin4 + ci) * cout4 + co];
-                    }
-                }
-            }
-            for co in 0..c.cout {
-                dst[c.weight_rows() * c.cout + co] = src[c.taps.len() * cin4 * cout4 + co];
-            }
-        }
-        cpu
-    }
-}
-
-/// Activations `[positions, C]` (CPU layout) → `[positions, C4]` (GPU layout).
+/// Activations `[positions, C]` (CPU layout) → `[positions, C4]` (GPU layout of a 1-group activation).
 pub fn pad_channels(data: &[f32], channels: usize) -> Vec<f32> {
-    let c4 = pad4(channels);
-    if c4 == channels {
-        return data.to_vec();
-    }
-    let mut out = vec![0.0; data.len() / channels * c4];
-    for (src, dst) in data.chunks(channels).zip(out.chunks_mut(c4)) {
-        dst[..channels].copy_from_slice(src);
-    }
-    out
+    pad_groups(data, channels, 1)
 }
 
 /// `[positions, C4]` → `[positions, C]`.
 pub fn unpad_channels(data: &[f32], channels: usize) -> Vec<f32> {
-    let c4 = pad4(channels);
-    data.chunks(c4)
-        .flat_map(|row| row[..channels].iter().copied())
-        .collect()
+    unpad_groups(data, channels, 1)
+}
+
+/// `[positions, C]` with C split into `groups` equal groups → each group padded to a multiple of 4.
+pub fn pad_groups(data: &[f32], channels: usize, groups: usize) -> Vec<f32> {
+    let per = channels / groups;
+    let stride = groups * pad4(per);
+    let positions = data.len() / channels;
+    let mut out = vec![0.0; positions * stride];
+    for p in 0..positions {
+        for g in 0..groups {
+            out[p * stride + g * pad4(per)..][..per].copy_from_slice(&data[p * channels + g * per..][..per]);
+        }
+    }
+    out
+}
+
+/// Inverse of [`pad_groups`].
+pub fn unpad_groups(data: &[f32], channels: usize, groups: usize) -> Vec<f32> {
+    let per = channels / groups;
+    let stride = groups * pad4(per);
+    let positions = data.len() / stride;
+    let mut out = Vec::with_capacity(positions * channels);
+    for p in 0..positions {
+        for g in 0..groups {
+            out.extend_from_slice(&data[p * stride + g * pad4(per)..][..per]);
+        }
+    }
+    out
 }

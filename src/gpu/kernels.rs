@@ -1,15 +1,17 @@
-//! One function per WGSL entry point: it packs the kernel's uniform block, picks its dispatch shape and appends the
-//! dispatch to a [`Program`]. The shader files in `shaders/` document layouts and bindings; the CPU twin of each
-//! kernel has the same name in `cpu.rs`.
+//! One function per WGSL entry point: it picks the kernel version the device was given (`versions.rs`), fills the
+//! kernel's uniform block (`uniforms.rs`), picks the dispatch shape and appends the dispatch to a [`Program`].
+//! The shader files document layouts and bindings; the CPU twin of each kernel has the same name in `cpu.rs`.
 
-use super::buffers::{pad4, View};
-use super::record::Program;
+use super::buffers::View;
+use super::record::{Label, Program};
+use super::uniforms::{self, flags, Geometry};
+use super::versions::{ConvVersion, PixelVersion};
 use super::Gpu;
-use crate::model::{Conv, HEIGHT, PIXELS, WIDTH};
-use anyhow::Result;
+use crate::model::{HEIGHT, WIDTH};
+use anyhow::{anyhow, Result};
 use std::sync::Arc;
 
-/// How a kernel reaches each storage binding (1, 2, ...; binding 0 is always the uniform block).
+/// How a kernel reaches a binding (binding 0 is always the uniform block, with a dynamic offset).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     Read,
@@ -21,99 +23,34 @@ use Access::{Read, ReadWrite as Rw};
 
 /// A compiled entry point with its explicit bind-group layout (explicit, so the uniform can use dynamic offsets).
 pub struct Pipeline {
+    /// `family:entry CONST=value ...`, the cache key.
     pub name: String,
-    pub storage: Vec<Access>,
+    pub entry: String,
+    /// The storage and window bindings, in the order a dispatch passes its views.
+    pub bindings: Vec<(u32, Access)>,
     pub layout: wgpu::BindGroupLayout,
     pub pipeline: wgpu::ComputePipeline,
 }
 
-/// The WGSL sources, compiled into the binary so it runs from any directory.
-fn source(file: &str) -> &'static str {
-    match file {
-        "conv" => include_str!("../../shaders/conv.wgsl"),
-        "wgrad" => include_str!("../../shaders/wgrad.wgsl"),
-        "reduce" => include_str!("../../shaders/reduce.wgsl"),
-        "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
-        "bce" => include_str!("../../shaders/bce.wgsl"),
-        "adam" => include_str!("../../shaders/adam.wgsl"),
-        "sample" => include_str!("../../shaders/sample.wgsl"),
-        "conv_pixel" => include_str!("../../shaders/conv_pixel.wgsl"),
-        _ => panic!("no shader {file}"),
-    }
-}
-
-/// Tuning knobs substituted into the kernels' `const` declarations.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
-pub struct Tuning {
-    /// Output rows (positions) per invocation of `conv_forward`.
-    pub conv_rows: u32,
-    /// Output vec4 columns per invocation of `conv_forward`.
-    pub conv_cols: u32,
-    /// Positions per chunk of the weight-gradient reduction.
-    pub wgrad_chunk: usize,
-    /// Row groups (4 scalar rows each) per invocation of `conv_backward_weight`.
-    pub wgrad_row_groups: u32,
-}
-
-impl Tuning {
-    /// Per-adapter choice. CPU rasterisers (lavapipe) gain from register blocking; discrete GPUs want many threads.
-    pub fn for_gpu(gpu: &Gpu) -> Tuning {
-        let rows = std::env::var("PIXELCNN_CONV_ROWS").ok().and_then(|v| v.parse().ok());
-        let cols = std::env::var("PIXELCNN_CONV_COLS").ok().and_then(|v| v.parse().ok());
-        let chunk = std::env::var("PIXELCNN_WGRAD_CHUNK").ok().and_then(|v| v.parse().ok());
-        let rg = std::env::var("PIXELCNN_WGRAD_RG").ok().and_then(|v| v.parse().ok());
-        if gpu.is_software() {
-            Tuning {
-                conv_rows: rows.unwrap_or(4),
-                conv_cols: cols.unwrap_or(32),
-                wgrad_chunk: chunk.unwrap_or(1568),
-                wgrad_row_groups: rg.unwrap_or(4),
-            }
-        } else {
-            Tuning {
-                conv_rows: rows.unwrap_or(4),
-                conv_cols: cols.unwrap_or(32),
-                wgrad_chunk: chunk.unwrap_or(392),
-                wgrad_row_groups: rg.unwrap_or(4),
-            }
-        }
-    }
-}
-
 impl Gpu {
-    /// The pipeline for `entry` in `shaders/<file>.wgsl`, compiled once per process (per tuning).
-    pub fn pipeline(&self, file: &str, entry: &str, storage: &[Access]) -> Result<Arc<Pipeline>> {
-        self.pipeline_with(file, entry, storage, &[])
-    }
-
-    /// The pipeline for `entry` with the kernel's `const NAME: u32 = ...;` declarations replaced by `consts`
-    /// (tile sizes), compiled once per distinct set.
-    pub fn pipeline_with(
+    /// The pipeline for `entry` of `shaders/<family>.wgsl` with its template constants set to `consts`, compiled
+    /// once per process. Shader errors come back as errors, not panics.
+    pub fn pipeline(
         &self,
-        file: &str,
+        family: &str,
         entry: &str,
-        storage: &[Access],
         consts: &[(&str, u32)],
+        bindings: &[(u32, Access)],
     ) -> Result<Arc<Pipeline>> {
-        let mut name = format!("{file}:{entry}");
+        let mut name = format!("{family}:{entry}");
         for (c, v) in consts {
             name.push_str(&format!(" {c}={v}"));
         }
         if let Some(p) = self.pipelines.lock().unwrap().get(&name) {
             return Ok(p.clone());
         }
-        let mut src = String::new();
-        let segments = consts.iter().find(|(c, _)| *c == "SEGMENTS").map_or(1, |&(_, v)| v);
-        for line in expand_segments(source(file), segments).lines() {
-            match consts
-                .iter()
-                .find(|(c, _)| line.starts_with(&format!("const {c}: u32 =")))
-            {
-                Some((c, v)) => src.push_str(&format!("const {c}: u32 = {v}u;")),
-                None => src.push_str(line),
-            }
-            src.push('\n');
-        }
+        let src = super::shader::source(family, consts)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&name),
             source: wgpu::ShaderSource::Wgsl(src.into()),
@@ -128,14 +65,14 @@ impl Gpu {
             },
             count: None,
         }];
-        for (i, a) in storage.iter().enumerate() {
+        for &(binding, a) in bindings {
             entries.push(wgpu::BindGroupLayoutEntry {
-                binding: i as u32 + 1,
+                binding,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
                     ty: match a {
                         Access::Uniform => wgpu::BufferBindingType::Uniform,
-                        _ => wgpu::BufferBindingType::Storage { read_only: *a == Read },
+                        _ => wgpu::BufferBindingType::Storage { read_only: a == Read },
                     },
                     has_dynamic_offset: false,
                     min_binding_size: None,
@@ -160,528 +97,604 @@ impl Gpu {
             compilation_options: Default::default(),
             cache: None,
         });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(anyhow!("compiling {name}: {e}"));
+        }
         let p = Arc::new(Pipeline {
             name: name.clone(),
-            storage: storage.to_vec(),
+            entry: entry.to_string(),
+            bindings: bindings.to_vec(),
             layout,
             pipeline,
         });
         self.pipelines.lock().unwrap().insert(name, p.clone());
         Ok(p)
     }
-}
 
-/// Repeats each block between `//@segments {` and `//@segments }` once per segment s < `segments`, replacing `$s`
-/// by s, `$in` by 4 + 2s and `$w` by 5 + 2s (the binding numbers of segment s's windows; see conv_pixel.wgsl).
-pub fn expand_segments(src: &str, segments: u32) -> String {
-    let mut out = String::new();
-    let mut block: Option<Vec<&str>> = None;
-    for line in src.lines() {
-        match (line.trim(), block.as_mut()) {
-            ("//@segments {", None) => block = Some(Vec::new()),
-            ("//@segments }", Some(lines)) => {
-                for s in 0..segments {
-                    for l in lines.iter() {
-                        let l = l
-                            .replace("$in", &(4 + 2 * s).to_string())
-                            .replace("$w", &(5 + 2 * s).to_string())
-                            .replace("$s", &s.to_string());
-                        out.push_str(&l);
-                        out.push('\n');
-                    }
-                }
-                block = None;
-            }
-            (_, Some(lines)) => lines.push(line),
-            (_, None) => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
+    /// Every pipeline compiled so far (for reports and the translation test).
+    pub fn pipeline_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.pipelines.lock().unwrap().keys().cloned().collect();
+        v.sort();
+        v
     }
-    assert!(block.is_none(), "unterminated //@segments block");
-    out
-}
-
-fn words(w: &[u32]) -> Vec<u8> {
-    bytemuck::cast_slice(w).to_vec()
-}
-
-/// "No fixed pixel": rows are positions.
-const ALL_PIXELS: u32 = u32::MAX;
-
-const RELU: u32 = 1;
-const BIAS: u32 = 2;
-const ACCUMULATE: u32 = 4;
-const NEGATE_TAPS: u32 = 8;
-const RESIDUAL: u32 = 16;
-
-/// The `conv_forward` pipeline for `cols4` output vec4 columns, and its workgroup count for `rows` rows: whole
-/// workgroups of 64 · TM rows per column block of TN, with TN the largest power of two ≤ min(cols4, tuning).
-fn conv_pipeline(gpu: &Gpu, rows: usize, cols4: usize) -> Result<(Arc<Pipeline>, usize)> {
-    let t = Tuning::for_gpu(gpu);
-    let mut tn = 1;
-    while tn * 2 <= cols4.min(t.conv_cols as usize) {
-        tn *= 2;
-    }
-    let pipe = gpu.pipeline_with(
-        "conv",
-        "conv_forward",
-        &[Read, Read, Rw],
-        &[("TM", t.conv_rows), ("TN", tn as u32)],
-    )?;
-    Ok((pipe, rows.div_ceil(64 * t.conv_rows as usize) * cols4.div_ceil(tn)))
 }
 
 fn groups64(invocations: usize) -> usize {
     invocations.div_ceil(64)
 }
 
-/// `out = act(conv(input) + bias)` at `rows` positions (all positions, or image `r` at `pixel` in the sampler's
-/// position-major layout). At a single pixel on adapters that suit it this is [`conv_pixel`], else
-/// [`conv_forward_tiled`].
-#[allow(clippy::too_many_arguments)]
-pub fn conv_forward(
-    gpu: &Gpu,
-    p: &mut Program,
-    conv: &Conv,
-    weight: View,
-    input: View,
-    output: View,
-    rows: usize,
-    pixel: Option<usize>,
-) -> Result<()> {
-    if let Some(q) = pixel {
-        if try_conv_pixel(gpu, p, conv, &weight, &input, None, &output, rows, q)? {
-            return Ok(());
-        }
-    }
-    conv_forward_tiled(gpu, p, conv, weight, input, output, rows, pixel)
-}
-
-/// `out = [residual +] act(conv(input) + bias)` at pixel `q` of `rows` images (position-major) with
-/// [`conv_pixel`], if the adapter and the buffers suit it. Records nothing and returns false where they do not: the
-/// caller then falls back to [`conv_forward_tiled`] (and, with a residual, a separate [`add`]).
-#[allow(clippy::too_many_arguments)]
-pub fn try_conv_pixel(
-    gpu: &Gpu,
-    p: &mut Program,
-    conv: &Conv,
-    weight: &View,
-    input: &View,
-    residual: Option<View>,
-    output: &View,
-    rows: usize,
-    q: usize,
-) -> Result<bool> {
-    let Some(sg) = gpu.pixel_subgroup() else {
-        return Ok(false);
-    };
-    let Some(runs) = pixel_runs(gpu, conv, weight, input, rows, q, sg, WINDOW_BYTES) else {
-        return Ok(false);
-    };
-    conv_pixel(
-        gpu,
-        p,
-        conv,
-        weight,
-        input,
-        residual,
-        output.clone(),
-        rows,
-        q,
-        sg,
-        &runs,
-    )?;
-    Ok(true)
-}
-
-/// `conv_forward` with the register-tiled kernel of conv.wgsl (any adapter, any number of rows).
-#[allow(clippy::too_many_arguments)]
-pub fn conv_forward_tiled(
-    gpu: &Gpu,
-    p: &mut Program,
-    conv: &Conv,
-    weight: View,
-    input: View,
-    output: View,
-    rows: usize,
-    pixel: Option<usize>,
-) -> Result<()> {
-    let (cin4, cout4) = (pad4(conv.cin) / 4, pad4(conv.cout) / 4);
-    let flags = BIAS | if conv.relu { RELU } else { 0 };
-    let bias_row = conv.taps.len() * cin4 * 4;
-    let u = [
-        rows as u32,
-        cin4 as u32,
-        cout4 as u32,
-        conv.taps.len() as u32,
-        conv.kernel as u32,
-        flags,
-        pixel.map_or(ALL_PIXELS, |q| q as u32),
-        bias_row as u32,
-    ];
-    let (pipe, groups) = conv_pipeline(gpu, rows, cout4)?;
-    p.dispatch(pipe, vec![input, weight, output], &words(&u), groups);
-    Ok(())
-}
-
-/// Bytes of each uniform window `conv_pixel` binds (its WGSL arrays are this big; buffers carry this much tail).
-pub const WINDOW_BYTES: usize = 65536;
-
-/// Floats of tail every tensor that `conv_pixel` reads through a window needs.
-pub const WINDOW_TAIL: usize = WINDOW_BYTES / 4;
-
-/// A run of taps for one `conv_pixel` dispatch: `taps` consecutive live taps from `tap0`, all on one kernel row and
-/// inside the image, whose input pixels start at `first_pixel`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TapRun {
+/// The geometry of one conv on the GPU: padded channel vec4s and where its taps sit in the tap table.
+#[derive(Clone, Debug)]
+pub struct ConvShape {
+    pub cin4: usize,
+    pub cout4: usize,
     pub tap0: usize,
-    pub taps: usize,
-    pub first_pixel: usize,
+    pub n_taps: usize,
+    pub relu: bool,
+    /// Live taps as (dy, dx), for the host-side planning of conv_pixel's windows.
+    pub taps: Vec<(i32, i32)>,
+    /// `blocks.0.masked 128→64 3x3 (5 taps)`, for profiles.
+    pub name: String,
+    /// Multiply-adds per output row (live taps × input channels × output channels), for profiles.
+    pub macs_per_row: f64,
 }
 
-/// Splits `conv` at pixel `q` into [`TapRun`]s whose input and weight windows fit `max_bytes` and start where the
-/// adapter can bind them. An empty list means every tap reads the zero padding (the output is act(bias)). None if
-/// the kernel cannot serve this conv here (a single tap's window too big, misaligned, or rows not a multiple of
-/// the subgroup): the caller falls back to [`conv_forward_tiled`].
-#[allow(clippy::too_many_arguments)]
-pub fn pixel_runs(
-    gpu: &Gpu,
-    conv: &Conv,
-    block: &View,
-    input: &View,
-    rows: usize,
-    q: usize,
-    subgroup: u32,
-    max_bytes: usize,
-) -> Option<Vec<TapRun>> {
-    let (cin4, cout4) = (pad4(conv.cin) / 4, pad4(conv.cout) / 4);
-    let tap_bytes = cin4 * 4 * cout4 * 16;
-    let pixel_bytes = rows * cin4 * 16;
-    let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
-    let fits = gpu.limits.max_uniform_buffer_binding_size as usize >= WINDOW_BYTES
-        && max_bytes <= WINDOW_BYTES
-        && tap_bytes <= max_bytes
-        && pixel_bytes <= max_bytes
-        && rows.is_multiple_of(subgroup as usize)
-        && pixel_bytes.is_multiple_of(align)
-        && (block.offset * 4).is_multiple_of(align)
-        && tap_bytes.is_multiple_of(align)
-        && (input.offset * 4).is_multiple_of(align)
-        && block.offset + block.len + WINDOW_TAIL <= block.tensor.len
-        && input.offset + input.len + WINDOW_TAIL <= input.tensor.len;
-    if !fits {
-        return None;
-    }
-    let per_run = (max_bytes / tap_bytes).min(max_bytes / pixel_bytes);
-    let (y, x) = ((q / WIDTH) as i32, (q % WIDTH) as i32);
-    let mut runs: Vec<TapRun> = Vec::new();
-    for (t, tap) in conv.taps.iter().enumerate() {
-        let (ty, tx) = (y + tap.dy, x + tap.dx);
-        if ty < 0 || ty >= HEIGHT as i32 || tx < 0 || tx >= WIDTH as i32 {
-            continue;
-        }
-        let pixel = ty as usize * WIDTH + tx as usize;
-        match runs.last_mut() {
-            Some(r) if r.tap0 + r.taps == t && r.first_pixel + r.taps == pixel && r.taps < per_run => r.taps += 1,
-            _ => runs.push(TapRun {
-                tap0: t,
-                taps: 1,
-                first_pixel: pixel,
-            }),
+impl ConvShape {
+    /// The shape of `conv` on the GPU with `in_groups` / `out_groups` channel groups, its taps at `tap0` of the
+    /// tap table.
+    pub fn of(conv: &crate::model::Conv, in_groups: usize, out_groups: usize, tap0: usize) -> ConvShape {
+        let c4 = |c: usize, g: usize| g * crate::model::pad4(c / g) / 4;
+        ConvShape {
+            cin4: c4(conv.cin, in_groups),
+            cout4: c4(conv.cout, out_groups),
+            tap0,
+            n_taps: conv.taps.len(),
+            relu: conv.act == crate::model::Activation::Relu,
+            taps: conv.taps.iter().map(|t| (t.dy, t.dx)).collect(),
+            name: format!(
+                "{} {}→{} {}x{} ({} taps)",
+                conv.name,
+                conv.cin,
+                conv.cout,
+                conv.kernel[0],
+                conv.kernel[1],
+                conv.taps.len()
+            ),
+            macs_per_row: (conv.taps.len() * conv.cin * conv.cout) as f64,
         }
     }
-    Some(runs)
 }
 
-/// Segments (tap runs) one `conv_pixel` dispatch takes: two uniform windows each, plus the parameter block.
-pub fn pixel_segments(gpu: &Gpu) -> usize {
-    let uniforms = gpu.limits.max_uniform_buffers_per_shader_stage as usize;
-    (uniforms.saturating_sub(1) / 2).clamp(1, MAX_SEGMENTS)
+/// What a conv reads as its input.
+#[derive(Clone, Debug)]
+pub enum ConvInput {
+    /// An activation `[positions, cin4]` of vec4s.
+    Floats(View),
+    /// The u8 images themselves (cin4 = 1), 4 pixels per word.
+    Bytes(View),
 }
 
-/// Most segments `conv_pixel` is compiled with (a masked 3×3 conv over 128 images has 5 runs of one tap).
-pub const MAX_SEGMENTS: usize = 5;
+/// What a forward conv does after its sum.
+#[derive(Clone, Debug)]
+pub enum Epilogue {
+    /// `output = act(sum + bias)`.
+    Plain,
+    /// Also `sum_out = act(...) + residual` (a fused residual add); `keep_output = false` skips the plain output.
+    Residual {
+        residual: View,
+        sum_out: View,
+        keep_output: bool,
+    },
+    /// The logits conv: per-pixel BCE against `target` (u8 images) into `loss`; `output` gets the gradient of the
+    /// mean BCE (scaled by `scale`) when `grad`, else the logit.
+    Loss {
+        target: View,
+        loss: View,
+        grad: bool,
+        scale: f32,
+    },
+}
 
-/// `out = [residual +] act(conv(input) + bias)` at pixel `q` of `rows` images (position-major buffers) with the
-/// `conv_pixel` kernel: [`pixel_segments`] runs of taps per dispatch, dispatches chained through `out`.
-#[allow(clippy::too_many_arguments)]
-pub fn conv_pixel(
-    gpu: &Gpu,
-    p: &mut Program,
-    conv: &Conv,
-    block: &View,
-    input: &View,
-    residual: Option<View>,
-    output: View,
-    rows: usize,
-    q: usize,
-    subgroup: u32,
-    runs: &[TapRun],
-) -> Result<()> {
-    let (cin4, cout4) = (pad4(conv.cin) / 4, pad4(conv.cout) / 4);
-    let tap_len = cin4 * 4 * cout4 * 4;
-    let pixel_len = rows * cin4 * 4;
-    let bias_at = conv.taps.len() * tap_len / 4;
-    let sg = subgroup as usize;
-    let groups = rows.div_ceil(sg) * cout4.div_ceil(sg);
-    let segments = pixel_segments(gpu);
-    let pipe = gpu.pipeline_with(
-        "conv_pixel",
-        "conv_pixel",
-        &[[Read, Rw, Read].as_slice(), &vec![Access::Uniform; 2 * segments]].concat(),
-        &[("SG", subgroup), ("SEGMENTS", segments as u32)],
-    )?;
-    // With every tap in the zero padding one dispatch over no taps still writes act(bias).
-    let empty = [TapRun {
-        tap0: 0,
-        taps: 0,
-        first_pixel: 0,
-    }];
-    let runs = if runs.is_empty() { &empty[..] } else { runs };
-    let window = |v: &View, offset: usize| View {
-        tensor: v.tensor.clone(),
-        offset: v.offset + offset,
-        len: WINDOW_TAIL,
+/// The operands of a forward conv.
+#[derive(Clone, Debug)]
+pub struct ConvForward {
+    pub input: ConvInput,
+    pub weight: View,
+    /// `[cout4]`, or a per-image table `[images, cout4]` when `per_image_bias`.
+    pub bias: View,
+    pub per_image_bias: bool,
+    pub taps: View,
+    pub output: View,
+    pub epilogue: Epilogue,
+}
+
+/// Largest power of two ≤ min(n, cap).
+fn pow2_at_most(n: usize, cap: usize) -> usize {
+    let mut t = 1;
+    while t * 2 <= n.min(cap) {
+        t *= 2;
+    }
+    t
+}
+
+/// The conv family's version, its constants, and workgroups for `rows` rows × `cols4` output vec4 columns.
+fn conv_pipeline_consts(gpu: &Gpu, rows: usize, cols4: usize) -> (&'static str, Vec<(&'static str, u32)>, usize) {
+    let t = &gpu.kernels.tuning;
+    match gpu.kernels.conv {
+        ConvVersion::Raster => {
+            let sg = gpu.kernels.subgroup.expect("raster kernels have a subgroup size") as usize;
+            let tn = pow2_at_most(cols4, t.conv_tn as usize);
+            let tm = t.conv_tm as usize;
+            let groups = rows.div_ceil(tm * sg) * cols4.div_ceil(tn);
+            (
+                "conv_raster",
+                vec![("SG", sg as u32), ("TM", tm as u32), ("TN", tn as u32)],
+                groups,
+            )
+        }
+        ConvVersion::Tiled => ("conv_tiled", vec![], rows.div_ceil(64) * cols4.div_ceil(16)),
+    }
+}
+
+/// `out = act(conv(input) + bias)` at the rows of `geo`, with the epilogue `op.epilogue`.
+pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForward, geo: Geometry) -> Result<()> {
+    let (family, mut consts, groups) = conv_pipeline_consts(gpu, geo.rows(), shape.cout4);
+    let (input, bytes) = match op.input {
+        ConvInput::Floats(v) => (v, false),
+        ConvInput::Bytes(v) => (v, true),
     };
-    let dispatches = runs.len().div_ceil(segments);
-    for (d, chunk) in runs.chunks(segments).enumerate() {
-        let (first, last) = (d == 0, d + 1 == dispatches);
-        let mut flags = if first { BIAS } else { ACCUMULATE };
-        if last && conv.relu {
-            flags |= RELU;
+    let loss = matches!(op.epilogue, Epilogue::Loss { .. });
+    consts.push(("BYTES", bytes as u32));
+    consts.push(("LOSS", loss as u32));
+    let pipe = gpu.pipeline(
+        family,
+        "conv_forward",
+        &consts,
+        &[(1, Read), (2, Read), (3, Read), (4, Read), (5, Rw), (6, Read), (7, Rw)],
+    )?;
+    let mut fl = if shape.relu { flags::RELU } else { 0 };
+    let mut scale = 0.0;
+    let (aux_in, aux_out) = match op.epilogue {
+        Epilogue::Plain => (gpu.dummy.view(), gpu.dummy_rw.view()),
+        Epilogue::Residual {
+            residual,
+            sum_out,
+            keep_output,
+        } => {
+            fl |= flags::RESIDUAL | if keep_output { 0 } else { flags::NO_OUTPUT };
+            (residual, sum_out)
         }
-        if last && residual.is_some() {
-            flags |= RESIDUAL;
+        Epilogue::Loss {
+            target,
+            loss,
+            grad,
+            scale: s,
+        } => {
+            fl |= if grad { flags::LOSS_GRAD } else { 0 };
+            scale = s;
+            (target, loss)
         }
-        let mut u = vec![
-            rows as u32,
-            cin4 as u32,
-            cout4 as u32,
-            flags,
-            q as u32,
-            bias_at as u32,
-            0,
-            0,
-        ];
-        let mut taps = [0u32; 8];
-        let mut views = vec![
-            block.clone(),
-            output.clone(),
-            residual.clone().unwrap_or_else(|| block.clone()),
-        ];
-        for (s, taps) in taps.iter_mut().enumerate().take(segments) {
-            // Unused segments (no taps) bind the first run's windows again.
-            let run = chunk.get(s).unwrap_or(&chunk[0]);
-            *taps = if s < chunk.len() { run.taps as u32 } else { 0 };
-            views.push(window(input, run.first_pixel * pixel_len));
-            views.push(window(block, run.tap0 * tap_len));
-        }
-        u.extend_from_slice(&taps);
-        p.dispatch(pipe.clone(), views, &words(&u), groups);
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-/// Backward-data of a conv through its transposed block `wt`: `dx (+)= conv^T(dz)`, over all positions.
-pub fn conv_backward_data(
-    gpu: &Gpu,
-    p: &mut Program,
-    conv: &Conv,
-    wt: View,
-    dz: View,
-    dx: View,
-    positions: usize,
-    accumulate: bool,
-) -> Result<()> {
-    let (cin4, cout4) = (pad4(conv.cin) / 4, pad4(conv.cout) / 4);
-    let flags = NEGATE_TAPS | if accumulate { ACCUMULATE } else { 0 };
-    // The forward kernel with the roles of the channel counts swapped.
-    let u = [
-        positions as u32,
-        cout4 as u32,
-        cin4 as u32,
-        conv.taps.len() as u32,
-        conv.kernel as u32,
-        flags,
-        ALL_PIXELS,
-        0,
-    ];
-    let (pipe, groups) = conv_pipeline(gpu, positions, cin4)?;
-    p.dispatch(pipe, vec![dz, wt, dx], &words(&u), groups);
-    Ok(())
-}
-
-/// Floats in the transposed block of `conv` (no bias row).
-pub fn transposed_len(conv: &Conv) -> usize {
-    conv.taps.len() * pad4(conv.cout) * pad4(conv.cin)
-}
-
-/// `wt[t, co, ci] = w[t, ci, co]` for the live taps.
-pub fn transpose_weights(gpu: &Gpu, p: &mut Program, conv: &Conv, w: View, wt: View) -> Result<()> {
-    let (cin4, cout4) = (pad4(conv.cin) / 4, pad4(conv.cout) / 4);
-    let u = [
-        0,
-        cin4 as u32,
-        cout4 as u32,
-        conv.taps.len() as u32,
-        conv.kernel as u32,
-        0,
-        ALL_PIXELS,
-        0,
-    ];
-    let pipe = gpu.pipeline("conv", "transpose_weights", &[Read, Read, Rw])?;
+    };
+    let u = uniforms::ConvParams {
+        geo,
+        cin4: shape.cin4 as u32,
+        cout4: shape.cout4 as u32,
+        tap0: shape.tap0 as u32,
+        n_taps: shape.n_taps as u32,
+        flags: fl,
+        bias_stride: if op.per_image_bias { shape.cout4 as u32 } else { 0 },
+        loss_scale: scale,
+        ..Default::default()
+    };
+    let label = Label {
+        what: format!("conv_forward {:?} {}", gpu.kernels.conv, shape.name).to_lowercase(),
+        flops: 2.0 * shape.macs_per_row * geo.rows() as f64,
+    };
     p.dispatch(
         pipe,
-        vec![w.clone(), w, wt],
-        &words(&u),
-        groups64(transposed_len(conv) / 4),
+        vec![input, op.weight, op.bias, op.taps, op.output, aux_in, aux_out],
+        bytemuck::bytes_of(&u),
+        groups,
+        label,
     );
     Ok(())
 }
 
-/// Chunks the weight-gradient reduction uses for `positions` positions.
+/// `dx (+)= [mask ·] conv^T(dz)` at the rows of `geo` (positions of the conv's input), reading the weight in place.
+/// `mask`: the conv's input activation, when it is a ReLU output (the gradient then goes through that ReLU).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_backward_data(
+    gpu: &Gpu,
+    p: &mut Program,
+    shape: &ConvShape,
+    weight: View,
+    taps: View,
+    dz: View,
+    dx: View,
+    mask: Option<View>,
+    accumulate: bool,
+    geo: Geometry,
+) -> Result<()> {
+    let (family, mut consts, groups) = conv_pipeline_consts(gpu, geo.rows(), shape.cin4);
+    consts.push(("BYTES", 0));
+    consts.push(("LOSS", 0));
+    let pipe = gpu.pipeline(
+        family,
+        "conv_backward_data",
+        &consts,
+        &[(1, Read), (2, Read), (4, Read), (5, Rw), (6, Read)],
+    )?;
+    let fl = if accumulate { flags::ACCUMULATE } else { 0 } | if mask.is_some() { flags::MASK } else { 0 };
+    let u = uniforms::ConvParams {
+        geo,
+        cin4: shape.cin4 as u32,
+        cout4: shape.cout4 as u32,
+        tap0: shape.tap0 as u32,
+        n_taps: shape.n_taps as u32,
+        flags: fl,
+        ..Default::default()
+    };
+    let label = Label {
+        what: format!("conv_backward_data {:?} {}", gpu.kernels.conv, shape.name).to_lowercase(),
+        flops: 2.0 * shape.macs_per_row * geo.rows() as f64,
+    };
+    p.dispatch(
+        pipe,
+        vec![dz, weight, taps, dx, mask.unwrap_or_else(|| gpu.dummy.view())],
+        bytemuck::bytes_of(&u),
+        groups,
+        label,
+    );
+    Ok(())
+}
+
+/// Positions per chunk and chunks of the weight-gradient reduction over `positions` positions.
 pub fn wgrad_chunks(gpu: &Gpu, positions: usize) -> (usize, usize) {
-    let chunk = Tuning::for_gpu(gpu).wgrad_chunk;
+    let chunk = gpu.kernels.tuning.wgrad_chunk.next_multiple_of(16);
     (chunk, positions.div_ceil(chunk))
 }
 
-/// Floats of the partial-sum buffer the weight gradient of `conv` needs.
-pub fn wgrad_partial_len(gpu: &Gpu, conv: &Conv, positions: usize) -> usize {
+/// Words of the partial-sum buffer the weight gradient of `shape` needs over `positions` positions.
+pub fn wgrad_partial_len(gpu: &Gpu, shape: &ConvShape, positions: usize) -> usize {
     let (_, n_chunks) = wgrad_chunks(gpu, positions);
-    n_chunks * (conv.taps.len() * pad4(conv.cin) + 1) * pad4(conv.cout)
+    n_chunks * (shape.n_taps * shape.cin4 * 4 + 1) * shape.cout4 * 4
 }
 
-/// The gradient of a conv's packed block, in two deterministic passes: per-chunk partial sums, then their sum.
+/// The gradients of a conv's weight and bias, in two deterministic passes: per-chunk partial sums over the
+/// positions of `geo`, then their sum in chunk order (`reduce_chunks`).
 #[allow(clippy::too_many_arguments)]
 pub fn conv_backward_weight(
     gpu: &Gpu,
     p: &mut Program,
-    conv: &Conv,
-    input: View,
+    shape: &ConvShape,
+    input: ConvInput,
+    taps: View,
     dz: View,
     partial: View,
-    grad: View,
-    positions: usize,
+    grad_weight: View,
+    grad_bias: View,
+    geo: Geometry,
 ) -> Result<()> {
-    let (cin4, cout4) = (pad4(conv.cin) / 4, pad4(conv.cout) / 4);
+    let positions = geo.rows();
     let (chunk, n_chunks) = wgrad_chunks(gpu, positions);
-    let u = [
-        positions as u32,
-        cin4 as u32,
-        cout4 as u32,
-        conv.taps.len() as u32,
-        conv.kernel as u32,
-        chunk as u32,
-        n_chunks as u32,
-        0,
-    ];
-    // One lane per output vec4 column (up to 64), RG row groups per lane.
-    let wgn = cout4.next_power_of_two().min(64);
-    let rg = Tuning::for_gpu(gpu).wgrad_row_groups as usize;
-    let row_groups = conv.taps.len() * cin4 + 1;
-    let consts = [("WGN", wgn as u32), ("RG", rg as u32)];
-    let pipe = gpu.pipeline_with("wgrad", "conv_backward_weight", &[Read, Read, Rw], &consts)?;
-    let groups = n_chunks * row_groups.div_ceil(rg) * cout4.div_ceil(wgn);
-    p.dispatch(pipe, vec![input, dz, partial.clone()], &words(&u), groups);
-    let len4 = (conv.taps.len() * cin4 * 4 + 1) * cout4;
-    reduce_chunks(gpu, p, partial, grad, len4, n_chunks, false)
+    let (input, bytes) = match input {
+        ConvInput::Floats(v) => (v, false),
+        ConvInput::Bytes(v) => (v, true),
+    };
+    let row_groups = shape.n_taps * shape.cin4 + 1;
+    let t = &gpu.kernels.tuning;
+    let (family, consts, groups) = match gpu.kernels.conv {
+        ConvVersion::Raster => {
+            let sg = gpu.kernels.subgroup.expect("raster kernels have a subgroup size");
+            // Lanes own output columns: TN per lane, as few as keep every lane busy.
+            let tn = pow2_at_most(shape.cout4.div_ceil(sg as usize), t.wgrad_tn as usize);
+            // Row blocks of equal size, so that the last is not a sliver (33 groups: 3 blocks of 11, not 16+16+1).
+            let ti = row_groups.div_ceil(row_groups.div_ceil(t.wgrad_ti as usize));
+            let consts = vec![
+                ("SG", sg),
+                ("TI", ti as u32),
+                ("TN", tn as u32),
+                ("BYTES", bytes as u32),
+                ("LOSS", 0),
+            ];
+            let col_blocks = shape.cout4.div_ceil(sg as usize * tn);
+            ("conv_raster", consts, n_chunks * row_groups.div_ceil(ti) * col_blocks)
+        }
+        ConvVersion::Tiled => (
+            "conv_tiled",
+            vec![("BYTES", bytes as u32), ("LOSS", 0)],
+            n_chunks * row_groups.div_ceil(16) * shape.cout4.div_ceil(8),
+        ),
+    };
+    let pipe = gpu.pipeline(
+        family,
+        "conv_backward_weight",
+        &consts,
+        &[(1, Read), (4, Read), (8, Read), (9, Rw)],
+    )?;
+    let u = uniforms::ConvParams {
+        geo,
+        cin4: shape.cin4 as u32,
+        cout4: shape.cout4 as u32,
+        tap0: shape.tap0 as u32,
+        n_taps: shape.n_taps as u32,
+        chunk: chunk as u32,
+        n_chunks: n_chunks as u32,
+        ..Default::default()
+    };
+    let label = Label {
+        what: format!("conv_backward_weight {:?} {}", gpu.kernels.conv, shape.name).to_lowercase(),
+        flops: 2.0 * shape.macs_per_row * positions as f64,
+    };
+    p.dispatch(
+        pipe,
+        vec![input, taps, dz, partial.clone()],
+        bytemuck::bytes_of(&u),
+        groups,
+        label,
+    );
+    let len4 = (shape.n_taps * shape.cin4 * 4 + 1) * shape.cout4;
+    reduce_chunks(
+        gpu,
+        p,
+        partial,
+        grad_weight,
+        grad_bias,
+        len4,
+        len4 - shape.cout4,
+        n_chunks,
+    )
 }
 
-/// `out[i] (+)= Σ_c in[c · len4 + i]` over vec4s.
+/// `out0 ‖ out1 = Σ_c in[c · len4 + i]` over vec4s, the first `split` vec4s into out0.
+#[allow(clippy::too_many_arguments)]
 pub fn reduce_chunks(
     gpu: &Gpu,
     p: &mut Program,
     input: View,
-    output: View,
+    out0: View,
+    out1: View,
     len4: usize,
+    split: usize,
     n_chunks: usize,
-    accumulate: bool,
 ) -> Result<()> {
-    let u = [len4 as u32, n_chunks as u32, accumulate as u32, 0];
-    let pipe = gpu.pipeline("reduce", "reduce_chunks", &[Read, Rw])?;
-    p.dispatch(pipe, vec![input, output], &words(&u), groups64(len4));
+    let u = uniforms::ReduceParams {
+        len: len4 as u32,
+        n_chunks: n_chunks as u32,
+        flags: 0,
+        split: split as u32,
+    };
+    let pipe = gpu.pipeline("reduce", "reduce_chunks", &[], &[(1, Read), (2, Rw), (3, Rw)])?;
+    p.dispatch(
+        pipe,
+        vec![input, out0, out1],
+        bytemuck::bytes_of(&u),
+        groups64(len4),
+        Label::default(),
+    );
     Ok(())
 }
 
 /// Per-image sums of the per-pixel losses: `out[i] (+)= Σ_q loss[i · 784 + q]`.
 pub fn sum_images(gpu: &Gpu, p: &mut Program, loss: View, output: View, images: usize, accumulate: bool) -> Result<()> {
     let len4 = images.div_ceil(4);
-    let u = [len4 as u32, images as u32, accumulate as u32, 0];
-    let pipe = gpu.pipeline("reduce", "sum_images", &[Read, Rw])?;
-    p.dispatch(pipe, vec![loss, output], &words(&u), groups64(len4));
+    let u = uniforms::ReduceParams {
+        len: len4 as u32,
+        n_chunks: images as u32,
+        flags: if accumulate { flags::ACCUMULATE } else { 0 },
+        split: 0,
+    };
+    let pipe = gpu.pipeline("reduce", "sum_images", &[], &[(1, Read), (2, Rw)])?;
+    p.dispatch(
+        pipe,
+        vec![loss, output],
+        bytemuck::bytes_of(&u),
+        groups64(len4),
+        Label::default(),
+    );
     Ok(())
 }
 
-/// `out = a + b` over `channels` channels at `rows` positions (all, or image `r` at `pixel`).
+/// One elementwise entry point of elementwise.wgsl over `c4` output vec4 columns at the rows of `geo`.
 #[allow(clippy::too_many_arguments)]
-pub fn add(
+fn elementwise(
     gpu: &Gpu,
     p: &mut Program,
+    entry: &str,
     a: View,
-    b: View,
-    output: View,
-    channels: usize,
-    rows: usize,
-    pixel: Option<usize>,
+    b: Option<View>,
+    out: View,
+    c_in: Option<View>,
+    c4: usize,
+    fl: u32,
+    bias_stride: usize,
+    geo: Geometry,
 ) -> Result<()> {
-    let c4 = pad4(channels) / 4;
-    let u = [rows as u32, c4 as u32, pixel.map_or(ALL_PIXELS, |q| q as u32), 0];
-    let pipe = gpu.pipeline("elementwise", "add", &[Read, Read, Rw])?;
-    p.dispatch(pipe, vec![a, b, output], &words(&u), groups64(rows * c4));
+    let u = uniforms::EltParams {
+        geo,
+        c4: c4 as u32,
+        flags: fl,
+        bias_stride: bias_stride as u32,
+        _pad: 0,
+    };
+    let pipe = gpu.pipeline("elementwise", entry, &[], &[(1, Read), (2, Read), (3, Rw), (4, Read)])?;
+    let label = Label {
+        what: format!("{entry} {}", c4 * 4),
+        flops: 0.0,
+    };
+    p.dispatch(
+        pipe,
+        vec![
+            a,
+            b.unwrap_or_else(|| gpu.dummy.view()),
+            out,
+            c_in.unwrap_or_else(|| gpu.dummy.view()),
+        ],
+        bytemuck::bytes_of(&u),
+        groups64(geo.rows() * c4),
+        label,
+    );
     Ok(())
 }
 
-/// `dz = dy · [y > 0]` over `channels` channels at `positions` positions.
+/// `out = a + b` over `c4` vec4 columns at the rows of `geo`.
+pub fn add(gpu: &Gpu, p: &mut Program, a: View, b: View, out: View, c4: usize, geo: Geometry) -> Result<()> {
+    elementwise(gpu, p, "add", a, Some(b), out, None, c4, 0, 0, geo)
+}
+
+/// `out (+)= src`: a gradient reaching an activation.
+pub fn accumulate(gpu: &Gpu, p: &mut Program, src: View, out: View, c4: usize, acc: bool, geo: Geometry) -> Result<()> {
+    let fl = if acc { flags::ACCUMULATE } else { 0 };
+    elementwise(gpu, p, "accumulate", src, None, out, None, c4, fl, 0, geo)
+}
+
+/// `out = max(x, 0)`.
+pub fn relu_forward(gpu: &Gpu, p: &mut Program, x: View, out: View, c4: usize, geo: Geometry) -> Result<()> {
+    elementwise(gpu, p, "relu_forward", x, None, out, None, c4, 0, 0, geo)
+}
+
+/// `out (+)= dy · [y > 0]`.
+#[allow(clippy::too_many_arguments)]
 pub fn relu_backward(
     gpu: &Gpu,
     p: &mut Program,
     y: View,
     dy: View,
-    dz: View,
-    channels: usize,
-    positions: usize,
+    out: View,
+    c4: usize,
+    acc: bool,
+    geo: Geometry,
 ) -> Result<()> {
-    let c4 = pad4(channels) / 4;
-    let u = [positions as u32, c4 as u32, ALL_PIXELS, 0];
-    let pipe = gpu.pipeline("elementwise", "relu_backward", &[Read, Read, Rw])?;
-    p.dispatch(pipe, vec![y, dy, dz], &words(&u), groups64(positions * c4));
+    let fl = if acc { flags::ACCUMULATE } else { 0 };
+    elementwise(gpu, p, "relu_backward", y, Some(dy), out, None, c4, fl, 0, geo)
+}
+
+/// `out = tanh(z[:h] + β) · σ(z[h:] + β)` with `h` = `half4` vec4s and β a per-image table `[images, 2·half4]`.
+pub fn gate_forward(
+    gpu: &Gpu,
+    p: &mut Program,
+    z: View,
+    bias: Option<View>,
+    out: View,
+    half4: usize,
+    geo: Geometry,
+) -> Result<()> {
+    let fl = if bias.is_some() { flags::BIAS } else { 0 };
+    elementwise(gpu, p, "gate_forward", z, bias, out, None, half4, fl, 2 * half4, geo)
+}
+
+/// `dz (+)=` the gradient of [`gate_forward`] with respect to z, from `dout`.
+#[allow(clippy::too_many_arguments)]
+pub fn gate_backward(
+    gpu: &Gpu,
+    p: &mut Program,
+    z: View,
+    bias: Option<View>,
+    dout: View,
+    dz: View,
+    half4: usize,
+    geo: Geometry,
+) -> Result<()> {
+    let fl = if bias.is_some() { flags::BIAS } else { 0 };
+    elementwise(
+        gpu,
+        p,
+        "gate_backward",
+        z,
+        bias,
+        dz,
+        Some(dout),
+        half4,
+        fl,
+        2 * half4,
+        geo,
+    )
+}
+
+fn class_kernel(
+    gpu: &Gpu,
+    p: &mut Program,
+    entry: &str,
+    views: [View; 4],
+    u: uniforms::ClassParams,
+    n: usize,
+) -> Result<()> {
+    let pipe = gpu.pipeline("class_bias", entry, &[], &[(1, Read), (2, Read), (3, Read), (4, Rw)])?;
+    p.dispatch(
+        pipe,
+        views.to_vec(),
+        bytemuck::bytes_of(&u),
+        groups64(n),
+        Label::default(),
+    );
     Ok(())
 }
 
-/// Per-pixel BCE from logits and its gradient `(σ(z) − x) / (images · 784)`.
-pub fn bce_loss_grad(
+/// The per-image bias table `out[i] = [bias +] class_bias[labels[i]]` for `images` images, `c4` vec4 columns.
+#[allow(clippy::too_many_arguments)]
+pub fn class_bias_add(
     gpu: &Gpu,
     p: &mut Program,
-    logits: View,
-    target: View,
-    grad: View,
-    loss: View,
+    bias: Option<View>,
+    class_bias: View,
+    labels: View,
+    out: View,
     images: usize,
+    c4: usize,
 ) -> Result<()> {
-    let positions = images * PIXELS;
-    let scale = 1.0f32 / positions as f32;
-    let u = [positions as u32, scale.to_bits(), 0, 0];
-    let pipe = gpu.pipeline("bce", "bce_loss_grad", &[Read, Read, Rw, Rw])?;
-    p.dispatch(pipe, vec![logits, target, grad, loss], &words(&u), groups64(positions));
-    Ok(())
+    let u = uniforms::ClassParams {
+        images: images as u32,
+        c4: c4 as u32,
+        classes: crate::model::CLASSES as u32,
+        flags: if bias.is_some() { flags::BIAS } else { 0 },
+    };
+    let a = bias.unwrap_or_else(|| gpu.dummy.view());
+    class_kernel(gpu, p, "class_bias_add", [a, class_bias, labels, out], u, images * c4)
+}
+
+/// The gradient of a class-bias table from a pre-activation gradient `grad` (image-major `[images · 784, c4]`):
+/// per-image sums into `sums`, then per-class sums in image order into `out` — deterministic.
+#[allow(clippy::too_many_arguments)]
+pub fn class_bias_backward(
+    gpu: &Gpu,
+    p: &mut Program,
+    grad: View,
+    labels: View,
+    sums: View,
+    out: View,
+    images: usize,
+    c4: usize,
+) -> Result<()> {
+    let classes = crate::model::CLASSES;
+    let u = uniforms::ClassParams {
+        images: images as u32,
+        c4: c4 as u32,
+        classes: classes as u32,
+        flags: 0,
+    };
+    let d = gpu.dummy.view();
+    class_kernel(
+        gpu,
+        p,
+        "image_sums",
+        [grad, d.clone(), labels.clone(), sums.clone()],
+        u,
+        images * c4,
+    )?;
+    class_kernel(gpu, p, "class_bias_backward", [sums, d, labels, out], u, classes * c4)
 }
 
 /// Adam's uniform block for a step size `lr_t`.
 pub fn adam_uniform(n4: usize, lr_t: f32, cfg: &crate::cpu::AdamConfig) -> Vec<u8> {
-    let u = [
-        n4 as u32,
-        lr_t.to_bits(),
-        (cfg.beta1 as f32).to_bits(),
-        (cfg.beta2 as f32).to_bits(),
-        (cfg.eps as f32).to_bits(),
-        0,
-        0,
-        0,
-    ];
-    words(&u)
+    let u = uniforms::AdamParams {
+        n4: n4 as u32,
+        lr_t,
+        beta1: cfg.beta1 as f32,
+        beta2: cfg.beta2 as f32,
+        eps: cfg.eps as f32,
+        _pad: [0; 3],
+    };
+    bytemuck::bytes_of(&u).to_vec()
 }
 
 /// One Adam update of the whole parameter vector; returns the dispatch index so the step size can be rewritten.
@@ -697,12 +710,13 @@ pub fn adam_update(
     cfg: &crate::cpu::AdamConfig,
 ) -> Result<usize> {
     let n4 = params.len / 4;
-    let pipe = gpu.pipeline("adam", "adam_update", &[Rw, Read, Rw, Rw])?;
+    let pipe = gpu.pipeline("adam", "adam_update", &[], &[(1, Rw), (2, Read), (3, Rw), (4, Rw)])?;
     Ok(p.dispatch(
         pipe,
         vec![params, grads, m, v],
         &adam_uniform(n4, lr_t, cfg),
         groups64(n4),
+        Label::default(),
     ))
 }
 
@@ -721,21 +735,233 @@ pub fn sample_pixel(
     first_image: u32,
     stride: usize,
 ) -> Result<()> {
-    let u = [count as u32, pixel as u32, key, first_image, stride as u32, 0, 0, 0];
-    let pipe = gpu.pipeline("sample", "sample_pixel", &[Read, Rw, Rw])?;
-    p.dispatch(pipe, vec![logits, image, probs], &words(&u), groups64(count));
+    let u = uniforms::SampleParams {
+        count: count as u32,
+        pixel: pixel as u32,
+        key,
+        first_image,
+        stride: stride as u32,
+        _pad: [0; 3],
+    };
+    let pipe = gpu.pipeline("sample", "sample_pixel", &[], &[(1, Read), (2, Rw), (3, Rw)])?;
+    p.dispatch(
+        pipe,
+        vec![logits, image, probs],
+        bytemuck::bytes_of(&u),
+        groups64(count),
+        Label::default(),
+    );
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::expand_segments;
+/// Bytes of each uniform window `conv_pixel` binds (its WGSL arrays are this big; buffers carry this much tail).
+pub const WINDOW_BYTES: usize = 65536;
 
-    #[test]
-    fn expand_segments_repeats_blocks_with_binding_numbers() {
-        let src = "a\n  //@segments {\nvar in_$s @binding($in) w @binding($w)\n  //@segments }\nb\n";
-        let want = "a\nvar in_0 @binding(4) w @binding(5)\nvar in_1 @binding(6) w @binding(7)\nb\n";
-        assert_eq!(expand_segments(src, 2), want);
-        assert_eq!(expand_segments("x\n", 3), "x\n");
+/// Words of tail every tensor that `conv_pixel` reads through a window needs.
+pub const WINDOW_TAIL: usize = WINDOW_BYTES / 4;
+
+/// Most segments `conv_pixel` is compiled with (a masked 3×3 conv over 128 images has 5 runs of one tap).
+pub const MAX_SEGMENTS: usize = 5;
+
+/// A run of taps for one `conv_pixel` segment: `taps` consecutive live taps from `tap0`, all on one kernel row and
+/// inside the image, whose input pixels start at `first_pixel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TapRun {
+    pub tap0: usize,
+    pub taps: usize,
+    pub first_pixel: usize,
+}
+
+/// Why `conv_pixel` cannot serve a conv, if it cannot.
+pub fn conv_pixel_unfit(
+    gpu: &Gpu,
+    shape: &ConvShape,
+    weight: &View,
+    input: &View,
+    rows: usize,
+    max_bytes: usize,
+) -> Option<String> {
+    if gpu.kernels.pixel != PixelVersion::ConvPixel {
+        return Some("the device's pixel kernels are not conv_pixel".into());
     }
+    let sg = gpu.kernels.subgroup? as usize;
+    let tap_bytes = shape.cin4 * 4 * shape.cout4 * 16;
+    let pixel_bytes = rows * shape.cin4 * 16;
+    let align = gpu.limits.min_uniform_buffer_offset_alignment as usize;
+    let checks = [
+        (
+            max_bytes <= WINDOW_BYTES && (gpu.limits.max_uniform_buffer_binding_size as usize) >= WINDOW_BYTES,
+            "64 KiB uniform windows do not fit the adapter",
+        ),
+        (tap_bytes <= max_bytes, "one tap's weights exceed a window"),
+        (pixel_bytes <= max_bytes, "one pixel's inputs exceed a window"),
+        (rows.is_multiple_of(sg), "the images are not a multiple of the subgroup"),
+        (
+            pixel_bytes.is_multiple_of(align) && tap_bytes.is_multiple_of(align),
+            "windows would be misaligned",
+        ),
+        (
+            (weight.offset * 4).is_multiple_of(align) && (input.offset * 4).is_multiple_of(align),
+            "buffers are misaligned",
+        ),
+        (
+            weight.offset + weight.len + WINDOW_TAIL <= weight.tensor.len
+                && input.offset + input.len + WINDOW_TAIL <= input.tensor.len,
+            "buffers lack the window tail",
+        ),
+    ];
+    checks.iter().find(|(ok, _)| !ok).map(|(_, why)| why.to_string())
+}
+
+/// Splits a conv at pixel `q` into [`TapRun`]s whose input and weight windows fit `max_bytes`. An empty list means
+/// every tap reads the zero padding (the output is act(bias)). Call [`conv_pixel_unfit`] first.
+pub fn pixel_runs(shape: &ConvShape, rows: usize, q: usize, max_bytes: usize) -> Vec<TapRun> {
+    let tap_bytes = shape.cin4 * 4 * shape.cout4 * 16;
+    let pixel_bytes = rows * shape.cin4 * 16;
+    let per_run = (max_bytes / tap_bytes).min(max_bytes / pixel_bytes);
+    let (y, x) = ((q / WIDTH) as i32, (q % WIDTH) as i32);
+    let mut runs: Vec<TapRun> = Vec::new();
+    for (t, &(dy, dx)) in shape.taps.iter().enumerate() {
+        let (ty, tx) = (y + dy, x + dx);
+        if ty < 0 || ty >= HEIGHT as i32 || tx < 0 || tx >= WIDTH as i32 {
+            continue;
+        }
+        let pixel = ty as usize * WIDTH + tx as usize;
+        match runs.last_mut() {
+            Some(r) if r.tap0 + r.taps == t && r.first_pixel + r.taps == pixel && r.taps < per_run => r.taps += 1,
+            _ => runs.push(TapRun {
+                tap0: t,
+                taps: 1,
+                first_pixel: pixel,
+            }),
+        }
+    }
+    runs
+}
+
+/// Segments (tap runs) one `conv_pixel` dispatch takes: two uniform windows each.
+pub fn pixel_segments(gpu: &Gpu) -> usize {
+    let uniforms = gpu.limits.max_uniform_buffers_per_shader_stage as usize;
+    (uniforms.saturating_sub(1) / 2).clamp(1, MAX_SEGMENTS)
+}
+
+/// `out = [residual +] act(conv(input) + bias)` at pixel `q` of `rows` images (position-major buffers) with the
+/// `conv_pixel` kernel: [`pixel_segments`] runs of taps per dispatch, dispatches chained through `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_pixel(
+    gpu: &Gpu,
+    p: &mut Program,
+    shape: &ConvShape,
+    weight: &View,
+    bias: View,
+    per_image_bias: bool,
+    input: &View,
+    residual: Option<View>,
+    output: View,
+    rows: usize,
+    q: usize,
+    runs: &[TapRun],
+) -> Result<()> {
+    let sg = gpu.kernels.subgroup.expect("conv_pixel has a subgroup size");
+    let (cin4, cout4) = (shape.cin4, shape.cout4);
+    let tap_len = cin4 * 4 * cout4 * 4;
+    let pixel_len = rows * cin4 * 4;
+    let groups = rows.div_ceil(sg as usize) * cout4.div_ceil(sg as usize);
+    let segments = pixel_segments(gpu);
+    let mut bindings = vec![(1, Read), (2, Rw), (3, Read)];
+    for s in 0..segments as u32 {
+        bindings.push((4 + 2 * s, Access::Uniform));
+        bindings.push((5 + 2 * s, Access::Uniform));
+    }
+    let pipe = gpu.pipeline(
+        "conv_pixel",
+        "conv_pixel",
+        &[("SG", sg), ("SEGMENTS", segments as u32)],
+        &bindings,
+    )?;
+    // With every tap in the zero padding one dispatch over no taps still writes act(bias).
+    let empty = [TapRun {
+        tap0: 0,
+        taps: 0,
+        first_pixel: 0,
+    }];
+    let runs = if runs.is_empty() { &empty[..] } else { runs };
+    let window = |v: &View, offset: usize| View {
+        tensor: v.tensor.clone(),
+        offset: v.offset + offset,
+        len: WINDOW_TAIL,
+    };
+    let dispatches = runs.len().div_ceil(segments);
+    for (d, chunk) in runs.chunks(segments).enumerate() {
+        let (first, last) = (d == 0, d + 1 == dispatches);
+        let mut fl = if first { flags::BIAS } else { flags::ACCUMULATE };
+        if last && shape.relu {
+            fl |= flags::RELU;
+        }
+        if last && residual.is_some() {
+            fl |= flags::RESIDUAL;
+        }
+        let mut u = uniforms::PixelParams {
+            rows: rows as u32,
+            cin4: cin4 as u32,
+            cout4: cout4 as u32,
+            flags: fl,
+            pixel: q as u32,
+            bias_stride: if per_image_bias { cout4 as u32 } else { 0 },
+            ..Default::default()
+        };
+        let mut views = vec![
+            bias.clone(),
+            output.clone(),
+            residual.clone().unwrap_or_else(|| gpu.dummy.view()),
+        ];
+        for s in 0..segments {
+            // Unused segments (no taps) bind the first run's windows again.
+            let run = chunk.get(s).unwrap_or(&chunk[0]);
+            u.taps[s] = if s < chunk.len() { run.taps as u32 } else { 0 };
+            views.push(window(input, run.first_pixel * pixel_len));
+            views.push(window(weight, run.tap0 * tap_len));
+        }
+        let flops = 2.0 * chunk.iter().map(|r| r.taps).sum::<usize>() as f64 * (cin4 * cout4 * 16 * rows) as f64;
+        let label = Label {
+            what: format!("conv_pixel {}", shape.name),
+            flops,
+        };
+        p.dispatch(pipe.clone(), views, bytemuck::bytes_of(&u), groups, label);
+    }
+    Ok(())
+}
+
+/// One step of `pixel_net`: every op of `program` from op `ops_at` (`n_ops` of them) at positions q0 .. q0 + npos
+/// of `images` images.
+#[allow(clippy::too_many_arguments)]
+pub fn pixel_net(
+    gpu: &Gpu,
+    p: &mut Program,
+    program: View,
+    acts: View,
+    params: View,
+    taps: View,
+    labels: View,
+    probs: View,
+    u: uniforms::NetParams,
+) -> Result<()> {
+    let pipe = gpu.pipeline(
+        "pixel_net",
+        "pixel_net",
+        &[],
+        &[(1, Access::Uniform), (2, Rw), (3, Read), (4, Read), (5, Read), (6, Rw)],
+    )?;
+    let label = Label {
+        what: format!("pixel_net {} positions", u.npos),
+        flops: 0.0,
+    };
+    p.dispatch(
+        pipe,
+        vec![program, acts, params, taps, labels, probs],
+        bytemuck::bytes_of(&u),
+        u.images as usize,
+        label,
+    );
+    Ok(())
 }

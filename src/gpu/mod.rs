@@ -1,21 +1,29 @@
 //! The GPU backend.
 //!
-//! * `mod.rs` (this file): finding an adapter, creating the device with the adapter's real limits, and compiling
-//!   the WGSL kernels from `shaders/`.
-//! * [`buffers`]: owns GPU memory: typed tensors, uploads and readbacks, the parameter layout on the GPU.
+//! * `mod.rs` (this file): finding an adapter, opening the device with the adapter's real limits.
+//! * [`versions`]: which version of each kernel family serves this device, decided once, with the reason.
+//! * [`shader`]: the WGSL sources and their templates; [`uniforms`]: the kernels' uniform blocks and flags.
+//! * [`buffers`]: owns GPU memory: tensors, uploads and readbacks.
 //! * [`record`]: records dispatches into programs that are encoded into one compute pass per submit.
 //! * [`kernels`]: one function per WGSL entry point, with its uniform block and dispatch shape.
-//! * [`trainer`], [`sampler`]: the training step, evaluation and the samplers, built from those kernels.
+//! * [`layers`]: one forward / backward pair per layer kind, mirroring `cpu.rs`.
+//! * [`trainer`], [`sampler`]: the training step, evaluation and the samplers, built from those layers.
 
 pub mod buffers;
 pub mod kernels;
+pub mod layers;
 pub mod record;
 pub mod sampler;
+pub mod shader;
 pub mod trainer;
+pub mod uniforms;
+pub mod versions;
 
 use anyhow::{anyhow, Context, Result};
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
+use versions::{AdapterFacts, KernelChoice};
 
 /// How to get a GPU on a machine without one: the message every "no adapter" error carries.
 pub const NO_ADAPTER_HELP: &str =
@@ -32,6 +40,9 @@ pub struct AdapterSummary {
     pub driver: String,
     pub driver_info: String,
     pub selected: bool,
+    /// For the selected adapter: the kernel versions that serve it and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<KernelChoice>,
 }
 
 fn summarize(info: &wgpu::AdapterInfo, selected: bool) -> AdapterSummary {
@@ -42,6 +53,7 @@ fn summarize(info: &wgpu::AdapterInfo, selected: bool) -> AdapterSummary {
         driver: info.driver.clone(),
         driver_info: info.driver_info.clone(),
         selected,
+        kernels: None,
     }
 }
 
@@ -67,42 +79,82 @@ async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
         .map_err(|_| anyhow!(NO_ADAPTER_HELP))
 }
 
-/// Every adapter wgpu can see, with the one [`Gpu::new`] would use marked.
+/// Every adapter wgpu can see, with the one [`Gpu::new`] would use marked (and its kernel choice).
 pub fn list_adapters() -> Result<Vec<AdapterSummary>> {
     let instance = instance();
     let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
     let adapters = pollster::block_on(instance.enumerate_adapters(backends));
-    let chosen = pollster::block_on(choose_adapter(&instance)).ok().map(|a| a.get_info());
-    Ok(adapters
+    let chosen = pollster::block_on(choose_adapter(&instance)).ok();
+    let chosen_info = chosen.as_ref().map(|a| a.get_info());
+    let mut out: Vec<AdapterSummary> = adapters
         .iter()
         .map(|a| {
             let info = a.get_info();
-            let selected = chosen
+            let selected = chosen_info
                 .as_ref()
                 .is_some_and(|c| c.name == info.name && c.backend == info.backend && c.device == info.device);
             summarize(&info, selected)
         })
-        .collect())
+        .collect();
+    if let Some(a) = chosen {
+        let choice = KernelChoice::choose(
+            &facts(&a, a.features()),
+            std::env::var("PIXELCNN_KERNELS").ok().as_deref(),
+        )?;
+        if let Some(s) = out.iter_mut().find(|s| s.selected) {
+            s.kernels = Some(choice);
+        }
+    }
+    Ok(out)
 }
 
-/// The device, its queue, and the compiled kernels.
+fn facts(adapter: &wgpu::Adapter, features: wgpu::Features) -> AdapterFacts {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    AdapterFacts {
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        software: info.device_type == wgpu::DeviceType::Cpu,
+        subgroups: features.contains(wgpu::Features::SUBGROUP),
+        subgroup_min: info.subgroup_min_size,
+        subgroup_max: info.subgroup_max_size,
+        max_uniform_buffers_per_stage: limits.max_uniform_buffers_per_shader_stage,
+        max_uniform_binding: limits.max_uniform_buffer_binding_size,
+    }
+}
+
+/// The device, its queue, the kernel versions that serve it, and the compiled kernels.
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    pub kernels: KernelChoice,
     pipelines: Mutex<HashMap<String, std::sync::Arc<kernels::Pipeline>>>,
+    /// Bytes of every tensor allocated on this device.
+    pub allocated: AtomicU64,
+    /// Small buffers bound where a kernel declares a binding that a dispatch does not use (read-only and
+    /// read-write, which must not alias).
+    pub dummy: buffers::Tensor,
+    pub dummy_rw: buffers::Tensor,
 }
 
 impl Gpu {
     /// Opens the adapter chosen by the environment (see [`list_adapters`]) with its own limits, which are far above
     /// wgpu's defaults (lavapipe allows 128 MiB per storage binding; the defaults allow 128 MB total buffers).
     pub fn new() -> Result<Gpu> {
+        Gpu::open(std::env::var("PIXELCNN_KERNELS").ok().as_deref())
+    }
+
+    /// Opens the adapter with the kernel versions `force` names (`raster`, `tiled`, ...; see `versions`), or the
+    /// adapter's defaults when None.
+    pub fn open(force: Option<&str>) -> Result<Gpu> {
         let instance = instance();
         let adapter = pollster::block_on(choose_adapter(&instance))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         let features = adapter.features() & wgpu::Features::SUBGROUP;
+        let kernels = KernelChoice::choose(&facts(&adapter, features), force)?;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("pixelcnn"),
             required_features: features,
@@ -113,29 +165,29 @@ impl Gpu {
         }))
         .with_context(|| format!("opening GPU device {:?}", info.name))?;
         log::info!("GPU: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+        log::info!("kernels: {} — {}", kernels.describe(), kernels.reason);
+        let dummy = |label| buffers::Tensor {
+            id: buffers::next_id(),
+            buffer: std::sync::Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 256,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })),
+            len: 64,
+        };
+        let (dummy, dummy_rw) = (dummy("unused binding"), dummy("unused output binding"));
         Ok(Gpu {
             device,
             queue,
             info,
             limits,
+            kernels,
             pipelines: Mutex::new(HashMap::new()),
+            allocated: AtomicU64::new(0),
+            dummy,
+            dummy_rw,
         })
-    }
-
-    /// The subgroup size the sampler's single-pixel conv (`conv_pixel.wgsl`) runs with, or None where the sampler
-    /// uses the tiled `conv_forward` instead. The kernel is shaped for CPU rasterisers (and measured only there)
-    /// and needs subgroups of one fixed size that divides 16, the sampler's padding of each pixel's images.
-    /// `PIXELCNN_PIXEL_KERNEL=0` turns it off, for comparisons.
-    pub fn pixel_subgroup(&self) -> Option<u32> {
-        if std::env::var("PIXELCNN_PIXEL_KERNEL").is_ok_and(|v| v == "0") {
-            return None;
-        }
-        let sg = self.info.subgroup_min_size;
-        let usable = self.device.features().contains(wgpu::Features::SUBGROUP)
-            && self.info.subgroup_max_size == sg
-            && (4..=16).contains(&sg)
-            && 16 % sg == 0;
-        (usable && self.is_software()).then_some(sg)
     }
 
     /// "name (backend)" for reports.
@@ -143,10 +195,14 @@ impl Gpu {
         format!("{} ({:?})", self.info.name, self.info.backend)
     }
 
-    /// Whether this adapter is a CPU rasteriser (lavapipe/llvmpipe, SwiftShader, WARP): such devices want
-    /// register blocking rather than shared-memory tiling.
+    /// Whether this adapter is a CPU rasteriser (lavapipe/llvmpipe, SwiftShader, WARP).
     pub fn is_software(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Bytes of GPU memory allocated so far on this device.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until the GPU has finished submission `index` (later submissions may still run).
@@ -172,9 +228,14 @@ impl Gpu {
 /// Creates the GPU context, or explains how to get one. In tests under `CI=true` a missing adapter is an error,
 /// never a silent skip; elsewhere tests call this and skip with a printed note.
 pub fn gpu_for_tests() -> Option<Gpu> {
-    match Gpu::new() {
+    gpu_for_tests_with(std::env::var("PIXELCNN_KERNELS").ok().as_deref())
+}
+
+/// [`gpu_for_tests`] with the kernel versions `force` names (tests run every version).
+pub fn gpu_for_tests_with(force: Option<&str>) -> Option<Gpu> {
+    match Gpu::open(force) {
         Ok(g) => {
-            eprintln!("GPU adapter: {}", g.adapter_name());
+            eprintln!("GPU adapter: {} — kernels {}", g.adapter_name(), g.kernels.describe());
             Some(g)
         }
         Err(e) => {

@@ -5,12 +5,18 @@
 
 use super::buffers::View;
 use super::kernels::Pipeline;
+use super::uniforms::UNIFORM_BYTES;
 use super::Gpu;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Bytes of every uniform block (each kernel's parameter struct is at most this big).
-pub const UNIFORM_BYTES: usize = 64;
+/// What one dispatch is, for profiles: its kernel and layer shape, and the FLOPs it performs.
+#[derive(Clone, Debug, Default)]
+pub struct Label {
+    /// e.g. `conv_forward raster 128→128 1x1 (1 taps)`.
+    pub what: String,
+    pub flops: f64,
+}
 
 struct Step {
     pipeline: Arc<Pipeline>,
@@ -18,6 +24,7 @@ struct Step {
     uniform: [u8; UNIFORM_BYTES],
     workgroups: [u32; 2],
     bind_group: usize,
+    label: Label,
 }
 
 #[derive(Default)]
@@ -35,20 +42,42 @@ pub fn workgroups_for(groups: usize) -> [u32; 2] {
     [groups.div_ceil(y) as u32, y as u32]
 }
 
+/// One line of a profile: a kernel and layer shape, its dispatches in one step, their time and FLOPs.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProfileLine {
+    pub kernel: String,
+    pub dispatches: usize,
+    pub seconds: f64,
+    pub gflops_per_second: f64,
+}
+
 impl Program {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Appends a dispatch of `pipeline` over `groups` workgroups; returns its index (for [`Program::set_uniform`]).
-    pub fn dispatch(&mut self, pipeline: Arc<Pipeline>, views: Vec<View>, uniform: &[u8], groups: usize) -> usize {
+    /// Appends a dispatch of `pipeline` over `groups` workgroups with `views` bound to its storage bindings (in
+    /// the pipeline's binding order); returns its index (for [`Program::set_uniform`]).
+    pub fn dispatch(
+        &mut self,
+        pipeline: Arc<Pipeline>,
+        views: Vec<View>,
+        uniform: &[u8],
+        groups: usize,
+        label: Label,
+    ) -> usize {
         assert!(self.uniform_buffer.is_none(), "program already finished");
         assert_eq!(
             views.len(),
-            pipeline.storage.len(),
+            pipeline.bindings.len(),
             "kernel {} takes {} buffers",
             pipeline.name,
-            pipeline.storage.len()
+            pipeline.bindings.len()
+        );
+        assert!(
+            uniform.len() <= UNIFORM_BYTES,
+            "uniform block of {} exceeds the slot",
+            pipeline.name
         );
         let mut block = [0u8; UNIFORM_BYTES];
         block[..uniform.len()].copy_from_slice(uniform);
@@ -58,6 +87,7 @@ impl Program {
             uniform: block,
             workgroups: workgroups_for(groups),
             bind_group: 0,
+            label,
         });
         self.steps.len() - 1
     }
@@ -68,6 +98,11 @@ impl Program {
 
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
+    }
+
+    /// The names of the kernels of every dispatch, in order (for tests and reports).
+    pub fn kernels(&self) -> Vec<&str> {
+        self.steps.iter().map(|s| s.pipeline.entry.as_str()).collect()
     }
 
     /// Uploads the uniform blocks and creates the bind groups (shared between dispatches with the same buffers).
@@ -101,9 +136,9 @@ impl Program {
                         size: std::num::NonZeroU64::new(UNIFORM_BYTES as u64),
                     }),
                 }];
-                for (i, v) in s.views.iter().enumerate() {
+                for (&(binding, _), v) in s.pipeline.bindings.iter().zip(&s.views) {
                     entries.push(wgpu::BindGroupEntry {
-                        binding: i as u32 + 1,
+                        binding,
                         resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                             buffer: &v.tensor.buffer,
                             offset: (v.offset * 4) as u64,
@@ -155,26 +190,40 @@ impl Program {
         gpu.queue.submit([encoder.finish()])
     }
 
-    /// Runs every dispatch on its own and waits for it, summing the wall time per kernel (for tuning; the
-    /// submit-and-wait overhead of each dispatch is included).
-    pub fn profile(&self, gpu: &Gpu) -> anyhow::Result<Vec<(String, f64, usize)>> {
-        let mut totals: Vec<(String, f64, usize)> = Vec::new();
+    /// Runs every dispatch on its own and waits for it, summing the wall time per kernel and layer shape (for
+    /// tuning; the submit-and-wait overhead of each dispatch is included). Sorted by time, largest first.
+    pub fn profile(&self, gpu: &Gpu) -> anyhow::Result<Vec<ProfileLine>> {
+        let mut totals: Vec<(String, f64, usize, f64)> = Vec::new();
         for i in 0..self.steps.len() {
             let t = std::time::Instant::now();
             self.submit_range(gpu, i..i + 1);
             gpu.wait()?;
             let dt = t.elapsed().as_secs_f64();
-            let name = &self.steps[i].pipeline.name;
-            match totals.iter_mut().find(|(n, _, _)| n == name) {
+            let label = &self.steps[i].label;
+            let what = if label.what.is_empty() {
+                self.steps[i].pipeline.name.clone()
+            } else {
+                label.what.clone()
+            };
+            match totals.iter_mut().find(|e| e.0 == what) {
                 Some(e) => {
                     e.1 += dt;
                     e.2 += 1;
+                    e.3 += label.flops;
                 }
-                None => totals.push((name.clone(), dt, 1)),
+                None => totals.push((what, dt, 1, label.flops)),
             }
         }
         totals.sort_by(|a, b| b.1.total_cmp(&a.1));
-        Ok(totals)
+        Ok(totals
+            .into_iter()
+            .map(|(kernel, seconds, dispatches, flops)| ProfileLine {
+                kernel,
+                dispatches,
+                seconds,
+                gflops_per_second: flops / seconds.max(1e-12) / 1e9,
+            })
+            .collect())
     }
 
     /// Submits the whole program without waiting.

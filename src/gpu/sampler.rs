@@ -1,34 +1,35 @@
 //! Sampling on the GPU. The images, every layer's activation cache and the random draws stay on the device;
 //! the images and probabilities are read back once, at the end.
 //!
-//! * Incremental (default): every layer is causal, so its activation at pixel q depends only on pixels before q.
-//!   For each pixel q in raster order, one dispatch chain computes every layer at position q only (the masked
-//!   convs read the cached activations of earlier positions), then draws pixel q. A whole sample costs about one
-//!   forward pass.
+//! * Incremental (default), following [`Network::schedule`]: for each pixel q in raster order, every
+//!   pixel-scheduled layer is computed at position q only (its convs read the cached activations of earlier
+//!   positions), then pixel q is drawn; once a row is complete, the row-scheduled layers (the gated net's
+//!   vertical stack) are computed for that whole row. A whole sample costs about one forward pass.
+//!   - `conv_pixel` version (CPU rasterisers): each layer is a dispatch (a conv one `conv_pixel` dispatch, with a
+//!     residual add fused into its epilogue), recorded one image row per program.
+//!   - `net` version (GPUs): one `pixel_net` dispatch per pixel runs every pixel-scheduled layer and the draw, and
+//!     one per row the row-scheduled layers.
 //! * Naive (`--naive`): the original algorithm, a full forward pass over all 784 positions per pixel, still
 //!   GPU-resident. For verification and as the benchmark baseline.
 
-use super::buffers::{pad4, Tensor};
+use super::buffers::{Tensor, View};
 use super::kernels;
+use super::layers::{self, Fused, GpuModel, Pass};
 use super::record::Program;
-use super::trainer::{record_forward, GpuModel};
+use super::uniforms::{flags, Geometry, NetParams};
+use super::versions::PixelVersion;
 use super::Gpu;
-use crate::cpu::Samples;
-use crate::model::{Network, PIXELS, WIDTH};
-use anyhow::Result;
+use crate::cpu::{SampleSpec, Samples};
+use crate::model::{Activation, Layer, Network, Schedule, PIXELS, WIDTH};
+use anyhow::{ensure, Result};
 
-/// Images sampled together in one batch (bounded by the per-buffer size limit).
+/// Images sampled together in one batch (bounded further by the per-buffer size limit).
 pub const MAX_SAMPLE_BATCH: usize = 128;
 
-/// What to sample: `count` images, image `i` drawing with counter `first_image + i` under `key`, pixels from
-/// `start_pixel` on (earlier pixels come from `init`).
+/// What to sample (see [`SampleSpec`]), and how.
 #[derive(Clone, Copy, Debug)]
 pub struct SampleRequest<'a> {
-    pub count: usize,
-    pub key: u32,
-    pub first_image: u32,
-    pub init: Option<&'a [u8]>,
-    pub start_pixel: usize,
+    pub spec: SampleSpec<'a>,
     pub naive: bool,
     /// Stop after this many pixel steps (for timing the naive sampler on a prefix); None = all.
     pub max_steps: Option<usize>,
@@ -43,20 +44,11 @@ pub struct Sampler {
     streams: Vec<(Gpu, GpuModel)>,
 }
 
-/// Devices the sampler opens on a CPU rasteriser (`PIXELCNN_SAMPLER_DEVICES` overrides; measured on 2 cores).
-fn software_devices() -> usize {
-    std::env::var("PIXELCNN_SAMPLER_DEVICES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2)
-        .clamp(1, 8)
-}
-
 impl Sampler {
     /// Opens the adapter (more than once on CPU rasterisers) and uploads the model to each device.
     pub fn new(net: &Network, params: &[f32]) -> Result<Sampler> {
         let gpu = Gpu::new()?;
-        let devices = if gpu.is_software() { software_devices() } else { 1 };
+        let devices = gpu.kernels.tuning.sampler_devices;
         let model = GpuModel::new(&gpu, net, params)?;
         let mut streams = vec![(gpu, model)];
         for _ in 1..devices {
@@ -89,9 +81,9 @@ impl Sampler {
     }
 
     /// Samples `req` over the devices; `progress(k)` is called (on this thread) as image-pixel steps complete,
-    /// `req.count · 784` in all.
+    /// `count · 784` in all.
     pub fn sample(&self, req: SampleRequest, mut progress: impl FnMut(usize)) -> Result<Samples> {
-        let parts = self.split(req.count);
+        let parts = self.split(req.spec.count);
         if parts.len() <= 1 {
             let (gpu, model) = &self.streams[0];
             return sample(gpu, model, req, progress);
@@ -102,12 +94,14 @@ impl Sampler {
                 .iter()
                 .zip(&self.streams)
                 .map(|(part, (gpu, model))| {
-                    let sub = SampleRequest {
+                    let spec = SampleSpec {
                         count: part.len(),
-                        first_image: req.first_image + part.start as u32,
-                        init: req.init.map(|s| &s[part.start * PIXELS..part.end * PIXELS]),
-                        ..req
+                        first_image: req.spec.first_image + part.start as u32,
+                        init: req.spec.init.map(|s| &s[part.start * PIXELS..part.end * PIXELS]),
+                        labels: req.spec.labels.map(|l| &l[part.clone()]),
+                        ..req.spec
                     };
+                    let sub = SampleRequest { spec, ..req };
                     let tx = tx.clone();
                     scope.spawn(move || sample(gpu, model, sub, |k| tx.send(k).unwrap_or(())))
                 })
@@ -125,8 +119,8 @@ impl Sampler {
                 .collect::<Result<Vec<Samples>>>()
         })?;
         let mut out = Samples {
-            images: Vec::with_capacity(req.count * PIXELS),
-            probs: Vec::with_capacity(req.count * PIXELS),
+            images: Vec::with_capacity(req.spec.count * PIXELS),
+            probs: Vec::with_capacity(req.spec.count * PIXELS),
         };
         for s in results {
             out.images.extend(s.images);
@@ -143,32 +137,70 @@ pub fn split_images(count: usize, devices: usize) -> Vec<std::ops::Range<usize>>
     (0..count).step_by(per).map(|s| s..(s + per).min(count)).collect()
 }
 
-/// Samples on one device, in batches of at most [`MAX_SAMPLE_BATCH`]; `progress(k)` is called after every image
-/// row of every batch with the image-pixel steps done (pixel steps × images in the batch).
+/// Images per position in the incremental sampler's position-major buffers: a multiple of 16, so that every
+/// pixel's block of images starts at a bindable offset and holds whole subgroups.
+pub fn padded_count(count: usize) -> usize {
+    count.next_multiple_of(16)
+}
+
+/// The most images one batch may hold on this device (the activation caches must fit one binding).
+pub fn batch_limit(gpu: &Gpu, net: &Network) -> usize {
+    let per_image: usize = (0..net.act_channels.len()).map(|a| net.gpu_channels(a)).sum::<usize>() * PIXELS * 4;
+    let max = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size) as usize;
+    let fit = match gpu.kernels.pixel {
+        // pixel_net keeps every cache in one buffer; conv_pixel one buffer per activation.
+        PixelVersion::Net => max / per_image.max(1),
+        PixelVersion::ConvPixel => {
+            let widest = (0..net.act_channels.len())
+                .map(|a| net.gpu_channels(a))
+                .max()
+                .unwrap_or(4);
+            max.saturating_sub(kernels::WINDOW_BYTES) / (widest * PIXELS * 4)
+        }
+    };
+    (fit / 16 * 16).min(MAX_SAMPLE_BATCH)
+}
+
+/// Samples on one device, in batches; `progress(k)` is called after every image row of every batch with the
+/// image-pixel steps done (pixel steps × images in the batch).
 pub fn sample(gpu: &Gpu, model: &GpuModel, req: SampleRequest, mut progress: impl FnMut(usize)) -> Result<Samples> {
-    anyhow::ensure!(
-        req.start_pixel <= PIXELS,
+    let spec = req.spec;
+    ensure!(
+        spec.start_pixel <= PIXELS,
         "start pixel {} is past the image",
-        req.start_pixel
+        spec.start_pixel
     );
-    let mut images = Vec::with_capacity(req.count * PIXELS);
-    let mut probs = Vec::with_capacity(req.count * PIXELS);
+    let net = &model.net;
+    if net.config.is_conditional() {
+        ensure!(
+            spec.labels.is_some_and(|l| l.len() == spec.count),
+            "a class-conditional model needs one label per image"
+        );
+    }
+    let limit = batch_limit(gpu, net);
+    ensure!(
+        limit >= 1,
+        "even 16 images of this model do not fit this adapter's largest buffer ({} MiB)",
+        gpu.limits.max_storage_buffer_binding_size >> 20
+    );
+    let mut images = Vec::with_capacity(spec.count * PIXELS);
+    let mut probs = Vec::with_capacity(spec.count * PIXELS);
     let mut done = 0;
-    while done < req.count {
-        let batch = (req.count - done).min(MAX_SAMPLE_BATCH);
-        let init = req.init.map(|s| &s[done * PIXELS..(done + batch) * PIXELS]);
-        let s = sample_batch(
-            gpu,
-            model,
-            batch,
-            req.key,
-            req.first_image + done as u32,
-            init,
-            req.start_pixel,
-            req.naive,
-            req.max_steps,
-            &mut |pixels| progress(pixels * batch),
-        )?;
+    while done < spec.count {
+        let batch = (spec.count - done).min(limit);
+        let sub = SampleSpec {
+            count: batch,
+            first_image: spec.first_image + done as u32,
+            init: spec.init.map(|s| &s[done * PIXELS..(done + batch) * PIXELS]),
+            labels: spec.labels.map(|l| &l[done..done + batch]),
+            ..spec
+        };
+        let s = sample_batch(gpu, model, sub, req.naive, req.max_steps, &mut |pixels| {
+            progress(pixels * batch)
+        })?;
         images.extend(s.images);
         probs.extend(s.probs);
         done += batch;
@@ -176,80 +208,63 @@ pub fn sample(gpu: &Gpu, model: &GpuModel, req: SampleRequest, mut progress: imp
     Ok(Samples { images, probs })
 }
 
-/// Images per position in the incremental sampler's position-major buffers: a multiple of 16, so that every
-/// pixel's block of images starts at a bindable offset and holds whole subgroups.
-pub fn padded_count(count: usize) -> usize {
-    count.next_multiple_of(16)
+/// The starting images (as vec4 floats, lane x) in the sampler's layout.
+fn image_layout(spec: &SampleSpec, rows: usize, naive: bool) -> (Vec<u8>, Vec<f32>) {
+    let start = crate::cpu::starting_images(spec.init, spec.count, spec.start_pixel);
+    let mut x = vec![0.0f32; rows * PIXELS * 4];
+    for i in 0..spec.count {
+        for q in 0..PIXELS {
+            let at = if naive { i * PIXELS + q } else { q * rows + i };
+            x[at * 4] = start[i * PIXELS + q] as f32;
+        }
+    }
+    (start, x)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn sample_batch(
     gpu: &Gpu,
     model: &GpuModel,
-    count: usize,
-    key: u32,
-    first_image: u32,
-    init: Option<&[u8]>,
-    start_pixel: usize,
+    spec: SampleSpec,
     naive: bool,
     max_steps: Option<usize>,
     progress: &mut impl FnMut(usize),
 ) -> Result<Samples> {
-    let net = &model.net;
     // The naive sampler runs whole forward passes (image-major, as in training); the incremental one works one
     // pixel of every image at a time, so it keeps each pixel's images together (position-major, `rows` images
-    // per position) and its tensors carry the tail `conv_pixel`'s uniform windows need.
-    let rows = if naive { count } else { padded_count(count) };
-    let positions = rows * PIXELS;
-    let acts = net
-        .act_channels
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| gpu.tensor(&format!("sample act{i}"), positions * pad4(c) + kernels::WINDOW_TAIL))
-        .collect::<Result<Vec<Tensor>>>()?;
-    let start = crate::cpu::starting_images(init, count, start_pixel);
-    let to_layout = |i: usize, q: usize| if naive { i * PIXELS + q } else { q * rows + i };
-    let mut x = vec![0.0f32; positions * 4];
-    for i in 0..count {
+    // per position).
+    let rows = if naive { spec.count } else { padded_count(spec.count) };
+    let probs = gpu.upload("sample probs", &vec![f32::NAN; spec.count * PIXELS])?;
+    let mut labels = spec.labels.map(|l| l.to_vec()).unwrap_or_default();
+    labels.resize(rows, 0);
+    let label_tensor = gpu.tensor("sample labels", rows)?;
+    gpu.write_bytes(&label_tensor, 0, &layers::label_words(&labels, rows));
+    let (_, x) = image_layout(&spec, rows, naive);
+    let end = max_steps.map_or(PIXELS, |n| (spec.start_pixel + n).min(PIXELS));
+    let image = if !naive && gpu.kernels.pixel == PixelVersion::Net {
+        sample_net(gpu, model, &spec, rows, &x, &label_tensor, &probs, end, progress)?
+    } else {
+        sample_layers(gpu, model, &spec, rows, naive, &x, &label_tensor, &probs, end, progress)?
+    };
+    let x = gpu.read_range(&image.tensor, image.offset, rows * PIXELS * 4)?;
+    let mut images = vec![0u8; spec.count * PIXELS];
+    for i in 0..spec.count {
         for q in 0..PIXELS {
-            x[to_layout(i, q) * 4] = start[i * PIXELS + q] as f32;
+            let at = if naive { i * PIXELS + q } else { q * rows + i };
+            images[i * PIXELS + q] = x[at * 4] as u8;
         }
     }
-    gpu.write(&acts[0], 0, &x);
-    let probs = gpu.upload("sample probs", &vec![f32::NAN; count * PIXELS])?;
-    let logits = acts[net.logits_act()].view();
-    let end = max_steps.map_or(PIXELS, |n| (start_pixel + n).min(PIXELS));
+    let probs = gpu.read_range(&probs, 0, spec.count * PIXELS)?;
+    Ok(Samples { images, probs })
+}
 
-    // One program per image row (28 pixel steps), recorded while the GPU runs the row before, so the host's
-    // recording overlaps the GPU's work; nothing is read back until the end.
-    let record_row = |row: std::ops::Range<usize>| -> Result<Program> {
-        let mut p = Program::new();
-        for q in row {
-            if naive {
-                if q >= start_pixel {
-                    record_forward(gpu, &mut p, model, &acts, rows, None)?;
-                }
-            } else {
-                record_forward(gpu, &mut p, model, &acts, rows, Some(q))?;
-            }
-            if q >= start_pixel {
-                kernels::sample_pixel(
-                    gpu,
-                    &mut p,
-                    logits.clone(),
-                    acts[0].view(),
-                    probs.view(),
-                    count,
-                    q,
-                    key,
-                    first_image,
-                    if naive { 0 } else { rows },
-                )?;
-            }
-        }
-        p.finish(gpu);
-        Ok(p)
-    };
+/// Runs one program per image row, each recorded while the GPU runs the row before, so the host's recording
+/// overlaps the GPU's work; nothing is read back until the end.
+fn run_rows(
+    gpu: &Gpu,
+    end: usize,
+    progress: &mut impl FnMut(usize),
+    mut record_row: impl FnMut(std::ops::Range<usize>) -> Result<Program>,
+) -> Result<()> {
     let mut in_flight: Option<(Program, wgpu::SubmissionIndex, usize)> = None;
     for row_start in (0..end).step_by(WIDTH) {
         let row = row_start..(row_start + WIDTH).min(end);
@@ -265,29 +280,311 @@ fn sample_batch(
         gpu.wait_for(index)?;
         progress(pixels);
     }
-    let x = gpu.read_range(&acts[0], 0, positions * 4)?;
-    let mut images = vec![0u8; count * PIXELS];
-    for i in 0..count {
-        for q in 0..PIXELS {
-            images[i * PIXELS + q] = x[to_layout(i, q) * 4] as u8;
-        }
-    }
-    let probs = gpu.read_range(&probs, 0, count * PIXELS)?;
-    Ok(Samples { images, probs })
+    Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::split_images;
-
-    #[test]
-    fn split_images_keeps_whole_blocks_of_16() {
-        assert_eq!(split_images(64, 2), vec![0..32, 32..64]);
-        assert_eq!(split_images(40, 2), vec![0..32, 32..40]);
-        assert_eq!(split_images(100, 2), vec![0..64, 64..100]);
-        assert_eq!(split_images(10, 2), vec![0..10]);
-        assert_eq!(split_images(64, 1), vec![0..64]);
-        assert_eq!(split_images(300, 2), vec![0..160, 160..300]);
-        assert!(split_images(0, 2).is_empty());
+/// The layer-by-layer samplers: naive (whole forward passes) or incremental with `conv_pixel`.
+#[allow(clippy::too_many_arguments)]
+fn sample_layers(
+    gpu: &Gpu,
+    model: &GpuModel,
+    spec: &SampleSpec,
+    rows: usize,
+    naive: bool,
+    x: &[f32],
+    labels: &Tensor,
+    probs: &Tensor,
+    end: usize,
+    progress: &mut impl FnMut(usize),
+) -> Result<View> {
+    let net = &model.net;
+    let positions = rows * PIXELS;
+    let tail = if naive { 0 } else { kernels::WINDOW_TAIL };
+    let acts = (0..net.act_channels.len())
+        .map(|a| {
+            gpu.tensor(
+                &format!("sample act {}", net.act_names[a]),
+                positions * net.gpu_channels(a) + tail,
+            )
+        })
+        .collect::<Result<Vec<Tensor>>>()?;
+    gpu.write(&acts[0], 0, x);
+    let views: Vec<View> = (0..acts.len())
+        .map(|a| acts[a].slice(0, positions * net.gpu_channels(a)))
+        .collect();
+    let tables = (0..net.layers.len())
+        .map(|l| {
+            layers::table_len(net, l, rows)
+                .map(|n| gpu.tensor(&format!("class table {l}"), n))
+                .transpose()
+        })
+        .collect::<Result<Vec<Option<Tensor>>>>()?;
+    let table_views: Vec<Option<View>> = tables.iter().map(|t| t.as_ref().map(Tensor::view)).collect();
+    let schedule = net.schedule();
+    let fused = pixel_fusion(net, &schedule);
+    let pass_at = |geo: Geometry| Pass {
+        model,
+        acts: &views,
+        bytes: false,
+        labels: Some(labels.slice(0, rows.next_multiple_of(4))),
+        tables: &table_views,
+        geo,
+        images: rows,
+    };
+    // The class tables once, for the whole batch.
+    let mut p = Program::new();
+    layers::class_tables(gpu, &mut p, &pass_at(Geometry::image_major(rows)))?;
+    if !p.is_empty() {
+        p.finish(gpu);
+        p.submit(gpu);
     }
+    let logits = views[net.logits_act()].clone();
+    let naive_fused = layers::fuse_residuals(net, false);
+    run_rows(gpu, end, progress, |row| {
+        let mut p = Program::new();
+        for q in row {
+            if naive {
+                if q >= spec.start_pixel {
+                    let pass = pass_at(Geometry::image_major(rows));
+                    for (l, &f) in naive_fused.iter().enumerate() {
+                        layers::layer_forward(gpu, &mut p, &pass, l, f, None)?;
+                    }
+                }
+            } else {
+                let pass = pass_at(Geometry::position_major(rows, q, 1));
+                for l in 0..net.layers.len() {
+                    if schedule[l + 1] == Schedule::Pixel {
+                        layers::layer_forward(gpu, &mut p, &pass, l, fused[l], None)?;
+                    }
+                }
+            }
+            if q >= spec.start_pixel {
+                kernels::sample_pixel(
+                    gpu,
+                    &mut p,
+                    logits.clone(),
+                    views[0].clone(),
+                    probs.view(),
+                    spec.count,
+                    q,
+                    spec.key,
+                    spec.first_image,
+                    if naive { 0 } else { rows },
+                )?;
+            }
+            if !naive && q % WIDTH == WIDTH - 1 {
+                let pass = pass_at(Geometry::position_major(rows, q + 1 - WIDTH, WIDTH));
+                for l in 0..net.layers.len() {
+                    if schedule[l + 1] == Schedule::Row {
+                        layers::layer_forward(gpu, &mut p, &pass, l, fused[l], None)?;
+                    }
+                }
+            }
+        }
+        p.finish(gpu);
+        Ok(p)
+    })?;
+    Ok(views[0].clone())
+}
+
+/// Residual fusion for the incremental sampler: only where the conv and its Add run on the same schedule.
+pub fn pixel_fusion(net: &Network, schedule: &[Schedule]) -> Vec<Fused> {
+    let mut fused = layers::fuse_residuals(net, false);
+    for l in 0..fused.len() {
+        if let Fused::WithResidual { add, .. } = fused[l] {
+            if schedule[l + 1] != schedule[add + 1] {
+                fused[l] = Fused::Itself;
+                fused[add] = Fused::Itself;
+            }
+        }
+    }
+    fused
+}
+
+/// pixel_net's op kinds (pixel_net.wgsl).
+const OP_CONV: u32 = 0;
+const OP_ADD: u32 = 1;
+const OP_GATE: u32 = 2;
+const OP_RELU: u32 = 3;
+const OP_SAMPLE: u32 = 4;
+const NONE: u32 = u32::MAX;
+
+/// The program `pixel_net` walks: every activation's (base, C4) in the shared cache, then the ops of the
+/// pixel-scheduled layers followed by the draw, then the ops of the row-scheduled layers.
+pub struct NetProgram {
+    pub words: Vec<[u32; 4]>,
+    /// vec4s of the shared activation cache.
+    pub cache_len4: usize,
+    pub pixel_ops: (usize, usize),
+    pub row_ops: (usize, usize),
+}
+
+pub fn net_program(net: &Network, rows: usize) -> Result<NetProgram> {
+    let mut words = Vec::new();
+    let mut base = 0;
+    for a in 0..net.act_channels.len() {
+        let c4 = net.gpu_channels(a) / 4;
+        words.push([base as u32, c4 as u32, 0, 0]);
+        base += PIXELS * rows * c4;
+    }
+    let schedule = net.schedule();
+    let t = &net.params.tensors;
+    let off = |i: usize| (t[i].gpu_offset / 4) as u32;
+    let ops = |which: Schedule, words: &mut Vec<[u32; 4]>| {
+        let at = words.len();
+        let mut tap0 = 0;
+        for (l, layer) in net.layers.iter().enumerate() {
+            let out = (l + 1) as u32;
+            let op = match *layer {
+                Layer::Conv { conv, input } => {
+                    let c = &net.convs[conv];
+                    let relu = if c.act == Activation::Relu { flags::RELU } else { 0 };
+                    let cb = c.class_bias.filter(|_| net.config.is_conditional()).map_or(NONE, off);
+                    let (cin4, cout4) = (net.gpu_channels(input) / 4, net.gpu_channels(l + 1) / 4);
+                    let op = [
+                        [OP_CONV, input as u32, NONE, out],
+                        [off(c.weight), off(c.bias), cin4 as u32, cout4 as u32],
+                        [tap0, c.taps.len() as u32, relu, cb],
+                    ];
+                    tap0 += c.taps.len() as u32;
+                    op
+                }
+                Layer::Add { a, b } => [[OP_ADD, a as u32, b as u32, out], [0; 4], [0, 0, 0, NONE]],
+                Layer::Gate { input, class_bias } => {
+                    let cb = class_bias.filter(|_| net.config.is_conditional()).map_or(NONE, off);
+                    [[OP_GATE, input as u32, NONE, out], [0; 4], [0, 0, 0, cb]]
+                }
+                Layer::Relu { input } => [[OP_RELU, input as u32, NONE, out], [0; 4], [0, 0, 0, NONE]],
+            };
+            if schedule[l + 1] == which {
+                words.extend(op);
+            }
+        }
+        if which == Schedule::Pixel {
+            words.extend([[OP_SAMPLE, net.logits_act() as u32, NONE, 0], [0; 4], [0, 0, 0, NONE]]);
+        }
+        (at, (words.len() - at) / 3)
+    };
+    let pixel_ops = ops(Schedule::Pixel, &mut words);
+    let row_ops = ops(Schedule::Row, &mut words);
+    ensure!(
+        words.len() <= kernels::WINDOW_BYTES / 16,
+        "the network's layer program ({} entries) does not fit pixel_net's 64 KiB program",
+        words.len()
+    );
+    Ok(NetProgram {
+        words,
+        cache_len4: base,
+        pixel_ops,
+        row_ops,
+    })
+}
+
+/// The incremental sampler with `pixel_net`: one dispatch per pixel, and one per row for row-scheduled layers.
+#[allow(clippy::too_many_arguments)]
+fn sample_net(
+    gpu: &Gpu,
+    model: &GpuModel,
+    spec: &SampleSpec,
+    rows: usize,
+    x: &[f32],
+    labels: &Tensor,
+    probs: &Tensor,
+    end: usize,
+    progress: &mut impl FnMut(usize),
+) -> Result<View> {
+    let net = &model.net;
+    let prog = net_program(net, rows)?;
+    let program = gpu.tensor("pixel_net program", kernels::WINDOW_TAIL)?;
+    gpu.write_bytes(&program, 0, bytemuck::cast_slice(&prog.words));
+    let cache = gpu.tensor("pixel_net caches", prog.cache_len4 * 4)?;
+    gpu.write(&cache, 0, x);
+    let params = model.params.slice(0, net.params.gpu_len);
+    let program_view = program.view();
+    run_rows(gpu, end, progress, |row| {
+        let mut p = Program::new();
+        for q in row {
+            let n_ops = if q >= spec.start_pixel {
+                prog.pixel_ops.1
+            } else {
+                prog.pixel_ops.1 - 1
+            };
+            let u = NetParams {
+                q0: q as u32,
+                npos: 1,
+                images: rows as u32,
+                n_ops: n_ops as u32,
+                ops_at: prog.pixel_ops.0 as u32,
+                key: spec.key,
+                first_image: spec.first_image,
+                _pad: 0,
+            };
+            let (acts, taps, l, pr) = (cache.view(), model.taps.view(), labels.view(), probs.view());
+            kernels::pixel_net(gpu, &mut p, program_view.clone(), acts, params.clone(), taps, l, pr, u)?;
+            if q % WIDTH == WIDTH - 1 && prog.row_ops.1 > 0 {
+                let u = NetParams {
+                    q0: (q + 1 - WIDTH) as u32,
+                    npos: WIDTH as u32,
+                    n_ops: prog.row_ops.1 as u32,
+                    ops_at: prog.row_ops.0 as u32,
+                    ..u
+                };
+                let (acts, taps, l, pr) = (cache.view(), model.taps.view(), labels.view(), probs.view());
+                kernels::pixel_net(gpu, &mut p, program_view.clone(), acts, params.clone(), taps, l, pr, u)?;
+            }
+        }
+        p.finish(gpu);
+        Ok(p)
+    })?;
+    Ok(cache.slice(0, rows * PIXELS * 4))
+}
+
+/// Dispatches per pixel of the incremental sampler for `net` on this device (recorded for one image row).
+pub fn dispatches_per_pixel(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<f64> {
+    let net = &model.net;
+    let rows = padded_count(count);
+    Ok(match gpu.kernels.pixel {
+        PixelVersion::Net => {
+            let prog = net_program(net, rows)?;
+            1.0 + if prog.row_ops.1 > 0 { 1.0 / WIDTH as f64 } else { 0.0 }
+        }
+        PixelVersion::ConvPixel => {
+            // Record row 1 (interior pixels) of a dummy batch and count.
+            let positions = rows * PIXELS;
+            let acts = (0..net.act_channels.len())
+                .map(|a| gpu.tensor("count act", positions * net.gpu_channels(a) + kernels::WINDOW_TAIL))
+                .collect::<Result<Vec<Tensor>>>()?;
+            let views: Vec<View> = (0..acts.len())
+                .map(|a| acts[a].slice(0, positions * net.gpu_channels(a)))
+                .collect();
+            let tables: Vec<Option<View>> = (0..net.layers.len())
+                .map(|l| {
+                    layers::table_len(net, l, rows)
+                        .map(|n| gpu.tensor("count table", n).map(|t| t.view()))
+                        .transpose()
+                })
+                .collect::<Result<_>>()?;
+            let labels = gpu.tensor("count labels", rows)?;
+            let schedule = net.schedule();
+            let fused = pixel_fusion(net, &schedule);
+            let mut p = Program::new();
+            for q in WIDTH..2 * WIDTH {
+                let pass = Pass {
+                    model,
+                    acts: &views,
+                    bytes: false,
+                    labels: Some(labels.view()),
+                    tables: &tables,
+                    geo: Geometry::position_major(rows, q, 1),
+                    images: rows,
+                };
+                for l in 0..net.layers.len() {
+                    if schedule[l + 1] == Schedule::Pixel {
+                        layers::layer_forward(gpu, &mut p, &pass, l, fused[l], None)?;
+                    }
+                }
+            }
+            (p.len() + WIDTH) as f64 / WIDTH as f64
+        }
+    })
 }

@@ -1,151 +1,33 @@
 //! Training and evaluation on the GPU: parameters, Adam state, activations and gradients stay on the device for
-//! the whole run. One training step is one pre-recorded [`Program`] (forward, loss, backward, Adam) submitted
-//! at once; the host uploads the batch, rewrites Adam's step size, and reads the loss only when asked.
+//! the whole run. One training step is one pre-recorded [`Program`] (forward with the loss fused into the last
+//! conv, backward, Adam) submitted at once; the host uploads the batch as u8 bytes (and its labels), rewrites Adam's
+//! step size, and reads the loss only when asked.
 
-use super::buffers::{pad4, GpuParamLayout, Tensor, View};
-use super::kernels;
-use super::record::Program;
+use super::buffers::{Tensor, View};
+use super::kernels::{self, Epilogue};
+use super::layers::{self, Backward, BackwardScratch, Fused, GpuModel, GradientSlots, Pass};
+use super::record::{ProfileLine, Program};
+use super::uniforms::Geometry;
 use super::Gpu;
-use crate::cpu::{AdamConfig, AdamState};
-use crate::model::{Layer, Network, PIXELS};
-use anyhow::Result;
+use crate::cpu::AdamConfig;
+use crate::model::PIXELS;
+use anyhow::{ensure, Result};
 use std::collections::HashMap;
-
-/// Parameters, gradients and Adam moments on the GPU, in the GPU layout.
-pub struct GpuModel {
-    pub net: Network,
-    pub layout: GpuParamLayout,
-    pub params: Tensor,
-    pub grads: Tensor,
-    pub m: Tensor,
-    pub v: Tensor,
-}
-
-impl GpuModel {
-    pub fn new(gpu: &Gpu, net: &Network, params: &[f32]) -> Result<GpuModel> {
-        let layout = GpuParamLayout::new(net);
-        Ok(GpuModel {
-            net: net.clone(),
-            params: {
-                // The tail lets the sampler's `conv_pixel` bind a full uniform window at any block.
-                let t = gpu.tensor("params", layout.total + kernels::WINDOW_TAIL)?;
-                gpu.write(&t, 0, &layout.pack(net, params));
-                t
-            },
-            grads: gpu.tensor("grads", layout.total)?,
-            m: gpu.tensor("adam.m", layout.total)?,
-            v: gpu.tensor("adam.v", layout.total)?,
-            layout,
-        })
-    }
-
-    pub fn params_view(&self, conv: usize) -> super::buffers::View {
-        self.params.slice(self.layout.offsets[conv], self.layout.lens[conv])
-    }
-
-    /// Every parameter block (the tensor without its tail), as Adam updates it.
-    pub fn all_params(&self) -> View {
-        self.params.slice(0, self.layout.total)
-    }
-
-    /// Parameters in the CPU layout.
-    pub fn download_params(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        Ok(self
-            .layout
-            .unpack(&self.net, &gpu.read(&self.params)?[..self.layout.total]))
-    }
-
-    pub fn upload_adam(&self, gpu: &Gpu, adam: &AdamState) {
-        gpu.write(&self.m, 0, &self.layout.pack(&self.net, &adam.m));
-        gpu.write(&self.v, 0, &self.layout.pack(&self.net, &adam.v));
-    }
-
-    /// Adam moments in the CPU layout (the step count is the host's).
-    pub fn download_adam(&self, gpu: &Gpu, step: u64) -> Result<AdamState> {
-        Ok(AdamState {
-            m: self.layout.unpack(&self.net, &gpu.read(&self.m)?),
-            v: self.layout.unpack(&self.net, &gpu.read(&self.v)?),
-            step,
-        })
-    }
-
-    /// Gradients of the last step, in the CPU layout (for tests).
-    pub fn download_grads(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        Ok(self.layout.unpack(&self.net, &gpu.read(&self.grads)?))
-    }
-}
-
-/// Images (0/1 bytes) as the GPU input activation: one position per pixel, value in lane x of a vec4.
-pub fn images_to_input(images: &[u8]) -> Vec<f32> {
-    let mut out = vec![0.0f32; images.len() * 4];
-    for (i, &v) in images.iter().enumerate() {
-        out[i * 4] = v as f32;
-    }
-    out
-}
-
-/// Records the forward pass over the layer list into `p`: for `batch` images at every position (image-major), or
-/// (`pixel` = Some(q)) at pixel q only, reading cached activations at earlier positions (the incremental sampler;
-/// position-major buffers with `batch` images per position).
-pub fn record_forward(
-    gpu: &Gpu,
-    p: &mut Program,
-    model: &GpuModel,
-    acts: &[Tensor],
-    batch: usize,
-    pixel: Option<usize>,
-) -> Result<()> {
-    let net = &model.net;
-    let positions = batch * PIXELS;
-    let rows = if pixel.is_some() { batch } else { positions };
-    let act = |i: usize| acts[i].slice(0, positions * pad4(net.act_channels[i]));
-    let mut fused_add = None;
-    for (l, layer) in net.layers.iter().enumerate() {
-        match *layer {
-            Layer::Conv { conv, input } => {
-                let (block, c) = (model.params_view(conv), &net.convs[conv]);
-                // At a single pixel a residual add right after the conv goes into the conv's epilogue where the
-                // kernel allows it (one dispatch fewer per block and pixel). The conv's own output is then never
-                // written, so only when no other layer reads it.
-                let read_later = |act: usize| {
-                    net.layers[l + 2..].iter().any(|layer| match *layer {
-                        Layer::Conv { input, .. } => input == act,
-                        Layer::Add { a, b } => a == act || b == act,
-                    })
-                };
-                if let (Some(q), Some(&Layer::Add { a, b })) = (pixel, net.layers.get(l + 1)) {
-                    if b == l + 1
-                        && !read_later(l + 1)
-                        && kernels::try_conv_pixel(gpu, p, c, &block, &act(input), Some(act(a)), &act(l + 2), rows, q)?
-                    {
-                        fused_add = Some(l + 1);
-                        continue;
-                    }
-                }
-                kernels::conv_forward(gpu, p, c, block, act(input), act(l + 1), rows, pixel)?
-            }
-            Layer::Add { .. } if fused_add == Some(l) => {}
-            Layer::Add { a, b } => {
-                kernels::add(gpu, p, act(a), act(b), act(l + 1), net.act_channels[l + 1], rows, pixel)?
-            }
-        }
-    }
-    Ok(())
-}
 
 /// Everything a training or evaluation pass needs besides the parameters, sized for `max_batch` images.
 pub struct Trainer {
     pub model: GpuModel,
     pub adam_cfg: AdamConfig,
     pub max_batch: usize,
-    /// One tensor per activation, `[max_batch · 784, C4]`.
+    /// The batch's u8 images (activation 0) and labels.
+    images: Tensor,
+    labels: Tensor,
+    /// One tensor per activation, `[max_batch · 784, C4]` (activation 0 is `images`).
     acts: Vec<Tensor>,
-    /// Gradient tensor of each activation (residual-stream activations share one; see `assign_gradients`).
-    grad_of: Vec<Option<usize>>,
-    grad_tensors: Vec<Tensor>,
-    dz: Tensor,
-    wt: Tensor,
-    partial: Tensor,
+    /// Per-image bias tables of conditional layers.
+    tables: Vec<Option<Tensor>>,
+    slots: GradientSlots,
+    scratch: BackwardScratch,
     loss: Tensor,
     /// Per-image NLL of the last evaluation batch.
     image_nll: Tensor,
@@ -157,156 +39,159 @@ pub struct Trainer {
 
 impl Trainer {
     pub fn new(gpu: &Gpu, model: GpuModel, adam_cfg: AdamConfig, max_batch: usize) -> Result<Trainer> {
-        anyhow::ensure!(max_batch >= 1, "batch size must be at least 1");
+        ensure!(max_batch >= 1, "batch size must be at least 1");
         let net = model.net.clone();
         let positions = max_batch * PIXELS;
-        let acts = net
-            .act_channels
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| gpu.tensor(&format!("act{i}"), positions * pad4(c)))
-            .collect::<Result<Vec<_>>>()?;
-        let (grad_of, count) = assign_gradients(&net);
-        let mut grad_tensors = Vec::new();
-        for g in 0..count {
-            let channels = (0..net.act_channels.len())
-                .filter(|&a| grad_of[a] == Some(g))
-                .map(|a| net.act_channels[a])
-                .max()
-                .unwrap_or(1);
-            grad_tensors.push(gpu.tensor(&format!("grad{g}"), positions * pad4(channels))?);
+        let images = gpu.tensor("images", positions.div_ceil(4))?;
+        let mut acts = vec![images.clone()];
+        for a in 1..net.act_channels.len() {
+            acts.push(gpu.tensor(&format!("act {}", net.act_names[a]), positions * net.gpu_channels(a))?);
         }
-        let max_c = net.convs.iter().map(|c| pad4(c.cout)).max().unwrap_or(4);
-        let max_wt = net.convs.iter().map(kernels::transposed_len).max().unwrap_or(4);
-        let max_partial = net
-            .convs
-            .iter()
-            .map(|c| kernels::wgrad_partial_len(gpu, c, positions))
-            .max()
-            .unwrap_or(4);
+        let tables = (0..net.layers.len())
+            .map(|l| {
+                layers::table_len(&net, l, max_batch)
+                    .map(|n| gpu.tensor(&format!("class table {l}"), n))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let scratch = BackwardScratch {
+            partial: gpu.tensor("wgrad partials", layers::max_partial_len(gpu, &model, positions))?,
+            image_sums: gpu.tensor("image sums", layers::image_sums_len(&net, max_batch))?,
+        };
         Ok(Trainer {
             adam_cfg,
             max_batch,
-            dz: gpu.tensor("dz", positions * max_c)?,
-            wt: gpu.tensor("weights^T", max_wt)?,
-            partial: gpu.tensor("wgrad partials", max_partial)?,
+            labels: gpu.tensor("labels", max_batch)?,
+            images,
+            acts,
+            tables,
+            slots: GradientSlots::new(&net, positions),
+            scratch,
             loss: gpu.tensor("loss", positions)?,
             image_nll: gpu.tensor("image nll", max_batch)?,
             epoch_nll: gpu.tensor("epoch nll", max_batch)?,
-            acts,
-            grad_of,
-            grad_tensors,
             model,
             step_programs: HashMap::new(),
             eval_programs: HashMap::new(),
         })
     }
 
-    /// Bytes of GPU memory this trainer allocated (parameters, Adam, activations, gradients, scratch).
+    /// Bytes of GPU memory this trainer allocated (parameters, Adam, activations, gradients, scratch), once its
+    /// programs are recorded.
     pub fn gpu_bytes(&self) -> u64 {
         let m = &self.model;
-        [
+        let fixed = [
             &m.params,
             &m.grads,
             &m.m,
             &m.v,
-            &self.dz,
-            &self.wt,
-            &self.partial,
+            &m.taps,
+            &self.labels,
+            &self.scratch.partial,
+            &self.scratch.image_sums,
             &self.loss,
             &self.image_nll,
             &self.epoch_nll,
-        ]
-        .iter()
-        .map(|t| t.bytes())
-        .chain(self.acts.iter().map(Tensor::bytes))
-        .chain(self.grad_tensors.iter().map(Tensor::bytes))
-        .sum()
+        ];
+        fixed.iter().map(|t| t.bytes()).sum::<u64>()
+            + self.acts.iter().map(Tensor::bytes).sum::<u64>()
+            + self.tables.iter().flatten().map(Tensor::bytes).sum::<u64>()
+            + self.slots.bytes()
     }
 
-    fn record_forward(&self, gpu: &Gpu, p: &mut Program, batch: usize) -> Result<()> {
-        record_forward(gpu, p, &self.model, &self.acts, batch, None)
-    }
-
-    /// Forward pass, per-pixel BCE and its gradient, and per-image NLL sums written (or added) to `nll`.
-    fn record_forward_loss(&self, gpu: &Gpu, p: &mut Program, batch: usize, nll: View, accumulate: bool) -> Result<()> {
+    fn act_views(&self, batch: usize) -> Vec<View> {
         let net = &self.model.net;
         let positions = batch * PIXELS;
-        self.record_forward(gpu, p, batch)?;
-        let logits = net.logits_act();
-        let logits_view = self.acts[logits].slice(0, positions * pad4(net.act_channels[logits]));
-        let target = self.acts[0].slice(0, positions * 4);
-        let loss = self.loss.slice(0, positions);
-        kernels::bce_loss_grad(
-            gpu,
-            p,
-            logits_view,
-            target,
-            self.grad(logits, positions),
-            loss.clone(),
-            batch,
-        )?;
+        let mut v = vec![self.images.slice(0, positions.div_ceil(16) * 4)];
+        for a in 1..net.act_channels.len() {
+            v.push(self.acts[a].slice(0, positions * net.gpu_channels(a)));
+        }
+        v
+    }
+
+    fn table_views(&self, batch: usize) -> Vec<Option<View>> {
+        let net = &self.model.net;
+        (0..net.layers.len())
+            .map(|l| {
+                let len = layers::table_len(net, l, batch)?;
+                self.tables[l].as_ref().map(|t| t.slice(0, len))
+            })
+            .collect()
+    }
+
+    /// Records the forward pass with the loss: per-pixel BCE into `loss`, per-image sums into `nll`, and (when
+    /// `grad` is Some) dL/dlogits into that view.
+    #[allow(clippy::too_many_arguments)]
+    fn record_forward_loss(
+        &self,
+        gpu: &Gpu,
+        p: &mut Program,
+        pass: &Pass,
+        fused: &[Fused],
+        grad: Option<View>,
+        nll: View,
+        accumulate: bool,
+    ) -> Result<()> {
+        let batch = pass.images;
+        let positions = batch * PIXELS;
+        let logits = self.model.net.logits_act();
+        let loss = self.loss.slice(0, positions.next_multiple_of(4));
+        let epilogue = Epilogue::Loss {
+            target: pass.acts[0].clone(),
+            loss: loss.clone(),
+            grad: grad.is_some(),
+            scale: 1.0 / positions as f32,
+        };
+        // The epilogue writes the gradient (training) or the logits (evaluation) as the conv's output.
+        let out_views: Vec<View> = match grad {
+            Some(g) => pass
+                .acts
+                .iter()
+                .enumerate()
+                .map(|(a, v)| if a == logits { g.clone() } else { v.clone() })
+                .collect(),
+            None => pass.acts.to_vec(),
+        };
+        let pass = Pass {
+            acts: &out_views,
+            labels: pass.labels.clone(),
+            ..*pass
+        };
+        layers::record_forward(gpu, p, &pass, fused, Some(epilogue))?;
         kernels::sum_images(gpu, p, loss, nll, batch, accumulate)
     }
 
-    fn grad(&self, act: usize, positions: usize) -> super::buffers::View {
-        let g = self.grad_of[act].expect("activation has a gradient");
-        self.grad_tensors[g].slice(0, positions * pad4(self.model.net.act_channels[act]))
-    }
-
     /// Forward, loss, backward and Adam for a batch of `batch` images, recorded once.
-    fn build_step(&self, gpu: &Gpu, batch: usize) -> Result<(Program, usize)> {
-        let net = &self.model.net;
+    fn build_step(&mut self, gpu: &Gpu, batch: usize) -> Result<(Program, usize)> {
+        let net = self.model.net.clone();
         let positions = batch * PIXELS;
+        let acts = self.act_views(batch);
+        let tables = self.table_views(batch);
+        let fused = layers::fuse_residuals(&net, true);
         let mut p = Program::new();
-        self.record_forward_loss(gpu, &mut p, batch, self.epoch_nll.slice(0, pad4(batch)), true)?;
-        let act = |i: usize| self.acts[i].slice(0, positions * pad4(net.act_channels[i]));
-        let logits = net.logits_act();
-        // Backward through the layer list. A gradient tensor is "written" once something stored into it; later
-        // contributions (the residual stream's fan-out) accumulate.
-        let mut written = vec![false; self.grad_tensors.len()];
-        written[self.grad_of[logits].unwrap()] = true;
-        for (l, layer) in net.layers.iter().enumerate().rev() {
-            let Layer::Conv { conv, input } = *layer else { continue }; // Add: both inputs alias the output's gradient.
-            let c = &net.convs[conv];
-            let out = l + 1;
-            let dz = if c.relu {
-                let dz = self.dz.slice(0, positions * pad4(c.cout));
-                kernels::relu_backward(
-                    gpu,
-                    &mut p,
-                    act(out),
-                    self.grad(out, positions),
-                    dz.clone(),
-                    c.cout,
-                    positions,
-                )?;
-                dz
-            } else {
-                self.grad(out, positions)
+        let labels = net
+            .config
+            .is_conditional()
+            .then(|| self.labels.slice(0, batch.next_multiple_of(4)));
+        let grad = layers::logits_gradient(gpu, &mut self.slots, &net, positions)?;
+        {
+            let pass = Pass {
+                model: &self.model,
+                acts: &acts,
+                bytes: true,
+                labels: labels.clone(),
+                tables: &tables,
+                geo: Geometry::image_major(batch),
+                images: batch,
             };
-            let grad_block = self
-                .model
-                .grads
-                .slice(self.model.layout.offsets[conv], self.model.layout.lens[conv]);
-            let partial = self.partial.slice(0, kernels::wgrad_partial_len(gpu, c, positions));
-            kernels::conv_backward_weight(gpu, &mut p, c, act(input), dz.clone(), partial, grad_block, positions)?;
-            if input != 0 {
-                let wt = self.wt.slice(0, kernels::transposed_len(c));
-                kernels::transpose_weights(gpu, &mut p, c, self.model.params_view(conv), wt.clone())?;
-                let g = self.grad_of[input].unwrap();
-                kernels::conv_backward_data(
-                    gpu,
-                    &mut p,
-                    c,
-                    wt,
-                    dz,
-                    self.grad(input, positions),
-                    positions,
-                    written[g],
-                )?;
-                written[g] = true;
-            }
+            let nll = self.epoch_nll.slice(0, batch.next_multiple_of(4));
+            self.record_forward_loss(gpu, &mut p, &pass, &fused, Some(grad), nll, true)?;
+            let mut bw = Backward {
+                pass: &pass,
+                slots: &mut self.slots,
+                scratch: &self.scratch,
+            };
+            layers::record_backward(gpu, &mut p, &mut bw)?;
         }
         let m = &self.model;
         let adam = kernels::adam_update(
@@ -323,37 +208,59 @@ impl Trainer {
         Ok((p, adam))
     }
 
-    /// Submits one training step on `images` (batch · 784 bytes of 0/1) as Adam step number `step` (1-based).
-    /// Does not wait; the loss goes into the running sums read by [`Trainer::read_running_nll`].
-    pub fn step(&mut self, gpu: &Gpu, images: &[u8], step: u64) -> Result<()> {
+    /// Uploads a batch: u8 images as they are, and labels (conditional models).
+    fn upload(&self, gpu: &Gpu, images: &[u8], labels: Option<&[u8]>) -> Result<usize> {
         let batch = images.len() / PIXELS;
-        anyhow::ensure!(
-            batch >= 1 && batch <= self.max_batch,
+        ensure!(
+            batch >= 1 && batch <= self.max_batch && images.len() == batch * PIXELS,
             "batch of {batch} images exceeds the trainer's {}",
             self.max_batch
         );
+        gpu.write_bytes(&self.images, 0, images);
+        if self.model.net.config.is_conditional() {
+            let labels = labels.ok_or_else(|| anyhow::anyhow!("a class-conditional model needs the images' labels"))?;
+            ensure!(labels.len() == batch, "{} labels for {batch} images", labels.len());
+            gpu.write_bytes(&self.labels, 0, &layers::label_words(labels, batch));
+        }
+        Ok(batch)
+    }
+
+    /// Submits one training step on `images` (batch · 784 bytes of 0/1, with their labels for a conditional
+    /// model) as Adam step number `step` (1-based). Does not wait; the loss goes into the running sums read by
+    /// [`Trainer::read_running_nll`].
+    pub fn step(
+        &mut self,
+        gpu: &Gpu,
+        images: &[u8],
+        labels: Option<&[u8]>,
+        step: u64,
+    ) -> Result<wgpu::SubmissionIndex> {
+        let batch = self.upload(gpu, images, labels)?;
         if !self.step_programs.contains_key(&batch) {
             let built = self.build_step(gpu, batch)?;
             self.step_programs.insert(batch, built);
         }
-        gpu.write(&self.acts[0], 0, &images_to_input(images));
         let (program, adam) = &self.step_programs[&batch];
         let lr_t = self.adam_cfg.step_size(step);
         program.set_uniform(
             gpu,
             *adam,
-            &kernels::adam_uniform(self.model.layout.total / 4, lr_t, &self.adam_cfg),
+            &kernels::adam_uniform(self.model.net.params.gpu_len / 4, lr_t, &self.adam_cfg),
         );
-        program.submit(gpu);
-        Ok(())
+        Ok(program.submit(gpu))
     }
 
     /// Per-kernel time of one training step of `batch` images (see [`Program::profile`]).
-    pub fn profile_step(&mut self, gpu: &Gpu, images: &[u8]) -> Result<Vec<(String, f64, usize)>> {
+    pub fn profile_step(&mut self, gpu: &Gpu, images: &[u8], labels: Option<&[u8]>) -> Result<Vec<ProfileLine>> {
         let batch = images.len() / PIXELS;
-        self.step(gpu, images, 1)?;
+        self.step(gpu, images, labels, 1)?;
         gpu.wait()?;
         self.step_programs[&batch].0.profile(gpu)
+    }
+
+    /// Dispatches of the recorded step for `batch` images (after a step of that size).
+    pub fn step_dispatches(&self, batch: usize) -> Option<usize> {
+        self.step_programs.get(&batch).map(|p| p.0.len())
     }
 
     /// Zeroes the running NLL sums (at the start of an epoch).
@@ -366,18 +273,43 @@ impl Trainer {
         Ok(gpu.read(&self.epoch_nll)?.iter().map(|&v| v as f64).sum())
     }
 
-    /// Each image's NLL (nats) under the current parameters, in batches of at most `max_batch`.
-    pub fn evaluate(&mut self, gpu: &Gpu, images: &[u8], mut progress: impl FnMut(usize)) -> Result<Vec<f32>> {
+    /// Each image's NLL (nats) under the current parameters (given `labels`, for a conditional model), in batches
+    /// of at most `max_batch`; `progress(k)` after each batch.
+    pub fn evaluate(
+        &mut self,
+        gpu: &Gpu,
+        images: &[u8],
+        labels: Option<&[u8]>,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(images.len() / PIXELS);
-        for chunk in images.chunks(self.max_batch * PIXELS) {
+        for (i, chunk) in images.chunks(self.max_batch * PIXELS).enumerate() {
             let batch = chunk.len() / PIXELS;
+            let l = labels.map(|l| &l[i * self.max_batch..][..batch]);
+            self.upload(gpu, chunk, l)?;
             if !self.eval_programs.contains_key(&batch) {
+                let net = &self.model.net;
+                let acts = self.act_views(batch);
+                let tables = self.table_views(batch);
+                let pass = Pass {
+                    model: &self.model,
+                    acts: &acts,
+                    bytes: true,
+                    labels: net
+                        .config
+                        .is_conditional()
+                        .then(|| self.labels.slice(0, batch.next_multiple_of(4))),
+                    tables: &tables,
+                    geo: Geometry::image_major(batch),
+                    images: batch,
+                };
+                let fused = layers::fuse_residuals(net, false);
                 let mut p = Program::new();
-                self.record_forward_loss(gpu, &mut p, batch, self.image_nll.slice(0, pad4(batch)), false)?;
+                let nll = self.image_nll.slice(0, batch.next_multiple_of(4));
+                self.record_forward_loss(gpu, &mut p, &pass, &fused, None, nll, false)?;
                 p.finish(gpu);
                 self.eval_programs.insert(batch, p);
             }
-            gpu.write(&self.acts[0], 0, &images_to_input(chunk));
             self.eval_programs[&batch].submit(gpu);
             out.extend(gpu.read_range(&self.image_nll, 0, batch)?);
             progress(batch);
@@ -385,39 +317,15 @@ impl Trainer {
         Ok(out)
     }
 
-    /// An activation of the last pass, in the CPU layout (for tests).
+    /// An activation of the last pass, in the CPU layout (for tests). Activation 0 and activations the fused
+    /// passes never write are not available.
     pub fn read_act(&self, gpu: &Gpu, act: usize, batch: usize) -> Result<Vec<f32>> {
-        let c = self.model.net.act_channels[act];
-        let data = gpu.read_range(&self.acts[act], 0, batch * PIXELS * pad4(c))?;
-        Ok(super::buffers::unpad_channels(&data, c))
+        let net = &self.model.net;
+        let data = gpu.read_range(&self.acts[act], 0, batch * PIXELS * net.gpu_channels(act))?;
+        Ok(super::buffers::unpad_groups(
+            &data,
+            net.act_channels[act],
+            net.act_groups[act],
+        ))
     }
-}
-
-/// Which gradient tensor each activation uses. The two inputs of a residual add receive exactly the add's output
-/// gradient, so they share its tensor (no copy); a conv whose input already has a gradient accumulates into it.
-/// This is safe because the layers run backward in reverse order: the add's branch (conv2's ReLU backward) reads
-/// the shared gradient before conv1's backward-data adds its contribution for the block input.
-/// The input image (activation 0) needs no gradient.
-pub fn assign_gradients(net: &Network) -> (Vec<Option<usize>>, usize) {
-    let mut grad_of = vec![None; net.act_channels.len()];
-    let mut count = 0;
-    grad_of[net.logits_act()] = Some(0);
-    count += 1;
-    for (l, layer) in net.layers.iter().enumerate().rev() {
-        match *layer {
-            Layer::Add { a, b } => {
-                let g = grad_of[l + 1];
-                assert!(grad_of[a].is_none() && grad_of[b].is_none());
-                grad_of[a] = g;
-                grad_of[b] = g;
-            }
-            Layer::Conv { input, .. } => {
-                if input != 0 && grad_of[input].is_none() {
-                    grad_of[input] = Some(count);
-                    count += 1;
-                }
-            }
-        }
-    }
-    (grad_of, count)
 }

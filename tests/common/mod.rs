@@ -1,7 +1,7 @@
-//! Shared test helpers: random data and error reports.
+//! Shared test helpers: random data, error reports, and the kernel versions to run.
 #![allow(dead_code)]
 
-use pixelcnn::gpu::buffers::GpuParamLayout;
+use pixelcnn::gpu::{gpu_for_tests_with, Gpu};
 use pixelcnn::model::Network;
 use pixelcnn::rng::SplitMix64;
 
@@ -15,6 +15,12 @@ pub fn random_vec(n: usize, seed: u64) -> Vec<f32> {
 pub fn random_images(count: usize, seed: u64) -> Vec<u8> {
     let mut rng = SplitMix64::new(seed);
     (0..count * 784).map(|_| (rng.next_f64() < 0.4) as u8).collect()
+}
+
+/// Random labels 0..9.
+pub fn random_labels(count: usize, seed: u64) -> Vec<u8> {
+    let mut rng = SplitMix64::new(seed);
+    (0..count).map(|_| rng.below(10) as u8).collect()
 }
 
 /// Max absolute error and max relative error (relative to max(|expected|, 1e-3 · max|expected|)), printed.
@@ -31,7 +37,7 @@ pub fn compare(what: &str, got: &[f32], expected: &[f32]) -> (f64, f64) {
         max_rel = max_rel.max(abs / (e.abs() as f64).max(floor));
     }
     eprintln!(
-        "{what:<48} n={:<8} max|expected|={scale:<10.3e} max abs err={max_abs:.3e}  max rel err={max_rel:.3e}",
+        "{what:<64} n={:<8} max|expected|={scale:<10.3e} max abs err={max_abs:.3e}  max rel err={max_rel:.3e}",
         got.len()
     );
     (max_abs, max_rel)
@@ -46,16 +52,40 @@ pub fn assert_close(what: &str, got: &[f32], expected: &[f32], tol_rel: f64) {
     );
 }
 
-/// Glorot initialisation plus uniform noise of amplitude `scale` everywhere (biases too), so that no gradient or
-/// sampling path is trivially zero. The alignment padding between blocks stays zero (it is not a parameter).
+/// Glorot initialisation plus uniform noise of amplitude `scale` on every parameter (biases and class biases
+/// too), so that no gradient or sampling path is trivially zero. Alignment padding stays zero.
 pub fn perturbed_params(net: &Network, seed: u64, scale: f32) -> Vec<f32> {
-    let noise = random_vec(net.param_len, seed);
-    let noisy: Vec<f32> = net
-        .init_params(seed)
-        .iter()
-        .zip(noise)
-        .map(|(p, n)| p + scale * n)
-        .collect();
-    let layout = GpuParamLayout::new(net);
-    layout.unpack(net, &layout.pack(net, &noisy))
+    let mut params = net.init_params(seed);
+    let noise = random_vec(net.param_len(), seed ^ 0xABCD);
+    for (i, _) in net.params.tensors.iter().enumerate() {
+        let off = net.params.tensors[i].cpu_offset;
+        for (j, w) in net.params.cpu_mut(&mut params, i).iter_mut().enumerate() {
+            *w += scale * noise[off + j];
+        }
+    }
+    params
+}
+
+/// One device per kernel version this adapter can run (`raster` needs fixed-size subgroups), each labelled. Under
+/// CI=true a missing adapter fails; elsewhere the list is empty and the tests skip.
+pub fn devices() -> Vec<(String, Gpu)> {
+    let mut out = Vec::new();
+    let Some(default) = gpu_for_tests_with(None) else {
+        return out;
+    };
+    let raster = default.kernels.subgroup.is_some();
+    drop(default);
+    if raster {
+        out.push((
+            "raster".to_string(),
+            gpu_for_tests_with(Some("raster")).expect("raster device"),
+        ));
+    } else {
+        eprintln!("NOTE: this adapter has no fixed-size subgroups: the raster kernels are not tested here");
+    }
+    out.push((
+        "tiled".to_string(),
+        gpu_for_tests_with(Some("tiled")).expect("tiled device"),
+    ));
+    out
 }

@@ -1,0 +1,374 @@
+// conv_raster.wgsl — convolutions over live taps as register-tiled implicit GEMMs, shaped for CPU rasterisers
+// (lavapipe / llvmpipe): the `raster` kernel version. `conv_tiled.wgsl` computes the same for real GPUs.
+//
+// Entry points (every sum runs over the live taps t of the host's tap table and the input channels):
+//   conv_forward          out[r, n]  = act(bias[n] + Σ_t Σ_k in[src(r, +off_t), k] · w[t·cin + k, n])
+//                                      [+ residual → aux_out]; with LOSS the logit's BCE and its gradient
+//   conv_backward_data    dx[r, ci]  = [mask ·] Σ_t Σ_co dz[src(r, −off_t), co] · w[t·cin + ci, co]  (+= dx)
+//   conv_backward_weight  partial[c, t·cin + k, n] = Σ_{p in chunk c} in[src(p, +off_t), k] · dz[p, n]
+//                         (lanes own output columns here: per position each lane loads its TN dz vectors and one
+//                         input vector of the tile's TI row groups, which subgroupBroadcast hands round)
+//                         partial[c, bias_row, n]  = Σ_{p in chunk c} dz[p, n]
+//                         (chunks are then summed in a fixed order by reduce_chunks: no float atomics)
+// Rows map to buffer positions through the prelude's Geometry (image-major for training, position-major for
+// the sampler). off_t = (dy, dx) = taps[tap0 + t]; reads outside the image are zero.
+//
+// Layouts (vec4<f32>, channels padded to multiples of 4 with zeros):
+//   activations [positions, C4];  weight [n_taps · cin4·4 scalar rows, cout4]: row t·cin4·4 + k holds tap t and
+//   input channel k, read in place by every entry (no transposed copy); bias [cout4], or a per-image table
+//   [images, cout4] when bias_stride = cout4. With BYTES the input is the u8 image itself (4 pixels per u32 word,
+//   cin4 = 1), so batches are uploaded as bytes and never expanded on the host.
+//
+// Why this shape: llvmpipe runs a subgroup of SG invocations as one SIMD row and turns every load whose address
+// differs per lane into a loop over the lanes (tens of nanoseconds per vec4), while arithmetic is cheap. So each
+// lane owns TM output rows × TN output vec4 columns in registers (every index a compile-time constant, unrolled
+// by the template: a dynamically indexed local array would live in memory), and the 4·TN weight vectors a step
+// needs are loaded once per subgroup — lane i loads vector i — and handed round with subgroupBroadcast. Loads
+// per step: TM input vectors + 4·TN/SG weight vectors, for 16·TM·TN multiply-adds per lane.
+//
+// Bindings: 0 uniform ConvParams (dynamic offset), 1 input (read), 2 weight (read), 3 bias (read), 4 taps
+//   (read), 5 output (read_write), 6 aux_in (read: residual, ReLU output for the mask, or LOSS's target image
+//   bytes), 7 aux_out (read_write: residual sum, or LOSS's per-pixel loss), 8 dz (read), 9 partial (read_write).
+//   conv_forward uses 1–7, conv_backward_data 1 (= dz), 2, 4, 5, 6; conv_backward_weight 1, 4, 8, 9.
+// Dispatch: one subgroup (SG invocations) per workgroup, linear over x and y.
+//   conv_forward / conv_backward_data: ⌈rows / (TM·SG)⌉ · ⌈cols4 / TN⌉ workgroups, column blocks fastest
+//   (cols4 = cout4 forward, cin4 backward-data).
+//   conv_backward_weight: n_chunks · ⌈groups / TI⌉ · ⌈cout4 / (SG·TN)⌉ workgroups (groups = n_taps · cin4 + 1 row
+//   groups of 4 scalar rows, the last the bias), column blocks fastest, then row blocks, then chunks.
+// Needs subgroups of exactly SG invocations.
+
+struct ConvParams {
+    geo: Geometry,
+    cin4: u32,
+    cout4: u32,
+    tap0: u32,
+    n_taps: u32,
+    flags: u32,
+    bias_stride: u32,   // 0: one bias row; cout4: a per-image table
+    chunk: u32,         // conv_backward_weight: positions per chunk (a multiple of SG)
+    n_chunks: u32,
+    loss_scale: f32,    // LOSS: 1 / (images · 784), the gradient of the mean
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> prm: ConvParams;
+//@if BYTES {
+@group(0) @binding(1) var<storage, read> input: array<u32>;
+//@}
+//@if !BYTES {
+@group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;
+//@}
+@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> taps: array<vec2<i32>>;
+@group(0) @binding(5) var<storage, read_write> output: array<vec4<f32>>;
+//@if LOSS {
+@group(0) @binding(6) var<storage, read> aux_in: array<u32>;
+@group(0) @binding(7) var<storage, read_write> aux_out: array<f32>;
+//@}
+//@if !LOSS {
+@group(0) @binding(6) var<storage, read> aux_in: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> aux_out: array<vec4<f32>>;
+//@}
+@group(0) @binding(8) var<storage, read> dz: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> partial: array<vec4<f32>>;
+
+// Subgroup size, register tile (TM rows × TN vec4 columns; TI row groups in the weight gradient), variants.
+const SG: u32 = 8u;
+const TM: u32 = 4u;
+const TN: u32 = 8u;
+const TI: u32 = 4u;
+const BYTES: u32 = 0u;
+const LOSS: u32 = 0u;
+
+// Input vector k of buffer position `pos` (row stride `stride` vec4s), zero where pos < 0 (the padding).
+// Branch-free: every lane loads from a clamped address, then selects.
+fn load_input(pos: i32, stride: u32, k: u32) -> vec4<f32> {
+    let p = u32(max(pos, 0));
+//@if BYTES {
+    let v = vec4<f32>(byte_of(input[p >> 2u], p), 0.0, 0.0, 0.0);
+//@}
+//@if !BYTES {
+    let v = input[p * stride + k];
+//@}
+    return select(vec4<f32>(0.0), v, pos >= 0);
+}
+
+// The accumulators start from the bias (the CPU reference's order), read per image for per-image tables.
+fn bias_of(image: u32, col: u32) -> vec4<f32> {
+    return bias[image * prm.bias_stride + min(col, prm.cout4 - 1u)];
+}
+
+fn forward_epilogue(acc: vec4<f32>, col: u32, pos: u32) {
+    var v = acc;
+    if ((prm.flags & FLAG_RELU) != 0u) {
+        v = max(v, vec4<f32>(0.0));
+    }
+    let o = pos * prm.cout4 + col;
+//@if LOSS {
+    // One output channel: the logit is lane x.
+    let z = v.x;
+    let x = byte_of(aux_in[pos >> 2u], pos);
+    aux_out[pos] = max(z, 0.0) - z * x + log(1.0 + exp(-abs(z)));
+    if ((prm.flags & FLAG_LOSS_GRAD) != 0u) {
+        v = vec4<f32>((sigmoid(z) - x) * prm.loss_scale, 0.0, 0.0, 0.0);
+    }
+    output[o] = v;
+//@}
+//@if !LOSS {
+    if ((prm.flags & FLAG_NO_OUTPUT) == 0u) {
+        output[o] = v;
+    }
+    if ((prm.flags & FLAG_RESIDUAL) != 0u) {
+        aux_out[o] = v + aux_in[o];
+    }
+//@}
+}
+
+@compute @workgroup_size(SG)
+fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(subgroup_invocation_id) lane: u32) {
+    let g = prm.geo;
+    let wg = workgroup_index(wid, nwg);
+    let cin4 = prm.cin4;
+    let cout4 = prm.cout4;
+    let col_blocks = (cout4 + TN - 1u) / TN;
+    let col0 = (wg % col_blocks) * TN;
+    let row0 = (wg / col_blocks) * (TM * SG) + lane;
+    //@for n in TN {
+    let b_$n = bias_of(0u, col0 + ${n}u);
+    //@}
+    //@for m in TM {
+    let row_$m = row0 + ${m*SG}u;
+    let r_$m = min(row_$m, g.rows - 1u);
+    let img_$m = row_image(g, r_$m);
+    let q_$m = row_pixel(g, r_$m);
+    let y_$m = i32(q_$m / 28u);
+    let x_$m = i32(q_$m % 28u);
+    //@for n in TN {
+    var acc_$m_$n = b_$n;
+    //@}
+    //@}
+    // A per-image bias table: each row's own image (one load per row and column instead of one per column).
+    if (prm.bias_stride != 0u) {
+        //@for m in TM {
+        //@for n in TN {
+        acc_$m_$n = bias_of(img_$m, col0 + ${n}u);
+        //@}
+        //@}
+    }
+    // Weight vector i of a step (i < 4·TN: input lane j = i / TN, column n = i % TN) is loaded by lane i % SG of
+    // load l = i / SG. Lanes past 4·TN load a clamped copy that nobody reads.
+    //@for l in ${(4*TN+SG-1)/SG} {
+    let wj_$l = min((${l*SG}u + lane) / TN, 3u);
+    let wn_$l = min(col0 + (${l*SG}u + lane) % TN, cout4 - 1u);
+    //@}
+    for (var t = 0u; t < prm.n_taps; t++) {
+        let tap = taps[prm.tap0 + t];
+        //@for m in TM {
+        let src_$m = tap_source(g, img_$m, y_$m, x_$m, tap.x, tap.y);
+        //@}
+        var w = t * cin4 * 4u * cout4;
+        for (var k = 0u; k < cin4; k++) {
+            //@for m in TM {
+            let a_$m = load_input(src_$m, cin4, k);
+            //@}
+            //@for l in ${(4*TN+SG-1)/SG} {
+            let wl_$l = weight[w + wj_$l * cout4 + wn_$l];
+            //@}
+            //@for n in TN {
+            let w0_$n = subgroupBroadcast(wl_${n/SG}, ${n%SG}u);
+            let w1_$n = subgroupBroadcast(wl_${(TN+n)/SG}, ${(TN+n)%SG}u);
+            let w2_$n = subgroupBroadcast(wl_${(2*TN+n)/SG}, ${(2*TN+n)%SG}u);
+            let w3_$n = subgroupBroadcast(wl_${(3*TN+n)/SG}, ${(3*TN+n)%SG}u);
+            //@for m in TM {
+            acc_$m_$n = fma(vec4<f32>(a_$m.w), w3_$n, fma(vec4<f32>(a_$m.z), w2_$n,
+                        fma(vec4<f32>(a_$m.y), w1_$n, fma(vec4<f32>(a_$m.x), w0_$n, acc_$m_$n))));
+            //@}
+            //@}
+            w += 4u * cout4;
+        }
+    }
+    //@for m in TM {
+    if (row_$m < g.rows) {
+        let pos_$m = position(g, img_$m, q_$m);
+        //@for n in TN {
+        if (col0 + ${n}u < cout4) {
+            forward_epilogue(acc_$m_$n, col0 + ${n}u, pos_$m);
+        }
+        //@}
+    }
+    //@}
+}
+
+@compute @workgroup_size(SG)
+fn conv_backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(subgroup_invocation_id) lane: u32) {
+    let g = prm.geo;
+    let wg = workgroup_index(wid, nwg);
+    let cin4 = prm.cin4;
+    let cout4 = prm.cout4;
+    let col_blocks = (cin4 + TN - 1u) / TN;
+    let col0 = (wg % col_blocks) * TN;
+    let row0 = (wg / col_blocks) * (TM * SG) + lane;
+    //@for m in TM {
+    let row_$m = row0 + ${m*SG}u;
+    let r_$m = min(row_$m, g.rows - 1u);
+    let img_$m = row_image(g, r_$m);
+    let q_$m = row_pixel(g, r_$m);
+    let y_$m = i32(q_$m / 28u);
+    let x_$m = i32(q_$m % 28u);
+    //@for n in TN {
+    var acc_$m_$n = vec4<f32>(0.0);
+    //@}
+    //@}
+    // Weight vector i of a step is scalar row 4·col0 + i (input channel) at the step's dz vector k: the rows of
+    // output column n are i = 4n .. 4n + 3.
+    //@for l in ${(4*TN+SG-1)/SG} {
+    let wi_$l = min(4u * col0 + ${l*SG}u + lane, cin4 * 4u - 1u);
+    //@}
+    for (var t = 0u; t < prm.n_taps; t++) {
+        let tap = taps[prm.tap0 + t];
+        //@for m in TM {
+        let src_$m = tap_source(g, img_$m, y_$m, x_$m, -tap.x, -tap.y);
+        //@}
+        let wt = t * cin4 * 4u;
+        for (var k = 0u; k < cout4; k++) {
+            //@for m in TM {
+            let a_$m = load_input(src_$m, cout4, k);
+            //@}
+            //@for l in ${(4*TN+SG-1)/SG} {
+            let wl_$l = weight[(wt + wi_$l) * cout4 + k];
+            //@}
+            //@for n in TN {
+            let w0_$n = subgroupBroadcast(wl_${(4*n)/SG}, ${(4*n)%SG}u);
+            let w1_$n = subgroupBroadcast(wl_${(4*n+1)/SG}, ${(4*n+1)%SG}u);
+            let w2_$n = subgroupBroadcast(wl_${(4*n+2)/SG}, ${(4*n+2)%SG}u);
+            let w3_$n = subgroupBroadcast(wl_${(4*n+3)/SG}, ${(4*n+3)%SG}u);
+            //@for m in TM {
+            // Σ_k dz_k · w_j[k] for the four input channels j, as a chain of fused multiply-adds over k.
+            acc_$m_$n = fma(vec4<f32>(a_$m.w), vec4<f32>(w0_$n.w, w1_$n.w, w2_$n.w, w3_$n.w),
+                        fma(vec4<f32>(a_$m.z), vec4<f32>(w0_$n.z, w1_$n.z, w2_$n.z, w3_$n.z),
+                        fma(vec4<f32>(a_$m.y), vec4<f32>(w0_$n.y, w1_$n.y, w2_$n.y, w3_$n.y),
+                        fma(vec4<f32>(a_$m.x), vec4<f32>(w0_$n.x, w1_$n.x, w2_$n.x, w3_$n.x), acc_$m_$n))));
+            //@}
+            //@}
+        }
+    }
+    //@for m in TM {
+    if (row_$m < g.rows) {
+        let at_$m = position(g, img_$m, q_$m) * cin4;
+        //@for n in TN {
+        if (col0 + ${n}u < cin4) {
+            let o = at_$m + col0 + ${n}u;
+            var v = acc_$m_$n;
+//@if !LOSS {
+            if ((prm.flags & FLAG_MASK) != 0u) {
+                v = select(vec4<f32>(0.0), v, aux_in[o] > vec4<f32>(0.0));
+            }
+//@}
+            if ((prm.flags & FLAG_ACCUMULATE) != 0u) {
+                v += output[o];
+            }
+            output[o] = v;
+        }
+        //@}
+    }
+    //@}
+}
+
+@compute @workgroup_size(SG)
+fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(subgroup_invocation_id) lane: u32) {
+    let g = prm.geo;
+    let wg = workgroup_index(wid, nwg);
+    let cin4 = prm.cin4;
+    let cout4 = prm.cout4;
+    let groups = prm.n_taps * cin4 + 1u;
+    let col_blocks = (cout4 + SG * TN - 1u) / (SG * TN);
+    let row_blocks = (groups + TI - 1u) / TI;
+    let c = wg / (col_blocks * row_blocks);
+    if (c >= prm.n_chunks) {
+        return;
+    }
+    let col0 = (wg % col_blocks) * SG * TN;
+    let g0 = ((wg / col_blocks) % row_blocks) * TI;
+    // Lane `lane` owns output columns col0 + lane + SG·n, and loads the input vectors of row groups
+    // g0 + lane + SG·l, which every lane then receives by subgroupBroadcast.
+    //@for l in ${(TI+SG-1)/SG} {
+    let gl_$l = g0 + ${l*SG}u + lane;
+    let tap_$l = taps[prm.tap0 + min(gl_$l / cin4, prm.n_taps - 1u)];
+    let kv_$l = gl_$l % cin4;
+    let bias_row_$l = gl_$l == groups - 1u;
+    let live_row_$l = gl_$l < groups;
+    //@}
+    //@for n in TN {
+    let col_$n = min(col0 + lane + ${n*SG}u, cout4 - 1u);
+    //@}
+    //@for i in TI {
+    //@for n in TN {
+    var acc_$i_$n = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    //@}
+    //@}
+    let p0 = c * prm.chunk;
+    let p1 = min(p0 + prm.chunk, g.rows);
+    for (var pb = p0; pb < p1; pb += 16u) {
+        // Sums over 16 positions (`s_*`) are added to the chunk totals, so that no f32 running sum grows over more
+        // than chunk / 16 terms.
+        //@for i in TI {
+        //@for n in TN {
+        var s_$i_$n = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+        //@}
+        //@}
+        for (var p = pb; p < min(pb + 16u, p1); p++) {
+            let img = row_image(g, p);
+            let q = row_pixel(g, p);
+            let y = i32(q / 28u);
+            let x = i32(q % 28u);
+            let at = position(g, img, q) * cout4;
+            //@for n in TN {
+            let d_$n = dz[at + col_$n];
+            //@}
+            //@for l in ${(TI+SG-1)/SG} {
+            let xl_$l = select(select(vec4<f32>(0.0), load_input(tap_source(g, img, y, x, tap_$l.x, tap_$l.y), cin4, kv_$l), live_row_$l),
+                               vec4<f32>(1.0, 0.0, 0.0, 0.0), bias_row_$l);
+            //@}
+            //@for i in TI {
+            let x_$i = subgroupBroadcast(xl_${i/SG}, ${i%SG}u);
+            //@for n in TN {
+            s_$i_$n[0] = fma(vec4<f32>(x_$i.x), d_$n, s_$i_$n[0]);
+            s_$i_$n[1] = fma(vec4<f32>(x_$i.y), d_$n, s_$i_$n[1]);
+            s_$i_$n[2] = fma(vec4<f32>(x_$i.z), d_$n, s_$i_$n[2]);
+            s_$i_$n[3] = fma(vec4<f32>(x_$i.w), d_$n, s_$i_$n[3]);
+            //@}
+            //@}
+        }
+        //@for i in TI {
+        //@for n in TN {
+        acc_$i_$n[0] += s_$i_$n[0];
+        acc_$i_$n[1] += s_$i_$n[1];
+        acc_$i_$n[2] += s_$i_$n[2];
+        acc_$i_$n[3] += s_$i_$n[3];
+        //@}
+        //@}
+    }
+    let rows = prm.n_taps * cin4 * 4u + 1u;
+    let out = c * rows * cout4;
+    //@for i in TI {
+    if (g0 + ${i}u < groups) {
+        //@for n in TN {
+        if (col0 + lane + ${n*SG}u < cout4) {
+            if (g0 + ${i}u == groups - 1u) {
+                partial[out + (rows - 1u) * cout4 + col_$n] = acc_$i_$n[0];
+            } else {
+                //@for j in 4 {
+                partial[out + ((g0 + ${i}u) * 4u + ${j}u) * cout4 + col_$n] = acc_$i_$n[${j}];
+                //@}
+            }
+        }
+        //@}
+    }
+    //@}
+}

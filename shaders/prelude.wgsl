@@ -1,0 +1,74 @@
+// prelude.wgsl — prepended by the host (src/gpu/shader.rs) to every kernel family: flags, the row ↔ position
+// geometry, and small helpers. Nothing here is an entry point.
+//
+// Flags (bits of a kernel's `flags` uniform). Each has one meaning everywhere; `gpu::uniforms::flags` mirrors them
+// and a test checks that both sides agree.
+const FLAG_RELU: u32 = 1u;        // apply max(·, 0) to the result
+const FLAG_ACCUMULATE: u32 = 2u;  // add the result to what the output already holds
+const FLAG_RESIDUAL: u32 = 4u;    // also write result + residual (a fused residual add)
+const FLAG_MASK: u32 = 8u;        // multiply the result by [y > 0] (the gradient through a ReLU whose output is y)
+const FLAG_LOSS_GRAD: u32 = 16u;  // loss epilogue: write the gradient of the mean BCE instead of the logit
+const FLAG_BIAS: u32 = 32u;       // add the bias (conv_pixel: only its first dispatch of a conv does)
+const FLAG_NO_OUTPUT: u32 = 64u;  // skip the plain output (only the fused sum is needed)
+
+// Geometry: how a kernel's rows map to (image, pixel) and back to buffer positions.
+//   IMAGE_MAJOR (training, evaluation, the naive sampler): row r is position r = image · 784 + pixel.
+//   POSITION_MAJOR (the incremental sampler's caches, `images` per pixel): row r is image r % images at pixel
+//   first_pixel + r / images, stored at position pixel · images + image, so one pixel (or a run of pixels) of
+//   every image is contiguous.
+const IMAGE_MAJOR: u32 = 0u;
+const POSITION_MAJOR: u32 = 1u;
+
+struct Geometry {
+    rows: u32,
+    images: u32,
+    first_pixel: u32,
+    order: u32,
+}
+
+fn row_image(g: Geometry, r: u32) -> u32 {
+    return select(r % g.images, r / 784u, g.order == IMAGE_MAJOR);
+}
+
+fn row_pixel(g: Geometry, r: u32) -> u32 {
+    return select(g.first_pixel + r / g.images, r % 784u, g.order == IMAGE_MAJOR);
+}
+
+fn position(g: Geometry, image: u32, pixel: u32) -> u32 {
+    return select(pixel * g.images + image, image * 784u + pixel, g.order == IMAGE_MAJOR);
+}
+
+// The buffer position that tap offset (dy, dx) reads for (image, y, x), or -1 in the zero padding.
+fn tap_source(g: Geometry, image: u32, y: i32, x: i32, dy: i32, dx: i32) -> i32 {
+    let sy = y + dy;
+    let sx = x + dx;
+    let inside = sy >= 0 && sy < 28 && sx >= 0 && sx < 28;
+    return select(-1, i32(position(g, image, u32(max(sy, 0) * 28 + max(sx, 0)))), inside);
+}
+
+// Workgroups of a dispatch are linear over x and y (a grid wider than 65,535 workgroups wraps into y).
+fn workgroup_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// Pixel `pos` of a u8 image buffer read as packed u32 words (4 pixels per word, little-endian).
+fn byte_of(word: u32, pos: u32) -> f32 {
+    return f32((word >> ((pos & 3u) * 8u)) & 0xffu);
+}
+
+fn sigmoid(z: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-z));
+}
+
+// The counter-based uniform draw of src/rng.rs (PCG-RXS-M-XS), so that the CPU and GPU samplers draw identical
+// numbers: bits = pcg(pcg(key ^ pcg(image)) ^ pixel); u = (bits >> 8) / 2^24.
+fn pcg(x: u32) -> u32 {
+    let state = x * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+fn uniform_draw(key: u32, img: u32, pixel: u32) -> f32 {
+    let bits = pcg(pcg(key ^ pcg(img)) ^ pixel);
+    return f32(bits >> 8u) * (1.0 / 16777216.0);
+}

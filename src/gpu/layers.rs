@@ -1,0 +1,725 @@
+//! The network on the GPU, layer by layer: one `*_forward` / `*_backward` pair per layer kind, matching the
+//! match arms of `cpu::forward` and `cpu::backward` one to one, and the passes that fuse or assign buffers.
+//!
+//! * [`GpuModel`]: parameters, gradients and Adam moments in the GPU layout of the parameter table, and the tap
+//!   table every conv kernel reads its (dy, dx) from.
+//! * [`Pass`]: the buffers of one forward (and backward) pass, and its geometry (every pixel of a batch, one pixel
+//!   or one row of the sampler's caches).
+//! * [`fuse_residuals`]: the fusion pass — a conv whose output only feeds an Add computes the Add in its epilogue.
+//! * [`GradientSlots`]: the gradient buffers of a backward pass, assigned by a rule that holds for any DAG.
+
+use super::buffers::{Tensor, View};
+use super::kernels::{self, ConvForward, ConvInput, ConvShape, Epilogue, WINDOW_BYTES, WINDOW_TAIL};
+use super::record::Program;
+use super::uniforms::{Geometry, POSITION_MAJOR};
+use super::Gpu;
+use crate::cpu::AdamState;
+use crate::model::{Activation, Layer, Network, CLASSES, PIXELS};
+use anyhow::Result;
+
+/// Parameters, gradients and Adam moments on the GPU (the GPU layout of the network's parameter table), and the
+/// tap table.
+pub struct GpuModel {
+    pub net: Network,
+    pub params: Tensor,
+    pub grads: Tensor,
+    pub m: Tensor,
+    pub v: Tensor,
+    /// `(dy, dx)` of every live tap of every conv, in conv order (i32 pairs).
+    pub taps: Tensor,
+    pub shapes: Vec<ConvShape>,
+}
+
+impl GpuModel {
+    pub fn new(gpu: &Gpu, net: &Network, params: &[f32]) -> Result<GpuModel> {
+        let table = &net.params;
+        let mut taps: Vec<i32> = Vec::new();
+        let mut shapes = Vec::new();
+        for (l, layer) in net.layers.iter().enumerate() {
+            if let Layer::Conv { conv, input } = *layer {
+                let c = &net.convs[conv];
+                let shape = ConvShape::of(c, net.act_groups[input], net.act_groups[l + 1], taps.len() / 2);
+                shapes.push((conv, shape));
+                taps.extend(c.taps.iter().flat_map(|t| [t.dy, t.dx]));
+            }
+        }
+        shapes.sort_by_key(|s| s.0);
+        let taps_tensor = gpu.tensor("taps", taps.len())?;
+        gpu.write_bytes(&taps_tensor, 0, bytemuck::cast_slice(&taps));
+        // The tail lets the sampler's `conv_pixel` bind a full uniform window at any weight.
+        let p = gpu.tensor("params", table.gpu_len + WINDOW_TAIL)?;
+        gpu.write(&p, 0, &table.to_gpu(params));
+        Ok(GpuModel {
+            net: net.clone(),
+            params: p,
+            grads: gpu.tensor("grads", table.gpu_len)?,
+            m: gpu.tensor("adam.m", table.gpu_len)?,
+            v: gpu.tensor("adam.v", table.gpu_len)?,
+            taps: taps_tensor,
+            shapes: shapes.into_iter().map(|s| s.1).collect(),
+        })
+    }
+
+    /// Parameter tensor `i` of the table inside a GPU-layout vector (`params`, `grads`, `m` or `v`).
+    pub fn tensor(&self, of: &Tensor, i: usize) -> View {
+        let t = &self.net.params.tensors[i];
+        of.slice(t.gpu_offset, t.gpu_len())
+    }
+
+    /// Every parameter (the vector without its tail), as Adam updates it.
+    pub fn all_params(&self) -> View {
+        self.params.slice(0, self.net.params.gpu_len)
+    }
+
+    /// Parameters in the CPU layout.
+    pub fn download_params(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let n = self.net.params.gpu_len;
+        Ok(self.net.params.to_cpu(&gpu.read_range(&self.params, 0, n)?))
+    }
+
+    pub fn upload_adam(&self, gpu: &Gpu, adam: &AdamState) {
+        gpu.write(&self.m, 0, &self.net.params.to_gpu(&adam.m));
+        gpu.write(&self.v, 0, &self.net.params.to_gpu(&adam.v));
+    }
+
+    /// Adam moments in the CPU layout (the step count is the host's).
+    pub fn download_adam(&self, gpu: &Gpu, step: u64) -> Result<AdamState> {
+        Ok(AdamState {
+            m: self.net.params.to_cpu(&gpu.read(&self.m)?),
+            v: self.net.params.to_cpu(&gpu.read(&self.v)?),
+            step,
+        })
+    }
+
+    /// Gradients of the last step, in the CPU layout (for tests).
+    pub fn download_grads(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        Ok(self.net.params.to_cpu(&gpu.read(&self.grads)?))
+    }
+}
+
+/// How the forward pass runs each layer after [`fuse_residuals`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fused {
+    /// The layer runs as itself.
+    Itself,
+    /// A conv that also computes the Add layer `add` in its epilogue (`acts[add + 1] = conv + acts[other]`); it
+    /// writes its own output too only if `keep_output`.
+    WithResidual {
+        add: usize,
+        other: usize,
+        keep_output: bool,
+    },
+    /// An Add computed by an earlier conv's epilogue.
+    Done,
+}
+
+/// The fusion pass: every conv whose output feeds nothing but one Add, whose other input is already computed
+/// when the conv runs, computes that Add in its epilogue. In training (`keep_masks`) a ReLU conv still writes its
+/// own output, which the backward pass needs for the ReLU's mask.
+pub fn fuse_residuals(net: &Network, keep_masks: bool) -> Vec<Fused> {
+    let consumers = net.consumers();
+    let mut plan = vec![Fused::Itself; net.layers.len()];
+    for (l, layer) in net.layers.iter().enumerate() {
+        let Layer::Conv { conv, .. } = *layer else { continue };
+        let out = l + 1;
+        let [m] = consumers[out][..] else { continue };
+        let Layer::Add { a, b } = net.layers[m] else { continue };
+        let other = if a == out { b } else { a };
+        if other == out || other > l || plan[m] != Fused::Itself {
+            continue;
+        }
+        let keep_output = keep_masks && net.convs[conv].act == Activation::Relu;
+        plan[l] = Fused::WithResidual {
+            add: m,
+            other,
+            keep_output,
+        };
+        plan[m] = Fused::Done;
+    }
+    plan
+}
+
+/// The buffers of one pass.
+pub struct Pass<'a> {
+    pub model: &'a GpuModel,
+    /// Every activation's buffer; `acts[0]` holds the images (u8 bytes when `bytes`, else vec4 floats).
+    pub acts: &'a [View],
+    pub bytes: bool,
+    /// One u32 label per image (conditional models).
+    pub labels: Option<View>,
+    /// Per layer: the per-image bias table of a conditional conv or gate (from [`class_tables`]).
+    pub tables: &'a [Option<View>],
+    /// The rows of this pass.
+    pub geo: Geometry,
+    /// Images of the pass (the batch, or the sampler's padded count).
+    pub images: usize,
+}
+
+impl Pass<'_> {
+    fn net(&self) -> &Network {
+        &self.model.net
+    }
+
+    fn c4(&self, act: usize) -> usize {
+        self.net().gpu_channels(act) / 4
+    }
+
+    fn conv_input(&self, act: usize) -> ConvInput {
+        if act == 0 && self.bytes {
+            ConvInput::Bytes(self.acts[0].clone())
+        } else {
+            ConvInput::Floats(self.acts[act].clone())
+        }
+    }
+}
+
+/// Words of the per-image bias table of layer `l` (conditional convs and gates), if it has one.
+pub fn table_len(net: &Network, l: usize, images: usize) -> Option<usize> {
+    match net.layers[l] {
+        Layer::Conv { conv, .. } => net.convs[conv].class_bias.map(|_| images * net.gpu_channels(l + 1)),
+        Layer::Gate { input, class_bias } => class_bias.map(|_| images * net.gpu_channels(input)),
+        _ => None,
+    }
+    .filter(|_| net.config.is_conditional())
+}
+
+/// Records the per-image bias tables `[bias +] class_bias[labels[i]]` of every conditional conv and gate.
+pub fn class_tables(gpu: &Gpu, p: &mut Program, pass: &Pass) -> Result<()> {
+    let (m, net) = (pass.model, pass.net());
+    for (l, layer) in net.layers.iter().enumerate() {
+        let Some(table) = pass.tables[l].clone() else { continue };
+        let labels = pass.labels.clone().expect("a conditional model needs labels");
+        match *layer {
+            Layer::Conv { conv, .. } => {
+                let c = &net.convs[conv];
+                let cb = m.tensor(&m.params, c.class_bias.expect("table without class bias"));
+                let bias = m.tensor(&m.params, c.bias);
+                kernels::class_bias_add(gpu, p, Some(bias), cb, labels, table, pass.images, pass.c4(l + 1))?;
+            }
+            Layer::Gate { input, class_bias } => {
+                let cb = m.tensor(&m.params, class_bias.expect("table without class bias"));
+                kernels::class_bias_add(gpu, p, None, cb, labels, table, pass.images, pass.c4(input))?;
+            }
+            _ => unreachable!("only convs and gates have class biases"),
+        }
+    }
+    Ok(())
+}
+
+/// Forward of a conv layer: `acts[l + 1] = act(conv(acts[input]) + bias)`, with the fused residual of `fused`,
+/// or the loss epilogue. On the sampler's single-pixel passes it runs as `conv_pixel` where that kernel version
+/// serves the device and the conv; where it cannot serve the conv the decision and its reason are logged.
+pub fn conv_forward(
+    gpu: &Gpu,
+    p: &mut Program,
+    pass: &Pass,
+    l: usize,
+    fused: Fused,
+    loss: Option<Epilogue>,
+) -> Result<()> {
+    let (m, net) = (pass.model, pass.net());
+    let Layer::Conv { conv, input } = net.layers[l] else {
+        unreachable!("conv_forward on a non-conv layer")
+    };
+    let c = &net.convs[conv];
+    let shape = &m.shapes[conv];
+    let weight = m.tensor(&m.params, c.weight);
+    let (bias, per_image_bias) = match &pass.tables[l] {
+        Some(t) => (t.clone(), true),
+        None => (m.tensor(&m.params, c.bias), false),
+    };
+    let (residual, sum_out, keep_output) = match fused {
+        Fused::WithResidual {
+            add,
+            other,
+            keep_output,
+        } => (
+            Some(pass.acts[other].clone()),
+            Some(pass.acts[add + 1].clone()),
+            keep_output,
+        ),
+        _ => (None, None, true),
+    };
+    let single_pixel = pass.geo.order == POSITION_MAJOR && pass.geo.rows as usize == pass.images;
+    if single_pixel && loss.is_none() && !(input == 0 && pass.bytes) {
+        let q = pass.geo.first_pixel as usize;
+        match kernels::conv_pixel_unfit(gpu, shape, &weight, &pass.acts[input], pass.images, WINDOW_BYTES) {
+            None if !keep_output || residual.is_none() => {
+                let runs = kernels::pixel_runs(shape, pass.images, q, WINDOW_BYTES);
+                let out = sum_out.clone().unwrap_or_else(|| pass.acts[l + 1].clone());
+                return kernels::conv_pixel(
+                    gpu,
+                    p,
+                    shape,
+                    &weight,
+                    bias,
+                    per_image_bias,
+                    &pass.acts[input],
+                    residual,
+                    out,
+                    pass.images,
+                    q,
+                    &runs,
+                );
+            }
+            Some(why) if gpu.kernels.pixel == super::versions::PixelVersion::ConvPixel && q == 0 => {
+                log::info!(
+                    "{}: conv_pixel cannot serve it ({why}); conv_forward runs it at each pixel",
+                    c.name
+                );
+            }
+            _ => {}
+        }
+    }
+    let epilogue = match (loss, residual, sum_out) {
+        (Some(e), _, _) => e,
+        (None, Some(residual), Some(sum_out)) => Epilogue::Residual {
+            residual,
+            sum_out,
+            keep_output,
+        },
+        _ => Epilogue::Plain,
+    };
+    let op = ConvForward {
+        input: pass.conv_input(input),
+        weight,
+        bias,
+        per_image_bias,
+        taps: m.taps.view(),
+        output: pass.acts[l + 1].clone(),
+        epilogue,
+    };
+    kernels::conv_forward(gpu, p, shape, op, pass.geo)
+}
+
+/// Forward of an Add layer: `acts[l + 1] = acts[a] + acts[b]`.
+pub fn add_forward(gpu: &Gpu, p: &mut Program, pass: &Pass, l: usize) -> Result<()> {
+    let Layer::Add { a, b } = pass.net().layers[l] else {
+        unreachable!("add_forward on a non-add layer")
+    };
+    kernels::add(
+        gpu,
+        p,
+        pass.acts[a].clone(),
+        pass.acts[b].clone(),
+        pass.acts[l + 1].clone(),
+        pass.c4(l + 1),
+        pass.geo,
+    )
+}
+
+/// Forward of a Gate layer: `acts[l + 1] = tanh(z[:C] + β) · σ(z[C:] + β)`.
+pub fn gate_forward(gpu: &Gpu, p: &mut Program, pass: &Pass, l: usize) -> Result<()> {
+    let Layer::Gate { input, .. } = pass.net().layers[l] else {
+        unreachable!("gate_forward on a non-gate layer")
+    };
+    let z = pass.acts[input].clone();
+    kernels::gate_forward(
+        gpu,
+        p,
+        z,
+        pass.tables[l].clone(),
+        pass.acts[l + 1].clone(),
+        pass.c4(l + 1),
+        pass.geo,
+    )
+}
+
+/// Forward of a ReLU layer: `acts[l + 1] = max(acts[input], 0)`.
+pub fn relu_forward(gpu: &Gpu, p: &mut Program, pass: &Pass, l: usize) -> Result<()> {
+    let Layer::Relu { input } = pass.net().layers[l] else {
+        unreachable!("relu_forward on a non-relu layer")
+    };
+    kernels::relu_forward(
+        gpu,
+        p,
+        pass.acts[input].clone(),
+        pass.acts[l + 1].clone(),
+        pass.c4(l + 1),
+        pass.geo,
+    )
+}
+
+/// One layer's forward, by kind (the match of `cpu::forward`).
+pub fn layer_forward(
+    gpu: &Gpu,
+    p: &mut Program,
+    pass: &Pass,
+    l: usize,
+    fused: Fused,
+    loss: Option<Epilogue>,
+) -> Result<()> {
+    match (&pass.net().layers[l], fused) {
+        (_, Fused::Done) => Ok(()),
+        (Layer::Conv { .. }, _) => conv_forward(gpu, p, pass, l, fused, loss),
+        (Layer::Add { .. }, _) => add_forward(gpu, p, pass, l),
+        (Layer::Gate { .. }, _) => gate_forward(gpu, p, pass, l),
+        (Layer::Relu { .. }, _) => relu_forward(gpu, p, pass, l),
+    }
+}
+
+/// The forward pass over every layer, in order, with the fusion plan `fused`; `loss` is the epilogue of the last
+/// layer (the logits conv), if any.
+pub fn record_forward(
+    gpu: &Gpu,
+    p: &mut Program,
+    pass: &Pass,
+    fused: &[Fused],
+    mut loss: Option<Epilogue>,
+) -> Result<()> {
+    class_tables(gpu, p, pass)?;
+    let last = pass.net().layers.len() - 1;
+    for (l, &f) in fused.iter().enumerate() {
+        layer_forward(gpu, p, pass, l, f, if l == last { loss.take() } else { None })?;
+    }
+    Ok(())
+}
+
+/// Where a gradient contribution goes: activation `act`'s gradient buffer, added to what it holds if `accumulate`.
+#[derive(Clone, Debug)]
+struct Target {
+    view: View,
+    accumulate: bool,
+}
+
+/// The gradient buffers of a backward pass. Activation a's buffer holds dL/da, except for the output of a ReLU
+/// conv, whose buffer holds the gradient of its pre-activation: [a > 0] · dL/da, so every contribution to it is
+/// masked as it is written (masking is linear, so contributions can be masked one by one). The rule, for any DAG:
+/// walking the layers backwards, an activation gets a buffer at its first contribution (later ones accumulate) and
+/// frees it once its producer's backward has read it; an Add may hand its output's buffer on to one input that
+/// has no other contribution yet and no mask, instead of copying. Buffers are pooled by size.
+pub struct GradientSlots {
+    /// The pool: tensors sized for the trainer's largest batch, reused across programs.
+    pool: Vec<(Tensor, usize)>,
+    free: Vec<usize>,
+    slot_of: Vec<Option<usize>>,
+    written: Vec<bool>,
+    max_positions: usize,
+}
+
+impl GradientSlots {
+    pub fn new(net: &Network, max_positions: usize) -> GradientSlots {
+        GradientSlots {
+            pool: Vec::new(),
+            free: Vec::new(),
+            slot_of: vec![None; net.act_channels.len()],
+            written: vec![false; net.act_channels.len()],
+            max_positions,
+        }
+    }
+
+    /// Starts recording a new backward pass (the pool's tensors are kept).
+    fn reset(&mut self) {
+        self.free = (0..self.pool.len()).collect();
+        self.slot_of.iter_mut().for_each(|s| *s = None);
+        self.written.iter_mut().for_each(|w| *w = false);
+    }
+
+    /// Bytes of the pool.
+    pub fn bytes(&self) -> u64 {
+        self.pool.iter().map(|(t, _)| t.bytes()).sum()
+    }
+
+    fn view(&self, slot: usize, positions: usize, channels: usize) -> View {
+        self.pool[slot].0.slice(0, positions * channels)
+    }
+
+    /// The buffer of activation `a` for a contribution (allocating one at the first), and whether to accumulate.
+    fn target(&mut self, gpu: &Gpu, net: &Network, a: usize, positions: usize) -> Result<Target> {
+        let ch = net.gpu_channels(a);
+        let slot = match self.slot_of[a] {
+            Some(s) => s,
+            None => {
+                let s = self.take(gpu, ch)?;
+                self.slot_of[a] = Some(s);
+                s
+            }
+        };
+        let accumulate = std::mem::replace(&mut self.written[a], true);
+        Ok(Target {
+            view: self.view(slot, positions, ch),
+            accumulate,
+        })
+    }
+
+    /// A free buffer of at least `channels` channels (a new one if none is free).
+    fn take(&mut self, gpu: &Gpu, channels: usize) -> Result<usize> {
+        if let Some(i) = self.free.iter().position(|&s| self.pool[s].1 >= channels) {
+            return Ok(self.free.swap_remove(i));
+        }
+        let t = gpu.tensor(&format!("gradient {}", self.pool.len()), self.max_positions * channels)?;
+        self.pool.push((t, channels));
+        Ok(self.pool.len() - 1)
+    }
+
+    /// The complete gradient of activation `a` (its producer is being processed).
+    fn complete(&self, net: &Network, a: usize, positions: usize) -> View {
+        let s = self.slot_of[a].expect("every activation feeds the loss");
+        self.view(s, positions, net.gpu_channels(a))
+    }
+
+    /// `a`'s producer has read its gradient: its buffer is free again.
+    fn release(&mut self, a: usize) {
+        if let Some(s) = self.slot_of[a].take() {
+            self.free.push(s);
+        }
+    }
+}
+
+/// Scratch buffers of a backward pass.
+pub struct BackwardScratch {
+    /// Per-chunk partial sums of the weight gradients.
+    pub partial: Tensor,
+    /// Per-image sums for the class-bias gradients.
+    pub image_sums: Tensor,
+}
+
+/// The backward state: the pass, its gradient buffers and scratch.
+pub struct Backward<'a, 'b> {
+    pub pass: &'a Pass<'b>,
+    pub slots: &'a mut GradientSlots,
+    pub scratch: &'a BackwardScratch,
+}
+
+impl Backward<'_, '_> {
+    fn positions(&self) -> usize {
+        self.pass.geo.rows()
+    }
+
+    /// Whether activation a's buffer holds a pre-activation gradient (a is a ReLU conv's output).
+    fn masked(&self, a: usize) -> bool {
+        a > 0
+            && matches!(self.pass.net().layers[a - 1], Layer::Conv { conv, .. }
+                if self.pass.net().convs[conv].act == Activation::Relu)
+    }
+
+    /// Adds `src` (dL/da) to activation a's gradient, masked if a's buffer needs it.
+    fn contribute(&mut self, gpu: &Gpu, p: &mut Program, a: usize, src: View) -> Result<()> {
+        let net = self.pass.net();
+        let t = self.slots.target(gpu, net, a, self.positions())?;
+        let c4 = net.gpu_channels(a) / 4;
+        if self.masked(a) {
+            kernels::relu_backward(
+                gpu,
+                p,
+                self.pass.acts[a].clone(),
+                src,
+                t.view,
+                c4,
+                t.accumulate,
+                self.pass.geo,
+            )
+        } else {
+            kernels::accumulate(gpu, p, src, t.view, c4, t.accumulate, self.pass.geo)
+        }
+    }
+
+    /// The gradient of a class-bias table from the pre-activation gradient `grad` of `channels4` vec4s.
+    fn class_bias_grad(&self, gpu: &Gpu, p: &mut Program, tensor: usize, grad: View, c4: usize) -> Result<()> {
+        let m = self.pass.model;
+        let labels = self.pass.labels.clone().expect("a conditional model needs labels");
+        let images = self.pass.images;
+        let sums = self.scratch.image_sums.slice(0, images * c4 * 4);
+        kernels::class_bias_backward(gpu, p, grad, labels, sums, m.tensor(&m.grads, tensor), images, c4)
+    }
+}
+
+/// Backward of a conv layer: the weight and bias gradients (and the class bias's) from dz = the gradient buffer of
+/// its output, and the gradient of its input (except the image).
+pub fn conv_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) -> Result<()> {
+    let (pass, positions) = (bw.pass, bw.positions());
+    let (m, net) = (pass.model, pass.net());
+    let Layer::Conv { conv, input } = net.layers[l] else {
+        unreachable!("conv_backward on a non-conv layer")
+    };
+    let c = &net.convs[conv];
+    let shape = &m.shapes[conv];
+    let dz = bw.slots.complete(net, l + 1, positions);
+    let partial = bw
+        .scratch
+        .partial
+        .slice(0, kernels::wgrad_partial_len(gpu, shape, positions));
+    kernels::conv_backward_weight(
+        gpu,
+        p,
+        shape,
+        pass.conv_input(input),
+        m.taps.view(),
+        dz.clone(),
+        partial,
+        m.tensor(&m.grads, c.weight),
+        m.tensor(&m.grads, c.bias),
+        pass.geo,
+    )?;
+    if let (Some(cb), Some(_)) = (c.class_bias, &pass.tables[l]) {
+        bw.class_bias_grad(gpu, p, cb, dz.clone(), shape.cout4)?;
+    }
+    if input != 0 {
+        let mask = bw.masked(input).then(|| pass.acts[input].clone());
+        let t = bw.slots.target(gpu, net, input, positions)?;
+        let weight = m.tensor(&m.params, c.weight);
+        kernels::conv_backward_data(
+            gpu,
+            p,
+            shape,
+            weight,
+            m.taps.view(),
+            dz,
+            t.view,
+            mask,
+            t.accumulate,
+            pass.geo,
+        )?;
+    }
+    bw.slots.release(l + 1);
+    Ok(())
+}
+
+/// Backward of an Add layer: both inputs receive the output's gradient. One input that has no gradient yet and no
+/// mask takes the output's buffer over; the others get a (masked) copy or sum.
+pub fn add_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) -> Result<()> {
+    let net = bw.pass.net();
+    let Layer::Add { a, b } = net.layers[l] else {
+        unreachable!("add_backward on a non-add layer")
+    };
+    let out = l + 1;
+    let dout = bw.slots.complete(net, out, bw.positions());
+    let can_take = |bw: &Backward, x: usize| bw.slots.slot_of[x].is_none() && !bw.masked(x);
+    let taker = [b, a].into_iter().find(|&x| can_take(bw, x) && a != b);
+    for x in [b, a] {
+        if Some(x) != taker {
+            bw.contribute(gpu, p, x, dout.clone())?;
+        }
+    }
+    match taker {
+        Some(x) => {
+            bw.slots.slot_of[x] = bw.slots.slot_of[out].take();
+            bw.slots.written[x] = true;
+        }
+        None => bw.slots.release(out),
+    }
+    Ok(())
+}
+
+/// Backward of a Gate layer: dz from the gate's input and output gradient; the class bias's gradient from dz.
+pub fn gate_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) -> Result<()> {
+    let (pass, positions) = (bw.pass, bw.positions());
+    let net = pass.net();
+    let Layer::Gate { input, class_bias } = net.layers[l] else {
+        unreachable!("gate_backward on a non-gate layer")
+    };
+    let dout = bw.slots.complete(net, l + 1, positions);
+    let half4 = net.gpu_channels(l + 1) / 4;
+    let table = pass.tables[l].clone();
+    // The gate writes dz straight into its input's buffer when that holds nothing yet and needs no mask (then the
+    // class-bias gradient reads dz there, before anything else adds to it); otherwise into a free buffer first.
+    let direct = bw.slots.slot_of[input].is_none() && !bw.masked(input);
+    let (dz, scratch) = if direct {
+        (bw.slots.target(gpu, net, input, positions)?.view, None)
+    } else {
+        let s = bw.slots.take(gpu, 2 * half4 * 4)?;
+        (bw.slots.view(s, positions, 2 * half4 * 4), Some(s))
+    };
+    kernels::gate_backward(
+        gpu,
+        p,
+        pass.acts[input].clone(),
+        table.clone(),
+        dout,
+        dz.clone(),
+        half4,
+        pass.geo,
+    )?;
+    if let (Some(cb), Some(_)) = (class_bias, &table) {
+        bw.class_bias_grad(gpu, p, cb, dz.clone(), 2 * half4)?;
+    }
+    if let Some(s) = scratch {
+        bw.contribute(gpu, p, input, dz)?;
+        bw.slots.free.push(s);
+    }
+    bw.slots.release(l + 1);
+    Ok(())
+}
+
+/// Backward of a ReLU layer: `d input (+)= [out > 0] · d out` (which is also the input's own mask, if it has one).
+pub fn relu_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) -> Result<()> {
+    let (pass, positions) = (bw.pass, bw.positions());
+    let net = pass.net();
+    let Layer::Relu { input } = net.layers[l] else {
+        unreachable!("relu_backward on a non-relu layer")
+    };
+    let dout = bw.slots.complete(net, l + 1, positions);
+    let t = bw.slots.target(gpu, net, input, positions)?;
+    let c4 = net.gpu_channels(input) / 4;
+    kernels::relu_backward(
+        gpu,
+        p,
+        pass.acts[l + 1].clone(),
+        dout,
+        t.view,
+        c4,
+        t.accumulate,
+        pass.geo,
+    )?;
+    bw.slots.release(l + 1);
+    Ok(())
+}
+
+/// One layer's backward, by kind (the match of `cpu::backward`).
+pub fn layer_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) -> Result<()> {
+    match bw.pass.net().layers[l] {
+        Layer::Conv { .. } => conv_backward(gpu, p, bw, l),
+        Layer::Add { .. } => add_backward(gpu, p, bw, l),
+        Layer::Gate { .. } => gate_backward(gpu, p, bw, l),
+        Layer::Relu { .. } => relu_backward(gpu, p, bw, l),
+    }
+}
+
+/// The gradient buffer the loss epilogue writes dL/dlogits into, for a new backward pass.
+pub fn logits_gradient(gpu: &Gpu, slots: &mut GradientSlots, net: &Network, positions: usize) -> Result<View> {
+    slots.reset();
+    Ok(slots.target(gpu, net, net.logits_act(), positions)?.view)
+}
+
+/// The backward pass over every layer, in reverse order (after the forward pass wrote dL/dlogits).
+pub fn record_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward) -> Result<()> {
+    for l in (0..bw.pass.net().layers.len()).rev() {
+        layer_backward(gpu, p, bw, l)?;
+    }
+    Ok(())
+}
+
+/// Words of the largest per-chunk partial sum of the weight gradients over `positions` positions.
+pub fn max_partial_len(gpu: &Gpu, model: &GpuModel, positions: usize) -> usize {
+    model
+        .shapes
+        .iter()
+        .map(|s| kernels::wgrad_partial_len(gpu, s, positions))
+        .max()
+        .unwrap_or(4)
+}
+
+/// Words of the per-image sums the class-bias gradients need for `images` images.
+pub fn image_sums_len(net: &Network, images: usize) -> usize {
+    let widest = (0..net.act_channels.len())
+        .map(|a| net.gpu_channels(a))
+        .max()
+        .unwrap_or(4);
+    if net.config.is_conditional() {
+        images * widest
+    } else {
+        4
+    }
+}
+
+/// `labels` as the u32 words the kernels read (for `images` images, padded with class 0).
+pub fn label_words(labels: &[u8], images: usize) -> Vec<u8> {
+    let mut words: Vec<u32> = labels.iter().map(|&y| (y as usize % CLASSES) as u32).collect();
+    words.resize(images.max(4), 0);
+    bytemuck::cast_slice(&words).to_vec()
+}
+
+/// Positions of a batch of `images` images.
+pub fn positions(images: usize) -> usize {
+    images * PIXELS
+}

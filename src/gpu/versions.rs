@@ -1,0 +1,251 @@
+//! Which version of each kernel family serves a device, decided once when the device opens, with the reason.
+//!
+//! * Convolutions (training, evaluation, whole rows in the sampler): `raster` (`conv_raster.wgsl`: subgroup
+//!   register tiles for CPU rasterisers) or `tiled` (`conv_tiled.wgsl`: workgroup-memory tiles for GPUs).
+//! * The sampler's per-pixel step: `conv_pixel` (`conv_pixel.wgsl`: uniform windows and subgroup shuffles, one
+//!   dispatch per conv, for CPU rasterisers) or `net` (`pixel_net.wgsl`: one dispatch per pixel runs the whole
+//!   network, one workgroup per image, for GPUs).
+//!
+//! The raster kernels need subgroups of one fixed size; adapters without them (wgpu's GL backend) get the tiled
+//! ones. `PIXELCNN_KERNELS` forces a choice: `raster`, `tiled`, or per family `conv=tiled,pixel=conv_pixel`.
+//! The tile sizes (`Tuning`) are read from the environment here, once.
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvVersion {
+    Raster,
+    Tiled,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PixelVersion {
+    ConvPixel,
+    Net,
+}
+
+/// What the choice depends on (a plain struct, so that tests can describe adapters they do not have).
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterFacts {
+    pub name: String,
+    pub backend: String,
+    /// A CPU rasteriser (lavapipe/llvmpipe, SwiftShader, WARP).
+    pub software: bool,
+    /// The device was opened with `Features::SUBGROUP`.
+    pub subgroups: bool,
+    pub subgroup_min: u32,
+    pub subgroup_max: u32,
+    pub max_uniform_buffers_per_stage: u32,
+    pub max_uniform_binding: u64,
+}
+
+impl AdapterFacts {
+    /// The fixed subgroup size the raster kernels can use, if any.
+    pub fn fixed_subgroup(&self) -> Option<u32> {
+        let sg = self.subgroup_min;
+        (self.subgroups && self.subgroup_max == sg && [4, 8, 16].contains(&sg)).then_some(sg)
+    }
+}
+
+/// Tile sizes of the raster kernels and the sampler's device count (`PIXELCNN_*` overrides, read once).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Tuning {
+    /// Output rows per lane of the raster conv kernels (`PIXELCNN_CONV_TM`).
+    pub conv_tm: u32,
+    /// Largest number of output vec4 columns per lane (`PIXELCNN_CONV_TN`).
+    pub conv_tn: u32,
+    /// Row groups per lane of the raster weight gradient (`PIXELCNN_WGRAD_TI`).
+    pub wgrad_ti: u32,
+    /// Largest number of output vec4 columns per lane of the raster weight gradient (`PIXELCNN_WGRAD_TN`).
+    pub wgrad_tn: u32,
+    /// Positions per chunk of the weight-gradient reduction (`PIXELCNN_WGRAD_CHUNK`; changes the summation order).
+    pub wgrad_chunk: usize,
+    /// Devices the sampler splits its images over on a CPU rasteriser (`PIXELCNN_SAMPLER_DEVICES`).
+    pub sampler_devices: usize,
+}
+
+fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+impl Tuning {
+    fn from_env(software: bool) -> Tuning {
+        Tuning {
+            conv_tm: env("PIXELCNN_CONV_TM").unwrap_or(4).clamp(1, 16),
+            conv_tn: env("PIXELCNN_CONV_TN").unwrap_or(8).clamp(1, 32),
+            wgrad_ti: env("PIXELCNN_WGRAD_TI").unwrap_or(16).clamp(1, 64),
+            wgrad_tn: env("PIXELCNN_WGRAD_TN").unwrap_or(2).clamp(1, 8),
+            wgrad_chunk: env("PIXELCNN_WGRAD_CHUNK").unwrap_or(1568).clamp(16, 1 << 20),
+            sampler_devices: if software {
+                env("PIXELCNN_SAMPLER_DEVICES").unwrap_or(2).clamp(1, 8)
+            } else {
+                1
+            },
+        }
+    }
+}
+
+/// The versions serving a device, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelChoice {
+    pub conv: ConvVersion,
+    pub pixel: PixelVersion,
+    /// The subgroup size the raster and conv_pixel kernels are compiled for.
+    pub subgroup: Option<u32>,
+    pub reason: String,
+    pub tuning: Tuning,
+}
+
+impl KernelChoice {
+    /// The choice for an adapter, with `force` (the value of `PIXELCNN_KERNELS`) overriding the default.
+    pub fn choose(facts: &AdapterFacts, force: Option<&str>) -> Result<KernelChoice> {
+        let sg = facts.fixed_subgroup();
+        let raster_ok = sg.is_some();
+        let pixel_ok = raster_ok
+            && facts.max_uniform_binding >= 65536
+            && facts.max_uniform_buffers_per_stage >= 3
+            && sg.is_some_and(|s| 16 % s == 0);
+        let (mut conv, mut pixel, mut reason) = if facts.software && raster_ok {
+            (
+                ConvVersion::Raster,
+                if pixel_ok {
+                    PixelVersion::ConvPixel
+                } else {
+                    PixelVersion::Net
+                },
+                format!(
+                    "{} is a CPU rasteriser with subgroups of {}: register-tiled raster kernels{}",
+                    facts.name,
+                    sg.unwrap_or(0),
+                    if pixel_ok {
+                        " and conv_pixel"
+                    } else {
+                        ", but too few uniform bindings for conv_pixel"
+                    }
+                ),
+            )
+        } else if facts.software {
+            (
+                ConvVersion::Tiled,
+                PixelVersion::Net,
+                format!(
+                    "{} is a CPU rasteriser without fixed-size subgroups: tiled kernels",
+                    facts.name
+                ),
+            )
+        } else {
+            (
+                ConvVersion::Tiled,
+                PixelVersion::Net,
+                format!("{} ({}) is a GPU: workgroup-tiled kernels", facts.name, facts.backend),
+            )
+        };
+        if let Some(spec) = force.map(str::trim).filter(|s| !s.is_empty()) {
+            for part in spec.split(',') {
+                match part.trim() {
+                    "raster" => (conv, pixel) = (ConvVersion::Raster, PixelVersion::ConvPixel),
+                    "tiled" => (conv, pixel) = (ConvVersion::Tiled, PixelVersion::Net),
+                    "conv=raster" => conv = ConvVersion::Raster,
+                    "conv=tiled" => conv = ConvVersion::Tiled,
+                    "pixel=conv_pixel" => pixel = PixelVersion::ConvPixel,
+                    "pixel=net" => pixel = PixelVersion::Net,
+                    other => bail!(
+                        "PIXELCNN_KERNELS={spec:?}: unknown part {other:?} (expected raster, tiled, conv=raster|tiled, pixel=conv_pixel|net)"
+                    ),
+                }
+            }
+            if conv == ConvVersion::Raster && !raster_ok {
+                bail!("PIXELCNN_KERNELS={spec:?}: the raster kernels need subgroups of a fixed size (4, 8 or 16), which {} ({}) does not offer", facts.name, facts.backend);
+            }
+            if pixel == PixelVersion::ConvPixel && !pixel_ok {
+                bail!("PIXELCNN_KERNELS={spec:?}: conv_pixel needs fixed subgroups dividing 16 and 64 KiB uniform bindings, which {} ({}) does not offer", facts.name, facts.backend);
+            }
+            reason = format!("forced by PIXELCNN_KERNELS={spec}");
+        }
+        Ok(KernelChoice {
+            conv,
+            pixel,
+            subgroup: sg.filter(|_| conv == ConvVersion::Raster || pixel == PixelVersion::ConvPixel),
+            reason,
+            tuning: Tuning::from_env(facts.software),
+        })
+    }
+
+    /// "conv=raster pixel=conv_pixel (subgroups of 8)".
+    pub fn describe(&self) -> String {
+        let v = |x: &dyn erased::Name| x.name();
+        format!(
+            "conv={} pixel={}{}",
+            v(&self.conv),
+            v(&self.pixel),
+            self.subgroup
+                .map(|s| format!(" (subgroups of {s})"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+mod erased {
+    pub trait Name {
+        fn name(&self) -> &'static str;
+    }
+    impl Name for super::ConvVersion {
+        fn name(&self) -> &'static str {
+            match self {
+                super::ConvVersion::Raster => "raster",
+                super::ConvVersion::Tiled => "tiled",
+            }
+        }
+    }
+    impl Name for super::PixelVersion {
+        fn name(&self) -> &'static str {
+            match self {
+                super::PixelVersion::ConvPixel => "conv_pixel",
+                super::PixelVersion::Net => "net",
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(software: bool, subgroups: bool) -> AdapterFacts {
+        AdapterFacts {
+            name: "test".into(),
+            backend: if subgroups { "Vulkan" } else { "Gl" }.into(),
+            software,
+            subgroups,
+            subgroup_min: 8,
+            subgroup_max: 8,
+            max_uniform_buffers_per_stage: 12,
+            max_uniform_binding: 65536,
+        }
+    }
+
+    #[test]
+    fn each_adapter_gets_a_version_it_can_run() {
+        let lavapipe = KernelChoice::choose(&facts(true, true), None).unwrap();
+        assert_eq!(
+            (lavapipe.conv, lavapipe.pixel),
+            (ConvVersion::Raster, PixelVersion::ConvPixel)
+        );
+        // llvmpipe over GL: no subgroups, so the raster kernels cannot be expressed there.
+        let gl = KernelChoice::choose(&facts(true, false), None).unwrap();
+        assert_eq!((gl.conv, gl.pixel), (ConvVersion::Tiled, PixelVersion::Net));
+        let gpu = KernelChoice::choose(&facts(false, true), None).unwrap();
+        assert_eq!((gpu.conv, gpu.pixel), (ConvVersion::Tiled, PixelVersion::Net));
+        let forced = KernelChoice::choose(&facts(true, true), Some("conv=tiled")).unwrap();
+        assert_eq!(
+            (forced.conv, forced.pixel),
+            (ConvVersion::Tiled, PixelVersion::ConvPixel)
+        );
+        assert!(forced.reason.contains("PIXELCNN_KERNELS"));
+        assert!(KernelChoice::choose(&facts(true, false), Some("raster")).is_err());
+        assert!(KernelChoice::choose(&facts(true, true), Some("fast")).is_err());
+    }
+}
