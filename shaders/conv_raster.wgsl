@@ -17,7 +17,8 @@
 //   activations [positions, C4];  weight [n_taps · cin4·4 scalar rows, cout4]: row t·cin4·4 + k holds tap t and
 //   input channel k, read in place by every entry (no transposed copy); bias [cout4], or a per-image table
 //   [images, cout4] when bias_stride = cout4. With BYTES the input is the u8 image itself (4 pixels per u32 word,
-//   cin4 = 1), so batches are uploaded as bytes and never expanded on the host.
+//   cin4 = 1), so batches are uploaded as bytes and never expanded on the host; only channel 0 is live then, and
+//   the kernels skip the three padding channels (their weight rows and gradients stay zero).
 //
 // Why this shape: llvmpipe runs a subgroup of SG invocations as one SIMD row and turns every load whose address
 // differs per lane into a loop over the lanes (tens of nanoseconds per vec4), while arithmetic is cheap. So each
@@ -175,6 +176,19 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             //@for m in TM {
             let a_$m = load_input(src_$m, cin4, k);
             //@}
+//@if BYTES {
+            // The image has one channel: only weight row 0 of the step is live (rows 1–3 are channel padding).
+            //@for l in ${(TN+SG-1)/SG} {
+            let wl_$l = weight[w + min(col0 + ${l*SG}u + lane, cout4 - 1u)];
+            //@}
+            //@for n in TN {
+            let w0_$n = subgroupBroadcast(wl_${n/SG}, ${n%SG}u);
+            //@for m in TM {
+            acc_$m_$n = fma(vec4<f32>(a_$m.x), w0_$n, acc_$m_$n);
+            //@}
+            //@}
+//@}
+//@if !BYTES {
             //@for l in ${(4*TN+SG-1)/SG} {
             let wl_$l = weight[w + wj_$l * cout4 + wn_$l];
             //@}
@@ -188,6 +202,7 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                         fma(vec4<f32>(a_$m.y), w1_$n, fma(vec4<f32>(a_$m.x), w0_$n, acc_$m_$n))));
             //@}
             //@}
+//@}
             w += 4u * cout4;
         }
     }
@@ -339,18 +354,22 @@ fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
             let x_$i = subgroupBroadcast(xl_${i/SG}, ${i%SG}u);
             //@for n in TN {
             s_$i_$n[0] = fma(vec4<f32>(x_$i.x), d_$n, s_$i_$n[0]);
+//@if !BYTES {
             s_$i_$n[1] = fma(vec4<f32>(x_$i.y), d_$n, s_$i_$n[1]);
             s_$i_$n[2] = fma(vec4<f32>(x_$i.z), d_$n, s_$i_$n[2]);
             s_$i_$n[3] = fma(vec4<f32>(x_$i.w), d_$n, s_$i_$n[3]);
+//@}
             //@}
             //@}
         }
         //@for i in TI {
         //@for n in TN {
         acc_$i_$n[0] += s_$i_$n[0];
+//@if !BYTES {
         acc_$i_$n[1] += s_$i_$n[1];
         acc_$i_$n[2] += s_$i_$n[2];
         acc_$i_$n[3] += s_$i_$n[3];
+//@}
         //@}
         //@}
     }

@@ -324,6 +324,7 @@ fn gate_bias(
 
 /// All activations of a forward pass: `acts[0]` is the input, the last is the logits. `labels` (one per image) is
 /// needed by class-conditional networks and ignored by others.
+#[deny(clippy::wildcard_enum_match_arm)]
 pub fn forward(net: &Network, params: &[f32], images: &[f32], labels: Option<&[u8]>, batch: usize) -> Vec<Vec<f32>> {
     assert_eq!(images.len(), batch * PIXELS);
     let labels = labels_for(net, labels, batch);
@@ -355,6 +356,7 @@ pub fn forward(net: &Network, params: &[f32], images: &[f32], labels: Option<&[u
 
 /// Backward through the layer list. Returns the flat parameter gradient (the CPU layout of the parameters) and the
 /// gradient with respect to the input image.
+#[deny(clippy::wildcard_enum_match_arm)]
 pub fn backward(
     net: &Network,
     params: &[f32],
@@ -529,6 +531,7 @@ pub fn sample_naive(net: &Network, params: &[f32], spec: SampleSpec) -> Samples 
 }
 
 /// Computes layer `l` at `positions` into `acts[l + 1]`, reading the other activations.
+#[deny(clippy::wildcard_enum_match_arm)]
 fn layer_at(
     net: &Network,
     params: &[f32],

@@ -1033,6 +1033,28 @@ mod tests {
             .all(|&s| s == Schedule::Pixel));
     }
 
+    /// The exhaustive-match guard: adding a layer kind breaks this match at compile time, and the test then asks
+    /// for a network that uses the new kind, so that the CPU-vs-GPU tests (which run both architectures) cover it.
+    fn kind_index(l: &Layer) -> usize {
+        match l {
+            Layer::Conv { .. } => 0,
+            Layer::Add { .. } => 1,
+            Layer::Gate { .. } => 2,
+            Layer::Relu { .. } => 3,
+        }
+    }
+
+    #[test]
+    fn the_tested_architectures_use_every_layer_kind() {
+        let mut seen = [false; 4];
+        for config in [Config::pixelcnn(6, 2), Config::gated(5, 3).conditional()] {
+            for l in &Network::new(config).layers {
+                seen[kind_index(l)] = true;
+            }
+        }
+        assert_eq!(seen, [true; 4], "a layer kind is used by no tested network");
+    }
+
     #[test]
     fn classes_parse_by_name_and_number() {
         assert_eq!(parse_class("sneaker").unwrap(), 7);

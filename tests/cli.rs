@@ -1284,3 +1284,100 @@ fn an_empty_validation_split_is_reported_as_such_never_as_nan() {
         "{stdout_text}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------------
+// wgpu's GL backend (llvmpipe over EGL on machines without a GPU)
+
+/// Runs the binary with extra environment variables.
+fn pixelcnn_env(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pixelcnn"));
+    cmd.args(args).current_dir(cwd).env_remove("PIXELCNN_DATA");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{env:?} pixelcnn {}: {}",
+        args.join(" "),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+#[test]
+fn the_gl_backend_gives_the_same_samples_nll_and_training_as_vulkan() {
+    if !have_gpu() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let gl_devices = pixelcnn_env(tmp.path(), &[("WGPU_BACKEND", "gl")], &["devices", "--json"]);
+    let gl_ok = json(&gl_devices)
+        .as_array()
+        .is_some_and(|a| a.iter().any(|d| d["backend"] == "Gl"));
+    if !gl_ok {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "CI=true but no GL adapter"
+        );
+        eprintln!("SKIPPING: no GL adapter");
+        return;
+    }
+    let f = fixture();
+    let ck = tiny_model(
+        &f,
+        "glck",
+        &["--arch", "gated", "--filters", "4", "--layers", "2", "--conditional"],
+    );
+    // Vulkan with the same kernel versions the GL device gets (GL has no subgroups: tiled and pixel_net).
+    let vk: &[(&str, &str)] = &[("WGPU_BACKEND", "vulkan"), ("PIXELCNN_KERNELS", "tiled")];
+    let gl: &[(&str, &str)] = &[("WGPU_BACKEND", "gl")];
+    let mut grids = Vec::new();
+    for (name, env) in [("vulkan", vk), ("gl", gl)] {
+        let png = f.root.join(format!("{name}.png"));
+        pixelcnn_env(
+            &f.root,
+            env,
+            &[
+                "sample",
+                "--checkpoint",
+                s(&ck),
+                "--count",
+                "6",
+                "--seed",
+                "4",
+                "--out",
+                s(&png),
+            ],
+        );
+        grids.push(std::fs::read(&png).unwrap());
+    }
+    assert!(
+        grids[0] == grids[1],
+        "the GL backend's sample grid differs from Vulkan's"
+    );
+    let eval = |env: &[(&str, &str)]| {
+        json(&pixelcnn_env(
+            &f.root,
+            env,
+            &["eval", "--checkpoint", s(&ck), "--data", s(&f.idx), "--json"],
+        ))
+    };
+    let (a, b) = (eval(vk), eval(gl));
+    for key in ["nll_nats_per_image", "nll_given_label_nats_per_image"] {
+        let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+        eprintln!("{key}: Vulkan {x} GL {y}");
+        assert!((x - y).abs() <= 1e-6 * x, "{key}: Vulkan {x} vs GL {y}");
+    }
+    // Three training steps from the same start.
+    let mut params = Vec::new();
+    for (name, env) in [("vulkan", vk), ("gl", gl)] {
+        let out = f.root.join(format!("train_{name}"));
+        #[rustfmt::skip]
+        let args = ["train", "--data", s(&f.idx), "--val-split", "0.25", "--batch-size", "8", "--steps", "3", "--seed", "2",
+            "--out", s(&out), "--arch", "gated", "--filters", "4", "--layers", "2", "--conditional"];
+        pixelcnn_env(&f.root, env, &args);
+        params.push(load(&out.join("last.safetensors")).params);
+    }
+    common::assert_close("parameters after 3 steps: GL vs Vulkan", &params[1], &params[0], 1e-5);
+}

@@ -29,7 +29,17 @@ pub struct Pipeline {
     /// The storage and window bindings, in the order a dispatch passes its views.
     pub bindings: Vec<(u32, Access)>,
     pub layout: wgpu::BindGroupLayout,
-    pub pipeline: wgpu::ComputePipeline,
+    /// None on a dry-run device ([`Gpu::dry_run`]), which records programs but never runs them.
+    pub pipeline: Option<wgpu::ComputePipeline>,
+}
+
+/// A pipeline variant the host built: its family, entry point, template constants and expanded WGSL.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    pub family: String,
+    pub entry: String,
+    pub consts: Vec<(String, u32)>,
+    pub source: String,
 }
 
 impl Gpu {
@@ -50,6 +60,12 @@ impl Gpu {
             return Ok(p.clone());
         }
         let src = super::shader::source(family, consts)?;
+        self.variants.lock().unwrap().push(Variant {
+            family: family.to_string(),
+            entry: entry.to_string(),
+            consts: consts.iter().map(|(c, v)| (c.to_string(), *v)).collect(),
+            source: src.clone(),
+        });
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&name),
@@ -89,13 +105,15 @@ impl Gpu {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&name),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: Default::default(),
-            cache: None,
+        let pipeline = (!self.dry_run).then(|| {
+            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&name),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(anyhow!("compiling {name}: {e}"));
@@ -111,11 +129,9 @@ impl Gpu {
         Ok(p)
     }
 
-    /// Every pipeline compiled so far (for reports and the translation test).
-    pub fn pipeline_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.pipelines.lock().unwrap().keys().cloned().collect();
-        v.sort();
-        v
+    /// Every pipeline variant built so far on this device (for reports and the translation test).
+    pub fn variants(&self) -> Vec<Variant> {
+        self.variants.lock().unwrap().clone()
     }
 }
 

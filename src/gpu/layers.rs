@@ -341,6 +341,7 @@ pub fn relu_forward(gpu: &Gpu, p: &mut Program, pass: &Pass, l: usize) -> Result
 }
 
 /// One layer's forward, by kind (the match of `cpu::forward`).
+#[deny(clippy::wildcard_enum_match_arm)]
 pub fn layer_forward(
     gpu: &Gpu,
     p: &mut Program,
@@ -666,6 +667,7 @@ pub fn relu_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) ->
 }
 
 /// One layer's backward, by kind (the match of `cpu::backward`).
+#[deny(clippy::wildcard_enum_match_arm)]
 pub fn layer_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) -> Result<()> {
     match bw.pass.net().layers[l] {
         Layer::Conv { .. } => conv_backward(gpu, p, bw, l),

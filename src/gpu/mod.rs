@@ -131,6 +131,10 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub kernels: KernelChoice,
     pipelines: Mutex<HashMap<String, std::sync::Arc<kernels::Pipeline>>>,
+    variants: Mutex<Vec<kernels::Variant>>,
+    /// A dry-run device builds pipelines' layouts and records programs, but compiles no compute pipeline and must
+    /// never submit: for enumerating every pipeline variant cheaply.
+    pub dry_run: bool,
     /// Bytes of every tensor allocated on this device.
     pub allocated: AtomicU64,
     /// Small buffers bound where a kernel declares a binding that a dispatch does not use (read-only and
@@ -184,9 +188,19 @@ impl Gpu {
             limits,
             kernels,
             pipelines: Mutex::new(HashMap::new()),
+            variants: Mutex::new(Vec::new()),
+            dry_run: false,
             allocated: AtomicU64::new(0),
             dummy,
             dummy_rw,
+        })
+    }
+
+    /// A dry-run device (see [`Gpu::dry_run`]) with the kernel versions `force` names.
+    pub fn open_dry(force: Option<&str>) -> Result<Gpu> {
+        Ok(Gpu {
+            dry_run: true,
+            ..Gpu::open(force)?
         })
     }
 

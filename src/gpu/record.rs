@@ -175,7 +175,12 @@ impl Program {
         });
         for i in range {
             let s = &self.steps[i];
-            pass.set_pipeline(&s.pipeline.pipeline);
+            pass.set_pipeline(
+                s.pipeline
+                    .pipeline
+                    .as_ref()
+                    .expect("a dry-run program cannot be encoded"),
+            );
             pass.set_bind_group(0, &self.bind_groups[s.bind_group], &[(i * self.uniform_stride) as u32]);
             pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], 1);
         }

@@ -161,7 +161,12 @@ pub fn batch_limit(gpu: &Gpu, net: &Network) -> usize {
             max.saturating_sub(kernels::WINDOW_BYTES) / (widest * PIXELS * 4)
         }
     };
-    (fit / 16 * 16).min(MAX_SAMPLE_BATCH)
+    match gpu.kernels.pixel {
+        // conv_pixel's caches hold whole blocks of 16 images per pixel.
+        PixelVersion::ConvPixel => fit / 16 * 16,
+        PixelVersion::Net => fit,
+    }
+    .min(MAX_SAMPLE_BATCH)
 }
 
 /// Samples on one device, in batches; `progress(k)` is called after every image row of every batch with the
@@ -183,7 +188,7 @@ pub fn sample(gpu: &Gpu, model: &GpuModel, req: SampleRequest, mut progress: imp
     let limit = batch_limit(gpu, net);
     ensure!(
         limit >= 1,
-        "even 16 images of this model do not fit this adapter's largest buffer ({} MiB)",
+        "the sampler's caches for this model do not fit this adapter's largest buffer ({} MiB)",
         gpu.limits.max_storage_buffer_binding_size >> 20
     );
     let mut images = Vec::with_capacity(spec.count * PIXELS);
@@ -208,19 +213,6 @@ pub fn sample(gpu: &Gpu, model: &GpuModel, req: SampleRequest, mut progress: imp
     Ok(Samples { images, probs })
 }
 
-/// The starting images (as vec4 floats, lane x) in the sampler's layout.
-fn image_layout(spec: &SampleSpec, rows: usize, naive: bool) -> (Vec<u8>, Vec<f32>) {
-    let start = crate::cpu::starting_images(spec.init, spec.count, spec.start_pixel);
-    let mut x = vec![0.0f32; rows * PIXELS * 4];
-    for i in 0..spec.count {
-        for q in 0..PIXELS {
-            let at = if naive { i * PIXELS + q } else { q * rows + i };
-            x[at * 4] = start[i * PIXELS + q] as f32;
-        }
-    }
-    (start, x)
-}
-
 fn sample_batch(
     gpu: &Gpu,
     model: &GpuModel,
@@ -229,47 +221,15 @@ fn sample_batch(
     max_steps: Option<usize>,
     progress: &mut impl FnMut(usize),
 ) -> Result<Samples> {
-    // The naive sampler runs whole forward passes (image-major, as in training); the incremental one works one
-    // pixel of every image at a time, so it keeps each pixel's images together (position-major, `rows` images
-    // per position).
-    let rows = if naive { spec.count } else { padded_count(spec.count) };
-    let probs = gpu.upload("sample probs", &vec![f32::NAN; spec.count * PIXELS])?;
-    let mut labels = spec.labels.map(|l| l.to_vec()).unwrap_or_default();
-    labels.resize(rows, 0);
-    let label_tensor = gpu.tensor("sample labels", rows)?;
-    gpu.write_bytes(&label_tensor, 0, &layers::label_words(&labels, rows));
-    let (_, x) = image_layout(&spec, rows, naive);
+    let batch = Batch::new(gpu, model, &spec, naive)?;
     let end = max_steps.map_or(PIXELS, |n| (spec.start_pixel + n).min(PIXELS));
-    let image = if !naive && gpu.kernels.pixel == PixelVersion::Net {
-        sample_net(gpu, model, &spec, rows, &x, &label_tensor, &probs, end, progress)?
-    } else {
-        sample_layers(gpu, model, &spec, rows, naive, &x, &label_tensor, &probs, end, progress)?
-    };
-    let x = gpu.read_range(&image.tensor, image.offset, rows * PIXELS * 4)?;
-    let mut images = vec![0u8; spec.count * PIXELS];
-    for i in 0..spec.count {
-        for q in 0..PIXELS {
-            let at = if naive { i * PIXELS + q } else { q * rows + i };
-            images[i * PIXELS + q] = x[at * 4] as u8;
-        }
-    }
-    let probs = gpu.read_range(&probs, 0, spec.count * PIXELS)?;
-    Ok(Samples { images, probs })
-}
-
-/// Runs one program per image row, each recorded while the GPU runs the row before, so the host's recording
-/// overlaps the GPU's work; nothing is read back until the end.
-fn run_rows(
-    gpu: &Gpu,
-    end: usize,
-    progress: &mut impl FnMut(usize),
-    mut record_row: impl FnMut(std::ops::Range<usize>) -> Result<Program>,
-) -> Result<()> {
+    // One program per image row (28 pixel steps), recorded while the GPU runs the row before, so the host's
+    // recording overlaps the GPU's work; nothing is read back until the end.
     let mut in_flight: Option<(Program, wgpu::SubmissionIndex, usize)> = None;
     for row_start in (0..end).step_by(WIDTH) {
         let row = row_start..(row_start + WIDTH).min(end);
         let pixels = row.len();
-        let p = record_row(row)?;
+        let p = batch.record_row(gpu, row)?;
         let submitted = p.submit(gpu);
         if let Some((_, index, pixels)) = in_flight.replace((p, submitted, pixels)) {
             gpu.wait_for(index)?;
@@ -280,111 +240,263 @@ fn run_rows(
         gpu.wait_for(index)?;
         progress(pixels);
     }
-    Ok(())
+    batch.read(gpu, &spec)
 }
 
-/// The layer-by-layer samplers: naive (whole forward passes) or incremental with `conv_pixel`.
-#[allow(clippy::too_many_arguments)]
-fn sample_layers(
-    gpu: &Gpu,
-    model: &GpuModel,
-    spec: &SampleSpec,
+/// How a batch samples.
+enum Method {
+    /// Whole forward passes, image-major (the naive sampler).
+    Naive,
+    /// Layer by layer at each pixel, position-major, `conv_pixel` where it serves.
+    Layers,
+    /// `pixel_net`: the whole pixel-scheduled network in one dispatch per pixel.
+    Net(NetProgram, Tensor),
+}
+
+/// One sampling batch on one device: its buffers (activation caches, class tables, labels, probabilities), and
+/// how to record the programs of an image row.
+struct Batch<'a> {
+    model: &'a GpuModel,
+    method: Method,
+    /// Images per position (padded to 16) for the incremental methods; the image count for the naive one.
     rows: usize,
-    naive: bool,
-    x: &[f32],
-    labels: &Tensor,
-    probs: &Tensor,
-    end: usize,
-    progress: &mut impl FnMut(usize),
-) -> Result<View> {
-    let net = &model.net;
-    let positions = rows * PIXELS;
-    let tail = if naive { 0 } else { kernels::WINDOW_TAIL };
-    let acts = (0..net.act_channels.len())
-        .map(|a| {
-            gpu.tensor(
-                &format!("sample act {}", net.act_names[a]),
-                positions * net.gpu_channels(a) + tail,
-            )
-        })
-        .collect::<Result<Vec<Tensor>>>()?;
-    gpu.write(&acts[0], 0, x);
-    let views: Vec<View> = (0..acts.len())
-        .map(|a| acts[a].slice(0, positions * net.gpu_channels(a)))
-        .collect();
-    let tables = (0..net.layers.len())
-        .map(|l| {
-            layers::table_len(net, l, rows)
-                .map(|n| gpu.tensor(&format!("class table {l}"), n))
-                .transpose()
-        })
-        .collect::<Result<Vec<Option<Tensor>>>>()?;
-    let table_views: Vec<Option<View>> = tables.iter().map(|t| t.as_ref().map(Tensor::view)).collect();
-    let schedule = net.schedule();
-    let fused = pixel_fusion(net, &schedule);
-    let pass_at = |geo: Geometry| Pass {
-        model,
-        acts: &views,
-        bytes: false,
-        labels: Some(labels.slice(0, rows.next_multiple_of(4))),
-        tables: &table_views,
-        geo,
-        images: rows,
-    };
-    // The class tables once, for the whole batch.
-    let mut p = Program::new();
-    layers::class_tables(gpu, &mut p, &pass_at(Geometry::image_major(rows)))?;
-    if !p.is_empty() {
-        p.finish(gpu);
-        p.submit(gpu);
+    count: usize,
+    key: u32,
+    first_image: u32,
+    start_pixel: usize,
+    acts: Vec<View>,
+    tables: Vec<Option<View>>,
+    labels: Tensor,
+    probs: Tensor,
+    schedule: Vec<Schedule>,
+    fused: Vec<Fused>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(gpu: &Gpu, model: &'a GpuModel, spec: &SampleSpec, naive: bool) -> Result<Batch<'a>> {
+        let net = &model.net;
+        // The naive sampler runs whole forward passes (image-major, as in training); the incremental one works
+        // one pixel of every image at a time, so it keeps each pixel's images together (position-major, `rows`
+        // images per position; a multiple of 16 for conv_pixel).
+        let conv_pixel = !naive && gpu.kernels.pixel == PixelVersion::ConvPixel;
+        let rows = if conv_pixel {
+            padded_count(spec.count)
+        } else {
+            spec.count
+        };
+        let positions = rows * PIXELS;
+        let probs = gpu.upload("sample probs", &vec![f32::NAN; spec.count * PIXELS])?;
+        let mut labels = spec.labels.map(|l| l.to_vec()).unwrap_or_default();
+        labels.resize(rows, 0);
+        let label_tensor = gpu.tensor("sample labels", rows)?;
+        gpu.write_bytes(&label_tensor, 0, &layers::label_words(&labels, rows));
+        let x = image_layout(spec, rows, naive);
+        let method = if naive {
+            Method::Naive
+        } else if gpu.kernels.pixel == PixelVersion::Net {
+            let prog = net_program(net, rows)?;
+            let program = gpu.tensor("pixel_net program", kernels::WINDOW_TAIL)?;
+            gpu.write_bytes(&program, 0, bytemuck::cast_slice(&prog.words));
+            Method::Net(prog, program)
+        } else {
+            Method::Layers
+        };
+        let acts = match &method {
+            Method::Net(prog, _) => {
+                let cache = gpu.tensor("pixel_net caches", prog.cache_len4 * 4)?;
+                (0..net.act_channels.len())
+                    .map(|a| cache.slice(prog.words[a][0] as usize * 4, positions * net.gpu_channels(a)))
+                    .collect()
+            }
+            _ => {
+                // The incremental sampler's caches carry the tail `conv_pixel`'s uniform windows need.
+                let tail = if naive { 0 } else { kernels::WINDOW_TAIL };
+                (0..net.act_channels.len())
+                    .map(|a| {
+                        let len = positions * net.gpu_channels(a);
+                        let t = gpu.tensor(&format!("sample act {}", net.act_names[a]), len + tail)?;
+                        Ok(t.slice(0, len))
+                    })
+                    .collect::<Result<Vec<View>>>()?
+            }
+        };
+        gpu.write(&acts[0].tensor, acts[0].offset, &x);
+        let tables = (0..net.layers.len())
+            .map(|l| {
+                layers::table_len(net, l, rows)
+                    .map(|n| gpu.tensor(&format!("class table {l}"), n).map(|t| t.view()))
+                    .transpose()
+            })
+            .collect::<Result<Vec<Option<View>>>>()?;
+        let schedule = net.schedule();
+        let fused = if naive {
+            layers::fuse_residuals(net, false)
+        } else {
+            pixel_fusion(net, &schedule)
+        };
+        let batch = Batch {
+            model,
+            method,
+            rows,
+            count: spec.count,
+            key: spec.key,
+            first_image: spec.first_image,
+            start_pixel: spec.start_pixel,
+            acts,
+            tables,
+            labels: label_tensor,
+            probs,
+            schedule,
+            fused,
+        };
+        // The class tables once, for the whole batch (pixel_net adds class biases itself).
+        if !matches!(batch.method, Method::Net(..)) {
+            let mut p = Program::new();
+            layers::class_tables(gpu, &mut p, &batch.pass(Geometry::image_major(rows)))?;
+            if !p.is_empty() && !gpu.dry_run {
+                p.finish(gpu);
+                p.submit(gpu);
+            }
+        }
+        Ok(batch)
     }
-    let logits = views[net.logits_act()].clone();
-    let naive_fused = layers::fuse_residuals(net, false);
-    run_rows(gpu, end, progress, |row| {
+
+    fn pass(&self, geo: Geometry) -> Pass<'_> {
+        Pass {
+            model: self.model,
+            acts: &self.acts,
+            bytes: false,
+            labels: Some(self.labels.slice(0, self.rows.next_multiple_of(4))),
+            tables: &self.tables,
+            geo,
+            images: self.rows,
+        }
+    }
+
+    /// The programs of pixels `row` (within one image row), finished.
+    fn record_row(&self, gpu: &Gpu, row: std::ops::Range<usize>) -> Result<Program> {
+        let net = &self.model.net;
         let mut p = Program::new();
         for q in row {
-            if naive {
-                if q >= spec.start_pixel {
-                    let pass = pass_at(Geometry::image_major(rows));
-                    for (l, &f) in naive_fused.iter().enumerate() {
-                        layers::layer_forward(gpu, &mut p, &pass, l, f, None)?;
+            match &self.method {
+                Method::Net(prog, program) => {
+                    let n_ops = if q >= self.start_pixel {
+                        prog.pixel_ops.1
+                    } else {
+                        prog.pixel_ops.1 - 1
+                    };
+                    let u = NetParams {
+                        q0: q as u32,
+                        npos: 1,
+                        images: self.rows as u32,
+                        n_ops: n_ops as u32,
+                        ops_at: prog.pixel_ops.0 as u32,
+                        key: self.key,
+                        first_image: self.first_image,
+                        _pad: 0,
+                    };
+                    self.net_dispatch(gpu, &mut p, program, u)?;
+                    if q % WIDTH == WIDTH - 1 && prog.row_ops.1 > 0 {
+                        let u = NetParams {
+                            q0: (q + 1 - WIDTH) as u32,
+                            npos: WIDTH as u32,
+                            n_ops: prog.row_ops.1 as u32,
+                            ops_at: prog.row_ops.0 as u32,
+                            ..u
+                        };
+                        self.net_dispatch(gpu, &mut p, program, u)?;
+                    }
+                    continue;
+                }
+                Method::Naive => {
+                    if q >= self.start_pixel {
+                        let pass = self.pass(Geometry::image_major(self.rows));
+                        for (l, &f) in self.fused.iter().enumerate() {
+                            layers::layer_forward(gpu, &mut p, &pass, l, f, None)?;
+                        }
                     }
                 }
-            } else {
-                let pass = pass_at(Geometry::position_major(rows, q, 1));
-                for l in 0..net.layers.len() {
-                    if schedule[l + 1] == Schedule::Pixel {
-                        layers::layer_forward(gpu, &mut p, &pass, l, fused[l], None)?;
+                Method::Layers => {
+                    let pass = self.pass(Geometry::position_major(self.rows, q, 1));
+                    for (l, &f) in self.fused.iter().enumerate() {
+                        if self.schedule[l + 1] == Schedule::Pixel {
+                            layers::layer_forward(gpu, &mut p, &pass, l, f, None)?;
+                        }
                     }
                 }
             }
-            if q >= spec.start_pixel {
+            if q >= self.start_pixel {
+                let naive = matches!(self.method, Method::Naive);
                 kernels::sample_pixel(
                     gpu,
                     &mut p,
-                    logits.clone(),
-                    views[0].clone(),
-                    probs.view(),
-                    spec.count,
+                    self.acts[net.logits_act()].clone(),
+                    self.acts[0].clone(),
+                    self.probs.view(),
+                    self.count,
                     q,
-                    spec.key,
-                    spec.first_image,
-                    if naive { 0 } else { rows },
+                    self.key,
+                    self.first_image,
+                    if naive { 0 } else { self.rows },
                 )?;
             }
-            if !naive && q % WIDTH == WIDTH - 1 {
-                let pass = pass_at(Geometry::position_major(rows, q + 1 - WIDTH, WIDTH));
-                for l in 0..net.layers.len() {
-                    if schedule[l + 1] == Schedule::Row {
-                        layers::layer_forward(gpu, &mut p, &pass, l, fused[l], None)?;
+            if matches!(self.method, Method::Layers) && q % WIDTH == WIDTH - 1 {
+                let pass = self.pass(Geometry::position_major(self.rows, q + 1 - WIDTH, WIDTH));
+                for (l, &f) in self.fused.iter().enumerate() {
+                    if self.schedule[l + 1] == Schedule::Row {
+                        layers::layer_forward(gpu, &mut p, &pass, l, f, None)?;
                     }
                 }
             }
         }
         p.finish(gpu);
         Ok(p)
-    })?;
-    Ok(views[0].clone())
+    }
+
+    fn net_dispatch(&self, gpu: &Gpu, p: &mut Program, program: &Tensor, u: NetParams) -> Result<()> {
+        let m = self.model;
+        let params = m.params.slice(0, m.net.params.gpu_len);
+        let cache = self.acts[0].tensor.view();
+        kernels::pixel_net(
+            gpu,
+            p,
+            program.view(),
+            cache,
+            params,
+            m.taps.view(),
+            self.labels.view(),
+            self.probs.view(),
+            u,
+        )
+    }
+
+    /// The images and probabilities, read back once at the end.
+    fn read(&self, gpu: &Gpu, spec: &SampleSpec) -> Result<Samples> {
+        let naive = matches!(self.method, Method::Naive);
+        let x = gpu.read_range(&self.acts[0].tensor, self.acts[0].offset, self.rows * PIXELS * 4)?;
+        let mut images = vec![0u8; spec.count * PIXELS];
+        for i in 0..spec.count {
+            for q in 0..PIXELS {
+                let at = if naive { i * PIXELS + q } else { q * self.rows + i };
+                images[i * PIXELS + q] = x[at * 4] as u8;
+            }
+        }
+        let probs = gpu.read_range(&self.probs, 0, spec.count * PIXELS)?;
+        Ok(Samples { images, probs })
+    }
+}
+
+/// The starting images (as vec4 floats, lane x) in the sampler's layout.
+fn image_layout(spec: &SampleSpec, rows: usize, naive: bool) -> Vec<f32> {
+    let start = crate::cpu::starting_images(spec.init, spec.count, spec.start_pixel);
+    let mut x = vec![0.0f32; rows * PIXELS * 4];
+    for i in 0..spec.count {
+        for q in 0..PIXELS {
+            let at = if naive { i * PIXELS + q } else { q * rows + i };
+            x[at * 4] = start[i * PIXELS + q] as f32;
+        }
+    }
+    x
 }
 
 /// Residual fusion for the incremental sampler: only where the conv and its Add run on the same schedule.
@@ -480,111 +592,38 @@ pub fn net_program(net: &Network, rows: usize) -> Result<NetProgram> {
     })
 }
 
-/// The incremental sampler with `pixel_net`: one dispatch per pixel, and one per row for row-scheduled layers.
-#[allow(clippy::too_many_arguments)]
-fn sample_net(
-    gpu: &Gpu,
-    model: &GpuModel,
-    spec: &SampleSpec,
-    rows: usize,
-    x: &[f32],
-    labels: &Tensor,
-    probs: &Tensor,
-    end: usize,
-    progress: &mut impl FnMut(usize),
-) -> Result<View> {
-    let net = &model.net;
-    let prog = net_program(net, rows)?;
-    let program = gpu.tensor("pixel_net program", kernels::WINDOW_TAIL)?;
-    gpu.write_bytes(&program, 0, bytemuck::cast_slice(&prog.words));
-    let cache = gpu.tensor("pixel_net caches", prog.cache_len4 * 4)?;
-    gpu.write(&cache, 0, x);
-    let params = model.params.slice(0, net.params.gpu_len);
-    let program_view = program.view();
-    run_rows(gpu, end, progress, |row| {
-        let mut p = Program::new();
-        for q in row {
-            let n_ops = if q >= spec.start_pixel {
-                prog.pixel_ops.1
-            } else {
-                prog.pixel_ops.1 - 1
-            };
-            let u = NetParams {
-                q0: q as u32,
-                npos: 1,
-                images: rows as u32,
-                n_ops: n_ops as u32,
-                ops_at: prog.pixel_ops.0 as u32,
-                key: spec.key,
-                first_image: spec.first_image,
-                _pad: 0,
-            };
-            let (acts, taps, l, pr) = (cache.view(), model.taps.view(), labels.view(), probs.view());
-            kernels::pixel_net(gpu, &mut p, program_view.clone(), acts, params.clone(), taps, l, pr, u)?;
-            if q % WIDTH == WIDTH - 1 && prog.row_ops.1 > 0 {
-                let u = NetParams {
-                    q0: (q + 1 - WIDTH) as u32,
-                    npos: WIDTH as u32,
-                    n_ops: prog.row_ops.1 as u32,
-                    ops_at: prog.row_ops.0 as u32,
-                    ..u
-                };
-                let (acts, taps, l, pr) = (cache.view(), model.taps.view(), labels.view(), probs.view());
-                kernels::pixel_net(gpu, &mut p, program_view.clone(), acts, params.clone(), taps, l, pr, u)?;
-            }
-        }
-        p.finish(gpu);
-        Ok(p)
-    })?;
-    Ok(cache.slice(0, rows * PIXELS * 4))
+/// Dispatches per pixel of the incremental sampler for `count` images on this device: the programs of one
+/// interior image row (row 1, every pixel drawn, with the row-end layers), recorded but not run.
+pub fn dispatches_per_pixel(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<f64> {
+    let labels = vec![0u8; count];
+    let spec = SampleSpec {
+        count,
+        key: 0,
+        first_image: 0,
+        labels: model.net.config.is_conditional().then_some(&labels[..]),
+        init: None,
+        start_pixel: 0,
+    };
+    let batch = Batch::new(gpu, model, &spec, false)?;
+    let p = batch.record_row(gpu, WIDTH..2 * WIDTH)?;
+    Ok(p.len() as f64 / WIDTH as f64)
 }
 
-/// Dispatches per pixel of the incremental sampler for `net` on this device (recorded for one image row).
-pub fn dispatches_per_pixel(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<f64> {
-    let net = &model.net;
-    let rows = padded_count(count);
-    Ok(match gpu.kernels.pixel {
-        PixelVersion::Net => {
-            let prog = net_program(net, rows)?;
-            1.0 + if prog.row_ops.1 > 0 { 1.0 / WIDTH as f64 } else { 0.0 }
-        }
-        PixelVersion::ConvPixel => {
-            // Record row 1 (interior pixels) of a dummy batch and count.
-            let positions = rows * PIXELS;
-            let acts = (0..net.act_channels.len())
-                .map(|a| gpu.tensor("count act", positions * net.gpu_channels(a) + kernels::WINDOW_TAIL))
-                .collect::<Result<Vec<Tensor>>>()?;
-            let views: Vec<View> = (0..acts.len())
-                .map(|a| acts[a].slice(0, positions * net.gpu_channels(a)))
-                .collect();
-            let tables: Vec<Option<View>> = (0..net.layers.len())
-                .map(|l| {
-                    layers::table_len(net, l, rows)
-                        .map(|n| gpu.tensor("count table", n).map(|t| t.view()))
-                        .transpose()
-                })
-                .collect::<Result<_>>()?;
-            let labels = gpu.tensor("count labels", rows)?;
-            let schedule = net.schedule();
-            let fused = pixel_fusion(net, &schedule);
-            let mut p = Program::new();
-            for q in WIDTH..2 * WIDTH {
-                let pass = Pass {
-                    model,
-                    acts: &views,
-                    bytes: false,
-                    labels: Some(labels.view()),
-                    tables: &tables,
-                    geo: Geometry::position_major(rows, q, 1),
-                    images: rows,
-                };
-                for l in 0..net.layers.len() {
-                    if schedule[l + 1] == Schedule::Pixel {
-                        layers::layer_forward(gpu, &mut p, &pass, l, fused[l], None)?;
-                    }
-                }
-            }
-            (p.len() + WIDTH) as f64 / WIDTH as f64
-        }
-    })
+/// Records (without running) the programs of every sampler — incremental and naive, an image row of each — so
+/// that every pipeline variant they use is built (for the translation test on a dry-run device).
+pub fn record_all(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<()> {
+    let labels = vec![0u8; count];
+    let spec = SampleSpec {
+        count,
+        key: 0,
+        first_image: 0,
+        labels: model.net.config.is_conditional().then_some(&labels[..]),
+        init: None,
+        start_pixel: 0,
+    };
+    for naive in [false, true] {
+        let batch = Batch::new(gpu, model, &spec, naive)?;
+        batch.record_row(gpu, 0..WIDTH)?;
+    }
+    Ok(())
 }

@@ -225,6 +225,43 @@ impl Trainer {
         Ok(batch)
     }
 
+    /// Records (without running) the training-step and evaluation programs for batches of `batch` images.
+    pub fn record(&mut self, gpu: &Gpu, batch: usize) -> Result<()> {
+        if !self.step_programs.contains_key(&batch) {
+            let built = self.build_step(gpu, batch)?;
+            self.step_programs.insert(batch, built);
+        }
+        self.eval_program(gpu, batch)
+    }
+
+    fn eval_program(&mut self, gpu: &Gpu, batch: usize) -> Result<()> {
+        if self.eval_programs.contains_key(&batch) {
+            return Ok(());
+        }
+        let net = &self.model.net;
+        let acts = self.act_views(batch);
+        let tables = self.table_views(batch);
+        let pass = Pass {
+            model: &self.model,
+            acts: &acts,
+            bytes: true,
+            labels: net
+                .config
+                .is_conditional()
+                .then(|| self.labels.slice(0, batch.next_multiple_of(4))),
+            tables: &tables,
+            geo: Geometry::image_major(batch),
+            images: batch,
+        };
+        let fused = layers::fuse_residuals(net, false);
+        let mut p = Program::new();
+        let nll = self.image_nll.slice(0, batch.next_multiple_of(4));
+        self.record_forward_loss(gpu, &mut p, &pass, &fused, None, nll, false)?;
+        p.finish(gpu);
+        self.eval_programs.insert(batch, p);
+        Ok(())
+    }
+
     /// Submits one training step on `images` (batch · 784 bytes of 0/1, with their labels for a conditional
     /// model) as Adam step number `step` (1-based). Does not wait; the loss goes into the running sums read by
     /// [`Trainer::read_running_nll`].
