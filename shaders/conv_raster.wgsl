@@ -27,9 +27,7 @@
 // needs are loaded once per subgroup — lane i loads vector i — and handed round with subgroupBroadcast. Loads
 // per step: TM input vectors + 4·TN/SG weight vectors, for 16·TM·TN multiply-adds per lane.
 //
-// Bindings: 0 uniform ConvParams (dynamic offset), 1 input (read), 2 weight (read), 3 bias (read), 4 taps
-//   (read), 5 output (read_write), 6 aux_in (read: residual, ReLU output for the mask, or LOSS's target image
-//   bytes), 7 aux_out (read_write: residual sum, or LOSS's per-pixel loss), 8 dz (read), 9 partial (read_write).
+// Bindings, the uniform block and the forward epilogue: conv_common.wgsl, which the host prepends.
 //   conv_forward uses 1–7, conv_backward_data 1 (= dz), 2, 4, 5, 6; conv_backward_weight 1, 4, 8, 9.
 // Dispatch: one subgroup (SG invocations) per workgroup, linear over x and y.
 //   conv_forward / conv_backward_data: ⌈rows / (TM·SG)⌉ · ⌈cols4 / TN⌉ workgroups, column blocks fastest
@@ -38,51 +36,12 @@
 //   groups of 4 scalar rows, the last the bias), column blocks fastest, then row blocks, then chunks.
 // Needs subgroups of exactly SG invocations.
 
-struct ConvParams {
-    geo: Geometry,
-    cin4: u32,
-    cout4: u32,
-    tap0: u32,
-    n_taps: u32,
-    flags: u32,
-    bias_stride: u32,   // 0: one bias row; cout4: a per-image table
-    chunk: u32,         // conv_backward_weight: positions per chunk (a multiple of SG)
-    n_chunks: u32,
-    loss_scale: f32,    // LOSS: 1 / (images · 784), the gradient of the mean
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> prm: ConvParams;
-//@if BYTES {
-@group(0) @binding(1) var<storage, read> input: array<u32>;
-//@}
-//@if !BYTES {
-@group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;
-//@}
-@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> taps: array<vec2<i32>>;
-@group(0) @binding(5) var<storage, read_write> output: array<vec4<f32>>;
-//@if LOSS {
-@group(0) @binding(6) var<storage, read> aux_in: array<u32>;
-@group(0) @binding(7) var<storage, read_write> aux_out: array<f32>;
-//@}
-//@if !LOSS {
-@group(0) @binding(6) var<storage, read> aux_in: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read_write> aux_out: array<vec4<f32>>;
-//@}
-@group(0) @binding(8) var<storage, read> dz: array<vec4<f32>>;
-@group(0) @binding(9) var<storage, read_write> partial: array<vec4<f32>>;
 
 // Subgroup size, register tile (TM rows × TN vec4 columns; TI row groups in the weight gradient), variants.
 const SG: u32 = 8u;
 const TM: u32 = 4u;
 const TN: u32 = 8u;
 const TI: u32 = 4u;
-const BYTES: u32 = 0u;
-const LOSS: u32 = 0u;
 
 // Input vector k of buffer position `pos` (row stride `stride` vec4s), zero where pos < 0 (the padding).
 // Branch-free: every lane loads from a clamped address, then selects.
@@ -97,36 +56,6 @@ fn load_input(pos: i32, stride: u32, k: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), v, pos >= 0);
 }
 
-// The accumulators start from the bias (the CPU reference's order), read per image for per-image tables.
-fn bias_of(image: u32, col: u32) -> vec4<f32> {
-    return bias[image * prm.bias_stride + min(col, prm.cout4 - 1u)];
-}
-
-fn forward_epilogue(acc: vec4<f32>, col: u32, pos: u32) {
-    var v = acc;
-    if ((prm.flags & FLAG_RELU) != 0u) {
-        v = max(v, vec4<f32>(0.0));
-    }
-    let o = pos * prm.cout4 + col;
-//@if LOSS {
-    // One output channel: the logit is lane x.
-    let z = v.x;
-    let x = byte_of(aux_in[pos >> 2u], pos);
-    aux_out[pos] = max(z, 0.0) - z * x + log(1.0 + exp(-abs(z)));
-    if ((prm.flags & FLAG_LOSS_GRAD) != 0u) {
-        v = vec4<f32>((sigmoid(z) - x) * prm.loss_scale, 0.0, 0.0, 0.0);
-    }
-    output[o] = v;
-//@}
-//@if !LOSS {
-    if ((prm.flags & FLAG_NO_OUTPUT) == 0u) {
-        output[o] = v;
-    }
-    if ((prm.flags & FLAG_RESIDUAL) != 0u) {
-        aux_out[o] = v + aux_in[o];
-    }
-//@}
-}
 
 @compute @workgroup_size(SG)
 fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -14,53 +14,14 @@
 // invocations reading consecutive addresses, then every invocation accumulates a 4 × 4 vec4 register tile
 // (weight gradient: 4 × 2, with per-step sums): 64 f32 accumulators, which a GPU keeps in registers.
 //
-// Layouts, geometry and bindings: as conv_raster.wgsl (0 uniform ConvParams, 1 input, 2 weight, 3 bias, 4 taps,
-// 5 output, 6 aux_in, 7 aux_out, 8 dz, 9 partial).
+// Layouts and geometry: as conv_raster.wgsl. Bindings, the uniform block and the forward epilogue:
+// conv_common.wgsl, which the host prepends.
 // Dispatch: workgroups of 64, linear over x and y.
 //   conv_forward / conv_backward_data: ⌈rows / 64⌉ · ⌈cols4 / 16⌉ workgroups, column blocks fastest.
 //   conv_backward_weight: n_chunks · ⌈groups / 16⌉ · ⌈cout4 / 8⌉ workgroups, column blocks fastest, then row
 //   blocks, then chunks.
 
-struct ConvParams {
-    geo: Geometry,
-    cin4: u32,
-    cout4: u32,
-    tap0: u32,
-    n_taps: u32,
-    flags: u32,
-    bias_stride: u32,
-    chunk: u32,
-    n_chunks: u32,
-    loss_scale: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
 
-@group(0) @binding(0) var<uniform> prm: ConvParams;
-//@if BYTES {
-@group(0) @binding(1) var<storage, read> input: array<u32>;
-//@}
-//@if !BYTES {
-@group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;
-//@}
-@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> taps: array<vec2<i32>>;
-@group(0) @binding(5) var<storage, read_write> output: array<vec4<f32>>;
-//@if LOSS {
-@group(0) @binding(6) var<storage, read> aux_in: array<u32>;
-@group(0) @binding(7) var<storage, read_write> aux_out: array<f32>;
-//@}
-//@if !LOSS {
-@group(0) @binding(6) var<storage, read> aux_in: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read_write> aux_out: array<vec4<f32>>;
-//@}
-@group(0) @binding(8) var<storage, read> dz: array<vec4<f32>>;
-@group(0) @binding(9) var<storage, read_write> partial: array<vec4<f32>>;
-
-const BYTES: u32 = 0u;
-const LOSS: u32 = 0u;
 // Input vec4s per step (forward and backward-data), positions per step (weight gradient).
 const KC: u32 = 4u;
 const KP: u32 = 16u;
@@ -79,35 +40,6 @@ fn load_input(pos: i32, stride: u32, k: u32, live: bool) -> vec4<f32> {
     return select(vec4<f32>(0.0), v, pos >= 0 && live);
 }
 
-// The accumulators start from the bias (the CPU reference's order), read per image for per-image tables.
-fn bias_of(image: u32, col: u32) -> vec4<f32> {
-    return bias[image * prm.bias_stride + min(col, prm.cout4 - 1u)];
-}
-
-fn forward_epilogue(acc: vec4<f32>, col: u32, pos: u32) {
-    var v = acc;
-    if ((prm.flags & FLAG_RELU) != 0u) {
-        v = max(v, vec4<f32>(0.0));
-    }
-    let o = pos * prm.cout4 + col;
-//@if LOSS {
-    let z = v.x;
-    let x = byte_of(aux_in[pos >> 2u], pos);
-    aux_out[pos] = max(z, 0.0) - z * x + log(1.0 + exp(-abs(z)));
-    if ((prm.flags & FLAG_LOSS_GRAD) != 0u) {
-        v = vec4<f32>((sigmoid(z) - x) * prm.loss_scale, 0.0, 0.0, 0.0);
-    }
-    output[o] = v;
-//@}
-//@if !LOSS {
-    if ((prm.flags & FLAG_NO_OUTPUT) == 0u) {
-        output[o] = v;
-    }
-    if ((prm.flags & FLAG_RESIDUAL) != 0u) {
-        aux_out[o] = v + aux_in[o];
-    }
-//@}
-}
 
 // The buffer position read for tile row `r` of this workgroup at tap offset (dy, dx) (−1: padding or past rows).
 fn tile_source(row0: u32, r: u32, dy: i32, dx: i32) -> i32 {

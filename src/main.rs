@@ -10,15 +10,19 @@ use pixelcnn::{baselines, bench, checkpoint, data, download, evaluate, gpu, grid
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+const QUICK_START: &str = "\
+Quick start:
+  pixelcnn sample                      samples from the shipped model into samples.png
+  pixelcnn sample --class sneaker      sneakers, from the shipped class-conditional model
+  pixelcnn sample --class all          one labelled row per class
+  pixelcnn eval                        the shipped model's test NLL
+  pixelcnn download && pixelcnn train  trains the seed's model (50 epochs, batch 128)";
+
 /// Train, evaluate and sample PixelCNNs on binarized Fashion-MNIST — the seed's network or a blind-spot-free
 /// Gated PixelCNN, optionally class-conditional — with every piece of math in WGSL compute shaders (any Vulkan,
 /// Metal or DX12 GPU; on a machine without one, Mesa's lavapipe runs them on the CPU).
-///
-/// Quick start:  pixelcnn sample                     (samples from the shipped model into samples.png)
-///               pixelcnn sample --class sneaker     (sneakers, from the shipped class-conditional model)
-///               pixelcnn download && pixelcnn train (trains the seed's model: 50 epochs, batch 128)
 #[derive(Parser)]
-#[command(name = "pixelcnn", version, max_term_width = 110)]
+#[command(name = "pixelcnn", version, max_term_width = 110, after_help = QUICK_START)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -416,7 +416,12 @@ pub fn train(
         let first_batch = state.batch_in_epoch;
         let images_before = state.epoch_images;
         let steps_before = state.step;
-        let bar = ProgressBar::new(batches_per_epoch as u64).with_position(first_batch as u64);
+        // With --steps the bar ends where the run stops, not at the end of the epoch.
+        let bar_end = match max_steps {
+            Some(s) => batches_per_epoch.min(first_batch + s.saturating_sub(state.step) as usize),
+            None => batches_per_epoch,
+        };
+        let bar = ProgressBar::new(bar_end as u64).with_position(first_batch as u64);
         bar.set_style(
             ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
                 .unwrap()
@@ -454,7 +459,7 @@ pub fn train(
             state.epoch_images += idx.len();
             // The bar and the rate count completed steps only.
             let completed = done.saturating_sub(steps_before);
-            bar.set_position((first_batch as u64 + completed).min(batches_per_epoch as u64));
+            bar.set_position((first_batch as u64 + completed).min(bar_end as u64));
             if state.step.is_multiple_of(NAN_CHECK_EVERY) || state.batch_in_epoch == batches_per_epoch {
                 let sum = check(&backend, &state, &last_good)?;
                 let mean = sum / state.epoch_images.max(1) as f64;
@@ -467,12 +472,14 @@ pub fn train(
                 );
                 // Without a terminal the bar is hidden: log a line every 30 s instead.
                 if !std::io::stderr().is_terminal() && last_log.elapsed().as_secs_f64() > 30.0 {
+                    let of_steps = max_steps.map(|s| format!(" of {s}")).unwrap_or_default();
                     eprintln!(
-                        "epoch {}/{} step {}/{}: {msg}",
+                        "epoch {}/{} batch {}/{} (step {}{of_steps}): {msg}",
                         state.epoch + 1,
                         state.epochs,
                         state.batch_in_epoch,
-                        batches_per_epoch
+                        batches_per_epoch,
+                        state.step
                     );
                     last_log = Instant::now();
                 }

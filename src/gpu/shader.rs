@@ -1,5 +1,6 @@
 //! WGSL sources and their templates. Every shader is `shaders/prelude.wgsl` (layouts, flags and helpers shared by
-//! all kernels) followed by its family's file, expanded by [`expand`]:
+//! all kernels) followed by its family's file (the two conv families also share `shaders/conv_common.wgsl`),
+//! expanded by [`expand`]:
 //!
 //! * `const NAME: u32 = ...;` declarations named in the substitution list get the host's value. Substituting a
 //!   name the shader does not declare is an error, so a renamed constant can never silently keep its old value.
@@ -15,6 +16,9 @@ use std::collections::HashMap;
 
 /// The shared prelude, prepended to every family.
 pub const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
+
+/// The interface of the two conv families (uniform block, bindings, epilogue), prepended to both.
+pub const CONV_COMMON: &str = include_str!("../../shaders/conv_common.wgsl");
 
 /// The WGSL families, compiled into the binary so it runs from any directory.
 pub fn family(name: &str) -> Result<&'static str> {
@@ -47,7 +51,12 @@ pub const FAMILIES: [&str; 9] = [
 
 /// The full, expanded source of `family` with `consts` substituted.
 pub fn source(family_name: &str, consts: &[(&str, u32)]) -> Result<String> {
-    let text = format!("{PRELUDE}\n{}", family(family_name)?);
+    let common = if matches!(family_name, "conv_raster" | "conv_tiled") {
+        CONV_COMMON
+    } else {
+        ""
+    };
+    let text = format!("{PRELUDE}\n{common}\n{}", family(family_name)?);
     expand(&text, consts).map_err(|e| anyhow!("shaders/{family_name}.wgsl: {e}"))
 }
 

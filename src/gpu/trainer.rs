@@ -324,29 +324,7 @@ impl Trainer {
             let batch = chunk.len() / PIXELS;
             let l = labels.map(|l| &l[i * self.max_batch..][..batch]);
             self.upload(gpu, chunk, l)?;
-            if !self.eval_programs.contains_key(&batch) {
-                let net = &self.model.net;
-                let acts = self.act_views(batch);
-                let tables = self.table_views(batch);
-                let pass = Pass {
-                    model: &self.model,
-                    acts: &acts,
-                    bytes: true,
-                    labels: net
-                        .config
-                        .is_conditional()
-                        .then(|| self.labels.slice(0, batch.next_multiple_of(4))),
-                    tables: &tables,
-                    geo: Geometry::image_major(batch),
-                    images: batch,
-                };
-                let fused = layers::fuse_residuals(net, false);
-                let mut p = Program::new();
-                let nll = self.image_nll.slice(0, batch.next_multiple_of(4));
-                self.record_forward_loss(gpu, &mut p, &pass, &fused, None, nll, false)?;
-                p.finish(gpu);
-                self.eval_programs.insert(batch, p);
-            }
+            self.eval_program(gpu, batch)?;
             self.eval_programs[&batch].submit(gpu);
             out.extend(gpu.read_range(&self.image_nll, 0, batch)?);
             progress(batch);
