@@ -36,6 +36,20 @@ pub struct TrainState {
     /// The data the run trains on (`--data` as resolved), so that `--resume` finds it again.
     #[serde(default)]
     pub data: Option<String>,
+    /// Epoch e trains with learning rate `adam.lr · lr_decay^e` (`--lr-decay`; 1 keeps it constant, as Keras does).
+    #[serde(default = "no_decay")]
+    pub lr_decay: f64,
+}
+
+fn no_decay() -> f64 {
+    1.0
+}
+
+impl TrainState {
+    /// The learning rate of the epoch in progress.
+    pub fn epoch_lr(&self) -> f64 {
+        self.adam.lr * self.lr_decay.powi(self.epoch as i32)
+    }
 }
 
 /// A loaded checkpoint.
@@ -261,6 +275,11 @@ pub fn from_bytes(bytes: &[u8], file: &str) -> Result<Checkpoint> {
             let state: TrainState =
                 serde_json::from_str(json).with_context(|| format!("{file}: bad train_state metadata"))?;
             ensure!(state.batch_size >= 1, "{file}: train_state has batch_size 0");
+            let (lr, decay) = (state.adam.lr, state.lr_decay);
+            ensure!(
+                lr.is_finite() && lr > 0.0 && decay.is_finite() && decay > 0.0 && decay <= 1.0,
+                "{file}: train_state has learning rate {lr} and decay {decay}; expected lr > 0 and decay in (0, 1]"
+            );
             let m = to_params(read_all("train.adam_m.")?);
             let v = to_params(read_all("train.adam_v.")?);
             let step = state.step;

@@ -342,25 +342,36 @@ impl IdxKind {
     }
 }
 
-/// Reads one IDX file (gzipped if its name ends in `.gz`), validates its header and size, and returns
-/// the raw payload after the header (`count * record_len` bytes).
-fn read_idx(path: &Path, kind: IdxKind) -> Result<Vec<u8>> {
+/// Opens a data file and returns it with its length; an empty file is an error naming it.
+fn open_nonempty(path: &Path) -> Result<(File, u64)> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let file_len = file
+    let len = file
         .metadata()
         .with_context(|| format!("reading metadata of {}", path.display()))?
         .len();
-    if file_len == 0 {
+    if len == 0 {
         bail!("{}: file is empty (0 bytes)", path.display());
     }
-    let gz = path.extension().is_some_and(|e| e == "gz");
-    // For gzip, offsets and sizes in messages are of the decompressed data.
-    let what = if gz { "decompressed bytes" } else { "bytes" };
-    let mut reader: Box<dyn Read> = if gz {
+    Ok((file, len))
+}
+
+/// The file's bytes, through a gzip decoder when `gz` (concatenated members included).
+fn decompressed(file: File, gz: bool) -> Box<dyn Read> {
+    if gz {
         Box::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file)))
     } else {
         Box::new(file)
-    };
+    }
+}
+
+/// Reads one IDX file (gzipped if its name ends in `.gz`), validates its header and size, and returns
+/// the raw payload after the header (`count * record_len` bytes).
+fn read_idx(path: &Path, kind: IdxKind) -> Result<Vec<u8>> {
+    let (file, file_len) = open_nonempty(path)?;
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    // For gzip, offsets and sizes in messages are of the decompressed data.
+    let what = if gz { "decompressed bytes" } else { "bytes" };
+    let mut reader = decompressed(file, gz);
     let io_error = |e: std::io::Error, offset: usize| {
         if gz {
             anyhow!(
@@ -495,14 +506,7 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Loads a Kaggle-format CSV (`label,pixel1,...,pixel784`, values 0-255), gzipped if named `*.gz`.
 /// The header line is optional.
 fn load_csv(path: &Path) -> Result<Split> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let file_len = file
-        .metadata()
-        .with_context(|| format!("reading metadata of {}", path.display()))?
-        .len();
-    if file_len == 0 {
-        bail!("{}: file is empty (0 bytes)", path.display());
-    }
+    let (file, _) = open_nonempty(path)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -513,11 +517,7 @@ fn load_csv(path: &Path) -> Result<Split> {
             path.display()
         );
     }
-    let reader: Box<dyn Read> = if name.ends_with(".gz") {
-        Box::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file)))
-    } else {
-        Box::new(file)
-    };
+    let reader = decompressed(file, name.ends_with(".gz"));
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false) // detected below, so a headerless file also works
         .flexible(true) // column counts are checked here, to name the line

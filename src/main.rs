@@ -4,7 +4,7 @@
 use anyhow::{bail, ensure, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pixelcnn::model::{bits_per_dim, parse_class, Arch, Config, Network, CLASS_NAMES, DEFAULT_DEPTH, DEFAULT_FILTERS};
+use pixelcnn::model::{bits_per_dim, Arch, Config, Network, CLASS_NAMES, DEFAULT_DEPTH, DEFAULT_FILTERS};
 use pixelcnn::train::Device;
 use pixelcnn::{baselines, bench, checkpoint, data, download, evaluate, gpu, grid, plot, sampling, train, util};
 use std::path::PathBuf;
@@ -236,6 +236,14 @@ fn parse_lr(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+fn parse_lr_decay(s: &str) -> Result<f64, String> {
+    let v = float_in(s, 0.0, 1.0, false, "--lr-decay")?;
+    if v == 0.0 {
+        return Err("--lr-decay must be positive, in (0, 1]".into());
+    }
+    Ok(v)
+}
+
 fn parse_minutes(s: &str) -> Result<f64, String> {
     let v = float_in(s, 0.0, 1e6, false, "--save-every")?;
     if v == 0.0 {
@@ -332,6 +340,10 @@ struct TrainArgs {
     /// Adam learning rate (default 5e-4; β1 0.9, β2 0.999, ε 1e-7 as in Keras).
     #[arg(long, value_parser = parse_lr)]
     lr: Option<f64>,
+    /// Multiply the learning rate by this after every epoch: epoch e (from 0) trains at lr · decay^e. Default 1
+    /// (constant, as Keras). 0.9 roughly halves it every 7 epochs.
+    #[arg(long, value_parser = parse_lr_decay)]
+    lr_decay: Option<f64>,
     /// Train on the first N training images only.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
@@ -374,6 +386,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         epochs: a.epochs.map(|e| e as usize),
         batch_size: a.batch_size.map(|b| b as usize),
         lr: a.lr,
+        lr_decay: a.lr_decay,
         seed: a.seed,
         steps: a.steps,
         limit: a.limit.map(|l| l as usize),
@@ -470,27 +483,11 @@ fn cmd_sample(
     }
     let ck = checkpoint::load(&path)?;
     let net = Network::new(ck.config);
-    let per_class = classes.iter().any(|c| c.eq_ignore_ascii_case("all"));
-    ensure!(
-        !per_class || classes.len() == 1,
-        "--class all cannot be combined with other classes"
-    );
-    let class_ids = if per_class {
-        (0..CLASS_NAMES.len()).collect()
-    } else {
-        classes.iter().map(|c| parse_class(c)).collect::<Result<Vec<_>>>()?
-    };
-    let total = if per_class { count * CLASS_NAMES.len() } else { count };
-    let labels = if per_class {
-        ensure!(
-            net.config.is_conditional(),
-            "--class needs a class-conditional model; this one ({}) is unconditional",
-            net.config.describe()
-        );
-        Some((0..total).map(|i| (i / count) as u8).collect())
-    } else {
-        sampling::sample_labels(&net, &class_ids, total)?
-    };
+    let sampling::ClassRequest {
+        total,
+        labels,
+        per_class,
+    } = sampling::class_request(&net, &classes, count)?;
     let grid = total <= MAX_GRID_IMAGES;
     if !grid && save_each.is_none() {
         bail!("a grid of {total} images is too big (at most {MAX_GRID_IMAGES}); pass --save-each DIR to write each image on its own");

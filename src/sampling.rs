@@ -62,6 +62,46 @@ pub fn sample_labels(net: &Network, classes: &[usize], count: usize) -> Result<O
     Ok(Some((0..count).map(|i| cycle[i % cycle.len()] as u8).collect()))
 }
 
+/// What `sample --class` asked for, resolved against a model.
+pub struct ClassRequest {
+    /// Images in all: `count`, or `count` per class for `--class all`.
+    pub total: usize,
+    /// Each image's label (None for an unconditional model).
+    pub labels: Option<Vec<u8>>,
+    /// `--class all`: the images come class by class, `count` each, for a grid with one labelled row per class.
+    pub per_class: bool,
+}
+
+/// Resolves `--class` values (names, numbers 0–9, or a single `all`) for `count` images of `net`.
+pub fn class_request(net: &Network, classes: &[String], count: usize) -> Result<ClassRequest> {
+    let per_class = classes.iter().any(|c| c.trim().eq_ignore_ascii_case("all"));
+    if !per_class {
+        let ids = classes
+            .iter()
+            .map(|c| crate::model::parse_class(c))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(ClassRequest {
+            total: count,
+            labels: sample_labels(net, &ids, count)?,
+            per_class,
+        });
+    }
+    ensure!(classes.len() == 1, "--class all cannot be combined with other classes");
+    ensure!(
+        net.config.is_conditional(),
+        "--class needs a class-conditional model; this one ({}) is unconditional (train one with --conditional)",
+        net.config.describe()
+    );
+    let total = count
+        .checked_mul(CLASSES)
+        .ok_or_else(|| anyhow::anyhow!("--count {count} per class is too many"))?;
+    Ok(ClassRequest {
+        total,
+        labels: Some((0..total).map(|i| (i / count) as u8).collect()),
+        per_class,
+    })
+}
+
 /// Samples one chunk of images on `device`: `spec.count` images, pixels from `spec.start_pixel` on.
 pub fn sample_chunk(
     device: Device,

@@ -119,6 +119,14 @@ impl Backend {
         }
     }
 
+    /// Sets Adam's learning rate for the following steps (the step size is recomputed from it at every step).
+    pub fn set_lr(&mut self, lr: f64) {
+        match self {
+            Backend::Cpu { cfg, .. } => cfg.lr = lr,
+            Backend::Gpu { trainer, .. } => trainer.adam_cfg.lr = lr,
+        }
+    }
+
     /// Waits for every submitted step; returns the last step number.
     pub fn finish(&mut self) -> Result<u64> {
         match self {
@@ -206,6 +214,8 @@ pub struct TrainOptions {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
+    /// Per-epoch learning-rate factor: epoch e trains at `lr · lr_decay^e`.
+    pub lr_decay: f64,
     pub seed: u64,
     pub steps: Option<u64>,
     pub out: PathBuf,
@@ -235,6 +245,8 @@ pub struct EpochRecord {
     pub val_bpd: Option<f64>,
     pub seconds: f64,
     pub images_per_second: f64,
+    /// The epoch's learning rate (`--lr` · `--lr-decay`^(epoch − 1)).
+    pub lr: f64,
 }
 
 /// What a finished (or stopped) run reports.
@@ -322,6 +334,7 @@ pub fn fresh_state(opts: &TrainOptions) -> TrainState {
         epoch_nll_sum: 0.0,
         epoch_images: 0,
         data: opts.data.as_ref().map(|p| p.display().to_string()),
+        lr_decay: opts.lr_decay,
     }
 }
 
@@ -411,6 +424,8 @@ pub fn train(
     let max_steps = opts.steps;
     while state.epoch < state.epochs && !stop {
         let order = epoch_order(n, state.seed, state.epoch);
+        let lr = state.epoch_lr();
+        backend.set_lr(lr);
         backend.reset_running_nll();
         let epoch_start = Instant::now();
         let first_batch = state.batch_in_epoch;
@@ -560,6 +575,7 @@ pub fn train(
             val_bpd: val_nll.map(bits_per_dim),
             seconds,
             images_per_second: rate,
+            lr,
         };
         append_metrics(&metrics_path, &record)?;
         if opts.quiet {
@@ -619,6 +635,7 @@ pub struct RunRequest {
     pub epochs: Option<usize>,
     pub batch_size: Option<usize>,
     pub lr: Option<f64>,
+    pub lr_decay: Option<f64>,
     pub seed: Option<u64>,
     pub steps: Option<u64>,
     pub limit: Option<usize>,
@@ -672,6 +689,9 @@ pub fn plan_run(req: RunRequest) -> Result<RunPlan> {
             if let Some(lr) = req.lr {
                 conflict("--lr", lr.to_string(), state.adam.lr.to_string())?;
             }
+            if let Some(d) = req.lr_decay {
+                conflict("--lr-decay", d.to_string(), state.lr_decay.to_string())?;
+            }
             if let Some(s) = req.seed {
                 conflict("--seed", s.to_string(), state.seed.to_string())?;
             }
@@ -698,6 +718,7 @@ pub fn plan_run(req: RunRequest) -> Result<RunPlan> {
                 epochs,
                 batch_size: state.batch_size,
                 lr: state.adam.lr,
+                lr_decay: state.lr_decay,
                 seed: state.seed,
                 steps: req.steps,
                 out,
@@ -726,6 +747,7 @@ pub fn plan_run(req: RunRequest) -> Result<RunPlan> {
                 epochs: req.epochs.unwrap_or(DEFAULT_EPOCHS),
                 batch_size: req.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
                 lr: req.lr.unwrap_or(AdamConfig::default().lr),
+                lr_decay: req.lr_decay.unwrap_or(1.0),
                 seed: req.seed.unwrap_or(0),
                 steps: req.steps,
                 out,

@@ -120,6 +120,7 @@ fn train_state(net: &Network, seed: u64) -> (TrainState, AdamState) {
         epoch_nll_sum: 12345.5,
         epoch_images: 2176,
         data: Some("some/data/dir".into()),
+        lr_decay: 0.9,
     };
     let mut adam = AdamState::new(net.param_len());
     perturb(net, &mut adam.m, seed + 1, 1e-2);

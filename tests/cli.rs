@@ -498,6 +498,84 @@ fn train_cpu_resume_is_exact() {
     }
 }
 
+/// `--lr-decay`: epoch e trains at lr · decay^e. The run's second epoch equals the CPU reference's steps from its
+/// epoch-1 checkpoint at the decayed rate, bit for bit; the metrics record each epoch's rate; a resume keeps the
+/// decay and refuses another.
+#[test]
+fn lr_decay_scales_each_epochs_learning_rate() {
+    use pixelcnn::cpu::{self, AdamConfig};
+    use pixelcnn::model::Network;
+    let f = fixture();
+    let out = f.root.join("decay");
+    ok(
+        &f.root,
+        &[
+            &train_args(&f, "cpu", &out)[..],
+            &["--lr", "0.002", "--lr-decay", "0.25"],
+        ]
+        .concat(),
+    );
+    let m = metrics_lines(&out);
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert_eq!(m[0]["lr"].as_f64(), Some(0.002), "{}", m[0]);
+    assert_eq!(m[1]["lr"].as_f64(), Some(0.002 * 0.25), "{}", m[1]);
+
+    // Epoch 2 by hand from the epoch-1 checkpoint, with the library's data order and the decayed rate.
+    let start = load(&out.join("epoch_001.safetensors"));
+    let (state, mut adam) = start.train.clone().expect("training state");
+    assert_eq!((state.epoch, state.lr_decay), (1, 0.25));
+    let net = Network::new(start.config);
+    let mut params = start.params.clone();
+    let ds = pixelcnn::data::load(&f.idx, 0.25).expect("fixture data");
+    let n = ds.train.len();
+    let order = pixelcnn::train::epoch_order(n, state.seed, 1);
+    let cfg = AdamConfig {
+        lr: 0.002 * 0.25,
+        ..state.adam
+    };
+    for idx in order.chunks(state.batch_size) {
+        let x: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| ds.train.image(i as usize).iter().map(|&v| v as f32))
+            .collect();
+        cpu::train_step(&net, &mut params, &mut adam, &cfg, &x, None, idx.len());
+    }
+    let end = load(&out.join("last.safetensors"));
+    assert!(
+        bits(&end.params) == bits(&params),
+        "the run's second epoch is not the reference's steps at lr · decay"
+    );
+    // Without the decay the second epoch differs (the test can fail).
+    let plain = f.root.join("no_decay");
+    ok(
+        &f.root,
+        &[&train_args(&f, "cpu", &plain)[..], &["--lr", "0.002"]].concat(),
+    );
+    assert_same_checkpoint(
+        "epoch 1 with and without decay",
+        &plain.join("epoch_001.safetensors"),
+        &out.join("epoch_001.safetensors"),
+    );
+    assert!(bits(&load(&plain.join("last.safetensors")).params) != bits(&end.params));
+
+    let resume = out.join("last.safetensors");
+    let msg = fails(
+        &f.root,
+        &[
+            "train",
+            "--resume",
+            s(&resume),
+            "--data",
+            s(&f.idx),
+            "--device",
+            "cpu",
+            "--lr-decay",
+            "0.5",
+        ],
+    );
+    assert!(msg.contains("--lr-decay"), "{msg}");
+}
+
 #[test]
 fn train_gpu_twice_is_bitwise_identical_and_resume_exact() {
     if !have_gpu() {

@@ -293,6 +293,7 @@ fn checkpoint_bytes(gated: bool) -> Vec<u8> {
         epoch_nll_sum: 1.5,
         epoch_images: 24,
         data: None,
+        lr_decay: 1.0,
     };
     let adam = pixelcnn::cpu::AdamState::new(net.param_len());
     pixelcnn::checkpoint::to_bytes(&net, &params, Some((&state, &adam))).unwrap()

@@ -156,6 +156,28 @@ pub struct ConvShape {
 }
 
 impl ConvShape {
+    /// The uniform block of one of the three conv entries over `geo`'s rows: the shape's fields, `flags`, and
+    /// zeros elsewhere (callers set the entry's own fields).
+    fn params(&self, geo: Geometry, flags: u32) -> uniforms::ConvParams {
+        uniforms::ConvParams {
+            geo,
+            cin4: self.cin4 as u32,
+            cout4: self.cout4 as u32,
+            tap0: self.tap0 as u32,
+            n_taps: self.n_taps as u32,
+            flags,
+            ..Default::default()
+        }
+    }
+
+    /// The profile label of `entry` on `rows` rows (or positions) with this shape.
+    fn label(&self, gpu: &Gpu, entry: &str, rows: f64) -> Label {
+        Label {
+            what: format!("{entry} {:?} {}", gpu.kernels.conv, self.name).to_lowercase(),
+            flops: 2.0 * self.macs_per_row * rows,
+        }
+    }
+
     /// The shape of `conv` on the GPU with `in_groups` / `out_groups` channel groups, its taps at `tap0` of the
     /// tap table.
     pub fn of(conv: &crate::model::Conv, in_groups: usize, out_groups: usize, tap0: usize) -> ConvShape {
@@ -292,20 +314,11 @@ pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForwa
         }
     };
     let u = uniforms::ConvParams {
-        geo,
-        cin4: shape.cin4 as u32,
-        cout4: shape.cout4 as u32,
-        tap0: shape.tap0 as u32,
-        n_taps: shape.n_taps as u32,
-        flags: fl,
         bias_stride: if op.per_image_bias { shape.cout4 as u32 } else { 0 },
         loss_scale: scale,
-        ..Default::default()
+        ..shape.params(geo, fl)
     };
-    let label = Label {
-        what: format!("conv_forward {:?} {}", gpu.kernels.conv, shape.name).to_lowercase(),
-        flops: 2.0 * shape.macs_per_row * geo.rows() as f64,
-    };
+    let label = shape.label(gpu, "conv_forward", geo.rows() as f64);
     p.dispatch(
         pipe,
         vec![input, op.weight, op.bias, op.taps, op.output, aux_in, aux_out],
@@ -341,19 +354,8 @@ pub fn conv_backward_data(
         &[(1, Read), (2, Read), (4, Read), (5, Rw), (6, Read)],
     )?;
     let fl = if accumulate { flags::ACCUMULATE } else { 0 } | if mask.is_some() { flags::MASK } else { 0 };
-    let u = uniforms::ConvParams {
-        geo,
-        cin4: shape.cin4 as u32,
-        cout4: shape.cout4 as u32,
-        tap0: shape.tap0 as u32,
-        n_taps: shape.n_taps as u32,
-        flags: fl,
-        ..Default::default()
-    };
-    let label = Label {
-        what: format!("conv_backward_data {:?} {}", gpu.kernels.conv, shape.name).to_lowercase(),
-        flops: 2.0 * shape.macs_per_row * geo.rows() as f64,
-    };
+    let u = shape.params(geo, fl);
+    let label = shape.label(gpu, "conv_backward_data", geo.rows() as f64);
     p.dispatch(
         pipe,
         vec![dz, weight, taps, dx, mask.unwrap_or_else(|| gpu.dummy.view())],
@@ -429,19 +431,11 @@ pub fn conv_backward_weight(
         &[(1, Read), (4, Read), (8, Read), (9, Rw)],
     )?;
     let u = uniforms::ConvParams {
-        geo,
-        cin4: shape.cin4 as u32,
-        cout4: shape.cout4 as u32,
-        tap0: shape.tap0 as u32,
-        n_taps: shape.n_taps as u32,
         chunk: chunk as u32,
         n_chunks: n_chunks as u32,
-        ..Default::default()
+        ..shape.params(geo, 0)
     };
-    let label = Label {
-        what: format!("conv_backward_weight {:?} {}", gpu.kernels.conv, shape.name).to_lowercase(),
-        flops: 2.0 * shape.macs_per_row * positions as f64,
-    };
+    let label = shape.label(gpu, "conv_backward_weight", positions as f64);
     p.dispatch(
         pipe,
         vec![input, taps, dz, partial.clone()],

@@ -592,18 +592,23 @@ pub fn net_program(net: &Network, rows: usize) -> Result<NetProgram> {
     })
 }
 
+/// A request for `labels.len()` images of class 0 from scratch, for recording programs without running them.
+fn probe_spec<'a>(model: &GpuModel, labels: &'a [u8]) -> SampleSpec<'a> {
+    SampleSpec {
+        count: labels.len(),
+        key: 0,
+        first_image: 0,
+        labels: model.net.config.is_conditional().then_some(labels),
+        init: None,
+        start_pixel: 0,
+    }
+}
+
 /// Dispatches per pixel of the incremental sampler for `count` images on this device: the programs of one
 /// interior image row (row 1, every pixel drawn, with the row-end layers), recorded but not run.
 pub fn dispatches_per_pixel(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<f64> {
     let labels = vec![0u8; count];
-    let spec = SampleSpec {
-        count,
-        key: 0,
-        first_image: 0,
-        labels: model.net.config.is_conditional().then_some(&labels[..]),
-        init: None,
-        start_pixel: 0,
-    };
+    let spec = probe_spec(model, &labels);
     let batch = Batch::new(gpu, model, &spec, false)?;
     let p = batch.record_row(gpu, WIDTH..2 * WIDTH)?;
     Ok(p.len() as f64 / WIDTH as f64)
@@ -613,14 +618,7 @@ pub fn dispatches_per_pixel(gpu: &Gpu, model: &GpuModel, count: usize) -> Result
 /// that every pipeline variant they use is built (for the translation test on a dry-run device).
 pub fn record_all(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<()> {
     let labels = vec![0u8; count];
-    let spec = SampleSpec {
-        count,
-        key: 0,
-        first_image: 0,
-        labels: model.net.config.is_conditional().then_some(&labels[..]),
-        init: None,
-        start_pixel: 0,
-    };
+    let spec = probe_spec(model, &labels);
     for naive in [false, true] {
         let batch = Batch::new(gpu, model, &spec, naive)?;
         batch.record_row(gpu, 0..WIDTH)?;

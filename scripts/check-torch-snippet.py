@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Runs the PyTorch code blocks of README.md's *Checkpoint format* section, exactly as written there, and checks
+that the modules they define load each given checkpoint strictly and compute, in float64, the same per-image NLLs
+as `pixelcnn eval --json` on the first test images: −log p(x) for unconditional models; for conditional ones
+−log p(x|y) with the true labels and the marginal −log (1/10 Σ_y p(x|y)).
+
+    scripts/check-torch-snippet.py [CHECKPOINT ...] [--limit N] [--data DIR] [--bin PATH]
+
+Without checkpoints it checks the shipped model (the README's own `load()` default). Needs python3 with torch,
+safetensors and numpy, the Fashion-MNIST IDX files (default ../shared/data/fashion-mnist or $PIXELCNN_DATA) and
+a built binary (default target/release/pixelcnn). Prints the max relative error per checkpoint and exits 1 when
+one exceeds --tolerance (default 1e-4).
+"""
+import argparse, gzip, json, math, os, re, subprocess, sys
+
+here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ap = argparse.ArgumentParser()
+ap.add_argument("checkpoints", nargs="*")
+ap.add_argument("--limit", type=int, default=200)
+ap.add_argument("--data", default=os.environ.get("PIXELCNN_DATA", os.path.join(here, "..", "shared", "data", "fashion-mnist")))
+ap.add_argument("--bin", default=os.path.join(here, "target", "release", "pixelcnn"))
+ap.add_argument("--tolerance", type=float, default=1e-4)
+args = ap.parse_args()
+
+# The README's blocks, from the section's first ```python to the reference's renaming block (not run).
+readme = open(os.path.join(here, "README.md")).read()
+section = readme[readme.index("PyTorch modules for both networks"):readme.index("The PyTorch reference `pixelcnn_torch.py`")]
+blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+assert len(blocks) >= 3, f"expected the README's module and loader blocks, found {len(blocks)}"
+os.chdir(here)  # the README's load() default is relative to the repository
+env = {}
+exec("\n".join(blocks), env)  # defines the modules and load(), and loads the shipped model
+torch, F = env["torch"], env["F"]
+
+def idx(name):
+    for n in (name, name + ".gz"):
+        p = os.path.join(args.data, n)
+        if os.path.exists(p):
+            return (gzip.open if n.endswith(".gz") else open)(p, "rb").read()
+    sys.exit(f"no {name}(.gz) in {args.data}")
+
+raw = idx("t10k-images-idx3-ubyte")[16:]
+labels = torch.tensor(list(idx("t10k-labels-idx1-ubyte")[8:8 + args.limit]))
+x = torch.tensor(list(raw[:args.limit * 784]), dtype=torch.float64).reshape(-1, 1, 28, 28)
+x = (x >= 0.33 * 256).double()  # the project's binarization: v < 84.48 → 0
+
+worst = 0.0
+for path in args.checkpoints or ["assets/pixelcnn.safetensors"]:
+    model = env["load"](path).double()
+    out = subprocess.run([args.bin, "eval", "--checkpoint", path, "--split", "test", "--limit", str(args.limit),
+                          "--data", args.data, "--json"], capture_output=True, text=True, check=True)
+    ours = json.loads(out.stdout)
+    with torch.no_grad():
+        nll = lambda y: F.binary_cross_entropy_with_logits(model(x, y), x, reduction="none").sum((1, 2, 3))
+        if ours["conditional"]:
+            given = nll(labels)
+            per_class = torch.stack([nll(torch.full_like(labels, c)) for c in range(10)])
+            marginal = -(torch.logsumexp(-per_class, 0) - math.log(10))
+            pairs = [("marginal", marginal, ours["nll_per_image"]),
+                     ("given label", given, ours["nll_given_label_per_image"])]
+        else:
+            pairs = [("unconditional", nll(None), ours["nll_per_image"])]
+    for what, theirs, mine in pairs:
+        mine = torch.tensor(mine, dtype=torch.float64)
+        rel = ((theirs - mine).abs() / theirs.abs()).max().item()
+        worst = max(worst, rel)
+        print(f"{path}: {what}: {len(mine)} images, torch float64 mean {theirs.mean().item():.4f}, "
+              f"pixelcnn {mine.mean().item():.4f} nats, max relative difference {rel:.2e}")
+print(f"worst relative difference {worst:.2e} (tolerance {args.tolerance:g})")
+sys.exit(0 if worst <= args.tolerance else 1)
