@@ -4,9 +4,12 @@ that the modules they define load each given checkpoint strictly and compute, in
 as `pixelcnn eval --json` on the first test images: −log p(x) for unconditional models; for conditional ones
 −log p(x|y) with the true labels and the marginal −log (1/10 Σ_y p(x|y)).
 
-    scripts/check-torch-snippet.py [CHECKPOINT ...] [--limit N] [--data DIR] [--bin PATH]
+    scripts/check-torch-snippet.py [CHECKPOINT ...] [--random] [--limit N] [--data DIR] [--bin PATH]
 
-Without checkpoints it checks the shipped model (the README's own `load()` default). Needs python3 with torch,
+Without checkpoints it checks the shipped model (the README's own `load()` default). With --random it also makes
+checkpoints outside the project, as a PyTorch user would: the README's modules with random weights (both
+architectures, conditional or not), saved by `safetensors.torch.save_file(model.state_dict())` without metadata,
+and evaluated by pixelcnn on the GPU and with the CPU reference (`--device cpu`). Needs python3 with torch,
 safetensors and numpy, the Fashion-MNIST IDX files (default ../shared/data/fashion-mnist or $PIXELCNN_DATA) and
 a built binary (default target/release/pixelcnn). Prints the max relative error per checkpoint and exits 1 when
 one exceeds --tolerance (default 1e-4).
@@ -20,6 +23,7 @@ ap.add_argument("--limit", type=int, default=200)
 ap.add_argument("--data", default=os.environ.get("PIXELCNN_DATA", os.path.join(here, "..", "shared", "data", "fashion-mnist")))
 ap.add_argument("--bin", default=os.path.join(here, "target", "release", "pixelcnn"))
 ap.add_argument("--tolerance", type=float, default=1e-4)
+ap.add_argument("--random", action="store_true", help="also check random-weight checkpoints made here, on GPU and CPU")
 args = ap.parse_args()
 
 # The README's blocks, from the section's first ```python to the reference's renaming block (not run).
@@ -44,11 +48,27 @@ labels = torch.tensor(list(idx("t10k-labels-idx1-ubyte")[8:8 + args.limit]))
 x = torch.tensor(list(raw[:args.limit * 784]), dtype=torch.float64).reshape(-1, 1, 28, 28)
 x = (x >= 0.33 * 256).double()  # the project's binarization: v < 84.48 → 0
 
+checks = [(p, "gpu") for p in args.checkpoints or ["assets/pixelcnn.safetensors"]]
+if args.random:
+    import tempfile
+    from safetensors.torch import save_file
+    tmp = tempfile.mkdtemp()
+    torch.manual_seed(0)
+    for name, make in [("pixelcnn", lambda: env["PixelCNN"](16, 2)), ("pixelcnn_cond", lambda: env["PixelCNN"](16, 2, 10)),
+                       ("gated", lambda: env["GatedPixelCNN"](12, 3)), ("gated_cond", lambda: env["GatedPixelCNN"](12, 3, 10))]:
+        model = make()
+        with torch.no_grad():
+            for p in model.parameters():  # random everywhere, class tables and biases included, at a scale that
+                p.copy_(torch.randn_like(p) * 0.3)  # keeps the logits in a sensible range
+        path = os.path.join(tmp, name + ".safetensors")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+        checks += [(path, "gpu"), (path, "cpu")]
+
 worst = 0.0
-for path in args.checkpoints or ["assets/pixelcnn.safetensors"]:
+for path, device in checks:
     model = env["load"](path).double()
     out = subprocess.run([args.bin, "eval", "--checkpoint", path, "--split", "test", "--limit", str(args.limit),
-                          "--data", args.data, "--json"], capture_output=True, text=True, check=True)
+                          "--data", args.data, "--device", device, "--json"], capture_output=True, text=True, check=True)
     ours = json.loads(out.stdout)
     with torch.no_grad():
         nll = lambda y: F.binary_cross_entropy_with_logits(model(x, y), x, reduction="none").sum((1, 2, 3))
@@ -64,7 +84,7 @@ for path in args.checkpoints or ["assets/pixelcnn.safetensors"]:
         mine = torch.tensor(mine, dtype=torch.float64)
         rel = ((theirs - mine).abs() / theirs.abs()).max().item()
         worst = max(worst, rel)
-        print(f"{path}: {what}: {len(mine)} images, torch float64 mean {theirs.mean().item():.4f}, "
+        print(f"{path} ({device}): {what}: {len(mine)} images, torch float64 mean {theirs.mean().item():.4f}, "
               f"pixelcnn {mine.mean().item():.4f} nats, max relative difference {rel:.2e}")
 print(f"worst relative difference {worst:.2e} (tolerance {args.tolerance:g})")
 sys.exit(0 if worst <= args.tolerance else 1)

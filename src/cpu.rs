@@ -511,6 +511,19 @@ pub struct SampleSpec<'a> {
     pub start_pixel: usize,
 }
 
+impl<'a> SampleSpec<'a> {
+    /// Images `start .. start + count` of this request, with their own labels, starting images and draws.
+    pub fn slice(&self, start: usize, count: usize) -> SampleSpec<'a> {
+        SampleSpec {
+            count,
+            first_image: self.first_image + start as u32,
+            init: self.init.map(|s| &s[start * PIXELS..(start + count) * PIXELS]),
+            labels: self.labels.map(|l| &l[start..start + count]),
+            ..*self
+        }
+    }
+}
+
 /// The original algorithm: for every pixel in raster order, run the whole network on the current images and
 /// draw that pixel.
 pub fn sample_naive(net: &Network, params: &[f32], spec: SampleSpec) -> Samples {

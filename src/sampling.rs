@@ -119,13 +119,7 @@ pub fn sample_chunk(
             // In small batches so the progress bar moves.
             for start in (0..spec.count).step_by(8) {
                 let n = (spec.count - start).min(8);
-                let sub = SampleSpec {
-                    count: n,
-                    first_image: spec.first_image + start as u32,
-                    init: spec.init.map(|s| &s[start * PIXELS..(start + n) * PIXELS]),
-                    labels: spec.labels.map(|l| &l[start..start + n]),
-                    ..spec
-                };
+                let sub = spec.slice(start, n);
                 let s = if naive {
                     cpu::sample_naive(net, params, sub)
                 } else {

@@ -94,13 +94,7 @@ impl Sampler {
                 .iter()
                 .zip(&self.streams)
                 .map(|(part, (gpu, model))| {
-                    let spec = SampleSpec {
-                        count: part.len(),
-                        first_image: req.spec.first_image + part.start as u32,
-                        init: req.spec.init.map(|s| &s[part.start * PIXELS..part.end * PIXELS]),
-                        labels: req.spec.labels.map(|l| &l[part.clone()]),
-                        ..req.spec
-                    };
+                    let spec = req.spec.slice(part.start, part.len());
                     let sub = SampleRequest { spec, ..req };
                     let tx = tx.clone();
                     scope.spawn(move || sample(gpu, model, sub, |k| tx.send(k).unwrap_or(())))
@@ -196,13 +190,7 @@ pub fn sample(gpu: &Gpu, model: &GpuModel, req: SampleRequest, mut progress: imp
     let mut done = 0;
     while done < spec.count {
         let batch = (spec.count - done).min(limit);
-        let sub = SampleSpec {
-            count: batch,
-            first_image: spec.first_image + done as u32,
-            init: spec.init.map(|s| &s[done * PIXELS..(done + batch) * PIXELS]),
-            labels: spec.labels.map(|l| &l[done..done + batch]),
-            ..spec
-        };
+        let sub = spec.slice(done, batch);
         let s = sample_batch(gpu, model, sub, req.naive, req.max_steps, &mut |pixels| {
             progress(pixels * batch)
         })?;
