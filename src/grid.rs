@@ -34,6 +34,40 @@ const GAP_GREY: u8 = 64;
 /// Grey level of hidden pixels in binary images.
 const HIDDEN_GREY: u8 = 128;
 
+/// The largest canvas drawn, in pixels (256 Mi pixels, as many bytes of 8-bit grey): bigger grids are refused up
+/// front, before any sampling, rather than failing to allocate at the end.
+pub const MAX_CANVAS_PIXELS: u64 = 1 << 28;
+
+/// The shape of a grid to draw, for [`check_canvas`].
+#[derive(Clone, Copy, Debug)]
+pub enum Layout {
+    /// `n` images in a roughly square grid ([`grid_columns`]).
+    Square(usize),
+    /// `rows` rows of at most `cols` cells, with a text label left of each row when `labelled`.
+    Rows { rows: usize, cols: usize, labelled: bool },
+}
+
+/// Refuses a grid that would exceed [`MAX_CANVAS_PIXELS`] at `scale` and `gap`, saying how big it would be.
+pub fn check_canvas(layout: Layout, scale: u32, gap: u32) -> Result<()> {
+    let (rows, cols, labelled) = match layout {
+        Layout::Square(n) => (n.div_ceil(grid_columns(n)), grid_columns(n), false),
+        Layout::Rows { rows, cols, labelled } => (rows, cols, labelled),
+    };
+    let cell = SIDE as u64 * scale as u64;
+    let (rows, cols, gap) = (rows.max(1) as u64, cols.max(1) as u64, gap as u64);
+    // A label margin is at most about 4 cells wide (the longest class name at 0.4 cell per glyph height).
+    let margin = if labelled { 4 * cell + 3 * gap.max(2) } else { 0 };
+    let width = cols * cell + (cols + 1) * gap + margin;
+    let height = rows * cell + (rows + 1) * gap;
+    if width.saturating_mul(height) > MAX_CANVAS_PIXELS {
+        bail!(
+            "the grid would be {width}×{height} pixels, more than {} million: use a smaller --scale (now {scale}) or fewer images",
+            MAX_CANVAS_PIXELS / 1_000_000
+        );
+    }
+    Ok(())
+}
+
 /// Number of columns for a roughly square grid of `n` images: ceil(sqrt(n)), at least 1.
 pub fn grid_columns(n: usize) -> usize {
     let mut cols = 1;
@@ -115,12 +149,24 @@ pub fn render_labelled_rows(rows: &[Vec<&[u8]>], labels: &[&str], scale: u32, ga
 /// Writes rows with labels (see [`render_labelled_rows`]) as a PNG, atomically.
 pub fn write_labelled_rows_png(path: &Path, rows: &[Vec<&[u8]>], labels: &[&str], scale: u32, gap: u32) -> Result<()> {
     check_inputs(rows.iter().flatten().copied(), scale)?;
+    check_canvas(rows_layout(rows, true), scale, gap)?;
     write_png(path, &render_labelled_rows(rows, labels, scale, gap)?)
 }
 
 /// Renders a grid (see [`render_grid`]) and writes it as a PNG, atomically.
 pub fn write_grid_png(path: &Path, images: &[&[u8]], cols: usize, scale: u32, gap: u32) -> Result<()> {
     check_inputs(images.iter().copied(), scale)?;
+    let cols = cols.max(1);
+    let rows = images.len().div_ceil(cols);
+    check_canvas(
+        Layout::Rows {
+            rows,
+            cols,
+            labelled: false,
+        },
+        scale,
+        gap,
+    )?;
     write_png(path, &render_grid(images, cols, scale, gap))
 }
 
@@ -133,7 +179,16 @@ pub fn write_image_png(path: &Path, image: &[u8], scale: u32) -> Result<()> {
 /// Renders rows of cells (see [`render_rows`]) and writes them as a PNG, atomically.
 pub fn write_rows_png(path: &Path, rows: &[Vec<&[u8]>], scale: u32, gap: u32) -> Result<()> {
     check_inputs(rows.iter().flatten().copied(), scale)?;
+    check_canvas(rows_layout(rows, false), scale, gap)?;
     write_png(path, &render_rows(rows, scale, gap))
+}
+
+fn rows_layout(rows: &[Vec<&[u8]>], labelled: bool) -> Layout {
+    Layout::Rows {
+        rows: rows.len(),
+        cols: rows.iter().map(Vec::len).max().unwrap_or(0),
+        labelled,
+    }
 }
 
 /// A canvas for `rows` x `cols` cells, filled with the gap colour.
@@ -201,6 +256,41 @@ fn write_png(path: &Path, image: &GrayImage) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_grids_are_refused_before_drawing() {
+        // 36 images at the default scale: 6 × 6 cells of 112 pixels, far below the limit.
+        check_canvas(Layout::Square(36), DEFAULT_SCALE, DEFAULT_GAP).unwrap();
+        // The largest sample grid at the largest scale is 64 × 64 cells of 1,792 pixels: about 13 G pixels.
+        let err = check_canvas(Layout::Square(4096), 64, DEFAULT_GAP)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--scale"), "{err}");
+        // The boundary: a square of side s pixels is accepted iff s² ≤ the limit.
+        let side = |cells: u64, scale: u32| cells * 28 * scale as u64 + (cells + 1) * DEFAULT_GAP as u64;
+        let fits = |cells: usize, scale: u32| {
+            let rows = Layout::Rows {
+                rows: cells,
+                cols: cells,
+                labelled: false,
+            };
+            check_canvas(rows, scale, DEFAULT_GAP).is_ok()
+        };
+        for (cells, scale) in [(100, 5), (300, 2), (500, 1), (585, 1), (586, 1)] {
+            let s = side(cells as u64, scale);
+            assert_eq!(
+                fits(cells, scale),
+                s * s <= MAX_CANVAS_PIXELS,
+                "{cells} cells at scale {scale}"
+            );
+        }
+        // A write that would be too big is an error, not an abort.
+        let dir = tempfile::tempdir().unwrap();
+        let img = dot(0, 0);
+        let rows: Vec<Vec<&[u8]>> = vec![vec![&img[..]; 64]; 64];
+        assert!(write_rows_png(&dir.path().join("big.png"), &rows, 64, DEFAULT_GAP).is_err());
+        assert!(!dir.path().join("big.png").exists());
+    }
 
     /// A binary image with a single white pixel at (y, x).
     fn dot(y: usize, x: usize) -> Vec<u8> {

@@ -228,20 +228,21 @@ fn parse_val_split(s: &str) -> Result<f64, String> {
     float_in(s, 0.0, 1.0, true, "the validation split")
 }
 
-fn parse_lr(s: &str) -> Result<f64, String> {
-    let v = float_in(s, 0.0, 1.0, false, "the learning rate")?;
-    if v == 0.0 {
-        return Err("the learning rate must be positive, in (0, 1]".into());
+/// A finite number in (0, 1].
+fn in_unit_interval(s: &str, what: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 1.0) {
+        return Err(format!("{what} must be a finite number in (0, 1] (got {s})"));
     }
     Ok(v)
 }
 
+fn parse_lr(s: &str) -> Result<f64, String> {
+    in_unit_interval(s, "the learning rate")
+}
+
 fn parse_lr_decay(s: &str) -> Result<f64, String> {
-    let v = float_in(s, 0.0, 1.0, false, "--lr-decay")?;
-    if v == 0.0 {
-        return Err("--lr-decay must be positive, in (0, 1]".into());
-    }
-    Ok(v)
+    in_unit_interval(s, "--lr-decay")
 }
 
 fn parse_minutes(s: &str) -> Result<f64, String> {
@@ -492,6 +493,18 @@ fn cmd_sample(
     if !grid && save_each.is_none() {
         bail!("a grid of {total} images is too big (at most {MAX_GRID_IMAGES}); pass --save-each DIR to write each image on its own");
     }
+    if grid {
+        let layout = if per_class {
+            grid::Layout::Rows {
+                rows: CLASS_NAMES.len(),
+                cols: count,
+                labelled: true,
+            }
+        } else {
+            grid::Layout::Square(total)
+        };
+        grid::check_canvas(layout, scale, grid::DEFAULT_GAP)?;
+    }
     let pb = styled_bar(sampling::progress_units(total), "sampling", "{percent}%");
     let t = std::time::Instant::now();
     let mut kept: Vec<u8> = Vec::new();
@@ -561,6 +574,13 @@ fn cmd_complete(
     let ck = checkpoint::load(&path)?;
     let ds = data.load()?;
     let net = Network::new(ck.config);
+    // Each row: the original, the occluded input and the completions.
+    let layout = grid::Layout::Rows {
+        rows: count,
+        cols: 2 + samples,
+        labelled: false,
+    };
+    grid::check_canvas(layout, scale, grid::DEFAULT_GAP)?;
     let pb = styled_bar(sampling::progress_units(count * samples), "completing", "{percent}%");
     let t = std::time::Instant::now();
     let c = sampling::complete(device, &net, &ck.params, &ds.test, count, rows, samples, seed, |k| {
