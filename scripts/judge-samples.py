@@ -3,10 +3,10 @@
 
 Trains a small CNN on the binarized Fashion-MNIST training images (the project's binarization, v >= 85 → 1),
 reports its test accuracy, then has a model sample N images of every class (`pixelcnn sample --class all
---save-each`) and of an unconditional draw, and reports how often the classifier names each class's samples as
-that class (chance: 10%).
+--save-each`) and of a draw without --class, and reports how often the classifier names each class's samples as
+that class (chance: 10%), and how confidently and how evenly it classifies the draw without --class.
 
-    scripts/judge-samples.py [--checkpoint PATH] [--count N] [--seed S] [--data DIR] [--bin PATH]
+    scripts/judge-samples.py [--checkpoint PATH] [--count N] [--seed S] [--data DIR] [--bin PATH] [--unconditional OLD.safetensors]
 
 Needs python3 with torch, numpy and pillow, the IDX files and a built binary. The classifier is trained with a fixed seed
 (2 epochs, about a minute on 2 cores).
@@ -85,11 +85,22 @@ with torch.no_grad():
     for c in range(10):
         counts = torch.bincount(pred[c], minlength=10).tolist()
         print(f"  {NAMES[c]:<11} {per_class[c].item():5.2f}   {counts}")
-    # Without --class a conditional model draws an even mix: how confident is the classifier on those?
-    x = sample(args.checkpoint, ["--count", str(10 * args.count)])
-    p = F.softmax(net(x), 1)
-    result["mix_mean_max_probability"] = p.max(1).values.mean().item()
+    # Without --class a conditional model draws an even mix. Two scores of such a draw: the classifier's mean
+    # top probability (is each sample clearly some garment?) and the classifier score exp(E_x KL(p(y|x) || p(y))),
+    # the inception score with this classifier: 1 for blobs it cannot tell apart, 10 for confident, even classes.
+    def score(what, key, x):
+        p = F.softmax(net(x), 1)
+        kl = (p * (p.clamp_min(1e-12).log() - p.mean(0, keepdim=True).log())).sum(1)
+        result[f"{key}_mean_max_probability"] = p.max(1).values.mean().item()
+        result[f"{key}_classifier_score"] = kl.mean().exp().item()
+        result[f"{key}_predicted_classes"] = torch.bincount(p.argmax(1), minlength=10).tolist()
+        print(f"{what} ({len(x)} images): mean top probability {result[f'{key}_mean_max_probability']:.3f}, "
+              f"classifier score {result[f'{key}_classifier_score']:.2f} of 10, "
+              f"predicted classes {result[f'{key}_predicted_classes']}")
+
+    n = 10 * args.count
+    score("test images, the ceiling", "test_images", xte[:n])
+    score(f"{args.checkpoint} without --class", "mix", sample(args.checkpoint, ["--count", str(n)]))
     if args.unconditional:
-        x = sample(args.unconditional, ["--count", str(10 * args.count)])
-        result["unconditional_mean_max_probability"] = F.softmax(net(x), 1).max(1).values.mean().item()
+        score(f"{args.unconditional} without --class", "unconditional", sample(args.unconditional, ["--count", str(n)]))
 print(json.dumps(result))
