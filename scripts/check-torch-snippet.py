@@ -14,7 +14,9 @@ safetensors and numpy, the Fashion-MNIST IDX files (default ../shared/data/fashi
 a built binary (default target/release/pixelcnn). Prints the max relative error per checkpoint and exits 1 when
 one exceeds --tolerance (default 1e-4).
 """
-import argparse, gzip, json, math, os, re, subprocess, sys
+import argparse, json, math, os, re, subprocess, sys
+
+import fashion_mnist as fm
 
 here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ap = argparse.ArgumentParser()
@@ -36,17 +38,8 @@ env = {}
 exec("\n".join(blocks), env)  # defines the modules and load(), and loads the shipped model
 torch, F = env["torch"], env["F"]
 
-def idx(name):
-    for n in (name, name + ".gz"):
-        p = os.path.join(args.data, n)
-        if os.path.exists(p):
-            return (gzip.open if n.endswith(".gz") else open)(p, "rb").read()
-    sys.exit(f"no {name}(.gz) in {args.data}")
-
-raw = idx("t10k-images-idx3-ubyte")[16:]
-labels = torch.tensor(list(idx("t10k-labels-idx1-ubyte")[8:8 + args.limit]))
-x = torch.tensor(list(raw[:args.limit * 784]), dtype=torch.float64).reshape(-1, 1, 28, 28)
-x = (x >= 0.33 * 256).double()  # the project's binarization: v < 84.48 → 0
+x = torch.tensor(fm.binarized(fm.images(args.data, "t10k-images-idx3-ubyte")[:args.limit]), dtype=torch.float64)
+labels = torch.tensor(fm.labels(args.data, "t10k-labels-idx1-ubyte")[:args.limit])
 
 checks = [(p, "gpu") for p in args.checkpoints or ["assets/pixelcnn.safetensors"]]
 if args.random:

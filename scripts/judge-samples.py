@@ -11,10 +11,12 @@ that class (chance: 10%), and how confidently and how evenly it classifies the d
 Needs python3 with torch, numpy and pillow, the IDX files and a built binary. The classifier is trained with a fixed seed
 (2 epochs, about a minute on 2 cores).
 """
-import argparse, gzip, json, os, subprocess, sys, tempfile
+import argparse, json, os, subprocess, sys, tempfile
 
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
+
+import fashion_mnist as fm
 
 here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ap = argparse.ArgumentParser()
@@ -28,18 +30,11 @@ args = ap.parse_args()
 
 NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
 
-def idx(name):
-    for n in (name, name + ".gz"):
-        p = os.path.join(args.data, n)
-        if os.path.exists(p):
-            return (gzip.open if n.endswith(".gz") else open)(p, "rb").read()
-    sys.exit(f"no {name}(.gz) in {args.data}")
-
 def images(name):
-    return torch.tensor(np.frombuffer(idx(name), np.uint8, offset=16).reshape(-1, 1, 28, 28) >= 85, dtype=torch.float32)
+    return torch.tensor(fm.binarized(fm.images(args.data, name)), dtype=torch.float32)
 
 def labels(name):
-    return torch.tensor(np.frombuffer(idx(name), np.uint8, offset=8).astype(np.int64))
+    return torch.tensor(fm.labels(args.data, name))
 
 torch.manual_seed(0)
 xtr, ytr = images("train-images-idx3-ubyte"), labels("train-labels-idx1-ubyte")

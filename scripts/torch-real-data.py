@@ -9,18 +9,13 @@ then the validation NLL on the last 6,000 training images in nats/image.
 
     python3 scripts/torch-real-data.py DATA_DIR [--reference PATH] [--seed S]
 """
-import argparse, gzip, importlib.util, json, os, time
+import argparse, importlib.util, json, os, time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def idx_images(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    n, h, w = (int.from_bytes(data[i:i + 4], "big") for i in (4, 8, 12))
-    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, 1, h, w)
+import fashion_mnist as fm
 
 
 def main():
@@ -38,7 +33,7 @@ def main():
     ref = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ref)
 
-    x = torch.from_numpy((idx_images(os.path.join(args.data, "train-images-idx3-ubyte.gz")) >= 85).astype(np.float32))
+    x = torch.from_numpy(fm.binarized(fm.images(args.data, "train-images-idx3-ubyte")).astype(np.float32))
     split_at = int(len(x) * (1 - 0.1))
     train, val = x[:split_at][: args.limit], x[split_at:]
     torch.manual_seed(args.seed)
