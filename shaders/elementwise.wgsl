@@ -19,7 +19,7 @@ struct EltParams {
     c4: u32,
     flags: u32,
     bias_stride: u32,
-    _pad: u32,
+    _pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> prm: EltParams;

@@ -29,7 +29,7 @@ struct NetParams {
     ops_at: u32,
     key: u32,
     first_image: u32,
-    _pad: u32,
+    _pad0: u32,
 }
 
 const OP_CONV: u32 = 0u;

@@ -137,22 +137,49 @@ pub fn class_bias_add(bias: Option<&[f32]>, class_bias: &[f32], labels: &[u8], c
     out
 }
 
-/// Gradient of a class-bias table: `d[y, c] = Σ over images of class y, Σ over their pixels of dz[p, c]`, summed
-/// per image first, then over the images in batch order.
-pub fn class_bias_backward(dz: &[f32], labels: &[u8], channels: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; CLASSES * channels];
-    for (i, &y) in labels.iter().enumerate() {
-        let mut sum = vec![0.0f32; channels];
+/// Per-image sums of an image-major `[images · 784, channels]` gradient, in pixel order: `[images, channels]`.
+pub fn image_sums(dz: &[f32], channels: usize) -> Vec<f32> {
+    let images = dz.len() / (PIXELS * channels);
+    let mut out = vec![0.0f32; images * channels];
+    for i in 0..images {
+        let sum = &mut out[i * channels..][..channels];
         for p in 0..PIXELS {
             for c in 0..channels {
                 sum[c] += dz[(i * PIXELS + p) * channels + c];
             }
         }
+    }
+    out
+}
+
+/// Gradient of a class-bias table: `d[y, c] = Σ over images of class y, Σ over their pixels of dz[p, c]`, summed
+/// per image first ([`image_sums`]), then over the images in batch order.
+pub fn class_bias_backward(dz: &[f32], labels: &[u8], channels: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; CLASSES * channels];
+    let sums = image_sums(dz, channels);
+    for (i, &y) in labels.iter().enumerate() {
         for c in 0..channels {
-            out[y as usize * channels + c] += sum[c];
+            out[y as usize * channels + c] += sums[i * channels + c];
         }
     }
     out
+}
+
+/// `out[i] = Σ_{c < n_chunks} input[c · len + i]` for i < len, summed in chunk order: the second pass of the GPU's
+/// weight gradients (per-chunk partial sums, then their sum).
+pub fn reduce_chunks(input: &[f32], len: usize, n_chunks: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; len];
+    for c in 0..n_chunks {
+        for (o, x) in out.iter_mut().zip(&input[c * len..][..len]) {
+            *o += x;
+        }
+    }
+    out
+}
+
+/// Each image's sum of its 784 per-pixel values (image-major), in pixel order: its NLL from the per-pixel BCE.
+pub fn sum_images(loss: &[f32]) -> Vec<f32> {
+    loss.chunks(PIXELS).map(|img| img.iter().sum()).collect()
 }
 
 /// `dz = dy · [y > 0]`: the gradient through ReLU, from the layer's output `y`.
@@ -275,11 +302,8 @@ pub fn sigmoid(z: f32) -> f32 {
 /// mean BCE over all `B · 784` pixels with respect to the logits: `(σ(z) − x) / (B · 784)`.
 pub fn bce_loss_grad(logits: &[f32], target: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let scale = 1.0 / logits.len() as f32;
-    let nll = logits
-        .chunks(PIXELS)
-        .zip(target.chunks(PIXELS))
-        .map(|(z, x)| z.iter().zip(x).map(|(&z, &x)| bce_from_logit(z, x)).sum())
-        .collect();
+    let loss: Vec<f32> = logits.iter().zip(target).map(|(&z, &x)| bce_from_logit(z, x)).collect();
+    let nll = sum_images(&loss);
     let grad = logits
         .iter()
         .zip(target)

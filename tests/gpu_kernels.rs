@@ -1,15 +1,24 @@
-//! Every WGSL kernel against its CPU twin (`cpu.rs`, same name), on both kernel versions (`raster` and `tiled`),
-//! on fresh random inputs with channel and position counts that are not multiples of the tile sizes, and on tap
-//! sets that are not raster prefixes of a square kernel. Prints max absolute and relative errors. Under CI=true a
-//! missing GPU adapter fails these tests; elsewhere they are skipped with a note.
+//! Every WGSL kernel against its CPU twin (`cpu.rs`, same name): one test per kernel family (`src/gpu/kernels/`),
+//! on both kernel versions (`raster` and `tiled`) where the family has two, on fresh random inputs with channel and
+//! position counts that are not multiples of the tile sizes, and on tap sets that are not raster prefixes of a
+//! square kernel. Every comparison goes through `common::check`, which prints the max absolute and relative
+//! errors. Under CI=true a missing GPU adapter fails these tests; elsewhere they are skipped with a note.
 
 mod common;
 use common::*;
 use pixelcnn::cpu;
 use pixelcnn::gpu::buffers::{pad_groups, unpad_groups, Tensor};
-use pixelcnn::gpu::kernels::{self, ConvForward, ConvInput, ConvShape, Epilogue};
+use pixelcnn::gpu::kernels::adam::{self, AdamViews};
+use pixelcnn::gpu::kernels::class_bias::{self, ClassBiasAdd, ClassBiasBackward};
+use pixelcnn::gpu::kernels::conv::{
+    self, ConvBackwardData, ConvBackwardWeight, ConvForward, ConvInput, ConvShape, Epilogue,
+};
+use pixelcnn::gpu::kernels::conv_pixel::{self, ConvPixel, WINDOW_BYTES, WINDOW_TAIL};
+use pixelcnn::gpu::kernels::elementwise::{self, Gate, ReluBackward};
+use pixelcnn::gpu::kernels::prelude::Geometry;
+use pixelcnn::gpu::kernels::reduce::{self, ReduceChunks};
+use pixelcnn::gpu::kernels::sample::{self, SamplePixel, SampleViews};
 use pixelcnn::gpu::record::Program;
-use pixelcnn::gpu::uniforms::Geometry;
 use pixelcnn::gpu::Gpu;
 use pixelcnn::model::{channel_dims, from_padded, to_padded, Activation, Conv, Mask, PIXELS};
 
@@ -96,7 +105,7 @@ fn gpu_act(x: &[f32], c: usize, groups: usize) -> Vec<f32> {
 }
 
 #[test]
-fn conv_kernels_match_cpu_on_every_version() {
+fn conv_family_matches_cpu_on_every_version() {
     for (version, gpu) in devices() {
         for case in cases() {
             let c = &case.conv;
@@ -153,7 +162,7 @@ fn conv_kernels_match_cpu_on_every_version() {
             let g_dx_acc = gpu.upload("dx acc", &gpu_act(&old_dx, c.cin, gin)).unwrap();
             let g_mask = gpu.upload("mask", &gpu_act(&mask_src, c.cin, gin)).unwrap();
             let g_partial = gpu
-                .tensor("partial", kernels::wgrad_partial_len(&gpu, &shape, positions))
+                .tensor("partial", conv::wgrad_partial_len(&gpu, &shape, positions))
                 .unwrap();
             let g_gw = gpu.tensor("grad w", wdims.iter().map(|d| d.1).product()).unwrap();
             let g_gb = gpu.tensor("grad b", cout_g).unwrap();
@@ -168,8 +177,8 @@ fn conv_kernels_match_cpu_on_every_version() {
                 epilogue,
             };
             let mut p = Program::new();
-            kernels::conv_forward(&gpu, &mut p, &shape, fwd(&g_out, &g_b, false, Epilogue::Plain), geo).unwrap();
-            kernels::conv_forward(
+            conv::conv_forward(&gpu, &mut p, &shape, fwd(&g_out, &g_b, false, Epilogue::Plain), geo).unwrap();
+            conv::conv_forward(
                 &gpu,
                 &mut p,
                 &shape,
@@ -182,49 +191,28 @@ fn conv_kernels_match_cpu_on_every_version() {
                 sum_out: g_sum.view(),
                 keep_output: true,
             };
-            kernels::conv_forward(&gpu, &mut p, &shape, fwd(&g_out_res, &g_b, false, res), geo).unwrap();
+            conv::conv_forward(&gpu, &mut p, &shape, fwd(&g_out_res, &g_b, false, res), geo).unwrap();
             if !case.bytes {
-                kernels::conv_backward_data(
-                    &gpu,
-                    &mut p,
-                    &shape,
-                    g_w.view(),
-                    g_taps.view(),
-                    g_dz.view(),
-                    g_dx.view(),
-                    None,
-                    false,
-                    geo,
-                )
-                .unwrap();
-                let mask = Some(g_mask.view());
-                kernels::conv_backward_data(
-                    &gpu,
-                    &mut p,
-                    &shape,
-                    g_w.view(),
-                    g_taps.view(),
-                    g_dz.view(),
-                    g_dx_acc.view(),
-                    mask,
-                    true,
-                    geo,
-                )
-                .unwrap();
+                let bwd = |dx: &Tensor, mask: Option<&Tensor>, accumulate: bool| ConvBackwardData {
+                    weight: g_w.view(),
+                    taps: g_taps.view(),
+                    dz: g_dz.view(),
+                    dx: dx.view(),
+                    mask: mask.map(Tensor::view),
+                    accumulate,
+                };
+                conv::conv_backward_data(&gpu, &mut p, &shape, bwd(&g_dx, None, false), geo).unwrap();
+                conv::conv_backward_data(&gpu, &mut p, &shape, bwd(&g_dx_acc, Some(&g_mask), true), geo).unwrap();
             }
-            kernels::conv_backward_weight(
-                &gpu,
-                &mut p,
-                &shape,
-                conv_input(),
-                g_taps.view(),
-                g_dz.view(),
-                g_partial.view(),
-                g_gw.view(),
-                g_gb.view(),
-                geo,
-            )
-            .unwrap();
+            let op = ConvBackwardWeight {
+                input: conv_input(),
+                taps: g_taps.view(),
+                dz: g_dz.view(),
+                partial: g_partial.view(),
+                grad_weight: g_gw.view(),
+                grad_bias: g_gb.view(),
+            };
+            conv::conv_backward_weight(&gpu, &mut p, &shape, op, geo).unwrap();
             run(&gpu, p);
 
             let name = format!("[{version}] {} ({}→{}, {} taps)", c.name, c.cin, c.cout, t);
@@ -232,26 +220,26 @@ fn conv_kernels_match_cpu_on_every_version() {
                 unpad_groups(&gpu.read(t).unwrap()[..positions * (ch / g).div_ceil(4) * 4 * g], ch, g)
             };
             let want = cpu::conv_forward(c, &weight, &bias, &input, batch);
-            assert_close(
+            check(
                 &format!("conv_forward {name}"),
                 &read(&g_out, c.cout, gout),
                 &want,
                 1e-4,
             );
             let want_tab = cpu::conv_forward(c, &weight, &table, &input, batch);
-            assert_close(
+            check(
                 &format!("conv_forward per-image bias {name}"),
                 &read(&g_out_tab, c.cout, gout),
                 &want_tab,
                 1e-4,
             );
-            assert_close(
+            check(
                 &format!("conv_forward residual: output {name}"),
                 &read(&g_out_res, c.cout, gout),
                 &want,
                 1e-4,
             );
-            assert_close(
+            check(
                 &format!("conv_forward residual: sum {name}"),
                 &read(&g_sum, c.cout, gout),
                 &cpu::add(&want, &residual),
@@ -260,7 +248,7 @@ fn conv_kernels_match_cpu_on_every_version() {
             let _ = &labels;
             if !case.bytes {
                 let want_dx = cpu::conv_backward_data(c, &weight, &dz, batch);
-                assert_close(
+                check(
                     &format!("conv_backward_data {name}"),
                     &read(&g_dx, c.cin, gin),
                     &want_dx,
@@ -269,7 +257,7 @@ fn conv_kernels_match_cpu_on_every_version() {
                 let mut acc = old_dx.clone();
                 let masked = cpu::relu_backward(&mask_src, &want_dx);
                 acc.iter_mut().zip(&masked).for_each(|(a, m)| *a += m);
-                assert_close(
+                check(
                     &format!("conv_backward_data mask+accumulate {name}"),
                     &read(&g_dx_acc, c.cin, gin),
                     &acc,
@@ -278,9 +266,9 @@ fn conv_kernels_match_cpu_on_every_version() {
             }
             let (want_w, want_b) = cpu::conv_backward_weight(c, &input, &dz, batch);
             let got_w = from_padded(&wdims, &gpu.read(&g_gw).unwrap()[..wdims.iter().map(|d| d.1).product()]);
-            assert_close(&format!("conv_backward_weight {name}"), &got_w, &want_w, 1e-4);
+            check(&format!("conv_backward_weight {name}"), &got_w, &want_w, 1e-4);
             let got_b = from_padded(&channel_dims(c.cout, gout), &gpu.read(&g_gb).unwrap()[..cout_g]);
-            assert_close(&format!("conv_backward_weight bias {name}"), &got_b, &want_b, 1e-4);
+            check(&format!("conv_backward_weight bias {name}"), &got_b, &want_b, 1e-4);
         }
     }
 }
@@ -299,7 +287,7 @@ fn to_position_major(x: &[f32], count: usize, rows: usize, c: usize, groups: usi
 }
 
 #[test]
-fn conv_pixel_and_single_pixel_convs_match_cpu() {
+fn conv_pixel_family_and_single_pixel_convs_match_cpu() {
     // 13 images padded to 16 per position; pixels in the first row (taps in the padding), at the left and right
     // edges, and inside. conv_pixel (raster devices) runs with its real 64 KiB windows (a whole conv in one
     // dispatch) and with one tap per run (a 7×7 conv in several dispatches chained through the output, the last
@@ -318,10 +306,7 @@ fn conv_pixel_and_single_pixel_convs_match_cpu() {
             let weight = random_vec(t * c.cin * c.cout, 21);
             let bias = random_vec(c.cout, 22);
             let g_w = gpu
-                .tensor(
-                    "weight",
-                    wdims.iter().map(|d| d.1).product::<usize>() + kernels::WINDOW_TAIL,
-                )
+                .tensor("weight", wdims.iter().map(|d| d.1).product::<usize>() + WINDOW_TAIL)
                 .unwrap();
             gpu.write(&g_w, 0, &to_padded(&wdims, &weight));
             let w_view = g_w.slice(0, wdims.iter().map(|d| d.1).product());
@@ -334,7 +319,7 @@ fn conv_pixel_and_single_pixel_convs_match_cpu() {
             let input = random_vec(count * PIXELS * c.cin, 300);
             let residual = random_vec(count * PIXELS * c.cout, 400);
             let in_pm = to_position_major(&input, count, rows, c.cin, gin);
-            let g_in = gpu.tensor("in", in_pm.len() + kernels::WINDOW_TAIL).unwrap();
+            let g_in = gpu.tensor("in", in_pm.len() + WINDOW_TAIL).unwrap();
             gpu.write(&g_in, 0, &in_pm);
             let g_in_v = g_in.slice(0, in_pm.len());
             let g_res = gpu
@@ -357,8 +342,8 @@ fn conv_pixel_and_single_pixel_convs_match_cpu() {
             };
             // (name, window bytes (None: conv_forward at one pixel), fused residual)
             let mut variants: Vec<(&str, Option<usize>, bool)> = vec![("conv_forward at one pixel", None, false)];
-            if kernels::conv_pixel_unfit(&gpu, &shape, &w_view, &g_in_v, rows, kernels::WINDOW_BYTES).is_none() {
-                variants.push(("conv_pixel 64 KiB windows", Some(kernels::WINDOW_BYTES), false));
+            if conv_pixel::conv_pixel_unfit(&gpu, &shape, &w_view, &g_in_v, rows).is_none() {
+                variants.push(("conv_pixel 64 KiB windows", Some(WINDOW_BYTES), false));
                 let one_tap = (shape.cin4 * 4 * shape.cout4 * 16).max(rows * shape.cin4 * 16);
                 variants.push(("conv_pixel one tap per run, residual", Some(one_tap), true));
             }
@@ -368,23 +353,18 @@ fn conv_pixel_and_single_pixel_convs_match_cpu() {
                 for &q in &pixels {
                     match max_bytes {
                         Some(max) => {
-                            let runs = kernels::pixel_runs(&shape, rows, q, max);
-                            let res = with_residual.then(|| g_res.view());
-                            kernels::conv_pixel(
-                                &gpu,
-                                &mut p,
-                                &shape,
-                                &w_view,
-                                g_b.view(),
-                                false,
-                                &g_in_v,
-                                res,
-                                g_out.view(),
+                            let runs = conv_pixel::pixel_runs(&shape, rows, q, max);
+                            let op = ConvPixel {
+                                weight: &w_view,
+                                bias: g_b.view(),
+                                per_image_bias: false,
+                                input: &g_in_v,
+                                residual: with_residual.then(|| g_res.view()),
+                                output: g_out.view(),
                                 rows,
                                 q,
-                                &runs,
-                            )
-                            .unwrap();
+                            };
+                            conv_pixel::conv_pixel(&gpu, &mut p, &shape, op, &runs).unwrap();
                         }
                         None => {
                             let op = ConvForward {
@@ -396,8 +376,7 @@ fn conv_pixel_and_single_pixel_convs_match_cpu() {
                                 output: g_out.view(),
                                 epilogue: Epilogue::Plain,
                             };
-                            kernels::conv_forward(&gpu, &mut p, &shape, op, Geometry::position_major(rows, q, 1))
-                                .unwrap();
+                            conv::conv_forward(&gpu, &mut p, &shape, op, Geometry::position_major(rows, q, 1)).unwrap();
                         }
                     }
                 }
@@ -410,7 +389,7 @@ fn conv_pixel_and_single_pixel_convs_match_cpu() {
                     pixels.len()
                 );
                 let w = if with_residual { &want_res } else { &want };
-                assert_close(
+                check(
                     &what,
                     &pick(&got),
                     &pick(&to_position_major(w, count, rows, c.cout, gout)),
@@ -422,7 +401,7 @@ fn conv_pixel_and_single_pixel_convs_match_cpu() {
 }
 
 #[test]
-fn elementwise_and_gate_kernels_match_cpu() {
+fn elementwise_family_matches_cpu() {
     for (version, gpu) in devices() {
         let (batch, channels) = (2, 6);
         let positions = batch * PIXELS;
@@ -453,76 +432,78 @@ fn elementwise_and_gate_kernels_match_cpu() {
             gpu.tensor("dz b", positions * 16).unwrap(),
         );
         let mut p = Program::new();
-        kernels::add(&gpu, &mut p, ga.view(), gb.view(), sum.view(), c4, geo).unwrap();
-        kernels::relu_backward(&gpu, &mut p, ga.view(), gb.view(), relu_b.view(), c4, false, geo).unwrap();
-        kernels::relu_backward(&gpu, &mut p, ga.view(), gb.view(), relu_b_acc.view(), c4, true, geo).unwrap();
-        kernels::relu_forward(&gpu, &mut p, ga.view(), relu_f.view(), c4, geo).unwrap();
-        kernels::accumulate(&gpu, &mut p, gb.view(), acc.view(), c4, true, geo).unwrap();
-        kernels::gate_forward(&gpu, &mut p, gz.view(), None, gate_out.view(), 2, geo).unwrap();
-        kernels::gate_forward(&gpu, &mut p, gz.view(), Some(gtable.view()), gate_out_b.view(), 2, geo).unwrap();
-        kernels::gate_backward(&gpu, &mut p, gz.view(), None, gdout.view(), dz.view(), 2, geo).unwrap();
-        kernels::gate_backward(
-            &gpu,
-            &mut p,
-            gz.view(),
-            Some(gtable.view()),
-            gdout.view(),
-            dz_b.view(),
-            2,
-            geo,
-        )
-        .unwrap();
+        let relu_b_op = |out: &Tensor, accumulate: bool| ReluBackward {
+            y: ga.view(),
+            dy: gb.view(),
+            out: out.view(),
+            c4,
+            accumulate,
+        };
+        let gate = |bias: Option<&Tensor>| Gate {
+            z: gz.view(),
+            bias: bias.map(Tensor::view),
+            half4: 2,
+        };
+        elementwise::add(&gpu, &mut p, ga.view(), gb.view(), sum.view(), c4, geo).unwrap();
+        elementwise::relu_backward(&gpu, &mut p, relu_b_op(&relu_b, false), geo).unwrap();
+        elementwise::relu_backward(&gpu, &mut p, relu_b_op(&relu_b_acc, true), geo).unwrap();
+        elementwise::relu_forward(&gpu, &mut p, ga.view(), relu_f.view(), c4, geo).unwrap();
+        elementwise::accumulate(&gpu, &mut p, gb.view(), acc.view(), c4, true, geo).unwrap();
+        elementwise::gate_forward(&gpu, &mut p, gate(None), gate_out.view(), geo).unwrap();
+        elementwise::gate_forward(&gpu, &mut p, gate(Some(&gtable)), gate_out_b.view(), geo).unwrap();
+        elementwise::gate_backward(&gpu, &mut p, gate(None), gdout.view(), dz.view(), geo).unwrap();
+        elementwise::gate_backward(&gpu, &mut p, gate(Some(&gtable)), gdout.view(), dz_b.view(), geo).unwrap();
         run(&gpu, p);
         let read = |t: &Tensor, ch: usize, g: usize| {
             unpad_groups(&gpu.read(t).unwrap()[..positions * g * (ch / g).div_ceil(4) * 4], ch, g)
         };
         let v = format!("[{version}]");
-        assert_close(&format!("{v} add"), &read(&sum, channels, 1), &cpu::add(&a, &b), 1e-6);
-        assert_close(
+        check(&format!("{v} add"), &read(&sum, channels, 1), &cpu::add(&a, &b), 1e-6);
+        check(
             &format!("{v} relu_backward"),
             &read(&relu_b, channels, 1),
             &cpu::relu_backward(&a, &b),
             0.0,
         );
         let twice: Vec<f32> = cpu::relu_backward(&a, &b).iter().zip(&b).map(|(r, b)| r + b).collect();
-        assert_close(
+        check(
             &format!("{v} relu_backward accumulate"),
             &read(&relu_b_acc, channels, 1),
             &twice,
             1e-6,
         );
-        assert_close(
+        check(
             &format!("{v} relu_forward"),
             &read(&relu_f, channels, 1),
             &cpu::relu_forward(&a),
             0.0,
         );
-        assert_close(
+        check(
             &format!("{v} accumulate"),
             &read(&acc, channels, 1),
             &cpu::add(&a, &b),
             1e-6,
         );
         // WGSL's tanh and exp are not correctly rounded.
-        assert_close(
+        check(
             &format!("{v} gate_forward"),
             &read(&gate_out, half, 1),
             &cpu::gate_forward(&z, None, half),
             1e-4,
         );
-        assert_close(
+        check(
             &format!("{v} gate_forward class bias"),
             &read(&gate_out_b, half, 1),
             &cpu::gate_forward(&z, Some(&table), half),
             1e-4,
         );
-        assert_close(
+        check(
             &format!("{v} gate_backward"),
             &read(&dz, 2 * half, 2),
             &cpu::gate_backward(&z, None, &dout, half),
             1e-4,
         );
-        assert_close(
+        check(
             &format!("{v} gate_backward class bias"),
             &read(&dz_b, 2 * half, 2),
             &cpu::gate_backward(&z, Some(&table), &dout, half),
@@ -532,7 +513,7 @@ fn elementwise_and_gate_kernels_match_cpu() {
 }
 
 #[test]
-fn class_bias_kernels_match_cpu() {
+fn class_bias_family_matches_cpu() {
     for (version, gpu) in devices() {
         let (images, channels) = (7, 10);
         let c4 = 3;
@@ -552,55 +533,43 @@ fn class_bias_kernels_match_cpu() {
         let sums = gpu.tensor("sums", images * 12).unwrap();
         let d = gpu.tensor("d class bias", 10 * 12).unwrap();
         let mut p = Program::new();
-        kernels::class_bias_add(
-            &gpu,
-            &mut p,
-            Some(g_bias.view()),
-            g_table.view(),
-            g_labels.view(),
-            out.view(),
+        let add = |bias: Option<&Tensor>, out: &Tensor| ClassBiasAdd {
+            bias: bias.map(Tensor::view),
+            class_bias: g_table.view(),
+            labels: g_labels.view(),
+            out: out.view(),
             images,
             c4,
-        )
-        .unwrap();
-        kernels::class_bias_add(
-            &gpu,
-            &mut p,
-            None,
-            g_table.view(),
-            g_labels.view(),
-            out_nb.view(),
+        };
+        class_bias::class_bias_add(&gpu, &mut p, add(Some(&g_bias), &out)).unwrap();
+        class_bias::class_bias_add(&gpu, &mut p, add(None, &out_nb)).unwrap();
+        let op = ClassBiasBackward {
+            grad: g_grad.view(),
+            labels: g_labels.view(),
+            sums: sums.view(),
+            out: d.view(),
             images,
             c4,
-        )
-        .unwrap();
-        kernels::class_bias_backward(
-            &gpu,
-            &mut p,
-            g_grad.view(),
-            g_labels.view(),
-            sums.view(),
-            d.view(),
-            images,
-            c4,
-        )
-        .unwrap();
+        };
+        class_bias::class_bias_backward(&gpu, &mut p, op).unwrap();
         run(&gpu, p);
         let un = |t: &Tensor, rows: usize| unpad_groups(&gpu.read(t).unwrap()[..rows * 12], channels, 1);
-        assert_close(
+        check(
             &format!("[{version}] class_bias_add"),
             &un(&out, images),
             &cpu::class_bias_add(Some(&bias), &table, &labels, channels),
             0.0,
         );
-        assert_close(
+        check(
             &format!("[{version}] class_bias_add (no bias)"),
             &un(&out_nb, images),
             &cpu::class_bias_add(None, &table, &labels, channels),
             0.0,
         );
+        let want_sums = cpu::image_sums(&grad, channels);
+        check(&format!("[{version}] image_sums"), &un(&sums, images), &want_sums, 1e-5);
         let want = cpu::class_bias_backward(&grad, &labels, channels);
-        assert_close(&format!("[{version}] class_bias_backward"), &un(&d, 10), &want, 1e-5);
+        check(&format!("[{version}] class_bias_backward"), &un(&d, 10), &want, 1e-5);
         assert!(
             want.contains(&0.0) && want.iter().any(|&v| v != 0.0),
             "some classes absent, some present"
@@ -609,7 +578,7 @@ fn class_bias_kernels_match_cpu() {
 }
 
 #[test]
-fn loss_epilogue_and_image_sums_match_cpu() {
+fn conv_family_loss_epilogue_matches_cpu() {
     for (version, gpu) in devices() {
         let batch = 5;
         let positions = batch * PIXELS;
@@ -652,26 +621,26 @@ fn loss_epilogue_and_image_sums_match_cpu() {
                     scale: 1.0 / positions as f32,
                 },
             };
-            kernels::conv_forward(&gpu, &mut p, &shape, op, Geometry::image_major(batch)).unwrap();
+            conv::conv_forward(&gpu, &mut p, &shape, op, Geometry::image_major(batch)).unwrap();
         }
-        kernels::sum_images(&gpu, &mut p, loss.view(), nll.view(), batch, false).unwrap();
+        reduce::sum_images(&gpu, &mut p, loss.view(), nll.view(), batch, false).unwrap();
         run(&gpu, p);
         let z = cpu::conv_forward(&c, &weight, &bias, &input, batch);
         let (cpu_nll, cpu_grad) = cpu::bce_loss_grad(&z, &target);
         let v = format!("[{version}]");
-        assert_close(
+        check(
             &format!("{v} conv_forward logits"),
             &unpad_groups(&gpu.read(&logits).unwrap(), 1, 1),
             &z,
             1e-5,
         );
-        assert_close(
+        check(
             &format!("{v} bce_loss_grad (gradient, fused)"),
             &unpad_groups(&gpu.read(&grad).unwrap(), 1, 1),
             &cpu_grad,
             1e-4,
         );
-        assert_close(
+        check(
             &format!("{v} sum_images (per-image NLL)"),
             &gpu.read_range(&nll, 0, batch).unwrap(),
             &cpu_nll,
@@ -681,7 +650,7 @@ fn loss_epilogue_and_image_sums_match_cpu() {
 }
 
 #[test]
-fn adam_matches_cpu() {
+fn adam_family_matches_cpu() {
     let Some(gpu) = pixelcnn::gpu::gpu_for_tests() else {
         return;
     };
@@ -698,16 +667,22 @@ fn adam_matches_cpu() {
     );
     let lr_t = cfg.step_size(3);
     let mut p = Program::new();
-    kernels::adam_update(&gpu, &mut p, gp.view(), gg.view(), gm.view(), gv.view(), lr_t, &cfg).unwrap();
+    let views = AdamViews {
+        params: gp.view(),
+        grads: gg.view(),
+        m: gm.view(),
+        v: gv.view(),
+    };
+    adam::adam_update(&gpu, &mut p, views, lr_t, &cfg).unwrap();
     run(&gpu, p);
     cpu::adam_update(&mut params, &grads, &mut m, &mut v, lr_t, &cfg);
-    assert_close("adam_update (params)", &gpu.read(&gp).unwrap(), &params, 1e-6);
-    assert_close("adam_update (m)", &gpu.read(&gm).unwrap(), &m, 1e-6);
-    assert_close("adam_update (v)", &gpu.read(&gv).unwrap(), &v, 1e-6);
+    check("adam_update (params)", &gpu.read(&gp).unwrap(), &params, 1e-6);
+    check("adam_update (m)", &gpu.read(&gm).unwrap(), &m, 1e-6);
+    check("adam_update (v)", &gpu.read(&gv).unwrap(), &v, 1e-6);
 }
 
 #[test]
-fn sample_pixel_draws_the_cpu_uniforms() {
+fn sample_family_draws_the_cpu_uniforms() {
     let Some(gpu) = pixelcnn::gpu::gpu_for_tests() else {
         return;
     };
@@ -727,19 +702,19 @@ fn sample_pixel_draws_the_cpu_uniforms() {
         let image = gpu.tensor("image", positions * 4).unwrap();
         let probs = gpu.tensor("probs", count * PIXELS).unwrap();
         let mut p = Program::new();
-        kernels::sample_pixel(
-            &gpu,
-            &mut p,
-            gl.view(),
-            image.view(),
-            probs.view(),
+        let views = SampleViews {
+            logits: gl.view(),
+            image: image.view(),
+            probs: probs.view(),
+        };
+        let op = SamplePixel {
             count,
-            q,
+            pixel: q,
             key,
-            5,
+            first_image: 5,
             stride,
-        )
-        .unwrap();
+        };
+        sample::sample_pixel(&gpu, &mut p, views, op).unwrap();
         run(&gpu, p);
         let img = unpad_groups(&gpu.read(&image).unwrap(), 1, 1);
         let pr = gpu.read(&probs).unwrap();
@@ -755,5 +730,95 @@ fn sample_pixel_draws_the_cpu_uniforms() {
             ones += expected as usize;
         }
         assert!(ones > 10 && ones < 60, "draws look degenerate: {ones} ones of {count}");
+    }
+}
+
+#[test]
+fn reduce_family_matches_cpu() {
+    let Some(gpu) = pixelcnn::gpu::gpu_for_tests() else {
+        return;
+    };
+    // reduce_chunks: 7 chunks of 37 vec4s, split after 29 (a weight and its bias).
+    let (len4, n_chunks, split) = (37, 7, 29);
+    let input = random_vec(n_chunks * len4 * 4, 1);
+    let g_in = gpu.upload("partials", &input).unwrap();
+    let out0 = gpu.tensor("out0", split * 4).unwrap();
+    let out1 = gpu.tensor("out1", (len4 - split) * 4).unwrap();
+    // sum_images: 5 images of per-pixel losses, then again accumulating onto what is there.
+    let images = 5;
+    let loss: Vec<f32> = random_vec(images * PIXELS, 2).iter().map(|v| v.abs()).collect();
+    let g_loss = gpu.upload("loss", &loss).unwrap();
+    let (nll, nll_acc) = (gpu.tensor("nll", 8).unwrap(), gpu.upload("nll acc", &[1.0; 8]).unwrap());
+    let mut p = Program::new();
+    let op = ReduceChunks {
+        input: g_in.view(),
+        out0: out0.view(),
+        out1: out1.view(),
+        len4,
+        split,
+        n_chunks,
+    };
+    reduce::reduce_chunks(&gpu, &mut p, op).unwrap();
+    reduce::sum_images(&gpu, &mut p, g_loss.view(), nll.view(), images, false).unwrap();
+    reduce::sum_images(&gpu, &mut p, g_loss.view(), nll_acc.view(), images, true).unwrap();
+    run(&gpu, p);
+    let want = cpu::reduce_chunks(&input, len4 * 4, n_chunks);
+    let mut got = gpu.read(&out0).unwrap();
+    got.extend(gpu.read(&out1).unwrap());
+    check("reduce_chunks", &got, &want, 1e-6);
+    let want = cpu::sum_images(&loss);
+    check("sum_images", &gpu.read_range(&nll, 0, images).unwrap(), &want, 1e-5);
+    let plus_one: Vec<f32> = want.iter().map(|v| v + 1.0).collect();
+    check(
+        "sum_images accumulate",
+        &gpu.read_range(&nll_acc, 0, images).unwrap(),
+        &plus_one,
+        1e-5,
+    );
+}
+
+#[test]
+fn pixel_net_family_matches_cpu() {
+    // pixel_net runs every layer at a pixel in one dispatch; its CPU twin is the CPU's incremental sampler, which
+    // computes the same layers at the same positions. Both architectures, conditional or not.
+    let Some(gpu) = pixelcnn::gpu::gpu_for_tests_with(Some("pixel=net")) else {
+        return;
+    };
+    for (i, config) in [
+        pixelcnn::model::Config::pixelcnn(6, 2).conditional(),
+        pixelcnn::model::Config::gated(5, 3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let net = pixelcnn::model::Network::new(config);
+        let params = perturbed_params(&net, 40 + i as u64, 0.1);
+        let count = 5;
+        let labels = random_labels(count, 41);
+        let spec = cpu::SampleSpec {
+            count,
+            key: pixelcnn::rng::sample_key(42),
+            first_image: 0,
+            labels: net.config.is_conditional().then_some(&labels[..]),
+            init: None,
+            start_pixel: 0,
+        };
+        let model = pixelcnn::gpu::layers::GpuModel::new(&gpu, &net, &params).unwrap();
+        let req = pixelcnn::gpu::sampler::SampleRequest {
+            spec,
+            naive: false,
+            max_steps: None,
+        };
+        let got = pixelcnn::gpu::sampler::sample(&gpu, &model, req, |_| {}).unwrap();
+        let want = cpu::sample_incremental(&net, &params, spec);
+        let ties = compare_samplers(
+            &format!("pixel_net {}", net.config.describe()),
+            &got,
+            &want,
+            spec.key,
+            0,
+            0,
+        );
+        assert!(ties <= 1, "too many near-ties: {ties}");
     }
 }

@@ -4,40 +4,13 @@
 
 mod common;
 use common::*;
-use pixelcnn::cpu::{self, SampleSpec, Samples};
+use pixelcnn::cpu::{self, SampleSpec};
 use pixelcnn::gpu::gpu_for_tests;
 use pixelcnn::gpu::layers::GpuModel;
 use pixelcnn::gpu::sampler::{sample, SampleRequest, Sampler};
 use pixelcnn::gpu::Gpu;
 use pixelcnn::model::{Config, Network, PIXELS};
 use pixelcnn::rng;
-
-/// Compares two samplers image by image up to the first pixel where the drawn images differ (after that the
-/// conditioning differs). A difference is allowed only where |u − p| is within float tolerance: such near-ties
-/// are counted and reported.
-fn compare_samplers(what: &str, a: &Samples, b: &Samples, key: u32, first: u32, start: usize) -> usize {
-    let count = a.images.len() / PIXELS;
-    let mut max_dp = 0.0f32;
-    let mut ties = 0;
-    for i in 0..count {
-        for q in start..PIXELS {
-            let (pa, pb) = (a.probs[i * PIXELS + q], b.probs[i * PIXELS + q]);
-            max_dp = max_dp.max((pa - pb).abs());
-            assert!((pa - pb).abs() < 1e-4, "{what}: image {i} pixel {q}: p {pa} vs {pb}");
-            if a.images[i * PIXELS + q] != b.images[i * PIXELS + q] {
-                let u = rng::sample_uniform(key, first + i as u32, q as u32);
-                assert!(
-                    (u - pa).abs() < 1e-4,
-                    "{what}: image {i} pixel {q} differs but u={u} p={pa} is no near-tie"
-                );
-                ties += 1;
-                break;
-            }
-        }
-    }
-    eprintln!("{what}: {count} images, max |Δp| = {max_dp:.2e}, images differing at a near-tie: {ties}");
-    ties
-}
 
 fn nets() -> Vec<(Network, Vec<f32>)> {
     [

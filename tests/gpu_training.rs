@@ -38,7 +38,7 @@ fn three_adam_steps(gpu: &Gpu, version: &str, config: Config) {
         trainer.step(gpu, b, label(i), i as u64 + 1).unwrap();
         if i == 0 {
             let g = trainer.model.download_grads(gpu).unwrap();
-            assert_close(
+            check(
                 &format!("{what} step 1 gradient (all parameters)"),
                 &g,
                 first_grads.as_ref().unwrap(),
@@ -50,20 +50,20 @@ fn three_adam_steps(gpu: &Gpu, version: &str, config: Config) {
     let gpu_adam = trainer.model.download_adam(gpu, 3).unwrap();
     // Adam divides by √v, so parameter updates carry the gradients' relative error; compare the updates.
     let upd = |p: &[f32]| p.iter().zip(&start).map(|(a, b)| a - b).collect::<Vec<f32>>();
-    assert_close(
+    check(
         &format!("{what} 3 Adam steps: parameter updates"),
         &upd(&gpu_params),
         &upd(&params),
         1e-3,
     );
-    assert_close(&format!("{what} 3 Adam steps: parameters"), &gpu_params, &params, 1e-5);
-    assert_close(
+    check(&format!("{what} 3 Adam steps: parameters"), &gpu_params, &params, 1e-5);
+    check(
         &format!("{what} 3 Adam steps: first moments"),
         &gpu_adam.m,
         &adam.m,
         1e-3,
     );
-    assert_close(
+    check(
         &format!("{what} 3 Adam steps: second moments"),
         &gpu_adam.v,
         &adam.v,
@@ -165,7 +165,7 @@ fn evaluation_and_every_activation_match_cpu() {
             let nll = trainer.evaluate(&gpu, &images, l, |_| {}).unwrap();
             let x: Vec<f32> = images.iter().map(|&v| v as f32).collect();
             let cpu_nll = cpu::image_nll(&net, &params, &x, l, 5);
-            assert_close(
+            check(
                 &format!(
                     "[{version}] {} eval: per-image NLL (batches of 3 + 2)",
                     config.describe()
@@ -197,7 +197,7 @@ fn evaluation_and_every_activation_match_cpu() {
                     } else {
                         1e-4
                     };
-                    assert_close(&what, &trainer.read_act(&gpu, a, 3).unwrap(), &acts[a], tol);
+                    check(&what, &trainer.read_act(&gpu, a, 3).unwrap(), &acts[a], tol);
                 }
             }
         }

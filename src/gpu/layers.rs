@@ -9,9 +9,12 @@
 //! * [`GradientSlots`]: the gradient buffers of a backward pass, assigned by a rule that holds for any DAG.
 
 use super::buffers::{Tensor, View};
-use super::kernels::{self, ConvForward, ConvInput, ConvShape, Epilogue, WINDOW_BYTES, WINDOW_TAIL};
+use super::kernels::class_bias::{self, ClassBiasAdd, ClassBiasBackward};
+use super::kernels::conv::{self, ConvBackwardData, ConvBackwardWeight, ConvForward, ConvInput, ConvShape, Epilogue};
+use super::kernels::conv_pixel::{self, ConvPixel, WINDOW_BYTES, WINDOW_TAIL};
+use super::kernels::elementwise::{self, Gate, ReluBackward};
+use super::kernels::prelude::{Geometry, POSITION_MAJOR};
 use super::record::Program;
-use super::uniforms::{Geometry, POSITION_MAJOR};
 use super::Gpu;
 use crate::cpu::AdamState;
 use crate::model::{Activation, Layer, Network, CLASSES, PIXELS};
@@ -194,11 +197,27 @@ pub fn class_tables(gpu: &Gpu, p: &mut Program, pass: &Pass) -> Result<()> {
                 let c = &net.convs[conv];
                 let cb = m.tensor(&m.params, c.class_bias.expect("table without class bias"));
                 let bias = m.tensor(&m.params, c.bias);
-                kernels::class_bias_add(gpu, p, Some(bias), cb, labels, table, pass.images, pass.c4(l + 1))?;
+                let op = ClassBiasAdd {
+                    bias: Some(bias),
+                    class_bias: cb,
+                    labels,
+                    out: table,
+                    images: pass.images,
+                    c4: pass.c4(l + 1),
+                };
+                class_bias::class_bias_add(gpu, p, op)?;
             }
             Layer::Gate { input, class_bias } => {
                 let cb = m.tensor(&m.params, class_bias.expect("table without class bias"));
-                kernels::class_bias_add(gpu, p, None, cb, labels, table, pass.images, pass.c4(input))?;
+                let op = ClassBiasAdd {
+                    bias: None,
+                    class_bias: cb,
+                    labels,
+                    out: table,
+                    images: pass.images,
+                    c4: pass.c4(input),
+                };
+                class_bias::class_bias_add(gpu, p, op)?;
             }
             _ => unreachable!("only convs and gates have class biases"),
         }
@@ -243,24 +262,20 @@ pub fn conv_forward(
     let single_pixel = pass.geo.order == POSITION_MAJOR && pass.geo.rows as usize == pass.images;
     if single_pixel && loss.is_none() && !(input == 0 && pass.bytes) {
         let q = pass.geo.first_pixel as usize;
-        match kernels::conv_pixel_unfit(gpu, shape, &weight, &pass.acts[input], pass.images, WINDOW_BYTES) {
+        match conv_pixel::conv_pixel_unfit(gpu, shape, &weight, &pass.acts[input], pass.images) {
             None if !keep_output || residual.is_none() => {
-                let runs = kernels::pixel_runs(shape, pass.images, q, WINDOW_BYTES);
-                let out = sum_out.clone().unwrap_or_else(|| pass.acts[l + 1].clone());
-                return kernels::conv_pixel(
-                    gpu,
-                    p,
-                    shape,
-                    &weight,
+                let runs = conv_pixel::pixel_runs(shape, pass.images, q, WINDOW_BYTES);
+                let op = ConvPixel {
+                    weight: &weight,
                     bias,
                     per_image_bias,
-                    &pass.acts[input],
+                    input: &pass.acts[input],
                     residual,
-                    out,
-                    pass.images,
+                    output: sum_out.clone().unwrap_or_else(|| pass.acts[l + 1].clone()),
+                    rows: pass.images,
                     q,
-                    &runs,
-                );
+                };
+                return conv_pixel::conv_pixel(gpu, p, shape, op, &runs);
             }
             Some(why) if gpu.kernels.pixel == super::versions::PixelVersion::ConvPixel && q == 0 => {
                 log::info!(
@@ -289,7 +304,7 @@ pub fn conv_forward(
         output: pass.acts[l + 1].clone(),
         epilogue,
     };
-    kernels::conv_forward(gpu, p, shape, op, pass.geo)
+    conv::conv_forward(gpu, p, shape, op, pass.geo)
 }
 
 /// Forward of an Add layer: `acts[l + 1] = acts[a] + acts[b]`.
@@ -297,7 +312,7 @@ pub fn add_forward(gpu: &Gpu, p: &mut Program, pass: &Pass, l: usize) -> Result<
     let Layer::Add { a, b } = pass.net().layers[l] else {
         unreachable!("add_forward on a non-add layer")
     };
-    kernels::add(
+    elementwise::add(
         gpu,
         p,
         pass.acts[a].clone(),
@@ -313,16 +328,12 @@ pub fn gate_forward(gpu: &Gpu, p: &mut Program, pass: &Pass, l: usize) -> Result
     let Layer::Gate { input, .. } = pass.net().layers[l] else {
         unreachable!("gate_forward on a non-gate layer")
     };
-    let z = pass.acts[input].clone();
-    kernels::gate_forward(
-        gpu,
-        p,
-        z,
-        pass.tables[l].clone(),
-        pass.acts[l + 1].clone(),
-        pass.c4(l + 1),
-        pass.geo,
-    )
+    let gate = Gate {
+        z: pass.acts[input].clone(),
+        bias: pass.tables[l].clone(),
+        half4: pass.c4(l + 1),
+    };
+    elementwise::gate_forward(gpu, p, gate, pass.acts[l + 1].clone(), pass.geo)
 }
 
 /// Forward of a ReLU layer: `acts[l + 1] = max(acts[input], 0)`.
@@ -330,7 +341,7 @@ pub fn relu_forward(gpu: &Gpu, p: &mut Program, pass: &Pass, l: usize) -> Result
     let Layer::Relu { input } = pass.net().layers[l] else {
         unreachable!("relu_forward on a non-relu layer")
     };
-    kernels::relu_forward(
+    elementwise::relu_forward(
         gpu,
         p,
         pass.acts[input].clone(),
@@ -500,18 +511,16 @@ impl Backward<'_, '_> {
         let t = self.slots.target(gpu, net, a, self.positions())?;
         let c4 = net.gpu_channels(a) / 4;
         if self.masked(a) {
-            kernels::relu_backward(
-                gpu,
-                p,
-                self.pass.acts[a].clone(),
-                src,
-                t.view,
+            let op = ReluBackward {
+                y: self.pass.acts[a].clone(),
+                dy: src,
+                out: t.view,
                 c4,
-                t.accumulate,
-                self.pass.geo,
-            )
+                accumulate: t.accumulate,
+            };
+            elementwise::relu_backward(gpu, p, op, self.pass.geo)
         } else {
-            kernels::accumulate(gpu, p, src, t.view, c4, t.accumulate, self.pass.geo)
+            elementwise::accumulate(gpu, p, src, t.view, c4, t.accumulate, self.pass.geo)
         }
     }
 
@@ -521,7 +530,15 @@ impl Backward<'_, '_> {
         let labels = self.pass.labels.clone().expect("a conditional model needs labels");
         let images = self.pass.images;
         let sums = self.scratch.image_sums.slice(0, images * c4 * 4);
-        kernels::class_bias_backward(gpu, p, grad, labels, sums, m.tensor(&m.grads, tensor), images, c4)
+        let op = ClassBiasBackward {
+            grad,
+            labels,
+            sums,
+            out: m.tensor(&m.grads, tensor),
+            images,
+            c4,
+        };
+        class_bias::class_bias_backward(gpu, p, op)
     }
 }
 
@@ -539,38 +556,31 @@ pub fn conv_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) ->
     let partial = bw
         .scratch
         .partial
-        .slice(0, kernels::wgrad_partial_len(gpu, shape, positions));
-    kernels::conv_backward_weight(
-        gpu,
-        p,
-        shape,
-        pass.conv_input(input),
-        m.taps.view(),
-        dz.clone(),
+        .slice(0, conv::wgrad_partial_len(gpu, shape, positions));
+    let op = ConvBackwardWeight {
+        input: pass.conv_input(input),
+        taps: m.taps.view(),
+        dz: dz.clone(),
         partial,
-        m.tensor(&m.grads, c.weight),
-        m.tensor(&m.grads, c.bias),
-        pass.geo,
-    )?;
+        grad_weight: m.tensor(&m.grads, c.weight),
+        grad_bias: m.tensor(&m.grads, c.bias),
+    };
+    conv::conv_backward_weight(gpu, p, shape, op, pass.geo)?;
     if let (Some(cb), Some(_)) = (c.class_bias, &pass.tables[l]) {
         bw.class_bias_grad(gpu, p, cb, dz.clone(), shape.cout4)?;
     }
     if input != 0 {
         let mask = bw.masked(input).then(|| pass.acts[input].clone());
         let t = bw.slots.target(gpu, net, input, positions)?;
-        let weight = m.tensor(&m.params, c.weight);
-        kernels::conv_backward_data(
-            gpu,
-            p,
-            shape,
-            weight,
-            m.taps.view(),
+        let op = ConvBackwardData {
+            weight: m.tensor(&m.params, c.weight),
+            taps: m.taps.view(),
             dz,
-            t.view,
+            dx: t.view,
             mask,
-            t.accumulate,
-            pass.geo,
-        )?;
+            accumulate: t.accumulate,
+        };
+        conv::conv_backward_data(gpu, p, shape, op, pass.geo)?;
     }
     bw.slots.release(l + 1);
     Ok(())
@@ -621,16 +631,12 @@ pub fn gate_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) ->
         let s = bw.slots.take(gpu, 2 * half4 * 4)?;
         (bw.slots.view(s, positions, 2 * half4 * 4), Some(s))
     };
-    kernels::gate_backward(
-        gpu,
-        p,
-        pass.acts[input].clone(),
-        table.clone(),
-        dout,
-        dz.clone(),
+    let gate = Gate {
+        z: pass.acts[input].clone(),
+        bias: table.clone(),
         half4,
-        pass.geo,
-    )?;
+    };
+    elementwise::gate_backward(gpu, p, gate, dout, dz.clone(), pass.geo)?;
     if let (Some(cb), Some(_)) = (class_bias, &table) {
         bw.class_bias_grad(gpu, p, cb, dz.clone(), 2 * half4)?;
     }
@@ -652,16 +658,14 @@ pub fn relu_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) ->
     let dout = bw.slots.complete(net, l + 1, positions);
     let t = bw.slots.target(gpu, net, input, positions)?;
     let c4 = net.gpu_channels(input) / 4;
-    kernels::relu_backward(
-        gpu,
-        p,
-        pass.acts[l + 1].clone(),
-        dout,
-        t.view,
+    let op = ReluBackward {
+        y: pass.acts[l + 1].clone(),
+        dy: dout,
+        out: t.view,
         c4,
-        t.accumulate,
-        pass.geo,
-    )?;
+        accumulate: t.accumulate,
+    };
+    elementwise::relu_backward(gpu, p, op, pass.geo)?;
     bw.slots.release(l + 1);
     Ok(())
 }
@@ -696,7 +700,7 @@ pub fn max_partial_len(gpu: &Gpu, model: &GpuModel, positions: usize) -> usize {
     model
         .shapes
         .iter()
-        .map(|s| kernels::wgrad_partial_len(gpu, s, positions))
+        .map(|s| conv::wgrad_partial_len(gpu, s, positions))
         .max()
         .unwrap_or(4)
 }

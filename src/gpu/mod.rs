@@ -2,10 +2,10 @@
 //!
 //! * `mod.rs` (this file): finding an adapter, opening the device with the adapter's real limits.
 //! * [`versions`]: which version of each kernel family serves this device, decided once, with the reason.
-//! * [`shader`]: the WGSL sources and their templates; [`uniforms`]: the kernels' uniform blocks and flags.
+//! * [`kernels`]: one module per WGSL kernel family (its uniform struct, named bindings, dispatch shapes and
+//!   launch functions), and the shader registry; [`shader`]: the WGSL template expander.
 //! * [`buffers`]: owns GPU memory: tensors, uploads and readbacks.
 //! * [`record`]: records dispatches into programs that are encoded into one compute pass per submit.
-//! * [`kernels`]: one function per WGSL entry point, with its uniform block and dispatch shape.
 //! * [`layers`]: one forward / backward pair per layer kind, mirroring `cpu.rs`.
 //! * [`trainer`], [`sampler`]: the training step, evaluation and the samplers, built from those layers.
 
@@ -16,7 +16,6 @@ pub mod record;
 pub mod sampler;
 pub mod shader;
 pub mod trainer;
-pub mod uniforms;
 pub mod versions;
 
 use anyhow::{anyhow, Context, Result};

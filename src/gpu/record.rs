@@ -5,7 +5,6 @@
 
 use super::buffers::View;
 use super::kernels::Pipeline;
-use super::uniforms::UNIFORM_BYTES;
 use super::Gpu;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +16,10 @@ pub struct Label {
     pub what: String,
     pub flops: f64,
 }
+
+/// Bytes of one uniform slot of a [`Program`]: every kernel's uniform block fits (checked by `tests/interface.rs`
+/// and at every dispatch).
+pub const UNIFORM_BYTES: usize = 64;
 
 struct Step {
     pipeline: Arc<Pipeline>,

@@ -13,14 +13,16 @@
 //!   GPU-resident. For verification and as the benchmark baseline.
 
 use super::buffers::{Tensor, View};
-use super::kernels;
+use super::kernels::conv_pixel::{WINDOW_BYTES, WINDOW_TAIL};
+use super::kernels::pixel_net::{self, net_program, NetParams, NetProgram, NetViews};
+use super::kernels::prelude::Geometry;
+use super::kernels::sample::{self, SamplePixel, SampleViews};
 use super::layers::{self, Fused, GpuModel, Pass};
 use super::record::Program;
-use super::uniforms::{flags, Geometry, NetParams};
 use super::versions::PixelVersion;
 use super::Gpu;
 use crate::cpu::{SampleSpec, Samples};
-use crate::model::{Activation, Layer, Network, Schedule, PIXELS, WIDTH};
+use crate::model::{Network, Schedule, PIXELS, WIDTH};
 use anyhow::{ensure, Result};
 
 /// Images sampled together in one batch (bounded further by the per-buffer size limit).
@@ -152,7 +154,7 @@ pub fn batch_limit(gpu: &Gpu, net: &Network) -> usize {
                 .map(|a| net.gpu_channels(a))
                 .max()
                 .unwrap_or(4);
-            max.saturating_sub(kernels::WINDOW_BYTES) / (widest * PIXELS * 4)
+            max.saturating_sub(WINDOW_BYTES) / (widest * PIXELS * 4)
         }
     };
     match gpu.kernels.pixel {
@@ -283,7 +285,7 @@ impl<'a> Batch<'a> {
             Method::Naive
         } else if gpu.kernels.pixel == PixelVersion::Net {
             let prog = net_program(net, rows)?;
-            let program = gpu.tensor("pixel_net program", kernels::WINDOW_TAIL)?;
+            let program = gpu.tensor("pixel_net program", WINDOW_TAIL)?;
             gpu.write_bytes(&program, 0, bytemuck::cast_slice(&prog.words));
             Method::Net(prog, program)
         } else {
@@ -298,7 +300,7 @@ impl<'a> Batch<'a> {
             }
             _ => {
                 // The incremental sampler's caches carry the tail `conv_pixel`'s uniform windows need.
-                let tail = if naive { 0 } else { kernels::WINDOW_TAIL };
+                let tail = if naive { 0 } else { WINDOW_TAIL };
                 (0..net.act_channels.len())
                     .map(|a| {
                         let len = positions * net.gpu_channels(a);
@@ -381,7 +383,7 @@ impl<'a> Batch<'a> {
                         ops_at: prog.pixel_ops.0 as u32,
                         key: self.key,
                         first_image: self.first_image,
-                        _pad: 0,
+                        _pad0: 0,
                     };
                     self.net_dispatch(gpu, &mut p, program, u)?;
                     if q % WIDTH == WIDTH - 1 && prog.row_ops.1 > 0 {
@@ -415,18 +417,19 @@ impl<'a> Batch<'a> {
             }
             if q >= self.start_pixel {
                 let naive = matches!(self.method, Method::Naive);
-                kernels::sample_pixel(
-                    gpu,
-                    &mut p,
-                    self.acts[net.logits_act()].clone(),
-                    self.acts[0].clone(),
-                    self.probs.view(),
-                    self.count,
-                    q,
-                    self.key,
-                    self.first_image,
-                    if naive { 0 } else { self.rows },
-                )?;
+                let views = SampleViews {
+                    logits: self.acts[net.logits_act()].clone(),
+                    image: self.acts[0].clone(),
+                    probs: self.probs.view(),
+                };
+                let op = SamplePixel {
+                    count: self.count,
+                    pixel: q,
+                    key: self.key,
+                    first_image: self.first_image,
+                    stride: if naive { 0 } else { self.rows },
+                };
+                sample::sample_pixel(gpu, &mut p, views, op)?;
             }
             if matches!(self.method, Method::Layers) && q % WIDTH == WIDTH - 1 {
                 let pass = self.pass(Geometry::position_major(self.rows, q + 1 - WIDTH, WIDTH));
@@ -443,19 +446,15 @@ impl<'a> Batch<'a> {
 
     fn net_dispatch(&self, gpu: &Gpu, p: &mut Program, program: &Tensor, u: NetParams) -> Result<()> {
         let m = self.model;
-        let params = m.params.slice(0, m.net.params.gpu_len);
-        let cache = self.acts[0].tensor.view();
-        kernels::pixel_net(
-            gpu,
-            p,
-            program.view(),
-            cache,
-            params,
-            m.taps.view(),
-            self.labels.view(),
-            self.probs.view(),
-            u,
-        )
+        let views = NetViews {
+            program: program.view(),
+            acts: self.acts[0].tensor.view(),
+            params: m.params.slice(0, m.net.params.gpu_len),
+            taps: m.taps.view(),
+            labels: self.labels.view(),
+            probs: self.probs.view(),
+        };
+        pixel_net::pixel_net(gpu, p, views, u)
     }
 
     /// The images and probabilities, read back once at the end.
@@ -499,85 +498,6 @@ pub fn pixel_fusion(net: &Network, schedule: &[Schedule]) -> Vec<Fused> {
         }
     }
     fused
-}
-
-/// pixel_net's op kinds (pixel_net.wgsl).
-const OP_CONV: u32 = 0;
-const OP_ADD: u32 = 1;
-const OP_GATE: u32 = 2;
-const OP_RELU: u32 = 3;
-const OP_SAMPLE: u32 = 4;
-const NONE: u32 = u32::MAX;
-
-/// The program `pixel_net` walks: every activation's (base, C4) in the shared cache, then the ops of the
-/// pixel-scheduled layers followed by the draw, then the ops of the row-scheduled layers.
-pub struct NetProgram {
-    pub words: Vec<[u32; 4]>,
-    /// vec4s of the shared activation cache.
-    pub cache_len4: usize,
-    pub pixel_ops: (usize, usize),
-    pub row_ops: (usize, usize),
-}
-
-pub fn net_program(net: &Network, rows: usize) -> Result<NetProgram> {
-    let mut words = Vec::new();
-    let mut base = 0;
-    for a in 0..net.act_channels.len() {
-        let c4 = net.gpu_channels(a) / 4;
-        words.push([base as u32, c4 as u32, 0, 0]);
-        base += PIXELS * rows * c4;
-    }
-    let schedule = net.schedule();
-    let t = &net.params.tensors;
-    let off = |i: usize| (t[i].gpu_offset / 4) as u32;
-    let ops = |which: Schedule, words: &mut Vec<[u32; 4]>| {
-        let at = words.len();
-        let mut tap0 = 0;
-        for (l, layer) in net.layers.iter().enumerate() {
-            let out = (l + 1) as u32;
-            let op = match *layer {
-                Layer::Conv { conv, input } => {
-                    let c = &net.convs[conv];
-                    let relu = if c.act == Activation::Relu { flags::RELU } else { 0 };
-                    let cb = c.class_bias.filter(|_| net.config.is_conditional()).map_or(NONE, off);
-                    let (cin4, cout4) = (net.gpu_channels(input) / 4, net.gpu_channels(l + 1) / 4);
-                    let op = [
-                        [OP_CONV, input as u32, NONE, out],
-                        [off(c.weight), off(c.bias), cin4 as u32, cout4 as u32],
-                        [tap0, c.taps.len() as u32, relu, cb],
-                    ];
-                    tap0 += c.taps.len() as u32;
-                    op
-                }
-                Layer::Add { a, b } => [[OP_ADD, a as u32, b as u32, out], [0; 4], [0, 0, 0, NONE]],
-                Layer::Gate { input, class_bias } => {
-                    let cb = class_bias.filter(|_| net.config.is_conditional()).map_or(NONE, off);
-                    [[OP_GATE, input as u32, NONE, out], [0; 4], [0, 0, 0, cb]]
-                }
-                Layer::Relu { input } => [[OP_RELU, input as u32, NONE, out], [0; 4], [0, 0, 0, NONE]],
-            };
-            if schedule[l + 1] == which {
-                words.extend(op);
-            }
-        }
-        if which == Schedule::Pixel {
-            words.extend([[OP_SAMPLE, net.logits_act() as u32, NONE, 0], [0; 4], [0, 0, 0, NONE]]);
-        }
-        (at, (words.len() - at) / 3)
-    };
-    let pixel_ops = ops(Schedule::Pixel, &mut words);
-    let row_ops = ops(Schedule::Row, &mut words);
-    ensure!(
-        words.len() <= kernels::WINDOW_BYTES / 16,
-        "the network's layer program ({} entries) does not fit pixel_net's 64 KiB program",
-        words.len()
-    );
-    Ok(NetProgram {
-        words,
-        cache_len4: base,
-        pixel_ops,
-        row_ops,
-    })
 }
 
 /// A request for `labels.len()` images of class 0 from scratch, for recording programs without running them.

@@ -1,6 +1,6 @@
-//! WGSL sources and their templates. Every shader is `shaders/prelude.wgsl` (layouts, flags and helpers shared by
-//! all kernels) followed by its family's file (the two conv families also share `shaders/conv_common.wgsl`),
-//! expanded by [`expand`]:
+//! WGSL templates. Every shader is `shaders/prelude.wgsl` (layouts, flags and helpers shared by all kernels)
+//! followed by its family's file (the two conv families also share `shaders/conv_common.wgsl`; the registry is
+//! [`kernels::FAMILIES`](super::kernels::FAMILIES)), expanded by [`expand`]:
 //!
 //! * `const NAME: u32 = ...;` declarations named in the substitution list get the host's value. Substituting a
 //!   name the shader does not declare is an error, so a renamed constant can never silently keep its old value.
@@ -11,52 +11,19 @@
 //!   rasterisers.
 //! * `//@if NAME {` … `//@}` keeps its lines only if the constant NAME is non-zero (`//@if !NAME {` if zero).
 
-use anyhow::{anyhow, bail, ensure, Result};
+use anyhow::{anyhow, ensure, Result};
 use std::collections::HashMap;
 
-/// The shared prelude, prepended to every family.
-pub const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
-
-/// The interface of the two conv families (uniform block, bindings, epilogue), prepended to both.
-pub const CONV_COMMON: &str = include_str!("../../shaders/conv_common.wgsl");
-
-/// The WGSL families, compiled into the binary so it runs from any directory.
-pub fn family(name: &str) -> Result<&'static str> {
-    Ok(match name {
-        "conv_raster" => include_str!("../../shaders/conv_raster.wgsl"),
-        "conv_tiled" => include_str!("../../shaders/conv_tiled.wgsl"),
-        "conv_pixel" => include_str!("../../shaders/conv_pixel.wgsl"),
-        "pixel_net" => include_str!("../../shaders/pixel_net.wgsl"),
-        "reduce" => include_str!("../../shaders/reduce.wgsl"),
-        "elementwise" => include_str!("../../shaders/elementwise.wgsl"),
-        "class_bias" => include_str!("../../shaders/class_bias.wgsl"),
-        "adam" => include_str!("../../shaders/adam.wgsl"),
-        "sample" => include_str!("../../shaders/sample.wgsl"),
-        _ => bail!("no shader family {name}"),
-    })
-}
-
-/// Every family, for the translation test.
-pub const FAMILIES: [&str; 9] = [
-    "conv_raster",
-    "conv_tiled",
-    "conv_pixel",
-    "pixel_net",
-    "reduce",
-    "elementwise",
-    "class_bias",
-    "adam",
-    "sample",
-];
-
-/// The full, expanded source of `family` with `consts` substituted.
+/// The full, expanded source of `family` (see [`kernels::FAMILIES`](super::kernels::FAMILIES)): the prelude, what
+/// the family prepends, and its file, with `consts` substituted.
 pub fn source(family_name: &str, consts: &[(&str, u32)]) -> Result<String> {
-    let common = if matches!(family_name, "conv_raster" | "conv_tiled") {
-        CONV_COMMON
-    } else {
-        ""
-    };
-    let text = format!("{PRELUDE}\n{common}\n{}", family(family_name)?);
+    let family = super::kernels::family(family_name)?;
+    let mut text = format!("{}\n", super::kernels::prelude::PRELUDE);
+    for part in family.prepend {
+        text.push_str(part);
+        text.push('\n');
+    }
+    text.push_str(family.source);
     expand(&text, consts).map_err(|e| anyhow!("shaders/{family_name}.wgsl: {e}"))
 }
 

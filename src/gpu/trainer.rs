@@ -4,15 +4,25 @@
 //! step size, and reads the loss only when asked.
 
 use super::buffers::{Tensor, View};
-use super::kernels::{self, Epilogue};
+use super::kernels::adam::{self, AdamViews};
+use super::kernels::conv::Epilogue;
+use super::kernels::prelude::Geometry;
+use super::kernels::reduce;
 use super::layers::{self, Backward, BackwardScratch, Fused, GpuModel, GradientSlots, Pass};
 use super::record::{ProfileLine, Program};
-use super::uniforms::Geometry;
 use super::Gpu;
 use crate::cpu::AdamConfig;
 use crate::model::PIXELS;
 use anyhow::{ensure, Result};
 use std::collections::HashMap;
+
+/// Where a forward pass with the loss writes: dL/dlogits (training), and the per-image NLL sums (added to what
+/// `nll` holds when `accumulate`: the running sums over an epoch's steps).
+struct LossOut {
+    grad: Option<View>,
+    nll: View,
+    accumulate: bool,
+}
 
 /// Everything a training or evaluation pass needs besides the parameters, sized for `max_batch` images.
 pub struct Trainer {
@@ -119,19 +129,17 @@ impl Trainer {
             .collect()
     }
 
-    /// Records the forward pass with the loss: per-pixel BCE into `loss`, per-image sums into `nll`, and (when
-    /// `grad` is Some) dL/dlogits into that view.
-    #[allow(clippy::too_many_arguments)]
+    /// Records the forward pass with the loss: per-pixel BCE into `loss`, per-image sums into `out.nll`, and (when
+    /// `out.grad` is Some) dL/dlogits into that view.
     fn record_forward_loss(
         &self,
         gpu: &Gpu,
         p: &mut Program,
         pass: &Pass,
         fused: &[Fused],
-        grad: Option<View>,
-        nll: View,
-        accumulate: bool,
+        out: LossOut,
     ) -> Result<()> {
+        let LossOut { grad, nll, accumulate } = out;
         let batch = pass.images;
         let positions = batch * PIXELS;
         let logits = self.model.net.logits_act();
@@ -158,7 +166,7 @@ impl Trainer {
             ..*pass
         };
         layers::record_forward(gpu, p, &pass, fused, Some(epilogue))?;
-        kernels::sum_images(gpu, p, loss, nll, batch, accumulate)
+        reduce::sum_images(gpu, p, loss, nll, batch, accumulate)
     }
 
     /// Forward, loss, backward and Adam for a batch of `batch` images, recorded once.
@@ -185,7 +193,12 @@ impl Trainer {
                 images: batch,
             };
             let nll = self.epoch_nll.slice(0, batch.next_multiple_of(4));
-            self.record_forward_loss(gpu, &mut p, &pass, &fused, Some(grad), nll, true)?;
+            let out = LossOut {
+                grad: Some(grad),
+                nll,
+                accumulate: true,
+            };
+            self.record_forward_loss(gpu, &mut p, &pass, &fused, out)?;
             let mut bw = Backward {
                 pass: &pass,
                 slots: &mut self.slots,
@@ -194,16 +207,13 @@ impl Trainer {
             layers::record_backward(gpu, &mut p, &mut bw)?;
         }
         let m = &self.model;
-        let adam = kernels::adam_update(
-            gpu,
-            &mut p,
-            m.all_params(),
-            m.grads.view(),
-            m.m.view(),
-            m.v.view(),
-            0.0,
-            &self.adam_cfg,
-        )?;
+        let views = AdamViews {
+            params: m.all_params(),
+            grads: m.grads.view(),
+            m: m.m.view(),
+            v: m.v.view(),
+        };
+        let adam = adam::adam_update(gpu, &mut p, views, 0.0, &self.adam_cfg)?;
         p.finish(gpu);
         Ok((p, adam))
     }
@@ -256,7 +266,12 @@ impl Trainer {
         let fused = layers::fuse_residuals(net, false);
         let mut p = Program::new();
         let nll = self.image_nll.slice(0, batch.next_multiple_of(4));
-        self.record_forward_loss(gpu, &mut p, &pass, &fused, None, nll, false)?;
+        let out = LossOut {
+            grad: None,
+            nll,
+            accumulate: false,
+        };
+        self.record_forward_loss(gpu, &mut p, &pass, &fused, out)?;
         p.finish(gpu);
         self.eval_programs.insert(batch, p);
         Ok(())
@@ -282,7 +297,11 @@ impl Trainer {
         program.set_uniform(
             gpu,
             *adam,
-            &kernels::adam_uniform(self.model.net.params.gpu_len / 4, lr_t, &self.adam_cfg),
+            bytemuck::bytes_of(&adam::adam_uniform(
+                self.model.net.params.gpu_len / 4,
+                lr_t,
+                &self.adam_cfg,
+            )),
         );
         Ok(program.submit(gpu))
     }

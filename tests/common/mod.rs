@@ -1,9 +1,10 @@
 //! Shared test helpers: random data, error reports, and the kernel versions to run.
 #![allow(dead_code)]
 
+use pixelcnn::cpu::Samples;
 use pixelcnn::gpu::{gpu_for_tests_with, Gpu};
-use pixelcnn::model::Network;
-use pixelcnn::rng::SplitMix64;
+use pixelcnn::model::{Network, PIXELS};
+use pixelcnn::rng::{self, SplitMix64};
 
 /// Uniform values in [-1, 1): fresh random inputs, never zeros.
 pub fn random_vec(n: usize, seed: u64) -> Vec<f32> {
@@ -43,8 +44,9 @@ pub fn compare(what: &str, got: &[f32], expected: &[f32]) -> (f64, f64) {
     (max_abs, max_rel)
 }
 
-/// Asserts GPU results match the CPU twin to f32 accuracy.
-pub fn assert_close(what: &str, got: &[f32], expected: &[f32], tol_rel: f64) {
+/// The one comparison every kernel test makes: prints the max absolute and relative errors of `got` (the GPU's
+/// result) against `expected` (its CPU twin's) and asserts the relative error is within `tol_rel`.
+pub fn check(what: &str, got: &[f32], expected: &[f32], tol_rel: f64) {
     let (_, rel) = compare(what, got, expected);
     assert!(
         rel <= tol_rel,
@@ -89,3 +91,34 @@ pub fn devices() -> Vec<(String, Gpu)> {
     ));
     out
 }
+
+/// Compares two samplers image by image up to the first pixel where the drawn images differ (after that the
+/// conditioning differs). A difference is allowed only where |u − p| is within float tolerance: such near-ties
+/// are counted and reported.
+pub fn compare_samplers(what: &str, a: &Samples, b: &Samples, key: u32, first: u32, start: usize) -> usize {
+    let count = a.images.len() / PIXELS;
+    let mut max_dp = 0.0f32;
+    let mut ties = 0;
+    for i in 0..count {
+        for q in start..PIXELS {
+            let (pa, pb) = (a.probs[i * PIXELS + q], b.probs[i * PIXELS + q]);
+            max_dp = max_dp.max((pa - pb).abs());
+            assert!((pa - pb).abs() < 1e-4, "{what}: image {i} pixel {q}: p {pa} vs {pb}");
+            if a.images[i * PIXELS + q] != b.images[i * PIXELS + q] {
+                let u = rng::sample_uniform(key, first + i as u32, q as u32);
+                assert!(
+                    (u - pa).abs() < 1e-4,
+                    "{what}: image {i} pixel {q} differs but u={u} p={pa} is no near-tie"
+                );
+                ties += 1;
+                break;
+            }
+        }
+    }
+    eprintln!("{what}: {count} images, max |Δp| = {max_dp:.2e}, images differing at a near-tie: {ties}");
+    ties
+}
+
+/// The name `tests/cli.rs` uses for [`check`].
+#[allow(unused_imports)]
+pub use self::check as assert_close;
