@@ -145,20 +145,34 @@ pub fn sample_chunk(
     }
 }
 
-/// Samples `count` images in chunks of [`CHUNK`], handing each chunk to `each(first_index, samples)` as it is
-/// done, so that memory stays bounded. Image i draws with counter i under `seed`, whatever the chunking.
-#[allow(clippy::too_many_arguments)]
+/// What [`sample_streaming`] draws: `count` images on `device` under `seed`.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamRequest<'a> {
+    pub device: Device,
+    pub count: usize,
+    pub seed: u64,
+    /// Each image's label, for a conditional model.
+    pub labels: Option<&'a [u8]>,
+    /// The original algorithm (a full forward pass per pixel) instead of the incremental sampler.
+    pub naive: bool,
+}
+
+/// Samples `req.count` images in chunks of [`CHUNK`], handing each chunk to `each(first_index, samples)` as it is
+/// done, so that memory stays bounded. Image i draws with counter i under `req.seed`, whatever the chunking.
 pub fn sample_streaming(
-    device: Device,
     net: &Network,
     params: &[f32],
-    count: usize,
-    seed: u64,
-    labels: Option<&[u8]>,
-    naive: bool,
+    req: StreamRequest,
     mut progress: impl FnMut(usize),
     mut each: impl FnMut(usize, &Samples) -> Result<()>,
 ) -> Result<()> {
+    let StreamRequest {
+        device,
+        count,
+        seed,
+        labels,
+        naive,
+    } = req;
     let sampler = match device {
         Device::Gpu => Some(Sampler::new(net, params)?),
         Device::Cpu => None,
@@ -204,20 +218,33 @@ impl Completions {
     }
 }
 
-/// Keeps the top `rows` rows of the first `count` images of `split` and samples the rest, `samples` times each; a
-/// conditional model conditions on each image's own label.
-#[allow(clippy::too_many_arguments)]
+/// What [`complete`] does on `device`: keep the top `rows` rows of the first `count` images and sample the rest,
+/// `samples` times each, under `seed`.
+#[derive(Clone, Copy, Debug)]
+pub struct CompleteRequest {
+    pub device: Device,
+    pub count: usize,
+    pub rows: usize,
+    pub samples: usize,
+    pub seed: u64,
+}
+
+/// Keeps the top `req.rows` rows of the first `req.count` images of `split` and samples the rest, `req.samples`
+/// times each; a conditional model conditions on each image's own label.
 pub fn complete(
-    device: Device,
     net: &Network,
     params: &[f32],
     split: &Split,
-    count: usize,
-    rows: usize,
-    samples: usize,
-    seed: u64,
+    req: CompleteRequest,
     progress: impl FnMut(usize),
 ) -> Result<Completions> {
+    let CompleteRequest {
+        device,
+        count,
+        rows,
+        samples,
+        seed,
+    } = req;
     ensure!(rows <= crate::model::HEIGHT, "--rows must be between 0 and 28");
     ensure!(split.len() >= count, "the test split has only {} images", split.len());
     // Every image repeated `samples` times; each copy draws with its own counter.

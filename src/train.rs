@@ -15,7 +15,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Which backend runs the math.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -338,29 +338,6 @@ pub fn fresh_state(opts: &TrainOptions) -> TrainState {
     }
 }
 
-/// Saves `name` in the run directory after checking that the loss and every parameter are finite: a diverged
-/// state is never written.
-#[allow(clippy::too_many_arguments)]
-fn save_checked(
-    dir: &Path,
-    name: &str,
-    net: &Network,
-    params: &[f32],
-    adam: &AdamState,
-    state: &TrainState,
-    last_good: &Option<PathBuf>,
-) -> Result<PathBuf> {
-    if let Some(i) = params.iter().position(|v| !v.is_finite()) {
-        return Err(diverged(
-            format!("parameter {i} is {} at step {}", params[i], state.step),
-            last_good,
-        ));
-    }
-    let path = dir.join(name);
-    checkpoint::save(&path, net, params, Some((state, adam)))?;
-    Ok(path)
-}
-
 fn diverged(what: String, last_good: &Option<PathBuf>) -> anyhow::Error {
     let good = match last_good {
         Some(p) => format!("the last good checkpoint is {} (not overwritten)", p.display()),
@@ -369,72 +346,156 @@ fn diverged(what: String, last_good: &Option<PathBuf>) -> anyhow::Error {
     anyhow::anyhow!("training diverged: {what}; {good} — try a lower --lr")
 }
 
+/// Where a resumed run starts: its checkpoint's config, parameters, Adam state and run state.
+pub type Start = (Config, Vec<f32>, AdamState, TrainState);
+
 /// Trains on `train`, validating on `val` at each epoch end. `start` is the checkpoint to resume from (its
 /// config, parameters, Adam state and run state), or None for a fresh run of `opts.config`.
-pub fn train(
-    opts: &TrainOptions,
-    start: Option<(Config, Vec<f32>, AdamState, TrainState)>,
-    train: &Split,
-    val: &Split,
-) -> Result<TrainSummary> {
+pub fn train(opts: &TrainOptions, start: Option<Start>, train: &Split, val: &Split) -> Result<TrainSummary> {
     install_ctrlc();
-    let (config, params, adam, mut state) = match start {
-        Some(s) => s,
-        None => {
-            opts.config.validate()?;
-            let net = Network::new(opts.config);
-            let params = net.init_params(opts.seed);
-            (opts.config, params, AdamState::new(net.param_len()), fresh_state(opts))
-        }
-    };
-    ensure!(state.batch_size >= 1, "--batch-size must be at least 1");
-    ensure!(!train.is_empty(), "the training split is empty");
-    let net = Network::new(config);
-    let out_dir = opts.out.clone();
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating run directory {}", out_dir.display()))?;
-    let metrics_path = out_dir.join("metrics.jsonl");
-    if opts.resume.is_none() && metrics_path.exists() {
-        // A fresh run starts a fresh log rather than appending to an old run's epochs.
-        std::fs::remove_file(&metrics_path).with_context(|| format!("removing the old {}", metrics_path.display()))?;
-    }
-    let conditional = net.config.is_conditional();
-    let mut backend = Backend::new(opts.device, &net, params, adam, state.adam, state.batch_size)?;
-    let n = train.len();
-    let batches_per_epoch = n.div_ceil(state.batch_size);
-    eprintln!(
-        "training {} ({} parameters) on {} images ({} val), batch {}, {} epochs, {} steps/epoch, on {}; run directory {}",
-        config.describe(),
-        net.full_param_count(),
-        n,
-        val.len(),
-        state.batch_size,
-        state.epochs,
-        batches_per_epoch,
-        backend.describe(),
-        out_dir.display()
-    );
-    let mut last_good: Option<PathBuf> = opts.resume.clone();
-    let mut last_val = None;
+    let mut run = TrainLoop::new(opts, start, train, val)?;
     let mut interrupted = false;
-    let mut stop = false;
-    let mut last_save = Instant::now();
-    let save_every = std::time::Duration::from_secs_f64(opts.save_every_minutes * 60.0);
-    let mut batch_images = Vec::with_capacity(state.batch_size * PIXELS);
-    let mut batch_labels = Vec::with_capacity(state.batch_size);
-    let max_steps = opts.steps;
-    while state.epoch < state.epochs && !stop {
-        let order = epoch_order(n, state.seed, state.epoch);
+    while run.state.epoch < run.state.epochs {
+        let mut epoch = run.begin_epoch();
+        let stop = run.run_batches(&mut epoch)?;
+        run.backend.finish()?;
+        epoch.bar.finish_and_clear();
+        let sum = run.check_finite()?;
+        if stop == Stop::Interrupted {
+            run.interrupt(sum)?;
+            interrupted = true;
+            break;
+        }
+        run.end_epoch(&epoch, sum)?;
+        if stop == Stop::Steps {
+            break;
+        }
+    }
+    Ok(TrainSummary {
+        out_dir: run.out_dir,
+        steps: run.state.step,
+        epochs_completed: run.state.epoch,
+        last_val_nll: run.last_val,
+        interrupted,
+    })
+}
+
+/// Why an epoch's batches stopped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The epoch ran to its end.
+    EpochEnd,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// `--steps` was reached.
+    Steps,
+}
+
+/// One epoch's bookkeeping: its data order and learning rate, where it started, and its progress bar.
+struct Epoch {
+    order: Vec<u32>,
+    lr: f64,
+    start: Instant,
+    first_batch: usize,
+    images_before: usize,
+    steps_before: u64,
+    bar_end: usize,
+    bar: ProgressBar,
+    last_log: Instant,
+}
+
+/// A run in progress: the backend and the run state, where the run writes, and when it last saved.
+struct TrainLoop<'a> {
+    opts: &'a TrainOptions,
+    net: Network,
+    backend: Backend,
+    state: TrainState,
+    train: &'a Split,
+    val: &'a Split,
+    out_dir: PathBuf,
+    metrics_path: PathBuf,
+    conditional: bool,
+    batches_per_epoch: usize,
+    /// The last checkpoint written (or resumed from): named when the run diverges, never overwritten by it.
+    last_good: Option<PathBuf>,
+    last_val: Option<f64>,
+    last_save: Instant,
+    save_every: Duration,
+    batch_images: Vec<u8>,
+    batch_labels: Vec<u8>,
+}
+
+impl<'a> TrainLoop<'a> {
+    /// Sets up the run: its starting state, its directory (a fresh run starts a fresh `metrics.jsonl`) and its
+    /// backend, and announces it.
+    fn new(opts: &'a TrainOptions, start: Option<Start>, train: &'a Split, val: &'a Split) -> Result<Self> {
+        let (config, params, adam, state) = match start {
+            Some(s) => s,
+            None => {
+                opts.config.validate()?;
+                let net = Network::new(opts.config);
+                let params = net.init_params(opts.seed);
+                (opts.config, params, AdamState::new(net.param_len()), fresh_state(opts))
+            }
+        };
+        ensure!(state.batch_size >= 1, "--batch-size must be at least 1");
+        ensure!(!train.is_empty(), "the training split is empty");
+        let net = Network::new(config);
+        let out_dir = opts.out.clone();
+        let metrics_path = prepare_run_dir(&out_dir, opts.resume.is_none())?;
+        let backend = Backend::new(opts.device, &net, params, adam, state.adam, state.batch_size)?;
+        let run = TrainLoop {
+            opts,
+            conditional: net.config.is_conditional(),
+            batches_per_epoch: train.len().div_ceil(state.batch_size),
+            batch_images: Vec::with_capacity(state.batch_size * PIXELS),
+            batch_labels: Vec::with_capacity(state.batch_size),
+            net,
+            backend,
+            state,
+            train,
+            val,
+            out_dir,
+            metrics_path,
+            last_good: opts.resume.clone(),
+            last_val: None,
+            last_save: Instant::now(),
+            save_every: Duration::from_secs_f64(opts.save_every_minutes * 60.0),
+        };
+        run.announce();
+        Ok(run)
+    }
+
+    fn announce(&self) {
+        eprintln!(
+            "training {} ({} parameters) on {} images ({} val), batch {}, {} epochs, {} steps/epoch, on {}; run directory {}",
+            self.net.config.describe(),
+            self.net.full_param_count(),
+            self.train.len(),
+            self.val.len(),
+            self.state.batch_size,
+            self.state.epochs,
+            self.batches_per_epoch,
+            self.backend.describe(),
+            self.out_dir.display()
+        );
+    }
+
+    /// Starts the epoch `state.epoch` (or the rest of it, on a resume): its order, learning rate and bar.
+    fn begin_epoch(&mut self) -> Epoch {
+        let state = &self.state;
+        let order = epoch_order(self.train.len(), state.seed, state.epoch);
         let lr = state.epoch_lr();
-        backend.set_lr(lr);
-        backend.reset_running_nll();
-        let epoch_start = Instant::now();
+        self.backend.set_lr(lr);
+        self.backend.reset_running_nll();
+        let start = Instant::now();
         let first_batch = state.batch_in_epoch;
-        let images_before = state.epoch_images;
-        let steps_before = state.step;
         // With --steps the bar ends where the run stops, not at the end of the epoch.
-        let bar_end = match max_steps {
-            Some(s) => batches_per_epoch.min(first_batch + s.saturating_sub(state.step) as usize),
-            None => batches_per_epoch,
+        let bar_end = match self.opts.steps {
+            Some(s) => self
+                .batches_per_epoch
+                .min(first_batch + s.saturating_sub(state.step) as usize),
+            None => self.batches_per_epoch,
         };
         let bar = ProgressBar::new(bar_end as u64).with_position(first_batch as u64);
         bar.set_style(
@@ -443,131 +504,149 @@ pub fn train(
                 .progress_chars("=> "),
         );
         bar.set_prefix(format!("{}/{}", state.epoch + 1, state.epochs));
-        let mut last_log = Instant::now();
-        // The running NLL is read (which waits for the device) every NAN_CHECK_EVERY steps, independent of time.
-        let check = |backend: &Backend, state: &TrainState, last_good: &Option<PathBuf>| -> Result<f64> {
-            let sum = state.epoch_nll_sum + backend.running_nll()?;
-            if !sum.is_finite() {
-                return Err(diverged(
-                    format!(
-                        "the loss became {sum} by step {} (epoch {})",
-                        state.step,
-                        state.epoch + 1
-                    ),
-                    last_good,
-                ));
-            }
-            Ok(sum)
-        };
-        while state.batch_in_epoch < batches_per_epoch {
-            let b = state.batch_in_epoch;
-            let idx = &order[b * state.batch_size..((b + 1) * state.batch_size).min(n)];
-            batch_images.clear();
-            batch_labels.clear();
-            for &i in idx {
-                batch_images.extend_from_slice(train.image(i as usize));
-                batch_labels.push(train.labels[i as usize]);
-            }
-            let done = backend.step(&batch_images, conditional.then_some(&batch_labels[..]))?;
-            state.step += 1;
-            state.batch_in_epoch += 1;
-            state.epoch_images += idx.len();
-            // The bar and the rate count completed steps only.
-            let completed = done.saturating_sub(steps_before);
-            bar.set_position((first_batch as u64 + completed).min(bar_end as u64));
-            if state.step.is_multiple_of(NAN_CHECK_EVERY) || state.batch_in_epoch == batches_per_epoch {
-                let sum = check(&backend, &state, &last_good)?;
-                let mean = sum / state.epoch_images.max(1) as f64;
-                let rate = (state.epoch_images - images_before) as f64 / epoch_start.elapsed().as_secs_f64();
-                let msg = format!(
-                    "loss {:.4} ({:.1} nats/img) {:.1} img/s",
-                    mean / PIXELS as f64,
-                    mean,
-                    rate
-                );
-                // Without a terminal the bar is hidden: log a line every 30 s instead.
-                if !std::io::stderr().is_terminal() && last_log.elapsed().as_secs_f64() > 30.0 {
-                    let of_steps = max_steps.map(|s| format!(" of {s}")).unwrap_or_default();
-                    eprintln!(
-                        "epoch {}/{} batch {}/{} (step {}{of_steps}): {msg}",
-                        state.epoch + 1,
-                        state.epochs,
-                        state.batch_in_epoch,
-                        batches_per_epoch,
-                        state.step
-                    );
-                    last_log = Instant::now();
-                }
-                bar.set_message(msg);
+        Epoch {
+            order,
+            lr,
+            start,
+            first_batch,
+            images_before: state.epoch_images,
+            steps_before: state.step,
+            bar_end,
+            bar,
+            last_log: Instant::now(),
+        }
+    }
+
+    /// Steps through the rest of the epoch, until its end, an interrupt or `--steps`.
+    fn run_batches(&mut self, epoch: &mut Epoch) -> Result<Stop> {
+        while self.state.batch_in_epoch < self.batches_per_epoch {
+            self.step(epoch)?;
+            if self.state.step.is_multiple_of(NAN_CHECK_EVERY) || self.state.batch_in_epoch == self.batches_per_epoch {
+                self.show_progress(epoch)?;
             }
             if INTERRUPTED.load(Ordering::SeqCst) {
-                interrupted = true;
-                stop = true;
-                break;
+                return Ok(Stop::Interrupted);
             }
-            if max_steps.is_some_and(|s| state.step >= s) {
-                stop = true;
-                break;
+            if self.opts.steps.is_some_and(|s| self.state.step >= s) {
+                return Ok(Stop::Steps);
             }
-            if last_save.elapsed() >= save_every && state.batch_in_epoch < batches_per_epoch {
-                let sum = check(&backend, &state, &last_good)?;
-                let (params, adam) = backend.state()?;
-                let snapshot = TrainState {
-                    epoch_nll_sum: sum,
-                    ..state.clone()
-                };
-                last_good = Some(save_checked(
-                    &out_dir,
-                    "last.safetensors",
-                    &net,
-                    &params,
-                    &adam,
-                    &snapshot,
-                    &last_good,
-                )?);
-                last_save = Instant::now();
-            }
+            self.maybe_checkpoint()?;
         }
-        backend.finish()?;
-        bar.finish_and_clear();
-        let sum = check(&backend, &state, &last_good)?;
-        if interrupted {
-            // Keep the partial epoch's loss so that the resumed run reports the same numbers.
-            state.epoch_nll_sum = sum;
-            let (params, adam) = backend.state()?;
-            let path = save_checked(&out_dir, "last.safetensors", &net, &params, &adam, &state, &last_good)?;
+        Ok(Stop::EpochEnd)
+    }
+
+    /// Submits the epoch's next batch and moves the bar to the steps completed so far.
+    fn step(&mut self, epoch: &Epoch) -> Result<()> {
+        let (b, size) = (self.state.batch_in_epoch, self.state.batch_size);
+        let idx = &epoch.order[b * size..((b + 1) * size).min(self.train.len())];
+        self.batch_images.clear();
+        self.batch_labels.clear();
+        for &i in idx {
+            self.batch_images.extend_from_slice(self.train.image(i as usize));
+            self.batch_labels.push(self.train.labels[i as usize]);
+        }
+        let labels = self.conditional.then_some(&self.batch_labels[..]);
+        let done = self.backend.step(&self.batch_images, labels)?;
+        self.state.step += 1;
+        self.state.batch_in_epoch += 1;
+        self.state.epoch_images += idx.len();
+        // The bar and the rate count completed steps only.
+        let completed = done.saturating_sub(epoch.steps_before);
+        epoch
+            .bar
+            .set_position((epoch.first_batch as u64 + completed).min(epoch.bar_end as u64));
+        Ok(())
+    }
+
+    /// The epoch's loss so far (reading it waits for the device), or the divergence error when it is not finite.
+    /// Read every NAN_CHECK_EVERY steps, independent of time.
+    fn check_finite(&self) -> Result<f64> {
+        let sum = self.state.epoch_nll_sum + self.backend.running_nll()?;
+        if !sum.is_finite() {
+            return Err(diverged(
+                format!(
+                    "the loss became {sum} by step {} (epoch {})",
+                    self.state.step,
+                    self.state.epoch + 1
+                ),
+                &self.last_good,
+            ));
+        }
+        Ok(sum)
+    }
+
+    /// Checks the loss and shows it with the rate on the bar (or, without a terminal, in a line every 30 s).
+    fn show_progress(&self, epoch: &mut Epoch) -> Result<()> {
+        let state = &self.state;
+        let sum = self.check_finite()?;
+        let mean = sum / state.epoch_images.max(1) as f64;
+        let rate = (state.epoch_images - epoch.images_before) as f64 / epoch.start.elapsed().as_secs_f64();
+        let msg = format!(
+            "loss {:.4} ({:.1} nats/img) {:.1} img/s",
+            mean / PIXELS as f64,
+            mean,
+            rate
+        );
+        // Without a terminal the bar is hidden: log a line every 30 s instead.
+        if !std::io::stderr().is_terminal() && epoch.last_log.elapsed().as_secs_f64() > 30.0 {
+            let of_steps = self.opts.steps.map(|s| format!(" of {s}")).unwrap_or_default();
             eprintln!(
-                "interrupted at step {}; saved {} — continue with: pixelcnn train --resume {}",
-                state.step,
-                path.display(),
-                path.display()
+                "epoch {}/{} batch {}/{} (step {}{of_steps}): {msg}",
+                state.epoch + 1,
+                state.epochs,
+                state.batch_in_epoch,
+                self.batches_per_epoch,
+                state.step
             );
-            break;
+            epoch.last_log = Instant::now();
         }
-        let train_nll = sum / state.epoch_images.max(1) as f64;
-        let seconds = epoch_start.elapsed().as_secs_f64();
-        let rate = (state.epoch_images - images_before) as f64 / seconds;
-        let val_nll = if val.is_empty() {
-            None
-        } else {
-            let bar = ProgressBar::new(val.len() as u64);
-            bar.set_style(
-                ProgressStyle::with_template("validating [{bar:30}] {pos}/{len}")
-                    .unwrap()
-                    .progress_chars("=> "),
-            );
-            let labels = conditional.then_some(&val.labels[..]);
-            let v = mean(&backend.evaluate(&val.images, labels, |k| bar.inc(k as u64))?);
-            bar.finish_and_clear();
-            if !v.is_finite() {
-                return Err(diverged(format!("the validation NLL is {v}"), &last_good));
-            }
-            Some(v)
+        epoch.bar.set_message(msg);
+        Ok(())
+    }
+
+    /// Writes `last.safetensors` (with the position inside the epoch) when --save-every minutes have passed, except
+    /// at the epoch's end, which saves anyway.
+    fn maybe_checkpoint(&mut self) -> Result<()> {
+        if self.last_save.elapsed() < self.save_every || self.state.batch_in_epoch >= self.batches_per_epoch {
+            return Ok(());
+        }
+        let sum = self.check_finite()?;
+        let (params, adam) = self.backend.state()?;
+        let snapshot = TrainState {
+            epoch_nll_sum: sum,
+            ..self.state.clone()
         };
-        let partial = state.batch_in_epoch < batches_per_epoch;
+        self.last_good = Some(self.save_checked("last.safetensors", &params, &adam, &snapshot)?);
+        self.last_save = Instant::now();
+        Ok(())
+    }
+
+    /// Saves `last.safetensors` after an interrupt and says how to continue.
+    fn interrupt(&mut self, sum: f64) -> Result<()> {
+        // Keep the partial epoch's loss so that the resumed run reports the same numbers.
+        self.state.epoch_nll_sum = sum;
+        let (params, adam) = self.backend.state()?;
+        let path = self.save_checked("last.safetensors", &params, &adam, &self.state)?;
+        eprintln!(
+            "interrupted at step {}; saved {} — continue with: pixelcnn train --resume {}",
+            self.state.step,
+            path.display(),
+            path.display()
+        );
+        Ok(())
+    }
+
+    /// Ends the epoch (or, with --steps, the part of it this invocation ran): validates, records and prints the
+    /// epoch's metrics, and saves `epoch_NNN.safetensors` (complete epochs only) and `last.safetensors`.
+    fn end_epoch(&mut self, epoch: &Epoch, sum: f64) -> Result<()> {
+        let train_nll = sum / self.state.epoch_images.max(1) as f64;
+        let seconds = epoch.start.elapsed().as_secs_f64();
+        let rate = (self.state.epoch_images - epoch.images_before) as f64 / seconds;
+        let val_nll = self.validate()?;
+        let partial = self.state.batch_in_epoch < self.batches_per_epoch;
         let record = EpochRecord {
-            epoch: state.epoch + 1,
-            step: state.step,
+            epoch: self.state.epoch + 1,
+            step: self.state.step,
             partial,
             train_nll,
             train_bpd: bits_per_dim(train_nll),
@@ -575,56 +654,93 @@ pub fn train(
             val_bpd: val_nll.map(bits_per_dim),
             seconds,
             images_per_second: rate,
-            lr,
+            lr: epoch.lr,
         };
-        append_metrics(&metrics_path, &record)?;
-        if opts.quiet {
-            println!("{}", serde_json::to_string(&record)?);
-        } else {
-            let val_text = match val_nll {
-                Some(v) => format!("val NLL {v:.2} nats/image ({:.4} bits/dim)", bits_per_dim(v)),
-                None => "no validation images".to_string(),
-            };
-            eprintln!(
-                "epoch {:>3}{} step {:>6}: train NLL {:.2} nats/image ({:.4} bits/dim), {val_text}, {:.1} images/s",
-                record.epoch,
-                if partial { " (partial)" } else { "" },
-                state.step,
-                train_nll,
-                record.train_bpd,
-                rate
-            );
-        }
-        last_val = val_nll;
-        let (params, adam) = backend.state()?;
+        append_metrics(&self.metrics_path, &record)?;
+        self.print_record(&record)?;
+        self.last_val = val_nll;
+        let (params, adam) = self.backend.state()?;
         if partial {
-            state.epoch_nll_sum = sum;
+            self.state.epoch_nll_sum = sum;
         } else {
-            state.epoch += 1;
-            state.batch_in_epoch = 0;
-            state.epoch_nll_sum = 0.0;
-            state.epoch_images = 0;
-            let name = format!("epoch_{:03}.safetensors", state.epoch);
-            save_checked(&out_dir, &name, &net, &params, &adam, &state, &last_good)?;
+            self.state.epoch += 1;
+            self.state.batch_in_epoch = 0;
+            self.state.epoch_nll_sum = 0.0;
+            self.state.epoch_images = 0;
+            let name = format!("epoch_{:03}.safetensors", self.state.epoch);
+            self.save_checked(&name, &params, &adam, &self.state)?;
         }
-        last_good = Some(save_checked(
-            &out_dir,
-            "last.safetensors",
-            &net,
-            &params,
-            &adam,
-            &state,
-            &last_good,
-        )?);
-        last_save = Instant::now();
+        self.last_good = Some(self.save_checked("last.safetensors", &params, &adam, &self.state)?);
+        self.last_save = Instant::now();
+        Ok(())
     }
-    Ok(TrainSummary {
-        out_dir,
-        steps: state.step,
-        epochs_completed: state.epoch,
-        last_val_nll: last_val,
-        interrupted,
-    })
+
+    /// The mean validation NLL, None without validation images.
+    fn validate(&mut self) -> Result<Option<f64>> {
+        if self.val.is_empty() {
+            return Ok(None);
+        }
+        let bar = ProgressBar::new(self.val.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("validating [{bar:30}] {pos}/{len}")
+                .unwrap()
+                .progress_chars("=> "),
+        );
+        let labels = self.conditional.then_some(&self.val.labels[..]);
+        let v = mean(&self.backend.evaluate(&self.val.images, labels, |k| bar.inc(k as u64))?);
+        bar.finish_and_clear();
+        if !v.is_finite() {
+            return Err(diverged(format!("the validation NLL is {v}"), &self.last_good));
+        }
+        Ok(Some(v))
+    }
+
+    /// The epoch's line: JSON on stdout with --json, else a summary on stderr.
+    fn print_record(&self, record: &EpochRecord) -> Result<()> {
+        if self.opts.quiet {
+            println!("{}", serde_json::to_string(record)?);
+            return Ok(());
+        }
+        let val_text = match record.val_nll {
+            Some(v) => format!("val NLL {v:.2} nats/image ({:.4} bits/dim)", bits_per_dim(v)),
+            None => "no validation images".to_string(),
+        };
+        eprintln!(
+            "epoch {:>3}{} step {:>6}: train NLL {:.2} nats/image ({:.4} bits/dim), {val_text}, {:.1} images/s",
+            record.epoch,
+            if record.partial { " (partial)" } else { "" },
+            record.step,
+            record.train_nll,
+            record.train_bpd,
+            record.images_per_second
+        );
+        Ok(())
+    }
+
+    /// Saves `name` in the run directory after checking that every parameter is finite: a diverged state is
+    /// never written.
+    fn save_checked(&self, name: &str, params: &[f32], adam: &AdamState, state: &TrainState) -> Result<PathBuf> {
+        if let Some(i) = params.iter().position(|v| !v.is_finite()) {
+            return Err(diverged(
+                format!("parameter {i} is {} at step {}", params[i], state.step),
+                &self.last_good,
+            ));
+        }
+        let path = self.out_dir.join(name);
+        checkpoint::save(&path, &self.net, params, Some((state, adam)))?;
+        Ok(path)
+    }
+}
+
+/// Creates the run directory and returns its `metrics.jsonl`, removed first for a fresh run.
+fn prepare_run_dir(out_dir: &Path, fresh: bool) -> Result<PathBuf> {
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating run directory {}", out_dir.display()))?;
+    let metrics_path = out_dir.join("metrics.jsonl");
+    if fresh && metrics_path.exists() {
+        // A fresh run starts a fresh log rather than appending to an old run's epochs.
+        std::fs::remove_file(&metrics_path).with_context(|| format!("removing the old {}", metrics_path.display()))?;
+    }
+    Ok(metrics_path)
 }
 
 /// What `pixelcnn train` was asked: every setting is None where the user gave no flag, so that a resumed run can
@@ -651,7 +767,7 @@ pub struct RunRequest {
 /// A run, resolved: its options, its starting state (for a resume), and its data.
 pub struct RunPlan {
     pub opts: TrainOptions,
-    pub start: Option<(Config, Vec<f32>, AdamState, TrainState)>,
+    pub start: Option<Start>,
     pub train: Split,
     pub val: Split,
 }
@@ -665,102 +781,8 @@ pub const DEFAULT_BATCH_SIZE: usize = 128;
 /// takes the defaults and refuses a directory that already holds a run. Then loads the data.
 pub fn plan_run(req: RunRequest) -> Result<RunPlan> {
     let (opts, start) = match &req.resume {
-        Some(path) => {
-            let ck = checkpoint::load(path)?;
-            let Some((state, adam)) = ck.train else {
-                anyhow::bail!(
-                    "{} holds no training state (it is a model-only checkpoint, as `export` writes); it cannot be resumed",
-                    path.display()
-                );
-            };
-            let conflict = |flag: &str, given: String, saved: String| -> Result<()> {
-                ensure!(
-                    given == saved,
-                    "--resume takes {flag} from the checkpoint ({saved}); it cannot be changed to {given} (start a fresh run with --out to change it)"
-                );
-                Ok(())
-            };
-            if let Some(c) = req.config {
-                conflict("the model", c.describe(), ck.config.describe())?;
-            }
-            if let Some(b) = req.batch_size {
-                conflict("--batch-size", b.to_string(), state.batch_size.to_string())?;
-            }
-            if let Some(lr) = req.lr {
-                conflict("--lr", lr.to_string(), state.adam.lr.to_string())?;
-            }
-            if let Some(d) = req.lr_decay {
-                conflict("--lr-decay", d.to_string(), state.lr_decay.to_string())?;
-            }
-            if let Some(s) = req.seed {
-                conflict("--seed", s.to_string(), state.seed.to_string())?;
-            }
-            if let Some(l) = req.limit {
-                conflict("--limit", l.to_string(), format!("{:?}", state.limit.unwrap_or(0)))?;
-            }
-            let epochs = req.epochs.unwrap_or(state.epochs);
-            ensure!(
-                epochs >= state.epoch,
-                "--epochs {epochs} is less than the {} epochs the run has already completed",
-                state.epoch
-            );
-            let state = TrainState { epochs, ..state };
-            let out = match &req.out {
-                Some(o) => o.clone(),
-                None => path
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or_else(|| PathBuf::from(".")),
-            };
-            let opts = TrainOptions {
-                config: ck.config,
-                epochs,
-                batch_size: state.batch_size,
-                lr: state.adam.lr,
-                lr_decay: state.lr_decay,
-                seed: state.seed,
-                steps: req.steps,
-                out,
-                resume: Some(path.clone()),
-                device: req.device,
-                val_split: state.val_split,
-                limit: state.limit,
-                data: req.data.clone().or(state.data.clone().map(PathBuf::from)),
-                save_every_minutes: req.save_every_minutes,
-                quiet: req.quiet,
-            };
-            (opts, Some((ck.config, ck.params, adam, state)))
-        }
-        None => {
-            let out = req.out.clone().unwrap_or_else(default_run_dir);
-            for existing in ["last.safetensors", "metrics.jsonl"] {
-                ensure!(
-                    !out.join(existing).exists(),
-                    "{} already holds a run ({existing}); continue it with --resume {} or choose another --out",
-                    out.display(),
-                    out.join("last.safetensors").display()
-                );
-            }
-            let opts = TrainOptions {
-                config: req.config.unwrap_or_default(),
-                epochs: req.epochs.unwrap_or(DEFAULT_EPOCHS),
-                batch_size: req.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
-                lr: req.lr.unwrap_or(AdamConfig::default().lr),
-                lr_decay: req.lr_decay.unwrap_or(1.0),
-                seed: req.seed.unwrap_or(0),
-                steps: req.steps,
-                out,
-                resume: None,
-                device: req.device,
-                val_split: req.val_split,
-                limit: req.limit,
-                data: req.data.clone(),
-                save_every_minutes: req.save_every_minutes,
-                quiet: req.quiet,
-            };
-            (opts, None)
-        }
+        Some(path) => resume_options(&req, path)?,
+        None => (fresh_options(&req)?, None),
     };
     opts.config.validate()?;
     let data_path = opts.data.clone().unwrap_or_else(crate::data::default_data_path);
@@ -778,6 +800,111 @@ pub fn plan_run(req: RunRequest) -> Result<RunPlan> {
         start,
         train,
         val: ds.val,
+    })
+}
+
+/// The options and starting state of a run resumed from the checkpoint `path`.
+fn resume_options(req: &RunRequest, path: &Path) -> Result<(TrainOptions, Option<Start>)> {
+    let ck = checkpoint::load(path)?;
+    let Some((state, adam)) = ck.train else {
+        anyhow::bail!(
+            "{} holds no training state (it is a model-only checkpoint, as `export` writes); it cannot be resumed",
+            path.display()
+        );
+    };
+    check_resume_flags(req, &ck.config, &state)?;
+    let epochs = req.epochs.unwrap_or(state.epochs);
+    ensure!(
+        epochs >= state.epoch,
+        "--epochs {epochs} is less than the {} epochs the run has already completed",
+        state.epoch
+    );
+    let state = TrainState { epochs, ..state };
+    let out = match &req.out {
+        Some(o) => o.clone(),
+        None => path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let opts = TrainOptions {
+        config: ck.config,
+        epochs,
+        batch_size: state.batch_size,
+        lr: state.adam.lr,
+        lr_decay: state.lr_decay,
+        seed: state.seed,
+        steps: req.steps,
+        out,
+        resume: Some(path.to_path_buf()),
+        device: req.device,
+        val_split: state.val_split,
+        limit: state.limit,
+        data: req.data.clone().or(state.data.clone().map(PathBuf::from)),
+        save_every_minutes: req.save_every_minutes,
+        quiet: req.quiet,
+    };
+    Ok((opts, Some((ck.config, ck.params, adam, state))))
+}
+
+/// A resume takes its settings from the checkpoint: a flag that asks for another value is an error.
+fn check_resume_flags(req: &RunRequest, config: &Config, state: &TrainState) -> Result<()> {
+    let conflict = |flag: &str, given: String, saved: String| -> Result<()> {
+        ensure!(
+            given == saved,
+            "--resume takes {flag} from the checkpoint ({saved}); it cannot be changed to {given} (start a fresh run with --out to change it)"
+        );
+        Ok(())
+    };
+    if let Some(c) = req.config {
+        conflict("the model", c.describe(), config.describe())?;
+    }
+    if let Some(b) = req.batch_size {
+        conflict("--batch-size", b.to_string(), state.batch_size.to_string())?;
+    }
+    if let Some(lr) = req.lr {
+        conflict("--lr", lr.to_string(), state.adam.lr.to_string())?;
+    }
+    if let Some(d) = req.lr_decay {
+        conflict("--lr-decay", d.to_string(), state.lr_decay.to_string())?;
+    }
+    if let Some(s) = req.seed {
+        conflict("--seed", s.to_string(), state.seed.to_string())?;
+    }
+    if let Some(l) = req.limit {
+        conflict("--limit", l.to_string(), format!("{:?}", state.limit.unwrap_or(0)))?;
+    }
+    Ok(())
+}
+
+/// The options of a fresh run: the defaults where no flag was given, in a directory that holds no run yet.
+fn fresh_options(req: &RunRequest) -> Result<TrainOptions> {
+    let out = req.out.clone().unwrap_or_else(default_run_dir);
+    for existing in ["last.safetensors", "metrics.jsonl"] {
+        ensure!(
+            !out.join(existing).exists(),
+            "{} already holds a run ({existing}); continue it with --resume {} or choose another --out",
+            out.display(),
+            out.join("last.safetensors").display()
+        );
+    }
+    Ok(TrainOptions {
+        config: req.config.unwrap_or_default(),
+        epochs: req.epochs.unwrap_or(DEFAULT_EPOCHS),
+        batch_size: req.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
+        lr: req.lr.unwrap_or(AdamConfig::default().lr),
+        lr_decay: req.lr_decay.unwrap_or(1.0),
+        seed: req.seed.unwrap_or(0),
+        steps: req.steps,
+        out,
+        resume: None,
+        device: req.device,
+        val_split: req.val_split,
+        limit: req.limit,
+        data: req.data.clone(),
+        save_every_minutes: req.save_every_minutes,
+        quiet: req.quiet,
     })
 }
 

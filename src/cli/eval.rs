@@ -1,0 +1,78 @@
+//! `pixelcnn eval`.
+
+use super::{styled_bar, DataArgs};
+use anyhow::{ensure, Result};
+use clap::Args;
+use pixelcnn::evaluate::{self, EvalReport};
+use pixelcnn::model::{bits_per_dim, Network};
+use pixelcnn::sampling;
+use pixelcnn::train::Device;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Checkpoint (.safetensors); default: the shipped model.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Which split to evaluate.
+    #[arg(long, default_value = "test", value_parser = ["train", "val", "test"])]
+    split: String,
+    /// Evaluate only the first N images of the split.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
+    #[arg(long, value_enum, default_value_t = Device::Gpu)]
+    device: Device,
+    /// Print one JSON object, with every image's NLL.
+    #[arg(long)]
+    json: bool,
+}
+
+impl EvalArgs {
+    pub fn run(self) -> Result<()> {
+        let (path, ck) = sampling::load_model(self.checkpoint.as_deref())?;
+        let ds = self.data.load()?;
+        let split = &self.split;
+        let split_data = ds.split(split)?;
+        ensure!(!split_data.is_empty(), "no {split} images (the {split} split is empty)");
+        let net = Network::new(ck.config);
+        let n = self
+            .limit
+            .map_or(split_data.len(), |l| (l as usize).min(split_data.len()));
+        let pb = styled_bar(evaluate::progress_units(&net, n), "evaluating", "{pos}/{len}");
+        let r = evaluate::evaluate(self.device, &net, &ck.params, split_data, Some(n), |k| pb.inc(k as u64))?;
+        pb.finish_and_clear();
+        if self.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            print_report(&path, split, &r);
+        }
+        Ok(())
+    }
+}
+
+fn print_report(path: &Path, split: &str, r: &EvalReport) {
+    println!(
+        "{}: {} {split} images, NLL {:.3} nats/image = {:.4} bits/dim{}",
+        path.display(),
+        r.images,
+        r.nll_nats_per_image,
+        r.bits_per_dim,
+        if r.conditional {
+            " (marginal over the 10 classes)"
+        } else {
+            ""
+        }
+    );
+    if let (Some(g), Some(acc)) = (r.nll_given_label_nats_per_image, r.classifier_accuracy) {
+        println!(
+            "  given the true label: {g:.3} nats/image = {:.4} bits/dim",
+            bits_per_dim(g)
+        );
+        println!(
+            "  generative classifier (argmax_y p(x|y)) accuracy: {:.2}%",
+            100.0 * acc
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! The small commands: `data`, `download`, `devices`, `summary`, `baselines`, `plot` and `export`.
+
+use super::{DataArgs, ModelArgs};
+use anyhow::{ensure, Result};
+use clap::Args;
+use pixelcnn::model::Network;
+use pixelcnn::{baselines, checkpoint, data, download, gpu, plot, util};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct DataCmdArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+impl DataCmdArgs {
+    pub fn run(self) -> Result<()> {
+        let ds = self.data.load()?;
+        if self.json {
+            println!("{}", data::report_json(&ds));
+        } else {
+            print!("{}", data::report_text(&ds));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct DownloadArgs {
+    /// Directory to write into.
+    #[arg(long, default_value = data::DEFAULT_DATA_DIR)]
+    dir: PathBuf,
+    /// Mirror to fetch from (plain HTTP).
+    #[arg(long, default_value = download::BASE_URL)]
+    base_url: String,
+}
+
+impl DownloadArgs {
+    pub fn run(self) -> Result<()> {
+        for f in download::download(&self.dir, &self.base_url, &download::FILES, true)? {
+            eprintln!("{:<28} {:<10} {} bytes", f.name, f.action, f.bytes);
+        }
+        eprintln!("Fashion-MNIST is in {}", self.dir.display());
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct DevicesArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+impl DevicesArgs {
+    pub fn run(self) -> Result<()> {
+        let adapters = gpu::list_adapters()?;
+        if self.json {
+            println!("{}", serde_json::to_string(&adapters)?);
+        } else if adapters.is_empty() {
+            println!("{}", gpu::NO_ADAPTER_HELP);
+        } else {
+            for a in &adapters {
+                println!(
+                    "{} {} | {} | {} | {} {}",
+                    if a.selected { "*" } else { " " },
+                    a.name,
+                    a.backend,
+                    a.device_type,
+                    a.driver,
+                    a.driver_info
+                );
+                if let Some(k) = &a.kernels {
+                    println!("    kernels: {} — {}", k.describe(), k.reason);
+                }
+            }
+            println!("(* = the adapter pixelcnn uses; choose with WGPU_ADAPTER_NAME, WGPU_BACKEND, WGPU_POWER_PREF)");
+        }
+        ensure!(!adapters.is_empty(), "no GPU adapter found");
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct SummaryArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+impl SummaryArgs {
+    pub fn run(self) -> Result<()> {
+        let net = Network::new(self.model.config()?);
+        if self.json {
+            print_summary_json(&net);
+        } else {
+            print_summary(&net);
+        }
+        Ok(())
+    }
+}
+
+fn print_summary_json(net: &Network) {
+    let tensors: Vec<_> = net
+        .params
+        .tensors
+        .iter()
+        .map(|t| serde_json::json!({"name": t.name, "shape": t.shape, "live": t.cpu_len()}))
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({"model": net.config.describe(), "total_params": net.full_param_count(), "live_params": net.live_param_count(), "layers": net.summary_rows(), "tensors": tensors})
+    );
+}
+
+fn print_summary(net: &Network) {
+    println!("{}", net.config.describe());
+    println!("{:<22} {:<44} {:<16} {:>10}", "layer", "type", "output shape", "params");
+    println!("{}", "-".repeat(95));
+    for r in &net.summary_rows() {
+        let shape = format!("({}, {}, {})", r.output_shape[0], r.output_shape[1], r.output_shape[2]);
+        println!("{:<22} {:<44} {:<16} {:>10}", r.layer, r.kind, shape, r.params);
+    }
+    println!("{}", "-".repeat(95));
+    println!(
+        "total parameters: {} ({} under the masks can never be non-zero)",
+        net.full_param_count(),
+        net.full_param_count() - net.live_param_count()
+    );
+    println!(
+        "forward FLOPs per image (live taps): {:.3} G",
+        2.0 * net.live_macs_per_image() as f64 / 1e9
+    );
+}
+
+#[derive(Args)]
+pub struct BaselinesArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+impl BaselinesArgs {
+    pub fn run(self) -> Result<()> {
+        let ds = self.data.load()?;
+        ensure!(!ds.test.is_empty(), "no test images");
+        let b = baselines::baselines(&ds);
+        if self.json {
+            println!("{}", serde_json::to_string(&b)?);
+            return Ok(());
+        }
+        println!(
+            "baselines fitted on {} training images, evaluated on {} test images:",
+            b.train_images, b.test_images
+        );
+        for x in b.all() {
+            println!(
+                "  {:<28} {:>8.2} nats/image  {:.4} bits/dim",
+                x.name, x.nll_nats_per_image, x.bits_per_dim
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct PlotArgs {
+    /// metrics.jsonl of a run.
+    metrics: PathBuf,
+    #[arg(long, default_value = "training_curve.png")]
+    out: PathBuf,
+    #[arg(long, default_value = "PixelCNN on binarized Fashion-MNIST")]
+    title: String,
+}
+
+impl PlotArgs {
+    pub fn run(self) -> Result<()> {
+        util::check_output(&self.out, &[&self.metrics])?;
+        let m = plot::read_metrics(&self.metrics)?;
+        plot::plot_training_curve(&m, &self.out, &self.title)?;
+        eprintln!("wrote {}", self.out.display());
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    checkpoint: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl ExportArgs {
+    pub fn run(self) -> Result<()> {
+        util::check_output(&self.out, &[&self.checkpoint])?;
+        let ck = checkpoint::load(&self.checkpoint)?;
+        let net = Network::new(ck.config);
+        checkpoint::save(&self.out, &net, &ck.params, None)?;
+        eprintln!("wrote {} (model only, {})", self.out.display(), ck.config.describe());
+        Ok(())
+    }
+}

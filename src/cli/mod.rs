@@ -1,0 +1,142 @@
+//! The subcommands' arguments, one clap `Args` struct per command with a `run` that calls the library and prints,
+//! and what they share: the data and model flags, the value parsers that range-check every number, and the
+//! progress bar.
+
+pub mod bench;
+pub mod eval;
+pub mod info;
+pub mod sample;
+pub mod train;
+
+use anyhow::{ensure, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use pixelcnn::data;
+use pixelcnn::model::{Arch, Config, DEFAULT_DEPTH, DEFAULT_FILTERS};
+use std::path::PathBuf;
+
+/// A finite float in `[lo, hi]` (`hi_open`: `[lo, hi)`), for clap.
+pub fn float_in(s: &str, lo: f64, hi: f64, hi_open: bool, what: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    let ok = v.is_finite() && v >= lo && if hi_open { v < hi } else { v <= hi };
+    if !ok {
+        let close = if hi_open { ")" } else { "]" };
+        return Err(format!(
+            "{what} must be a finite number in [{lo}, {hi}{close} (got {s})"
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_val_split(s: &str) -> Result<f64, String> {
+    float_in(s, 0.0, 1.0, true, "the validation split")
+}
+
+/// A finite number in (0, 1].
+fn in_unit_interval(s: &str, what: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 1.0) {
+        return Err(format!("{what} must be a finite number in (0, 1] (got {s})"));
+    }
+    Ok(v)
+}
+
+pub fn parse_lr(s: &str) -> Result<f64, String> {
+    in_unit_interval(s, "the learning rate")
+}
+
+pub fn parse_lr_decay(s: &str) -> Result<f64, String> {
+    in_unit_interval(s, "--lr-decay")
+}
+
+pub fn parse_minutes(s: &str) -> Result<f64, String> {
+    let v = float_in(s, 0.0, 1e6, false, "--save-every")?;
+    if v == 0.0 {
+        return Err("--save-every must be positive (minutes)".into());
+    }
+    Ok(v)
+}
+
+#[derive(Args, Clone)]
+pub struct DataArgs {
+    /// A directory with the four Fashion-MNIST IDX files (plain or .gz), or a Kaggle-format CSV file.
+    /// Default: $PIXELCNN_DATA, else data/fashion-mnist.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Fraction of the training images held out for validation (the last ones, as Keras does).
+    #[arg(long, default_value_t = 0.1, value_parser = parse_val_split)]
+    pub val_split: f64,
+}
+
+impl DataArgs {
+    pub fn load(&self) -> Result<data::Dataset> {
+        let path = self.data.clone().unwrap_or_else(data::default_data_path);
+        data::load(&path, self.val_split)
+    }
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct ModelArgs {
+    /// Architecture: the seed's PixelCNN or the Gated PixelCNN.
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    /// Channels F (the residual stream, or each gated stack). Default 128.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub filters: Option<u64>,
+    /// Residual blocks N of --arch pixelcnn. Default 5.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=64), conflicts_with = "layers")]
+    pub blocks: Option<u64>,
+    /// Gated layers L of --arch gated. Default 5.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub layers: Option<u64>,
+    /// Class-conditional: a per-class bias table in every ReLU conv (pixelcnn) or gate (gated).
+    #[arg(long)]
+    pub conditional: bool,
+}
+
+impl ModelArgs {
+    pub fn given(&self) -> bool {
+        self.arch.is_some()
+            || self.filters.is_some()
+            || self.blocks.is_some()
+            || self.layers.is_some()
+            || self.conditional
+    }
+
+    pub fn config(&self) -> Result<Config> {
+        let arch = self.arch.unwrap_or(if self.layers.is_some() {
+            Arch::Gated
+        } else {
+            Arch::Pixelcnn
+        });
+        ensure!(
+            !(arch == Arch::Pixelcnn && self.layers.is_some()),
+            "--layers is for --arch gated; --arch pixelcnn takes --blocks"
+        );
+        ensure!(
+            !(arch == Arch::Gated && self.blocks.is_some()),
+            "--blocks is for --arch pixelcnn; --arch gated takes --layers"
+        );
+        let depth = self.blocks.or(self.layers).map_or(DEFAULT_DEPTH, |d| d as usize);
+        let c = Config {
+            arch,
+            filters: self.filters.map_or(DEFAULT_FILTERS, |f| f as usize),
+            depth,
+            classes: 0,
+        };
+        let c = if self.conditional { c.conditional() } else { c };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// A progress bar `what [=====>    ] count elapsed ETA eta`.
+pub fn styled_bar(len: u64, what: &str, count: &str) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template(&format!("{what} [{{bar:30}}] {count} {{elapsed}} ETA {{eta}}"))
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    b
+}

@@ -1,0 +1,93 @@
+//! `pixelcnn train`.
+
+use super::{parse_lr, parse_lr_decay, parse_minutes, DataArgs, ModelArgs};
+use anyhow::Result;
+use clap::Args;
+use pixelcnn::train::{self, Device};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Epochs in total (default 50; with --resume the run's own, unless given to extend it).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    epochs: Option<u64>,
+    /// Images per step (default 128).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    batch_size: Option<u64>,
+    /// Adam learning rate (default 5e-4; β1 0.9, β2 0.999, ε 1e-7 as in Keras).
+    #[arg(long, value_parser = parse_lr)]
+    lr: Option<f64>,
+    /// Multiply the learning rate by this after every epoch: epoch e (from 0) trains at lr · decay^e. Default 1
+    /// (constant, as Keras). 0.9 roughly halves it every 7 epochs.
+    #[arg(long, value_parser = parse_lr_decay)]
+    lr_decay: Option<f64>,
+    /// Train on the first N training images only.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
+    /// Stop after N optimizer steps in total.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    steps: Option<u64>,
+    /// Seed of the initialisation and the data order (default 0).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run directory (default: runs/<UTC timestamp>, or the checkpoint's directory with --resume). A fresh run
+    /// refuses a directory that already holds a run.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue from a checkpoint written by `train` (its settings come from it; --epochs and --steps may extend).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Minutes between periodic checkpoints of last.safetensors.
+    #[arg(long, default_value_t = train::DEFAULT_SAVE_EVERY_MINUTES, value_parser = parse_minutes)]
+    save_every: f64,
+    #[arg(long, value_enum, default_value_t = Device::Gpu)]
+    device: Device,
+    /// Print each epoch's metrics as a JSON line on stdout, and a final JSON summary.
+    #[arg(long)]
+    json: bool,
+}
+
+impl TrainArgs {
+    fn request(self) -> Result<train::RunRequest> {
+        Ok(train::RunRequest {
+            config: self.model.given().then(|| self.model.config()).transpose()?,
+            epochs: self.epochs.map(|e| e as usize),
+            batch_size: self.batch_size.map(|b| b as usize),
+            lr: self.lr,
+            lr_decay: self.lr_decay,
+            seed: self.seed,
+            steps: self.steps,
+            limit: self.limit.map(|l| l as usize),
+            val_split: self.data.val_split,
+            data: self.data.data,
+            out: self.out,
+            resume: self.resume,
+            device: self.device,
+            save_every_minutes: self.save_every,
+            quiet: self.json,
+        })
+    }
+
+    pub fn run(self) -> Result<()> {
+        let json = self.json;
+        let plan = train::plan_run(self.request()?)?;
+        let summary = train::run(&plan)?;
+        if json {
+            println!("{}", serde_json::to_string(&summary)?);
+        } else {
+            eprintln!(
+                "done: {} steps, run directory {}",
+                summary.steps,
+                summary.out_dir.display()
+            );
+        }
+        if summary.interrupted {
+            std::process::exit(130);
+        }
+        Ok(())
+    }
+}
