@@ -1,8 +1,10 @@
 //! `pixelcnn bench`: training and sampling speed on the chosen adapter, with synthetic data and random weights.
 
 use crate::cpu::{AdamConfig, SampleSpec};
+use crate::gpu::kernels::peak;
 use crate::gpu::layers::GpuModel;
 use crate::gpu::record::ProfileLine;
+use crate::gpu::record::Program;
 use crate::gpu::sampler::{self, SampleRequest, Sampler};
 use crate::gpu::trainer::Trainer;
 use crate::gpu::versions::KernelChoice;
@@ -173,5 +175,116 @@ pub fn bench_sample(net: &Network, params: &[f32], count: usize, naive_pixels: u
         naive_extrapolated: naive_pixels < PIXELS,
         naive_pixels_timed: naive_pixels,
         speedup: naive / incremental,
+    })
+}
+
+/// One configuration of the multiply-add peak: invocations per workgroup, and its rate (median of the runs).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FmaPeak {
+    pub workgroup: u32,
+    pub invocations: usize,
+    pub iters: usize,
+    pub gflops_median: f64,
+    pub gflops_all: Vec<f64>,
+}
+
+/// `pixelcnn bench peak`: what this adapter can do at best.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PeakBench {
+    pub adapter: String,
+    pub kernels: KernelChoice,
+    /// The best median over the workgroup sizes tried: the roofline every other figure is a percentage of.
+    pub peak_gflops: f64,
+    pub fma: Vec<FmaPeak>,
+    /// Storage reads, each invocation streaming its own vec4s (median of the runs).
+    pub read_gb_per_s: f64,
+    pub read_gb_per_s_all: Vec<f64>,
+    pub read_bytes: u64,
+    pub runs: usize,
+}
+
+/// Times one dispatch of `entry` over `run` (after one untimed run), `runs` times.
+fn time_peak(
+    gpu: &Gpu,
+    entry: &'static str,
+    run: peak::PeakRun,
+    views: &peak::PeakViews,
+    runs: usize,
+) -> Result<Vec<f64>> {
+    let mut p = Program::new();
+    peak::peak(gpu, &mut p, entry, views.clone(), run)?;
+    p.finish(gpu);
+    p.submit(gpu);
+    gpu.wait()?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        p.submit(gpu);
+        gpu.wait()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(times)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+/// Measures the adapter's vec4 multiply-add rate (independent register chains, at 8 and 64 invocations per
+/// workgroup, with enough invocations to fill every core and each dispatch lengthened until it takes at least
+/// `min_seconds`) and its storage-read bandwidth; each figure is the median of `runs` runs.
+pub fn bench_peak(gpu: &Gpu, runs: usize, min_seconds: f64) -> Result<PeakBench> {
+    let runs = runs.max(1);
+    // A CPU rasteriser fills its cores with a few thousand workgroups; a GPU wants a million invocations.
+    let invocations = if gpu.is_software() { 16_384 } else { 1 << 20 };
+    let out = gpu.tensor("peak out", invocations * 4)?;
+    let mut fma = Vec::new();
+    for workgroup in [8u32, 64] {
+        let views = peak::views(out.view(), gpu.dummy.view());
+        let mut run = peak::PeakRun {
+            n: invocations,
+            iters: 16,
+            workgroup,
+        };
+        while time_peak(gpu, "fma_peak", run, &views, 1)?[0] < min_seconds && run.iters < 1 << 24 {
+            run.iters *= 2;
+        }
+        let times = time_peak(gpu, "fma_peak", run, &views, runs)?;
+        let all: Vec<f64> = times.iter().map(|t| run.flops() / t / 1e9).collect();
+        fma.push(FmaPeak {
+            workgroup,
+            invocations,
+            iters: run.iters,
+            gflops_median: median(&all),
+            gflops_all: all,
+        });
+    }
+    // Reads: the largest buffer one binding takes, up to 128 MiB, streamed once per dispatch.
+    let max = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size);
+    let src_bytes = (128u64 << 20).min(max) as usize;
+    let n = if gpu.is_software() { 131_072 } else { 1 << 20 };
+    let iters = src_bytes / 16 / n;
+    let src = gpu.tensor("peak src", n * iters * 4)?;
+    let run = peak::PeakRun {
+        n,
+        iters,
+        workgroup: 64,
+    };
+    let times = time_peak(gpu, "read_bandwidth", run, &peak::views(out.view(), src.view()), runs)?;
+    let read: Vec<f64> = times.iter().map(|t| run.bytes() / t / 1e9).collect();
+    Ok(PeakBench {
+        adapter: gpu.adapter_name(),
+        kernels: gpu.kernels.clone(),
+        peak_gflops: fma.iter().map(|f| f.gflops_median).fold(0.0, f64::max),
+        fma,
+        read_gb_per_s: median(&read),
+        read_gb_per_s_all: read,
+        read_bytes: run.bytes() as u64,
+        runs,
     })
 }

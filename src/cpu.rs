@@ -673,3 +673,33 @@ pub fn sample_incremental(net: &Network, params: &[f32], spec: SampleSpec) -> Sa
     }
     Samples { images, probs }
 }
+
+/// What `fma_peak` (peak.wgsl) computes for invocation `id`: the sum of its [`CHAINS`](crate::gpu::kernels::peak::CHAINS)
+/// chains after `4 · iters` steps of `a ← a · m + c`.
+pub fn fma_peak(id: u32, iters: usize, m: f32, c: f32) -> [f32; 4] {
+    let seed = (id & 1023) as f32 * 1e-6;
+    let mut sum = [0.0f32; 4];
+    for k in 0..crate::gpu::kernels::peak::CHAINS {
+        let mut a = [seed + k as f32, seed + 0.25, seed + 0.5, seed + 0.75];
+        for _ in 0..4 * iters {
+            for x in &mut a {
+                *x = x.mul_add(m, c);
+            }
+        }
+        for (s, x) in sum.iter_mut().zip(a) {
+            *s += x;
+        }
+    }
+    sum
+}
+
+/// What `read_bandwidth` (peak.wgsl) computes: `out[id] = Σ_j src[id + j · n]` over vec4s (`src` as floats).
+pub fn read_bandwidth(src: &[f32], n: usize, iters: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; n * 4];
+    for j in 0..iters {
+        for (o, x) in out.iter_mut().zip(&src[j * n * 4..][..n * 4]) {
+            *o += x;
+        }
+    }
+    out
+}

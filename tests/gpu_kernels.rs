@@ -822,3 +822,46 @@ fn pixel_net_family_matches_cpu() {
         assert!(ties <= 1, "too many near-ties: {ties}");
     }
 }
+
+#[test]
+fn peak_family_matches_cpu() {
+    // The kernels `bench peak` times must do the work they are timed for: every chain and every load counts.
+    use pixelcnn::gpu::kernels::peak::{self, PeakRun, FMA_C, FMA_M};
+    let Some(gpu) = pixelcnn::gpu::gpu_for_tests() else {
+        return;
+    };
+    for workgroup in [8, 64] {
+        let (n, iters) = (1000, 7);
+        let run_ = PeakRun { n, iters, workgroup };
+        let out = gpu.tensor("out", n * 4).unwrap();
+        let src = random_vec(n * 4 * iters, 3);
+        let g_src = gpu.upload("src", &src).unwrap();
+        let out2 = gpu.tensor("out 2", n * 4).unwrap();
+        let mut p = Program::new();
+        peak::peak(&gpu, &mut p, "fma_peak", peak::views(out.view(), g_src.view()), run_).unwrap();
+        peak::peak(
+            &gpu,
+            &mut p,
+            "read_bandwidth",
+            peak::views(out2.view(), g_src.view()),
+            run_,
+        )
+        .unwrap();
+        run(&gpu, p);
+        let want: Vec<f32> = (0..n as u32)
+            .flat_map(|id| cpu::fma_peak(id, iters, FMA_M, FMA_C))
+            .collect();
+        check(
+            &format!("fma_peak WG={workgroup}"),
+            &gpu.read(&out).unwrap(),
+            &want,
+            1e-4,
+        );
+        check(
+            &format!("read_bandwidth WG={workgroup}"),
+            &gpu.read(&out2).unwrap(),
+            &cpu::read_bandwidth(&src, n, iters),
+            1e-5,
+        );
+    }
+}

@@ -116,6 +116,7 @@ pub mod class_bias;
 pub mod conv;
 pub mod conv_pixel;
 pub mod elementwise;
+pub mod peak;
 pub mod pixel_net;
 pub mod prelude;
 pub mod reduce;
@@ -141,6 +142,7 @@ pub const FAMILIES: &[Family] = &[
     class_bias::FAMILY,
     adam::FAMILY,
     sample::FAMILY,
+    peak::FAMILY,
 ];
 
 /// The family called `name`.
