@@ -191,6 +191,17 @@ fn variants(versions: &str, configs: &[Config]) -> Vec<kernels::Variant> {
         let model = GpuModel::new(&gpu, &net, &net.init_params(0)).unwrap();
         pixelcnn::gpu::sampler::record_all(&gpu, &model, 4).unwrap();
     }
+    // `bench peak`'s two kernels.
+    let out = gpu.tensor("out", 256).unwrap();
+    let mut p = pixelcnn::gpu::record::Program::new();
+    let run = kernels::peak::PeakRun {
+        n: 64,
+        iters: 1,
+        workgroup: 64,
+    };
+    for entry in ["fma_peak", "read_bandwidth"] {
+        kernels::peak::peak(&gpu, &mut p, entry, kernels::peak::views(out.view(), out.view()), run).unwrap();
+    }
     gpu.variants()
 }
 

@@ -522,6 +522,17 @@ pub fn dispatches_per_pixel(gpu: &Gpu, model: &GpuModel, count: usize) -> Result
     Ok(p.len() as f64 / WIDTH as f64)
 }
 
+/// The profile of one interior image row (row 1) of the incremental sampler for `count` images on this device,
+/// run dispatch by dispatch (see [`Program::profile`]).
+pub fn profile_row(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<Vec<crate::gpu::record::ProfileLine>> {
+    let labels = vec![0u8; count];
+    let spec = probe_spec(model, &labels);
+    let batch = Batch::new(gpu, model, &spec, false)?;
+    batch.record_row(gpu, 0..WIDTH)?.submit(gpu);
+    gpu.wait()?;
+    batch.record_row(gpu, WIDTH..2 * WIDTH)?.profile(gpu)
+}
+
 /// Records (without running) the programs of every sampler — incremental and naive, an image row of each — so
 /// that every pipeline variant they use is built (for the translation test on a dry-run device).
 pub fn record_all(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<()> {

@@ -74,9 +74,9 @@ fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
 impl Tuning {
     fn from_env(software: bool) -> Tuning {
         Tuning {
-            conv_tm: env("PIXELCNN_CONV_TM").unwrap_or(4).clamp(1, 16),
-            conv_tn: env("PIXELCNN_CONV_TN").unwrap_or(8).clamp(1, 32),
-            wgrad_ti: env("PIXELCNN_WGRAD_TI").unwrap_or(16).clamp(1, 64),
+            conv_tm: env("PIXELCNN_CONV_TM").unwrap_or(8).clamp(1, 16),
+            conv_tn: env("PIXELCNN_CONV_TN").unwrap_or(16).clamp(1, 32),
+            wgrad_ti: env("PIXELCNN_WGRAD_TI").unwrap_or(32).clamp(1, 64),
             wgrad_tn: env("PIXELCNN_WGRAD_TN").unwrap_or(2).clamp(1, 8),
             wgrad_chunk: env("PIXELCNN_WGRAD_CHUNK").unwrap_or(1568).clamp(16, 1 << 20),
             sampler_devices: if software {
