@@ -35,6 +35,10 @@ pub struct FileStatus {
 /// or damaged ones from `base_url` + name. Files are written atomically, so an interrupted download
 /// never leaves a partial file under the real name.
 pub fn download(dir: &Path, base_url: &str, expected: &[(&str, &str)], progress: bool) -> Result<Vec<FileStatus>> {
+    // Every target is a new name or a regular file (or a link to one): checked before anything is fetched.
+    for &(name, _) in expected {
+        crate::util::output_target(&dir.join(name))?;
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(30))
@@ -44,13 +48,12 @@ pub fn download(dir: &Path, base_url: &str, expected: &[(&str, &str)], progress:
     for &(name, md5) in expected {
         let path = dir.join(name);
         if path.is_file() {
-            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            let got = md5_hex(&bytes);
+            let (got, len) = md5_of_file(&path)?;
             if got.eq_ignore_ascii_case(md5) {
                 statuses.push(FileStatus {
                     name: name.to_string(),
                     action: "present".into(),
-                    bytes: bytes.len() as u64,
+                    bytes: len,
                 });
                 continue;
             }
@@ -88,6 +91,25 @@ fn file_url(base_url: &str, name: &str) -> String {
 
 fn md5_hex(bytes: &[u8]) -> String {
     Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The MD5 (hex) and length of a file already present, read in chunks (constant memory, whatever its size).
+fn md5_of_file(path: &Path) -> Result<(String, u64)> {
+    let (mut file, _) = crate::util::open_regular(path, "file")?;
+    let mut hasher = Md5::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut len = 0u64;
+    loop {
+        let n = match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => bail!("reading {}: {e}", path.display()),
+        };
+        hasher.update(&chunk[..n]);
+        len += n as u64;
+    }
+    Ok((hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(), len))
 }
 
 /// GETs `url` into memory (the largest file is 26 MB), with a progress bar if asked.
