@@ -112,13 +112,19 @@ fn md5_of_file(path: &Path) -> Result<(String, u64)> {
     Ok((hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(), len))
 }
 
-/// GETs `url` into memory (the largest file is 26 MB), with a progress bar if asked.
+/// The most a download may be: the largest official file is 26 MB, so a server sending more is not serving it.
+pub const MAX_DOWNLOAD_BYTES: u64 = 64 << 20;
+
+/// GETs `url` into memory (at most [`MAX_DOWNLOAD_BYTES`]), with a progress bar if asked.
 fn fetch(agent: &ureq::Agent, url: &str, name: &str, progress: bool) -> Result<Vec<u8>> {
     let response = agent.get(url).call().map_err(|e| match e {
         ureq::Error::Status(code, r) => anyhow!("downloading {name} from {url}: HTTP {code} {}", r.status_text()),
         ureq::Error::Transport(t) => anyhow!("downloading {name} from {url}: {t}"),
     })?;
     let total: Option<u64> = response.header("Content-Length").and_then(|v| v.trim().parse().ok());
+    if let Some(total) = total.filter(|&t| t > MAX_DOWNLOAD_BYTES) {
+        bail!("downloading {name} from {url}: the server announces {total} bytes, more than any Fashion-MNIST file ({MAX_DOWNLOAD_BYTES} at most)");
+    }
 
     let bar = if !progress {
         ProgressBar::hidden()
@@ -153,6 +159,12 @@ fn fetch(agent: &ureq::Agent, url: &str, name: &str, progress: bool) -> Result<V
         };
         bytes.extend_from_slice(&chunk[..n]);
         bar.inc(n as u64);
+        if bytes.len() as u64 > MAX_DOWNLOAD_BYTES {
+            bar.abandon();
+            bail!(
+                "downloading {name} from {url}: more than {MAX_DOWNLOAD_BYTES} bytes, more than any Fashion-MNIST file"
+            );
+        }
     }
     bar.finish();
     if let Some(total) = total {

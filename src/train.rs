@@ -901,6 +901,14 @@ const RUN_FILES: [&str; 2] = ["last.safetensors", "metrics.jsonl"];
 /// checkpoint's own directory or one that holds no run (a branch of the run); and the files the run writes, where
 /// they exist, must be regular files (or links to them).
 fn check_run_dir(out: &Path, resume: Option<&Path>) -> Result<()> {
+    if let Ok(meta) = std::fs::metadata(out) {
+        ensure!(
+            meta.is_dir(),
+            "{} is {}; a run directory must be a directory",
+            out.display(),
+            crate::util::file_kind(&meta)
+        );
+    }
     let holds = RUN_FILES
         .iter()
         .find(|f| std::fs::symlink_metadata(out.join(f)).is_ok());
