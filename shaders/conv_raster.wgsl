@@ -70,9 +70,6 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let col_blocks = (cout4 + TN - 1u) / TN;
     let col0 = (wg % col_blocks) * TN;
     let row0 = (wg / col_blocks) * (TM * SG) + lane;
-    //@for n in TN {
-    let b_$n = bias_of(0u, col0 + ${n}u);
-    //@}
     //@for m in TM {
     let row_$m = row0 + ${m*SG}u;
     let r_$m = min(row_$m, g.rows - 1u);
@@ -80,17 +77,31 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let q_$m = row_pixel(g, r_$m);
     let y_$m = i32(q_$m / 28u);
     let x_$m = i32(q_$m % 28u);
+    //@}
+    // The accumulators start from the bias: one row, or a per-image table read at each row's image. Image-major
+    // rows of a lane (TM·SG consecutive positions, fewer than an image's 784) span at most two images, its first
+    // and last row's, so it loads those two and picks; position-major rows (the sampler) have an image each.
     //@for n in TN {
+    let b_$n = bias_of(img_0, col0 + ${n}u);
+    //@for m in TM {
     var acc_$m_$n = b_$n;
     //@}
     //@}
-    // A per-image bias table: each row's own image (one load per row and column instead of one per column).
     if (prm.bias_stride != 0u) {
-        //@for m in TM {
-        //@for n in TN {
-        acc_$m_$n = bias_of(img_$m, col0 + ${n}u);
-        //@}
-        //@}
+        if (g.order == IMAGE_MAJOR) {
+            //@for n in TN {
+            let bl_$n = bias_of(img_${TM-1}, col0 + ${n}u);
+            //@for m in TM {
+            acc_$m_$n = select(b_$n, bl_$n, img_$m != img_0);
+            //@}
+            //@}
+        } else {
+            //@for m in TM {
+            //@for n in TN {
+            acc_$m_$n = bias_of(img_$m, col0 + ${n}u);
+            //@}
+            //@}
+        }
     }
     // Weight vector i of a step (i < 4·TN: input lane j = i / TN, column n = i % TN) is loaded by lane i % SG of
     // load l = i / SG. Lanes past 4·TN load a clamped copy that nobody reads.

@@ -1,7 +1,7 @@
 // pixel_net.wgsl — the incremental sampler's step shaped for real GPUs: one dispatch runs every layer of the
 // network at one pixel (or, for the gated net's vertical stack, at a whole row) of every image, and draws the
 // pixel. One workgroup per image walks a layer program the host wrote from the network description, with a
-// barrier between layers; this is the `net` version of the pixel kernels (`conv_pixel` serves CPU rasterisers).
+// barrier between layers; this is the `net` version of the pixel kernels (the `layers` version serves CPU rasterisers).
 //
 // Entry point `pixel_net`, for image i = workgroup index and positions q0 .. q0 + npos − 1:
 //   for each op of the program, in order:
