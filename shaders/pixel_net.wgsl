@@ -7,7 +7,7 @@
 //   for each op of the program, in order:
 //     CONV  out[q, i, n] = act(bias[n] [+ class_bias[label_i, n]] + Σ_t Σ_k in[q + off_t, i, k] · w[t·cin + k, n])
 //     ADD   out = in0 + in1            GATE  out[c] = tanh(z[c] + β[c]) · σ(z[h + c] + β[h + c])
-//     RELU  out = max(in0, 0)          SAMPLE  p = σ(logit[q0, i]); x[q0, i] = u(key, first_image + i, q0) < p
+//     RELU  out = max(in0, 0)          SAMPLE  p = σ(logit[q0, i] / T); x[q0, i] = u(key, first_image + i, q0) < p
 //   then storageBarrier + workgroupBarrier, so the next op sees this op's outputs.
 // The convs read earlier positions from the activation caches, which earlier dispatches filled.
 //
@@ -29,7 +29,7 @@ struct NetParams {
     ops_at: u32,
     key: u32,
     first_image: u32,
-    _pad0: u32,
+    temperature: f32,
 }
 
 const OP_CONV: u32 = 0u;
@@ -131,7 +131,7 @@ fn pixel_net(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
             case OP_SAMPLE: {
                 if (lid == 0u) {
                     let q = prm.q0;
-                    let p = 1.0 / (1.0 + exp(-acts[at(op0.y, q, i, 0u)].x));
+                    let p = 1.0 / (1.0 + exp(-(acts[at(op0.y, q, i, 0u)].x / prm.temperature)));
                     let u = uniform_draw(prm.key, prm.first_image + i, q);
                     acts[at(op0.w, q, i, 0u)] = vec4<f32>(select(0.0, 1.0, u < p), 0.0, 0.0, 0.0);
                     probs[i * 784u + q] = p;

@@ -2,7 +2,8 @@
 //
 // Entry point `sample_pixel`, for images i < count at raster pixel q, with at = i·784 + q (image-major, the naive
 // sampler) or q·stride + i (position-major, the incremental sampler; stride = its padded image count):
-//     p = σ(logits[at]);  u = uniform(key, first_image + i, q);  image[at] = (u < p ? 1 : 0);  probs[i·784 + q] = p
+//     p = σ(logits[at] / temperature);  u = uniform(key, first_image + i, q);  image[at] = (u < p ? 1 : 0);
+//     probs[i·784 + q] = p
 // uniform_draw() (in the prelude) is the counter-based hash of src/rng.rs, so the CPU and GPU samplers draw
 // identical numbers.
 // Layouts: logits, image: vec4<f32> [count · 784] (lane .x) in either order; probs: f32 [count · 784].
@@ -15,7 +16,7 @@ struct SampleParams {
     key: u32,
     first_image: u32,
     stride: u32,    // 0: image-major; else position-major with this many images per position
-    _pad0: u32,
+    temperature: f32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -32,7 +33,7 @@ fn sample_pixel(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         return;
     }
     let at = select(prm.pixel * prm.stride + i, i * 784u + prm.pixel, prm.stride == 0u);
-    let p = 1.0 / (1.0 + exp(-logits[at].x));
+    let p = 1.0 / (1.0 + exp(-(logits[at].x / prm.temperature)));
     let u = uniform_draw(prm.key, prm.first_image + i, prm.pixel);
     image[at] = vec4<f32>(select(0.0, 1.0, u < p), 0.0, 0.0, 0.0);
     probs[i * 784u + prm.pixel] = p;

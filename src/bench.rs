@@ -180,6 +180,7 @@ pub fn bench_sample(
         labels: net.config.is_conditional().then_some(&labels[..]),
         init: None,
         start_pixel: 0,
+        temperature: 1.0,
     };
     let req = SampleRequest {
         spec,

@@ -40,9 +40,14 @@ pub struct TrainState {
     /// The data path's bytes when it is not UTF-8 (Unix); it then takes precedence over `data`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_bytes: Option<Vec<u8>>,
-    /// Epoch e trains with learning rate `adam.lr · lr_decay^e` (`--lr-decay`; 1 keeps it constant, as Keras does).
+    /// Epoch e trains with learning rate `adam.lr · lr_decay^(e − lr_epoch0)` (`--lr-decay`; 1 keeps it constant, as
+    /// Keras does).
     #[serde(default = "no_decay")]
     pub lr_decay: f64,
+    /// The epoch the learning-rate schedule starts from: 0, or the epoch where a branch of a run (`--resume X --out
+    /// NEW` with `--lr` or `--lr-decay`) set a schedule of its own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lr_epoch0: usize,
     /// The last record the run appended to `metrics.jsonl` before this checkpoint (the record of the epoch this
     /// checkpoint ends, at an epoch's end): a resume re-appends it if a crash between the save and the append lost it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +58,10 @@ fn no_decay() -> f64 {
     1.0
 }
 
+fn is_zero(x: &usize) -> bool {
+    *x == 0
+}
+
 /// The largest batch a checkpoint may name (`--batch-size`'s range).
 pub const MAX_BATCH_SIZE: usize = 4096;
 /// The most epochs a checkpoint may name (`--epochs`' range).
@@ -61,7 +70,7 @@ pub const MAX_EPOCHS: usize = 100_000;
 impl TrainState {
     /// The learning rate of the epoch in progress.
     pub fn epoch_lr(&self) -> f64 {
-        self.adam.lr * self.lr_decay.powi(self.epoch as i32)
+        self.adam.lr * self.lr_decay.powi(self.epoch.saturating_sub(self.lr_epoch0) as i32)
     }
 
     /// Where the run's data is, exactly as recorded.
@@ -89,6 +98,12 @@ impl TrainState {
     /// data; [`TrainState::check_against_data`] does the rest). `file` names the checkpoint in errors.
     pub fn validate(&self, file: &str) -> Result<()> {
         let bad = |what: String| anyhow!("{file}: train_state has {what}; the checkpoint is damaged or was edited");
+        if self.lr_epoch0 > self.epoch {
+            return Err(bad(format!(
+                "lr_epoch0 {} past the epoch in progress {}",
+                self.lr_epoch0, self.epoch
+            )));
+        }
         let (lr, decay) = (self.adam.lr, self.lr_decay);
         ensure!(
             lr.is_finite() && lr > 0.0 && lr <= 1.0 && decay.is_finite() && decay > 0.0 && decay <= 1.0,
@@ -102,6 +117,10 @@ impl TrainState {
         let eps = self.adam.eps;
         if !(eps.is_finite() && eps > 0.0 && eps < 1.0) {
             return Err(bad(format!("Adam eps = {eps}, outside (0, 1)")));
+        }
+        let ema = self.adam.ema_decay;
+        if !(ema.is_finite() && (0.0..1.0).contains(&ema)) {
+            return Err(bad(format!("the average's decay ema_decay = {ema}, outside [0, 1)")));
         }
         if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
             return Err(bad(format!(
@@ -175,6 +194,22 @@ pub struct Checkpoint {
     pub train: Option<(TrainState, AdamState)>,
 }
 
+impl Checkpoint {
+    /// The weights a model uses: the Polyak average of the parameters when this training checkpoint keeps one
+    /// (what eval, sample, complete and export use by default), else, or with `raw`, the parameters themselves.
+    pub fn weights(&self, raw: bool) -> &[f32] {
+        match self.train.as_ref().and_then(|(_, adam)| adam.ema.as_deref()) {
+            Some(ema) if !raw => ema,
+            _ => &self.params,
+        }
+    }
+
+    /// Whether [`Checkpoint::weights`] gives the average.
+    pub fn averaged(&self, raw: bool) -> bool {
+        !raw && self.train.as_ref().is_some_and(|(_, adam)| adam.ema.is_some())
+    }
+}
+
 /// A tensor in the CPU layout → its PyTorch layout (OIHW with zeros in masked taps, for conv weights).
 fn export(net: &Network, t: &ParamTensor, packed: &[f32]) -> Vec<f32> {
     let ParamKind::Weight { conv } = t.kind else {
@@ -222,6 +257,9 @@ pub fn to_bytes(net: &Network, params: &[f32], train: Option<(&TrainState, &Adam
         if let Some((_, adam)) = train {
             push(format!("train.adam_m.{}", t.name), &adam.m);
             push(format!("train.adam_v.{}", t.name), &adam.v);
+            if let Some(ema) = &adam.ema {
+                push(format!("train.ema.{}", t.name), ema);
+            }
         }
     }
     let c = net.config;
@@ -406,10 +444,15 @@ pub fn from_bytes(bytes: &[u8], file: &str) -> Result<Checkpoint> {
     // Exactly the network's tensors (and Adam's, with a training state): anything else means the metadata and the
     // tensors disagree, and silently dropping a tensor would change the model.
     let mut expected: std::collections::HashSet<String> = net.params.tensors.iter().map(|t| t.name.clone()).collect();
+    // The Polyak average is there exactly when the training state keeps one (checked below).
+    let has_ema = names.iter().any(|n| n.starts_with("train.ema."));
     if train_json.is_some() {
         for t in &net.params.tensors {
             expected.insert(format!("train.adam_m.{}", t.name));
             expected.insert(format!("train.adam_v.{}", t.name));
+            if has_ema {
+                expected.insert(format!("train.ema.{}", t.name));
+            }
         }
     }
     let mut unexpected: Vec<&String> = names.iter().copied().filter(|n| !expected.contains(*n)).collect();
@@ -451,7 +494,20 @@ pub fn from_bytes(bytes: &[u8], file: &str) -> Result<Checkpoint> {
             }
             let v = to_params(v_tensors);
             let step = state.step;
-            Some((state, AdamState { m, v, step }))
+            let keeps_average = state.adam.ema_decay > 0.0;
+            ensure!(
+                keeps_average == has_ema,
+                "{file}: train_state says the run {} an average of its parameters (ema_decay {}), but the file {} `train.ema.*` tensors",
+                if keeps_average { "keeps" } else { "keeps no" },
+                state.adam.ema_decay,
+                if has_ema { "holds" } else { "lacks" }
+            );
+            let ema = if has_ema {
+                Some(to_params(read_all("train.ema.")?))
+            } else {
+                None
+            };
+            Some((state, AdamState { m, v, step, ema }))
         }
     };
     Ok(Checkpoint { config, params, train })

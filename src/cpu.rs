@@ -16,6 +16,10 @@ pub struct AdamConfig {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
+    /// Decay of the Polyak average of the parameters kept beside them (`--ema`; 0: none). Each step, after Adam:
+    /// `ema ← ema − (1 − decay) · (ema − θ)`.
+    #[serde(default)]
+    pub ema_decay: f64,
 }
 
 impl Default for AdamConfig {
@@ -25,6 +29,7 @@ impl Default for AdamConfig {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-7,
+            ema_decay: 0.0,
         }
     }
 }
@@ -444,21 +449,41 @@ pub fn backward(
     (grads, d_acts[0].take().unwrap_or_default())
 }
 
-/// Adam state: first and second moments (same layout as the parameters) and the step count.
+/// The optimizer's state: Adam's first and second moments (same layout as the parameters), the step count, and the
+/// Polyak average of the parameters when the run keeps one (`AdamConfig::ema_decay` > 0).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamState {
     pub m: Vec<f32>,
     pub v: Vec<f32>,
     pub step: u64,
+    pub ema: Option<Vec<f32>>,
 }
 
 impl AdamState {
+    /// A fresh state for `len` parameters, without an average.
     pub fn new(len: usize) -> Self {
         AdamState {
             m: vec![0.0; len],
             v: vec![0.0; len],
             step: 0,
+            ema: None,
         }
+    }
+
+    /// A fresh state for `params`, with their average started at themselves when `cfg` keeps one.
+    pub fn for_run(params: &[f32], cfg: &AdamConfig) -> Self {
+        AdamState {
+            ema: (cfg.ema_decay > 0.0).then(|| params.to_vec()),
+            ..AdamState::new(params.len())
+        }
+    }
+}
+
+/// One step of the Polyak average: `ema ← ema − (1 − decay) · (ema − θ)`, element-wise, in f32 as on the GPU.
+pub fn ema_update(ema: &mut [f32], params: &[f32], decay: f64) {
+    let rate = (1.0 - decay) as f32;
+    for (e, &p) in ema.iter_mut().zip(params) {
+        *e -= rate * (*e - p);
     }
 }
 
@@ -490,6 +515,9 @@ pub fn train_step(
     adam.step += 1;
     let lr_t = cfg.step_size(adam.step);
     adam_update(params, &grads, &mut adam.m, &mut adam.v, lr_t, cfg);
+    if let Some(ema) = adam.ema.as_mut() {
+        ema_update(ema, params, cfg.ema_decay);
+    }
     nll
 }
 
@@ -533,6 +561,9 @@ pub struct SampleSpec<'a> {
     pub labels: Option<&'a [u8]>,
     pub init: Option<&'a [u8]>,
     pub start_pixel: usize,
+    /// Each pixel is drawn with p = σ(logit / temperature) (`--temperature`): 1 draws from the model itself, below
+    /// 1 sharper, above 1 flatter.
+    pub temperature: f32,
 }
 
 impl<'a> SampleSpec<'a> {
@@ -559,7 +590,7 @@ pub fn sample_naive(net: &Network, params: &[f32], spec: SampleSpec) -> Samples 
         let acts = forward(net, params, &x, spec.labels, count);
         let logits = &acts[net.logits_act()];
         for i in 0..count {
-            let p = sigmoid(logits[i * PIXELS + q]);
+            let p = sigmoid(logits[i * PIXELS + q] / spec.temperature);
             probs[i * PIXELS + q] = p;
             images[i * PIXELS + q] = sample_pixel(spec.key, spec.first_image + i as u32, q as u32, p);
         }
@@ -645,7 +676,7 @@ pub fn sample_incremental(net: &Network, params: &[f32], spec: SampleSpec) -> Sa
         if q >= spec.start_pixel {
             for i in 0..count {
                 let at = i * PIXELS + q;
-                let p = sigmoid(acts[net.logits_act()][at]);
+                let p = sigmoid(acts[net.logits_act()][at] / spec.temperature);
                 images[at] = sample_pixel(spec.key, spec.first_image + i as u32, q as u32, p);
                 acts[0][at] = images[at] as f32;
             }
@@ -668,7 +699,7 @@ pub fn sample_incremental(net: &Network, params: &[f32], spec: SampleSpec) -> Sa
     let logits = &acts[net.logits_act()];
     for i in 0..count {
         for q in spec.start_pixel..PIXELS {
-            probs[i * PIXELS + q] = sigmoid(logits[i * PIXELS + q]);
+            probs[i * PIXELS + q] = sigmoid(logits[i * PIXELS + q] / spec.temperature);
         }
     }
     Samples { images, probs }

@@ -155,6 +155,8 @@ pub struct StreamRequest<'a> {
     pub labels: Option<&'a [u8]>,
     /// The original algorithm (a full forward pass per pixel) instead of the incremental sampler.
     pub naive: bool,
+    /// p = σ(logit / temperature); 1 draws from the model itself.
+    pub temperature: f32,
 }
 
 /// Samples `req.count` images in chunks of [`CHUNK`], handing each chunk to `each(first_index, samples)` as it is
@@ -172,6 +174,7 @@ pub fn sample_streaming(
         seed,
         labels,
         naive,
+        temperature,
     } = req;
     let sampler = match device {
         Device::Gpu => Some(Sampler::new(net, params)?),
@@ -187,6 +190,7 @@ pub fn sample_streaming(
             labels: labels.map(|l| &l[start..start + n]),
             init: None,
             start_pixel: 0,
+            temperature,
         };
         let s = sample_chunk(device, sampler.as_ref(), net, params, spec, naive, &mut progress)?;
         each(start, &s)?;
@@ -227,6 +231,8 @@ pub struct CompleteRequest {
     pub rows: usize,
     pub samples: usize,
     pub seed: u64,
+    /// p = σ(logit / temperature); 1 draws from the model itself.
+    pub temperature: f32,
 }
 
 /// Keeps the top `req.rows` rows of the first `req.count` images of `split` and samples the rest, `req.samples`
@@ -244,6 +250,7 @@ pub fn complete(
         rows,
         samples,
         seed,
+        temperature,
     } = req;
     ensure!(rows <= crate::model::HEIGHT, "--rows must be between 0 and 28");
     ensure!(split.len() >= count, "the test split has only {} images", split.len());
@@ -268,6 +275,7 @@ pub fn complete(
         labels: net.config.is_conditional().then_some(&labels[..]),
         init: Some(&init),
         start_pixel: start,
+        temperature,
     };
     let completions = sample_chunk(device, sampler.as_ref(), net, params, spec, false, progress)?;
     let originals: Vec<Vec<u8>> = (0..count).map(|i| split.image(i).to_vec()).collect();

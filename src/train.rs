@@ -70,8 +70,8 @@ impl Backend {
             },
             Device::Gpu => {
                 let gpu = Arc::new(Gpu::new()?);
-                let model = GpuModel::new(&gpu, net, &params)?;
-                model.upload_adam(&gpu, &adam);
+                let mut model = GpuModel::new(&gpu, net, &params)?;
+                model.upload_adam(&gpu, &adam)?;
                 let trainer = Box::new(Trainer::new(&gpu, model, cfg, batch)?);
                 Backend::Gpu {
                     gpu,
@@ -164,6 +164,25 @@ impl Backend {
         }
     }
 
+    /// Per-image NLL of `images` under the parameters' Polyak average (None when the run keeps none).
+    pub fn evaluate_average(
+        &mut self,
+        images: &[u8],
+        labels: Option<&[u8]>,
+        progress: impl FnMut(usize),
+    ) -> Result<Option<Vec<f32>>> {
+        match self {
+            Backend::Cpu { net, adam, .. } => Ok(adam
+                .ema
+                .as_ref()
+                .map(|ema| evaluate_cpu(net, ema, images, labels, progress))),
+            Backend::Gpu { gpu, trainer, .. } => match trainer.model.ema {
+                Some(_) => Ok(Some(trainer.evaluate_average(gpu, images, labels, progress)?)),
+                None => Ok(None),
+            },
+        }
+    }
+
     /// Parameters (CPU layout) and Adam state, waiting for the device.
     pub fn state(&self) -> Result<(Vec<f32>, AdamState)> {
         match self {
@@ -216,6 +235,8 @@ pub struct TrainOptions {
     pub lr: f64,
     /// Per-epoch learning-rate factor: epoch e trains at `lr · lr_decay^e`.
     pub lr_decay: f64,
+    /// Decay of the Polyak average of the parameters (0: none).
+    pub ema: f64,
     pub seed: u64,
     pub steps: Option<u64>,
     pub out: PathBuf,
@@ -243,6 +264,11 @@ pub struct EpochRecord {
     /// None when there are no validation images (JSON `null`, never NaN).
     pub val_nll: Option<f64>,
     pub val_bpd: Option<f64>,
+    /// The same under the Polyak average of the parameters, when the run keeps one (`--ema`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_nll_ema: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_bpd_ema: Option<f64>,
     pub seconds: f64,
     pub images_per_second: f64,
     /// The epoch's learning rate (`--lr` · `--lr-decay`^(epoch − 1)).
@@ -428,6 +454,7 @@ pub fn fresh_state(opts: &TrainOptions) -> TrainState {
         epochs: opts.epochs,
         adam: AdamConfig {
             lr: opts.lr,
+            ema_decay: opts.ema,
             ..AdamConfig::default()
         },
         val_split: opts.val_split,
@@ -438,6 +465,7 @@ pub fn fresh_state(opts: &TrainOptions) -> TrainState {
         data_bytes: None,
         lr_decay: opts.lr_decay,
         last_record: None,
+        lr_epoch0: 0,
     };
     if let Some(p) = &opts.data {
         state.set_data_path(p);
@@ -542,7 +570,9 @@ impl<'a> TrainLoop<'a> {
                 opts.config.validate()?;
                 let net = Network::new(opts.config);
                 let params = net.init_params(opts.seed);
-                (opts.config, params, AdamState::new(net.param_len()), fresh_state(opts))
+                let state = fresh_state(opts);
+                let adam = AdamState::for_run(&params, &state.adam);
+                (opts.config, params, adam, state)
             }
         };
         ensure!(state.batch_size >= 1, "--batch-size must be at least 1");
@@ -750,7 +780,7 @@ impl<'a> TrainLoop<'a> {
         let train_nll = sum / self.state.epoch_images.max(1) as f64;
         let seconds = epoch.start.elapsed().as_secs_f64();
         let rate = (self.state.epoch_images - epoch.images_before) as f64 / seconds;
-        let val_nll = self.validate()?;
+        let (val_nll, val_nll_ema) = self.validate()?;
         let partial = self.state.batch_in_epoch < self.batches_per_epoch;
         let record = EpochRecord {
             epoch: self.state.epoch + 1,
@@ -760,6 +790,8 @@ impl<'a> TrainLoop<'a> {
             train_bpd: bits_per_dim(train_nll),
             val_nll,
             val_bpd: val_nll.map(bits_per_dim),
+            val_nll_ema,
+            val_bpd_ema: val_nll_ema.map(bits_per_dim),
             seconds,
             images_per_second: rate,
             lr: epoch.lr,
@@ -786,12 +818,14 @@ impl<'a> TrainLoop<'a> {
         Ok(())
     }
 
-    /// The mean validation NLL, None without validation images.
-    fn validate(&mut self) -> Result<Option<f64>> {
+    /// The mean validation NLL under the parameters and under their Polyak average (when the run keeps one); None
+    /// without validation images.
+    fn validate(&mut self) -> Result<(Option<f64>, Option<f64>)> {
         if self.val.is_empty() {
-            return Ok(None);
+            return Ok((None, None));
         }
-        let bar = ProgressBar::new(self.val.len() as u64);
+        let averaged = self.state.adam.ema_decay > 0.0;
+        let bar = ProgressBar::new(self.val.len() as u64 * if averaged { 2 } else { 1 });
         bar.set_style(
             ProgressStyle::with_template("validating [{bar:30}] {pos}/{len}")
                 .unwrap()
@@ -799,11 +833,17 @@ impl<'a> TrainLoop<'a> {
         );
         let labels = self.conditional.then_some(&self.val.labels[..]);
         let v = mean(&self.backend.evaluate(&self.val.images, labels, |k| bar.inc(k as u64))?);
+        let v_ema = self
+            .backend
+            .evaluate_average(&self.val.images, labels, |k| bar.inc(k as u64))?
+            .map(|nll| mean(&nll));
         bar.finish_and_clear();
-        if !v.is_finite() {
-            return Err(diverged(format!("the validation NLL is {v}"), &self.last_good));
+        for (what, x) in [("", Some(v)), (" under the average", v_ema)] {
+            if let Some(x) = x.filter(|x| !x.is_finite()) {
+                return Err(diverged(format!("the validation NLL{what} is {x}"), &self.last_good));
+            }
         }
-        Ok(Some(v))
+        Ok((Some(v), v_ema))
     }
 
     /// The epoch's line: JSON on stdout with --json, else a summary on stderr.
@@ -812,9 +852,14 @@ impl<'a> TrainLoop<'a> {
             println!("{}", serde_json::to_string(record)?);
             return Ok(());
         }
-        let val_text = match record.val_nll {
-            Some(v) => format!("val NLL {v:.2} nats/image ({:.4} bits/dim)", bits_per_dim(v)),
-            None => "no validation images".to_string(),
+        let val_text = match (record.val_nll, record.val_nll_ema) {
+            (Some(v), Some(a)) => format!(
+                "val NLL {v:.2} nats/image ({:.4} bits/dim), averaged weights {a:.2} ({:.4})",
+                bits_per_dim(v),
+                bits_per_dim(a)
+            ),
+            (Some(v), None) => format!("val NLL {v:.2} nats/image ({:.4} bits/dim)", bits_per_dim(v)),
+            _ => "no validation images".to_string(),
         };
         eprintln!(
             "epoch {:>3}{} step {:>6}: train NLL {:.2} nats/image ({:.4} bits/dim), {val_text}, {:.1} images/s",
@@ -942,6 +987,8 @@ pub struct RunRequest {
     pub batch_size: Option<usize>,
     pub lr: Option<f64>,
     pub lr_decay: Option<f64>,
+    /// `--ema`: the decay of the parameters' Polyak average (0: none).
+    pub ema: Option<f64>,
     pub seed: Option<u64>,
     pub steps: Option<u64>,
     pub limit: Option<usize>,
@@ -963,6 +1010,9 @@ pub struct RunPlan {
     pub val: Split,
     pub lock: crate::util::DirLock,
 }
+
+/// The decay of the Polyak average a fresh run keeps (openai/pixel-cnn's).
+pub const DEFAULT_EMA: f64 = 0.9995;
 
 /// Default epochs and batch size of a fresh run (the seed's setup).
 pub const DEFAULT_EPOCHS: usize = 50;
@@ -1027,7 +1077,10 @@ fn resume_options(req: &RunRequest, path: &Path) -> Result<(TrainOptions, Option
             path.display()
         );
     };
-    check_resume_flags(req, &ck.config, &state)?;
+    let out = req.out.clone().unwrap_or_else(|| run_dir_of(path));
+    // A branch (an --out other than the run's own directory) may set a learning-rate schedule of its own.
+    let branch = !same_dir(&out, &run_dir_of(path)) && out != run_dir_of(path);
+    check_resume_flags(req, &ck.config, &state, branch)?;
     // --epochs and --steps are totals: at or below where the run is, there is nothing to do.
     let (done, step) = (state.epoch, state.step);
     let epochs = match req.epochs {
@@ -1056,14 +1109,39 @@ fn resume_options(req: &RunRequest, path: &Path) -> Result<(TrainOptions, Option
              than {step} to train on"
         );
     }
-    let state = TrainState { epochs, ..state };
-    let out = req.out.clone().unwrap_or_else(|| run_dir_of(path));
+    let mut state = TrainState { epochs, ..state };
+    let mut adam = adam;
+    if branch && (req.lr.is_some() || req.lr_decay.is_some()) {
+        // The branch's schedule starts at the epoch in progress: --lr (default: the rate the run is at) decayed by
+        // --lr-decay (default: the run's) per epoch from here.
+        let lr = req.lr.unwrap_or_else(|| state.epoch_lr());
+        let decay = req.lr_decay.unwrap_or(state.lr_decay);
+        eprintln!(
+            "note: branching {} at epoch {}: learning rate {lr:e} × {decay} per epoch from here",
+            path.display(),
+            state.epoch + 1
+        );
+        state.adam.lr = lr;
+        state.lr_decay = decay;
+        state.lr_epoch0 = state.epoch;
+    }
+    // A run that kept no average starts one at its current parameters when --ema asks for it.
+    if let Some(e) = req.ema.filter(|&e| e > 0.0 && state.adam.ema_decay == 0.0) {
+        eprintln!(
+            "note: {} kept no average of its parameters; averaging them from step {} on (--ema {e})",
+            path.display(),
+            state.step
+        );
+        state.adam.ema_decay = e;
+        adam.ema = Some(ck.params.clone());
+    }
     let opts = TrainOptions {
         config: ck.config,
         epochs,
         batch_size: state.batch_size,
         lr: state.adam.lr,
         lr_decay: state.lr_decay,
+        ema: state.adam.ema_decay,
         seed: state.seed,
         steps: req.steps,
         out,
@@ -1078,8 +1156,9 @@ fn resume_options(req: &RunRequest, path: &Path) -> Result<(TrainOptions, Option
     Ok((opts, Some((ck.config, ck.params, adam, state))))
 }
 
-/// A resume takes its settings from the checkpoint: a flag that asks for another value is an error.
-fn check_resume_flags(req: &RunRequest, config: &Config, state: &TrainState) -> Result<()> {
+/// A resume takes its settings from the checkpoint: a flag that asks for another value is an error, except the
+/// learning rate and its decay on a `branch` (an --out other than the run's directory), which may set its own.
+fn check_resume_flags(req: &RunRequest, config: &Config, state: &TrainState, branch: bool) -> Result<()> {
     let conflict = |flag: &str, given: String, saved: String| -> Result<()> {
         ensure!(
             given == saved,
@@ -1093,14 +1172,17 @@ fn check_resume_flags(req: &RunRequest, config: &Config, state: &TrainState) -> 
     if let Some(b) = req.batch_size {
         conflict("--batch-size", b.to_string(), state.batch_size.to_string())?;
     }
-    if let Some(lr) = req.lr {
+    if let Some(lr) = req.lr.filter(|_| !branch) {
         conflict("--lr", lr.to_string(), state.adam.lr.to_string())?;
     }
-    if let Some(d) = req.lr_decay {
+    if let Some(d) = req.lr_decay.filter(|_| !branch) {
         conflict("--lr-decay", d.to_string(), state.lr_decay.to_string())?;
     }
     if let Some(s) = req.seed {
         conflict("--seed", s.to_string(), state.seed.to_string())?;
+    }
+    if let Some(e) = req.ema.filter(|_| state.adam.ema_decay > 0.0) {
+        conflict("--ema", e.to_string(), state.adam.ema_decay.to_string())?;
     }
     if let Some(l) = req.limit {
         conflict("--limit", l.to_string(), format!("{:?}", state.limit.unwrap_or(0)))?;
@@ -1117,6 +1199,7 @@ fn fresh_options(req: &RunRequest) -> Result<TrainOptions> {
         batch_size: req.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
         lr: req.lr.unwrap_or(AdamConfig::default().lr),
         lr_decay: req.lr_decay.unwrap_or(1.0),
+        ema: req.ema.unwrap_or(DEFAULT_EMA),
         seed: req.seed.unwrap_or(0),
         steps: req.steps,
         out,

@@ -123,6 +123,7 @@ fn train_state(net: &Network, seed: u64) -> (TrainState, AdamState) {
         data_bytes: None,
         lr_decay: 0.9,
         last_record: None,
+        lr_epoch0: 0,
     };
     let mut adam = AdamState::new(net.param_len());
     perturb(net, &mut adam.m, seed + 1, 1e-2);
@@ -165,6 +166,36 @@ fn round_trip(config: Config) {
     assert_eq!(loaded_adam.step, adam.step);
     assert_eq!(bits(&loaded_adam.m), bits(&adam.m), "Adam m changed");
     assert_eq!(bits(&loaded_adam.v), bits(&adam.v), "Adam v changed");
+    assert!(loaded_adam.ema.is_none(), "an average appeared from nowhere");
+
+    // With the parameters' Polyak average: kept bit for bit under `train.ema.*`, and the weights a model uses.
+    let mut state_ema = state.clone();
+    state_ema.adam.ema_decay = 0.9995;
+    let mut adam_ema = adam.clone();
+    let average = random_params(&net, 7);
+    adam_ema.ema = Some(average.clone());
+    let bytes = checkpoint::to_bytes(&net, &params, Some((&state_ema, &adam_ema))).unwrap();
+    let loaded = checkpoint::from_bytes(&bytes, FILE).unwrap();
+    assert_eq!(
+        bits(loaded.weights(false)),
+        bits(&average),
+        "the average is the default weights"
+    );
+    assert_eq!(
+        bits(loaded.weights(true)),
+        bits(&params),
+        "--raw-weights gives the parameters"
+    );
+    assert!(loaded.averaged(false) && !loaded.averaged(true));
+    let (s2, a2) = loaded.train.expect("training state lost");
+    assert_eq!(s2.adam.ema_decay, 0.9995);
+    assert_eq!(bits(&a2.ema.expect("average lost")), bits(&average));
+    // A training state that says the run keeps an average, without its tensors (and the reverse), is refused.
+    for (st, ad, what) in [(&state_ema, &adam, "lacks"), (&state, &adam_ema, "holds")] {
+        let bytes = checkpoint::to_bytes(&net, &params, Some((st, ad))).unwrap();
+        let err = format!("{:#}", checkpoint::from_bytes(&bytes, FILE).err().expect("accepted"));
+        assert!(err.contains(what) && err.contains("train.ema"), "{err}");
+    }
 }
 
 /// Resuming must restore the floats of the training state bit for bit, whatever they are: the running NLL sum is an

@@ -247,6 +247,11 @@ fn assert_same_checkpoint(what: &str, a: &Path, b: &Path) {
     assert_eq!(adam_a.step, adam_b.step, "{what}: Adam steps differ");
     assert!(bits(&adam_a.m) == bits(&adam_b.m), "{what}: Adam first moments differ");
     assert!(bits(&adam_a.v) == bits(&adam_b.v), "{what}: Adam second moments differ");
+    let (ema_a, ema_b) = (
+        adam_a.ema.expect("runs keep an average by default"),
+        adam_b.ema.expect("average"),
+    );
+    assert!(bits(&ema_a) == bits(&ema_b), "{what}: the Polyak averages differ");
     assert_eq!(sa.step, sb.step, "{what}: step differs");
     assert_eq!(sa.epoch, sb.epoch, "{what}: epoch differs");
     assert_eq!(sa.batch_in_epoch, sb.batch_in_epoch, "{what}: batch_in_epoch differs");
@@ -814,9 +819,22 @@ fn export_strips_training_state() {
         "the exported checkpoint should hold no training state"
     );
     assert_eq!(model.config, full.config);
+    // The export holds the Polyak average the run kept (training keeps one by default), or with --raw-weights
+    // the parameters themselves.
+    assert!(full.averaged(false), "the trained checkpoint should keep an average");
     assert!(
-        bits(&model.params) == bits(&full.params),
-        "export changed the parameters"
+        bits(&model.params) == bits(full.weights(false)),
+        "export did not write the averaged weights"
+    );
+    assert!(
+        bits(full.weights(false)) != bits(&full.params),
+        "the average equals the parameters"
+    );
+    let raw = f.root.join("raw.safetensors");
+    ok(&f.root, &["export", s(&ck), "--raw-weights", "--out", s(&raw)]);
+    assert!(
+        bits(&load(&raw).params) == bits(&full.params),
+        "export --raw-weights changed the parameters"
     );
     assert!(
         std::fs::metadata(&exported).unwrap().len() < std::fs::metadata(&ck).unwrap().len(),

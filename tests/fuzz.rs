@@ -296,6 +296,7 @@ fn checkpoint_bytes(gated: bool) -> Vec<u8> {
         data_bytes: None,
         lr_decay: 1.0,
         last_record: None,
+        lr_epoch0: 0,
     };
     let adam = pixelcnn::cpu::AdamState::new(net.param_len());
     pixelcnn::checkpoint::to_bytes(&net, &params, Some((&state, &adam))).unwrap()

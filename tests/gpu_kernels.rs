@@ -666,6 +666,18 @@ fn adam_family_matches_cpu() {
     check("adam_update (params)", &gpu.read(&gp).unwrap(), &params, 1e-6);
     check("adam_update (m)", &gpu.read(&gm).unwrap(), &m, 1e-6);
     check("adam_update (v)", &gpu.read(&gv).unwrap(), &v, 1e-6);
+    // The Polyak average after the update, from an average that differs from the parameters.
+    let mut ema: Vec<f32> = random_vec(n, 5);
+    let ge = gpu.upload("ema", &ema).unwrap();
+    let mut p = Program::new();
+    let views = adam::EmaViews {
+        params: gp.view(),
+        ema: ge.view(),
+    };
+    adam::ema_update(&gpu, &mut p, views, 0.9995).unwrap();
+    run(&gpu, p);
+    cpu::ema_update(&mut ema, &params, 0.9995);
+    check("ema_update", &gpu.read(&ge).unwrap(), &ema, 1e-6);
 }
 
 #[test]
@@ -677,8 +689,9 @@ fn sample_family_draws_the_cpu_uniforms() {
     let key = pixelcnn::rng::sample_key(1234);
     // Logits chosen so that p sweeps (0, 1) across images; pixel 300 of each image is drawn. Both layouts: the
     // naive sampler's image-major buffers (stride 0) and the incremental one's position-major (80 per pixel).
+    // At temperature 1 and 0.6: p = σ(logit / T).
     let q = 300;
-    for stride in [0, 80] {
+    for (stride, temperature) in [(0, 1.0f32), (80, 1.0), (0, 0.6), (80, 0.6)] {
         let at = |i: usize| if stride == 0 { i * PIXELS + q } else { q * stride + i };
         let positions = count.max(stride) * PIXELS;
         let mut logits = vec![0.0f32; positions];
@@ -700,6 +713,7 @@ fn sample_family_draws_the_cpu_uniforms() {
             key,
             first_image: 5,
             stride,
+            temperature,
         };
         sample::sample_pixel(&gpu, &mut p, views, op).unwrap();
         run(&gpu, p);
@@ -707,8 +721,11 @@ fn sample_family_draws_the_cpu_uniforms() {
         let pr = gpu.read(&probs).unwrap();
         let mut ones = 0;
         for i in 0..count {
-            let pc = cpu::sigmoid(logits[at(i)]);
-            assert!((pr[i * PIXELS + q] - pc).abs() < 1e-6, "stride {stride} image {i}: p");
+            let pc = cpu::sigmoid(logits[at(i)] / temperature);
+            assert!(
+                (pr[i * PIXELS + q] - pc).abs() < 1e-6,
+                "stride {stride} T {temperature} image {i}: p"
+            );
             let expected = cpu::sample_pixel(key, 5 + i as u32, q as u32, pc);
             let u = pixelcnn::rng::sample_uniform(key, 5 + i as u32, q as u32);
             if (u - pc).abs() > 1e-5 {
@@ -717,6 +734,7 @@ fn sample_family_draws_the_cpu_uniforms() {
             ones += expected as usize;
         }
         assert!(ones > 10 && ones < 60, "draws look degenerate: {ones} ones of {count}");
+        eprintln!("sample_pixel stride {stride} T {temperature}: {count} draws equal the CPU's");
     }
 }
 
@@ -789,6 +807,7 @@ fn pixel_net_family_matches_cpu() {
             labels: net.config.is_conditional().then_some(&labels[..]),
             init: None,
             start_pixel: 0,
+            temperature: 1.0,
         };
         let model = pixelcnn::gpu::layers::GpuModel::new(&gpu, &net, &params).unwrap();
         let req = pixelcnn::gpu::sampler::SampleRequest {

@@ -47,6 +47,7 @@ fn check_samplers(gpu: &Gpu, version: &str, net: &Network, params: &[f32]) {
         labels: net.config.is_conditional().then_some(&labels[..]),
         init: None,
         start_pixel: 0,
+        temperature: 1.0,
     };
     let what = format!("[{version}] {}", net.config.describe());
     let g = GpuModel::new(gpu, net, params).unwrap();
@@ -61,6 +62,22 @@ fn check_samplers(gpu: &Gpu, version: &str, net: &Network, params: &[f32]) {
         ties += compare_samplers(&format!("{what} naive GPU vs CPU"), &naive, &cpu, key, 0, 0);
     }
     assert!(ties <= 1, "too many near-ties: {ties}");
+    // At another temperature the GPU and CPU samplers still agree (p = σ(logit / T) on both).
+    let cool = SampleSpec {
+        temperature: 0.8,
+        ..spec
+    };
+    let inc_cool = sample(gpu, &g, request(cool, false), |_| {}).unwrap();
+    let cpu_cool = cpu::sample_incremental(net, params, cool);
+    let ties_cool = compare_samplers(
+        &format!("{what} T 0.8 incremental GPU vs CPU"),
+        &inc_cool,
+        &cpu_cool,
+        key,
+        0,
+        0,
+    );
+    assert!(ties_cool <= 1, "too many near-ties at T 0.8: {ties_cool}");
     let ones = inc.images.iter().filter(|&&v| v == 1).count();
     assert!(ones > 0 && ones < count * PIXELS, "degenerate samples: {ones} ones");
     // The same seed gives the same images; another seed other images.
@@ -85,6 +102,7 @@ fn check_samplers(gpu: &Gpu, version: &str, net: &Network, params: &[f32]) {
         first_image: 10,
         init: Some(&init),
         start_pixel: start,
+        temperature: 1.0,
         labels: spec.labels.map(|l| &l[..2]),
         ..spec
     };
@@ -146,6 +164,7 @@ fn sampler_split_over_devices_equals_one_device() {
         labels: Some(&labels),
         init: Some(&init),
         start_pixel: 5 * 28,
+        temperature: 1.0,
     };
     let req = request(spec, false);
     let sampler = Sampler::new(&net, &params).unwrap();

@@ -12,7 +12,11 @@ use pixelcnn::model::{Config, Network};
 
 fn three_adam_steps(gpu: &Gpu, version: &str, config: Config) {
     let net = Network::new(config);
-    let cfg = AdamConfig::default();
+    // A short decay, so that three steps move the Polyak average visibly.
+    let cfg = AdamConfig {
+        ema_decay: 0.7,
+        ..AdamConfig::default()
+    };
     let start = perturbed_params(&net, 1, 0.05);
     let batches: Vec<Vec<u8>> = (0..3).map(|i| random_images(3, 10 + i)).collect();
     let labels: Vec<Vec<u8>> = (0..3).map(|i| random_labels(3, 20 + i)).collect();
@@ -20,7 +24,7 @@ fn three_adam_steps(gpu: &Gpu, version: &str, config: Config) {
     let what = format!("[{version}] {}", config.describe());
 
     let mut params = start.clone();
-    let mut adam = AdamState::new(net.param_len());
+    let mut adam = AdamState::for_run(&start, &cfg);
     let mut first_grads = None;
     for (i, b) in batches.iter().enumerate() {
         let x: Vec<f32> = b.iter().map(|&v| v as f32).collect();
@@ -32,7 +36,8 @@ fn three_adam_steps(gpu: &Gpu, version: &str, config: Config) {
         cpu::train_step(&net, &mut params, &mut adam, &cfg, &x, label(i), 3);
     }
 
-    let model = GpuModel::new(gpu, &net, &start).unwrap();
+    let mut model = GpuModel::new(gpu, &net, &start).unwrap();
+    model.upload_adam(gpu, &AdamState::for_run(&start, &cfg)).unwrap();
     let mut trainer = Trainer::new(gpu, model, cfg, 3).unwrap();
     for (i, b) in batches.iter().enumerate() {
         trainer.step(gpu, b, label(i), i as u64 + 1).unwrap();
@@ -69,10 +74,32 @@ fn three_adam_steps(gpu: &Gpu, version: &str, config: Config) {
         &adam.v,
         1e-3,
     );
+    let (gpu_ema, cpu_ema) = (
+        gpu_adam.ema.expect("GPU average"),
+        adam.ema.clone().expect("CPU average"),
+    );
+    check(&format!("{what} 3 steps: Polyak average"), &gpu_ema, &cpu_ema, 1e-5);
+    assert_ne!(cpu_ema, params, "the average should lag the parameters");
+    // Evaluating the average (swapped in for the parameters, and back) equals the CPU's NLL under the average, and
+    // leaves the parameters as they were.
+    let images = random_images(3, 40);
+    let x: Vec<f32> = images.iter().map(|&v| v as f32).collect();
+    let got = trainer.evaluate_average(gpu, &images, label(0), |_| {}).unwrap();
+    check(
+        &format!("{what} NLL under the average"),
+        &got,
+        &cpu::image_nll(&net, &cpu_ema, &x, label(0), 3),
+        1e-4,
+    );
+    assert_eq!(
+        trainer.model.download_params(gpu).unwrap(),
+        gpu_params,
+        "evaluating the average moved the parameters"
+    );
     // The running NLL the GPU accumulated equals the CPU's per-image NLLs of the three batches (before each update).
     let total = trainer.read_running_nll(gpu).unwrap();
     let mut p = start.clone();
-    let mut a = AdamState::new(net.param_len());
+    let mut a = AdamState::for_run(&start, &cfg);
     let mut cpu_total = 0.0f64;
     for (i, b) in batches.iter().enumerate() {
         let x: Vec<f32> = b.iter().map(|&v| v as f32).collect();

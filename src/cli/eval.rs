@@ -24,6 +24,9 @@ pub struct EvalArgs {
     limit: Option<u64>,
     #[arg(long, value_enum, default_value_t = Device::Gpu)]
     device: Device,
+    /// Use a training checkpoint's raw parameters, not the Polyak average it keeps (`train --ema`).
+    #[arg(long)]
+    raw_weights: bool,
     /// Print one JSON object, with every image's NLL.
     #[arg(long)]
     json: bool,
@@ -41,7 +44,11 @@ impl EvalArgs {
             .limit
             .map_or(split_data.len(), |l| (l as usize).min(split_data.len()));
         let pb = styled_bar(evaluate::progress_units(&net, n), "evaluating", "{pos}/{len}");
-        let r = evaluate::evaluate(self.device, &net, &ck.params, split_data, Some(n), |k| pb.inc(k as u64))?;
+        let weights = ck.weights(self.raw_weights);
+        if ck.averaged(self.raw_weights) && !self.json {
+            eprintln!("using the checkpoint's Polyak-averaged weights (--raw-weights for the raw ones)");
+        }
+        let r = evaluate::evaluate(self.device, &net, weights, split_data, Some(n), |k| pb.inc(k as u64))?;
         pb.finish_and_clear();
         if self.json {
             println!("{}", serde_json::to_string(&r)?);

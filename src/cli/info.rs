@@ -198,6 +198,9 @@ pub struct ExportArgs {
     checkpoint: PathBuf,
     #[arg(long)]
     out: PathBuf,
+    /// Export a training checkpoint's raw parameters, not the Polyak average it keeps (`train --ema`).
+    #[arg(long)]
+    raw_weights: bool,
 }
 
 impl ExportArgs {
@@ -205,8 +208,17 @@ impl ExportArgs {
         util::check_output(&self.out, &[&self.checkpoint])?;
         let ck = checkpoint::load(&self.checkpoint)?;
         let net = Network::new(ck.config);
-        checkpoint::save(&self.out, &net, &ck.params, None)?;
-        eprintln!("wrote {} (model only, {})", self.out.display(), ck.config.describe());
+        checkpoint::save(&self.out, &net, ck.weights(self.raw_weights), None)?;
+        eprintln!(
+            "wrote {} (model only, {}{})",
+            self.out.display(),
+            ck.config.describe(),
+            if ck.averaged(self.raw_weights) {
+                ", the Polyak-averaged weights"
+            } else {
+                ""
+            }
+        );
         Ok(())
     }
 }

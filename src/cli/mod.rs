@@ -49,6 +49,20 @@ pub fn parse_lr_decay(s: &str) -> Result<f64, String> {
     in_unit_interval(s, "--lr-decay")
 }
 
+/// `--temperature`: a finite number in (0, 100].
+pub fn parse_temperature(s: &str) -> Result<f64, String> {
+    let v = float_in(s, 0.0, 100.0, false, "--temperature")?;
+    if v == 0.0 {
+        return Err("--temperature must be positive (1 samples the model itself)".into());
+    }
+    Ok(v)
+}
+
+/// `--ema`: a decay in [0, 1) (0: no average).
+pub fn parse_ema(s: &str) -> Result<f64, String> {
+    float_in(s, 0.0, 1.0, true, "--ema")
+}
+
 pub fn parse_minutes(s: &str) -> Result<f64, String> {
     let v = float_in(s, 0.0, 1e6, false, "--save-every")?;
     if v == 0.0 {

@@ -1,6 +1,6 @@
 //! `pixelcnn train`.
 
-use super::{parse_lr, parse_lr_decay, parse_minutes, DataArgs, ModelArgs};
+use super::{parse_ema, parse_lr, parse_lr_decay, parse_minutes, DataArgs, ModelArgs};
 use anyhow::Result;
 use clap::Args;
 use pixelcnn::train::{self, Device};
@@ -25,6 +25,12 @@ pub struct TrainArgs {
     /// (constant, as Keras). 0.9 roughly halves it every 7 epochs.
     #[arg(long, value_parser = parse_lr_decay)]
     lr_decay: Option<f64>,
+    /// Keep a Polyak average of the parameters (an exponential moving average with this decay per step, updated on
+    /// the GPU after each Adam step), as published PixelCNNs do: eval, sample, complete and export use it. Each
+    /// epoch's metrics give the validation NLL of both. Default 0.9995 (openai/pixel-cnn's); 0 turns it off. With
+    /// --resume of a run that kept none, the average starts at the resumed parameters.
+    #[arg(long, value_parser = parse_ema)]
+    ema: Option<f64>,
     /// Train on the first N training images only.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
@@ -39,6 +45,8 @@ pub struct TrainArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue from a checkpoint written by `train` (its settings come from it; --epochs and --steps may extend).
+    /// With an --out that holds no run yet, the run continues there as a branch, which may set its own learning
+    /// rate (--lr: the rate from the resumed epoch on) and --lr-decay.
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Minutes between periodic checkpoints of last.safetensors.
@@ -59,6 +67,7 @@ impl TrainArgs {
             batch_size: self.batch_size.map(|b| b as usize),
             lr: self.lr,
             lr_decay: self.lr_decay,
+            ema: self.ema,
             seed: self.seed,
             steps: self.steps,
             limit: self.limit.map(|l| l as usize),

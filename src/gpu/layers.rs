@@ -29,6 +29,8 @@ pub struct GpuModel {
     pub v: Tensor,
     /// `(dy, dx)` of every live tap of every conv, in conv order (i32 pairs).
     pub taps: Tensor,
+    /// The Polyak average of the parameters, when the run keeps one (uploaded with the optimizer state).
+    pub ema: Option<Tensor>,
     pub shapes: Vec<ConvShape>,
 }
 
@@ -57,6 +59,7 @@ impl GpuModel {
             m: gpu.tensor("adam.m", table.gpu_len)?,
             v: gpu.tensor("adam.v", table.gpu_len)?,
             taps: taps_tensor,
+            ema: None,
             shapes: shapes.into_iter().map(|s| s.1).collect(),
         })
     }
@@ -78,17 +81,28 @@ impl GpuModel {
         Ok(self.net.params.to_cpu(&gpu.read_range(&self.params, 0, n)?))
     }
 
-    pub fn upload_adam(&self, gpu: &Gpu, adam: &AdamState) {
+    /// Uploads the optimizer state: Adam's moments, and the parameters' average when it has one.
+    pub fn upload_adam(&mut self, gpu: &Gpu, adam: &AdamState) -> Result<()> {
         gpu.write(&self.m, 0, &self.net.params.to_gpu(&adam.m));
         gpu.write(&self.v, 0, &self.net.params.to_gpu(&adam.v));
+        self.ema = match &adam.ema {
+            Some(ema) => Some(gpu.upload("ema", &self.net.params.to_gpu(ema))?),
+            None => None,
+        };
+        Ok(())
     }
 
-    /// Adam moments in the CPU layout (the step count is the host's).
+    /// The optimizer state in the CPU layout (the step count is the host's).
     pub fn download_adam(&self, gpu: &Gpu, step: u64) -> Result<AdamState> {
+        let ema = match &self.ema {
+            Some(t) => Some(self.net.params.to_cpu(&gpu.read(t)?)),
+            None => None,
+        };
         Ok(AdamState {
             m: self.net.params.to_cpu(&gpu.read(&self.m)?),
             v: self.net.params.to_cpu(&gpu.read(&self.v)?),
             step,
+            ema,
         })
     }
 

@@ -241,6 +241,7 @@ struct Batch<'a> {
     rows: usize,
     count: usize,
     key: u32,
+    temperature: f32,
     first_image: u32,
     start_pixel: usize,
     acts: Vec<View>,
@@ -310,6 +311,7 @@ impl<'a> Batch<'a> {
             rows,
             count: spec.count,
             key: spec.key,
+            temperature: spec.temperature,
             first_image: spec.first_image,
             start_pixel: spec.start_pixel,
             acts,
@@ -363,7 +365,7 @@ impl<'a> Batch<'a> {
                         ops_at: prog.pixel_ops.0 as u32,
                         key: self.key,
                         first_image: self.first_image,
-                        _pad0: 0,
+                        temperature: self.temperature,
                     };
                     self.net_dispatch(gpu, &mut p, program, u)?;
                     if q % WIDTH == WIDTH - 1 && prog.row_ops.1 > 0 {
@@ -408,6 +410,7 @@ impl<'a> Batch<'a> {
                     key: self.key,
                     first_image: self.first_image,
                     stride: if naive { 0 } else { self.rows },
+                    temperature: self.temperature,
                 };
                 sample::sample_pixel(gpu, &mut p, views, op)?;
             }
@@ -489,6 +492,7 @@ fn probe_spec<'a>(model: &GpuModel, labels: &'a [u8]) -> SampleSpec<'a> {
         labels: model.net.config.is_conditional().then_some(labels),
         init: None,
         start_pixel: 0,
+        temperature: 1.0,
     }
 }
 

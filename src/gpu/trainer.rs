@@ -4,7 +4,7 @@
 //! step size, and reads the loss only when asked.
 
 use super::buffers::{Tensor, View};
-use super::kernels::adam::{self, AdamViews};
+use super::kernels::adam::{self, AdamViews, EmaViews};
 use super::kernels::conv::Epilogue;
 use super::kernels::prelude::Geometry;
 use super::kernels::reduce;
@@ -214,6 +214,13 @@ impl Trainer {
             v: m.v.view(),
         };
         let adam = adam::adam_update(gpu, &mut p, views, 0.0, &self.adam_cfg)?;
+        if let Some(ema) = &m.ema {
+            let views = EmaViews {
+                params: m.all_params(),
+                ema: ema.view(),
+            };
+            adam::ema_update(gpu, &mut p, views, self.adam_cfg.ema_decay)?;
+        }
         p.finish(gpu);
         Ok((p, adam))
     }
@@ -361,6 +368,35 @@ impl Trainer {
             progress(batch);
         }
         Ok(out)
+    }
+
+    /// [`Trainer::evaluate`] with the parameters' Polyak average in place of the parameters (which are kept in the
+    /// gradient buffer meanwhile, and put back). Errors when the run keeps no average.
+    pub fn evaluate_average(
+        &mut self,
+        gpu: &Gpu,
+        images: &[u8],
+        labels: Option<&[u8]>,
+        progress: impl FnMut(usize),
+    ) -> Result<Vec<f32>> {
+        let ema = self
+            .model
+            .ema
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("this run keeps no average of its parameters"))?;
+        let bytes = (self.model.net.params.gpu_len * 4) as u64;
+        let copy = |from: &Tensor, to: &Tensor| {
+            let mut e = gpu.device.create_command_encoder(&Default::default());
+            e.copy_buffer_to_buffer(&from.buffer, 0, &to.buffer, 0, bytes);
+            gpu.queue.submit([e.finish()]);
+        };
+        let (params, grads) = (self.model.params.clone(), self.model.grads.clone());
+        copy(&params, &grads);
+        copy(&ema, &params);
+        let out = self.evaluate(gpu, images, labels, progress);
+        copy(&grads, &params);
+        gpu.wait()?;
+        out
     }
 
     /// An activation of the last pass, in the CPU layout (for tests). Activation 0 and activations the fused

@@ -1,5 +1,5 @@
-//! The Adam update (`shaders/adam.wgsl`), Keras semantics, over the whole flat parameter vector in one dispatch.
-//! CPU twin: `cpu::adam_update`.
+//! The Adam update (`shaders/adam.wgsl`), Keras semantics, over the whole flat parameter vector in one dispatch,
+//! and the Polyak average of the parameters after it. CPU twins: `cpu::adam_update`, `cpu::ema_update`.
 
 use super::{groups64, Family, Launch, Uniform};
 use crate::gpu::record::{Label, Program};
@@ -21,7 +21,7 @@ uniform_struct! {
         pub beta1: f32,
         pub beta2: f32,
         pub eps: f32,
-        pub _pad0: u32,
+        pub ema_rate: f32,
         pub _pad1: u32,
         pub _pad2: u32,
     }
@@ -35,6 +35,33 @@ bindings! {
         m: 3 ReadWrite,
         v: 4 ReadWrite,
     }
+}
+
+bindings! {
+    /// The buffers of `ema_update`.
+    pub struct EmaViews {
+        params: 1 ReadWrite,
+        ema: 5 ReadWrite,
+    }
+}
+
+/// `ema ← ema − (1 − decay) · (ema − θ)` over the whole parameter vector (after the step's Adam update).
+pub fn ema_update(gpu: &Gpu, p: &mut Program, views: EmaViews, decay: f64) -> Result<usize> {
+    let n4 = views.params.len / 4;
+    Launch {
+        family: FAMILY.name,
+        entry: "ema_update",
+        consts: &[],
+        views,
+        uniform: AdamParams {
+            n4: n4 as u32,
+            ema_rate: (1.0 - decay) as f32,
+            ..Default::default()
+        },
+        workgroups: groups64(n4),
+        label: Label::default(),
+    }
+    .record(gpu, p)
 }
 
 /// Adam's uniform block for `n4` vec4s and a step size `lr_t`.

@@ -27,7 +27,7 @@ uniform_struct! {
         pub ops_at: u32,
         pub key: u32,
         pub first_image: u32,
-        pub _pad0: u32,
+        pub temperature: f32,
     }
 }
 

@@ -20,7 +20,7 @@ uniform_struct! {
         pub key: u32,
         pub first_image: u32,
         pub stride: u32,
-        pub _pad0: u32,
+        pub temperature: f32,
         pub _pad1: u32,
         pub _pad2: u32,
     }
@@ -44,6 +44,8 @@ pub struct SamplePixel {
     pub first_image: u32,
     /// 0: logits and image are image-major; else position-major with `stride` images per position.
     pub stride: usize,
+    /// p = σ(logit / temperature).
+    pub temperature: f32,
 }
 
 /// Draws pixel `op.pixel` of `op.count` images from their logits, writing the image and the probability.
@@ -59,6 +61,7 @@ pub fn sample_pixel(gpu: &Gpu, p: &mut Program, views: SampleViews, op: SamplePi
             key: op.key,
             first_image: op.first_image,
             stride: op.stride as u32,
+            temperature: op.temperature,
             ..Default::default()
         },
         workgroups: groups64(op.count),
