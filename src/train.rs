@@ -229,6 +229,8 @@ pub struct TrainOptions {
     pub save_every_minutes: f64,
     /// Print a JSON line per epoch on stdout instead of the human summary.
     pub quiet: bool,
+    /// Images in the sample grid written at the end of every epoch (`samples_epoch_NNN.png`); 0: none.
+    pub epoch_samples: usize,
 }
 
 /// One line of `metrics.jsonl`.
@@ -672,6 +674,7 @@ impl<'a> TrainLoop<'a> {
         }
         self.last_good = Some(self.save_checked("last.safetensors", &params, &adam, &self.state)?);
         self.last_save = Instant::now();
+        crate::inspect::epoch_samples::after_epoch(self.opts, &self.backend, &self.net, &params, record.epoch);
         Ok(())
     }
 
@@ -762,6 +765,7 @@ pub struct RunRequest {
     pub device: Device,
     pub save_every_minutes: f64,
     pub quiet: bool,
+    pub epoch_samples: usize,
 }
 
 /// A run, resolved: its options, its starting state (for a resume), and its data.
@@ -844,6 +848,7 @@ fn resume_options(req: &RunRequest, path: &Path) -> Result<(TrainOptions, Option
         data: req.data.clone().or(state.data.clone().map(PathBuf::from)),
         save_every_minutes: req.save_every_minutes,
         quiet: req.quiet,
+        epoch_samples: req.epoch_samples,
     };
     Ok((opts, Some((ck.config, ck.params, adam, state))))
 }
@@ -905,6 +910,7 @@ fn fresh_options(req: &RunRequest) -> Result<TrainOptions> {
         data: req.data.clone(),
         save_every_minutes: req.save_every_minutes,
         quiet: req.quiet,
+        epoch_samples: req.epoch_samples,
     })
 }
 
