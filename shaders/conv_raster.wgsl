@@ -7,7 +7,8 @@
 //   conv_backward_data    dx[r, ci]  = [mask ·] Σ_t Σ_co dz[src(r, −off_t), co] · w[t·cin + ci, co]  (+= dx)
 //   conv_backward_weight  partial[c, t·cin + k, n] = Σ_{p in chunk c} in[src(p, +off_t), k] · dz[p, n]
 //                         (lanes own output columns here: per position each lane loads its TN dz vectors and one
-//                         input vector of the tile's TI row groups, which subgroupBroadcast hands round)
+//                         input vector of the tile's TI row groups, which subgroupBroadcast hands round; TU
+//                         positions per step)
 //                         partial[c, bias_row, n]  = Σ_{p in chunk c} dz[p, n]
 //                         (chunks are then summed in a fixed order by reduce_chunks: no float atomics)
 // Rows map to buffer positions through the prelude's Geometry (image-major for training, position-major for
@@ -42,6 +43,8 @@ const SG: u32 = 8u;
 const TM: u32 = 4u;
 const TN: u32 = 8u;
 const TI: u32 = 4u;
+// Positions per step of conv_backward_weight (its pairwise sums are written for 4).
+const TU: u32 = 4u;
 
 // Input vector k of buffer position `pos` (row stride `stride` vec4s), zero where pos < 0 (the padding).
 // Branch-free: every lane loads from a clamped address, then selects.
@@ -258,47 +261,35 @@ fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     //@}
     let p0 = c * prm.chunk;
     let p1 = min(p0 + prm.chunk, g.rows);
-    for (var pb = p0; pb < p1; pb += 16u) {
-        // Sums over 16 positions (`s_*`) are added to the chunk totals, so that no f32 running sum grows over more
-        // than chunk / 16 terms.
-        //@for i in TI {
+    // Four positions per step: each accumulator takes their pairwise sum, one load and store per four products
+    // (the accumulators live in memory on CPU rasterisers) and a running sum of chunk / 4 terms. Positions past
+    // the chunk read a clamped position and a zero dz.
+    for (var p = p0; p < p1; p += TU) {
+        //@for u in TU {
+        let pu_$u = p + ${u}u;
+        let pc_$u = min(pu_$u, p1 - 1u);
+        let img_$u = row_image(g, pc_$u);
+        let q_$u = row_pixel(g, pc_$u);
+        let y_$u = i32(q_$u / 28u);
+        let x_$u = i32(q_$u % 28u);
+        let at_$u = position(g, img_$u, q_$u) * cout4;
         //@for n in TN {
-        var s_$i_$n = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+        let d_$u_$n = select(vec4<f32>(0.0), dz[at_$u + col_$n], pu_$u < p1);
+        //@}
+        //@for l in ${(TI+SG-1)/SG} {
+        let xl_$u_$l = select(select(vec4<f32>(0.0), load_input(tap_source(g, img_$u, y_$u, x_$u, tap_$l.x, tap_$l.y), cin4, kv_$l), live_row_$l),
+                              vec4<f32>(1.0, 0.0, 0.0, 0.0), bias_row_$l);
         //@}
         //@}
-        for (var p = pb; p < min(pb + 16u, p1); p++) {
-            let img = row_image(g, p);
-            let q = row_pixel(g, p);
-            let y = i32(q / 28u);
-            let x = i32(q % 28u);
-            let at = position(g, img, q) * cout4;
-            //@for n in TN {
-            let d_$n = dz[at + col_$n];
-            //@}
-            //@for l in ${(TI+SG-1)/SG} {
-            let xl_$l = select(select(vec4<f32>(0.0), load_input(tap_source(g, img, y, x, tap_$l.x, tap_$l.y), cin4, kv_$l), live_row_$l),
-                               vec4<f32>(1.0, 0.0, 0.0, 0.0), bias_row_$l);
-            //@}
-            //@for i in TI {
-            let x_$i = subgroupBroadcast(xl_${i/SG}, ${i%SG}u);
-            //@for n in TN {
-            s_$i_$n[0] = fma(vec4<f32>(x_$i.x), d_$n, s_$i_$n[0]);
-//@if !BYTES {
-            s_$i_$n[1] = fma(vec4<f32>(x_$i.y), d_$n, s_$i_$n[1]);
-            s_$i_$n[2] = fma(vec4<f32>(x_$i.z), d_$n, s_$i_$n[2]);
-            s_$i_$n[3] = fma(vec4<f32>(x_$i.w), d_$n, s_$i_$n[3]);
-//@}
-            //@}
-            //@}
-        }
         //@for i in TI {
+        //@for u in TU {
+        let x_$u_$i = subgroupBroadcast(xl_$u_${i/SG}, ${i%SG}u);
+        //@}
         //@for n in TN {
-        acc_$i_$n[0] += s_$i_$n[0];
-//@if !BYTES {
-        acc_$i_$n[1] += s_$i_$n[1];
-        acc_$i_$n[2] += s_$i_$n[2];
-        acc_$i_$n[3] += s_$i_$n[3];
-//@}
+        //@for j in ${4-3*BYTES} {
+        acc_$i_$n[$j] += fma(vec4<f32>(x_1_$i[$j]), d_1_$n, vec4<f32>(x_0_$i[$j]) * d_0_$n)
+                       + fma(vec4<f32>(x_3_$i[$j]), d_3_$n, vec4<f32>(x_2_$i[$j]) * d_2_$n);
+        //@}
         //@}
         //@}
     }

@@ -8,7 +8,7 @@ const FLAG_ACCUMULATE: u32 = 2u;  // add the result to what the output already h
 const FLAG_RESIDUAL: u32 = 4u;    // also write result + residual (a fused residual add)
 const FLAG_MASK: u32 = 8u;        // multiply the result by [y > 0] (the gradient through a ReLU whose output is y)
 const FLAG_LOSS_GRAD: u32 = 16u;  // loss epilogue: write the gradient of the mean BCE instead of the logit
-const FLAG_BIAS: u32 = 32u;       // add the bias (conv_pixel: only its first dispatch of a conv does)
+const FLAG_BIAS: u32 = 32u;       // add the bias (gates and class tables: there is one)
 const FLAG_NO_OUTPUT: u32 = 64u;  // skip the plain output (only the fused sum is needed)
 
 // Geometry: how a kernel's rows map to (image, pixel) and back to buffer positions.

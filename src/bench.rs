@@ -38,6 +38,9 @@ pub struct TrainBench {
     pub images_per_second: f64,
     /// Achieved GFLOP/s, counting 3 × the forward pass's live-tap FLOPs per image (0.570 GFLOP for F=128, N=5).
     pub gflops: f64,
+    /// The adapter's measured multiply-add peak (`bench peak`, or `--peak`) and `gflops` as a percentage of it.
+    pub peak_gflops: f64,
+    pub percent_of_peak: f64,
     /// Dispatches of one recorded step.
     pub dispatches_per_step: usize,
     /// Bytes of GPU memory the trainer allocated.
@@ -47,16 +50,40 @@ pub struct TrainBench {
     pub profile: Option<Vec<ProfileLine>>,
 }
 
-/// Times `steps` training steps after `warmup` steps; each step is submitted and waited for.
+/// What a benchmark measures against: the adapter's multiply-add peak in GFLOP/s, given, or measured on the
+/// benchmark's own device first (3 runs at each workgroup size; a few seconds).
+fn peak_of(gpu: &Gpu, given: Option<f64>) -> Result<f64> {
+    match given {
+        Some(p) => Ok(p),
+        None => Ok(bench_peak(gpu, 3, 0.05)?.peak_gflops),
+    }
+}
+
+/// Each profile line's GFLOP/s as a percentage of `peak`.
+fn with_percent(lines: Option<Vec<ProfileLine>>, peak: f64) -> Option<Vec<ProfileLine>> {
+    lines.map(|v| {
+        v.into_iter()
+            .map(|l| ProfileLine {
+                percent_of_peak: 100.0 * l.gflops_per_second / peak,
+                ..l
+            })
+            .collect()
+    })
+}
+
+/// Times `steps` training steps after `warmup` steps; each step is submitted and waited for. `peak`: the
+/// adapter's multiply-add peak in GFLOP/s (measured first when None).
 pub fn bench_train(
     config: Config,
     batch_size: usize,
     steps: usize,
     warmup: usize,
     profile: bool,
+    peak: Option<f64>,
 ) -> Result<TrainBench> {
     config.validate()?;
     let gpu = Gpu::new()?;
+    let peak = peak_of(&gpu, peak)?;
     let net = Network::new(config);
     let model = GpuModel::new(&gpu, &net, &net.init_params(0))?;
     let mut trainer = Trainer::new(&gpu, model, AdamConfig::default(), batch_size)?;
@@ -82,6 +109,7 @@ pub fn bench_train(
     let median = times[times.len() / 2];
     let images_per_second = batch_size as f64 / median;
     let flop_per_image = 3.0 * 2.0 * net.live_macs_per_image() as f64;
+    let gflops = flop_per_image * images_per_second / 1e9;
     Ok(TrainBench {
         adapter: gpu.adapter_name(),
         kernels: gpu.kernels.clone(),
@@ -93,10 +121,12 @@ pub fn bench_train(
         step_seconds_median: median,
         step_seconds_all: all,
         images_per_second,
-        gflops: flop_per_image * images_per_second / 1e9,
+        gflops,
+        peak_gflops: peak,
+        percent_of_peak: 100.0 * gflops / peak,
         dispatches_per_step: trainer.step_dispatches(batch_size).unwrap_or(0),
         gpu_bytes: trainer.gpu_bytes(),
-        profile,
+        profile: with_percent(profile, peak),
     })
 }
 
@@ -118,12 +148,30 @@ pub struct SampleBench {
     pub naive_extrapolated: bool,
     pub naive_pixels_timed: usize,
     pub speedup: f64,
+    /// The live-tap FLOPs of the whole run (a forward pass per image) per second of the incremental sampler, and
+    /// that as a percentage of the adapter's measured multiply-add peak.
+    pub gflops: f64,
+    pub peak_gflops: f64,
+    pub percent_of_peak: f64,
+    /// With `--profile`: each kernel and layer shape of one interior image row of the sampler, run dispatch by
+    /// dispatch on one device (so hand-offs are not overlapped as in a real run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<ProfileLine>>,
 }
 
 /// Times the incremental sampler on `count` images (on all the sampler's devices, then on one) and the naive one
 /// (on all devices) on a prefix of `naive_pixels` pixels. Each is run once untimed first (pipeline compiles).
-pub fn bench_sample(net: &Network, params: &[f32], count: usize, naive_pixels: usize) -> Result<SampleBench> {
+/// `peak` as in [`bench_train`]; `profile`: also time one image row dispatch by dispatch.
+pub fn bench_sample(
+    net: &Network,
+    params: &[f32],
+    count: usize,
+    naive_pixels: usize,
+    peak: Option<f64>,
+    profile: bool,
+) -> Result<SampleBench> {
     let sampler = Sampler::new(net, params)?;
+    let peak = peak_of(sampler.first().0, peak)?;
     let labels = synthetic_labels(count);
     let spec = SampleSpec {
         count,
@@ -162,6 +210,12 @@ pub fn bench_sample(net: &Network, params: &[f32], count: usize, naive_pixels: u
     let t = Instant::now();
     sampler.sample(naive_req(naive_pixels), |_| {})?;
     let naive = t.elapsed().as_secs_f64() * PIXELS as f64 / naive_pixels as f64;
+    let gflops = count as f64 * 2.0 * net.live_macs_per_image() as f64 / incremental / 1e9;
+    let profile = if profile {
+        Some(sampler::profile_row(gpu, model, count)?)
+    } else {
+        None
+    };
     Ok(SampleBench {
         adapter: sampler.adapter_name(),
         kernels: gpu.kernels.clone(),
@@ -175,6 +229,10 @@ pub fn bench_sample(net: &Network, params: &[f32], count: usize, naive_pixels: u
         naive_extrapolated: naive_pixels < PIXELS,
         naive_pixels_timed: naive_pixels,
         speedup: naive / incremental,
+        gflops,
+        peak_gflops: peak,
+        percent_of_peak: 100.0 * gflops / peak,
+        profile: with_percent(profile, peak),
     })
 }
 

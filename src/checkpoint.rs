@@ -33,22 +33,137 @@ pub struct TrainState {
     /// Running NLL sum and image count of the epoch in progress (for its reported train NLL).
     pub epoch_nll_sum: f64,
     pub epoch_images: usize,
-    /// The data the run trains on (`--data` as resolved), so that `--resume` finds it again.
+    /// The data the run trains on (`--data` as resolved, an absolute path), so that `--resume` finds it again from
+    /// any directory. A path that is not UTF-8 is kept exactly in `data_bytes`, and here only for reading.
     #[serde(default)]
     pub data: Option<String>,
+    /// The data path's bytes when it is not UTF-8 (Unix); it then takes precedence over `data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_bytes: Option<Vec<u8>>,
     /// Epoch e trains with learning rate `adam.lr · lr_decay^e` (`--lr-decay`; 1 keeps it constant, as Keras does).
     #[serde(default = "no_decay")]
     pub lr_decay: f64,
+    /// The last record the run appended to `metrics.jsonl` before this checkpoint (the record of the epoch this
+    /// checkpoint ends, at an epoch's end): a resume re-appends it if a crash between the save and the append lost it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_record: Option<crate::train::EpochRecord>,
 }
 
 fn no_decay() -> f64 {
     1.0
 }
 
+/// The largest batch a checkpoint may name (`--batch-size`'s range).
+pub const MAX_BATCH_SIZE: usize = 4096;
+/// The most epochs a checkpoint may name (`--epochs`' range).
+pub const MAX_EPOCHS: usize = 100_000;
+
 impl TrainState {
     /// The learning rate of the epoch in progress.
     pub fn epoch_lr(&self) -> f64 {
         self.adam.lr * self.lr_decay.powi(self.epoch as i32)
+    }
+
+    /// Where the run's data is, exactly as recorded.
+    pub fn data_path(&self) -> Option<std::path::PathBuf> {
+        #[cfg(unix)]
+        if let Some(b) = &self.data_bytes {
+            use std::os::unix::ffi::OsStrExt;
+            return Some(std::ffi::OsStr::from_bytes(b).into());
+        }
+        self.data.as_ref().map(std::path::PathBuf::from)
+    }
+
+    /// Records `path` as the run's data: as text when it is UTF-8, else (Unix) as its exact bytes.
+    pub fn set_data_path(&mut self, path: &Path) {
+        self.data = Some(path.to_string_lossy().into_owned());
+        self.data_bytes = None;
+        #[cfg(unix)]
+        if path.to_str().is_none() {
+            use std::os::unix::ffi::OsStrExt;
+            self.data_bytes = Some(path.as_os_str().as_bytes().to_vec());
+        }
+    }
+
+    /// Checks every value against its range and the counters against each other (what can be checked without the
+    /// data; [`TrainState::check_against_data`] does the rest). `file` names the checkpoint in errors.
+    pub fn validate(&self, file: &str) -> Result<()> {
+        let bad = |what: String| anyhow!("{file}: train_state has {what}; the checkpoint is damaged or was edited");
+        let (lr, decay) = (self.adam.lr, self.lr_decay);
+        ensure!(
+            lr.is_finite() && lr > 0.0 && lr <= 1.0 && decay.is_finite() && decay > 0.0 && decay <= 1.0,
+            "{file}: train_state has learning rate {lr} and decay {decay}; expected lr and decay in (0, 1]"
+        );
+        for (name, beta) in [("beta1", self.adam.beta1), ("beta2", self.adam.beta2)] {
+            if !(beta.is_finite() && (0.0..1.0).contains(&beta)) {
+                return Err(bad(format!("Adam {name} = {beta}, outside [0, 1)")));
+            }
+        }
+        let eps = self.adam.eps;
+        if !(eps.is_finite() && eps > 0.0 && eps < 1.0) {
+            return Err(bad(format!("Adam eps = {eps}, outside (0, 1)")));
+        }
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return Err(bad(format!(
+                "batch_size {}, outside 1–{MAX_BATCH_SIZE}",
+                self.batch_size
+            )));
+        }
+        if !(1..=MAX_EPOCHS).contains(&self.epochs) || self.epoch > self.epochs {
+            return Err(bad(format!(
+                "epoch {} of {} epochs (epochs must be 1–{MAX_EPOCHS}, and the epoch in progress at most that)",
+                self.epoch, self.epochs
+            )));
+        }
+        let v = self.val_split;
+        if !(v.is_finite() && (0.0..1.0).contains(&v)) {
+            return Err(bad(format!("val_split {v}, outside [0, 1)")));
+        }
+        if self.limit == Some(0) {
+            return Err(bad("limit 0".into()));
+        }
+        if !(self.epoch_nll_sum.is_finite() && self.epoch_nll_sum >= 0.0) {
+            return Err(bad(format!("epoch_nll_sum {}", self.epoch_nll_sum)));
+        }
+        // Every completed epoch took at least one step, and so did every batch of the epoch in progress.
+        if (self.epoch as u64).saturating_add(self.batch_in_epoch as u64) > self.step {
+            return Err(bad(format!(
+                "step {} with epoch {} and batch_in_epoch {} (too few steps for them)",
+                self.step, self.epoch, self.batch_in_epoch
+            )));
+        }
+        let b = self.batch_in_epoch as u64;
+        let (most, fewest) = (
+            b * self.batch_size as u64,
+            b.saturating_sub(1) * self.batch_size as u64 + b.min(1),
+        );
+        let images = self.epoch_images as u64;
+        if images > most || images < fewest {
+            return Err(bad(format!(
+                "epoch_images {images} after {b} batches of {} (expected {fewest}–{most})",
+                self.batch_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks the step counters against the training data: `train_len` images in batches of `batch_size` make
+    /// `ceil(train_len / batch_size)` batches per epoch, and `step` must be where the epoch and batch say the run is.
+    pub fn check_against_data(&self, file: &str, train_len: usize) -> Result<()> {
+        ensure!(train_len > 0, "the training split is empty");
+        let per_epoch = train_len.div_ceil(self.batch_size);
+        let expected_step = self.epoch as u64 * per_epoch as u64 + self.batch_in_epoch as u64;
+        let expected_images = (self.batch_in_epoch * self.batch_size).min(train_len);
+        ensure!(
+            self.batch_in_epoch <= per_epoch && self.step == expected_step && self.epoch_images == expected_images,
+            "{file}: train_state is at step {} (epoch {}, batch {} of the epoch, {} images into it), but {train_len}              training images in batches of {} make {per_epoch} batches per epoch (so step {expected_step}); the data              is not the run's (check --data, and the run's --limit and --val-split) or the checkpoint is damaged",
+            self.step,
+            self.epoch + 1,
+            self.batch_in_epoch,
+            self.epoch_images,
+            self.batch_size
+        );
+        Ok(())
     }
 }
 
@@ -182,6 +297,12 @@ fn dim0(st: &SafeTensors, file: &str, name: &str, rank: usize) -> Result<usize> 
 fn infer_config(st: &SafeTensors, meta: Option<&HashMap<String, String>>, file: &str) -> Result<Config> {
     let names = st.names();
     let has = |prefix: &str| names.iter().any(|n| n.starts_with(prefix));
+    if let Some(f) = meta.and_then(|m| m.get("format")) {
+        ensure!(
+            f == "pixelcnn",
+            "{file}: metadata `format` is {f:?}, expected \"pixelcnn\""
+        );
+    }
     let arch = match meta.and_then(|m| m.get("arch")) {
         Some(a) if a == "pixelcnn" => Arch::Pixelcnn,
         Some(a) if a == "gated" => Arch::Gated,
@@ -204,6 +325,18 @@ fn infer_config(st: &SafeTensors, meta: Option<&HashMap<String, String>>, file: 
         }
         None => 0,
     };
+    let class_bias = names
+        .iter()
+        .find(|n| n.ends_with(".class_bias") && !n.starts_with("train."));
+    match (classes, class_bias) {
+        (0, Some(t)) => bail!(
+            "{file}: metadata `classes` is \"0\" but the file holds class-bias tensors (`{t}`); the metadata contradicts the tensors"
+        ),
+        (c, None) if c > 0 && meta.is_some_and(|m| m.contains_key("classes")) => bail!(
+            "{file}: metadata `classes` is \"{c}\" but the class_bias tensors are missing; the metadata contradicts the tensors"
+        ),
+        _ => {}
+    }
     let prefix = match arch {
         Arch::Pixelcnn => "blocks",
         Arch::Gated => "layers",
@@ -268,20 +401,55 @@ pub fn from_bytes(bytes: &[u8], file: &str) -> Result<Checkpoint> {
         }
         out
     };
+    let names = st.names();
+    let train_json = meta.and_then(|m| m.get("train_state"));
+    // Exactly the network's tensors (and Adam's, with a training state): anything else means the metadata and the
+    // tensors disagree, and silently dropping a tensor would change the model.
+    let mut expected: std::collections::HashSet<String> = net.params.tensors.iter().map(|t| t.name.clone()).collect();
+    if train_json.is_some() {
+        for t in &net.params.tensors {
+            expected.insert(format!("train.adam_m.{}", t.name));
+            expected.insert(format!("train.adam_v.{}", t.name));
+        }
+    }
+    let mut unexpected: Vec<&String> = names.iter().copied().filter(|n| !expected.contains(*n)).collect();
+    if !unexpected.is_empty() {
+        unexpected.sort();
+        let what = if train_json.is_none() && unexpected.iter().all(|n| n.starts_with("train.")) {
+            " (optimizer tensors without a train_state in the metadata)"
+        } else {
+            ""
+        };
+        bail!(
+            "{file}: tensor `{}`{} is not part of a {} checkpoint{what}; the metadata contradicts the tensors",
+            unexpected[0],
+            if unexpected.len() > 1 {
+                format!(" (and {} more)", unexpected.len() - 1)
+            } else {
+                String::new()
+            },
+            config.describe()
+        );
+    }
     let params = to_params(read_all("")?);
-    let train = match meta.and_then(|m| m.get("train_state")) {
+    let train = match train_json {
         None => None,
         Some(json) => {
             let state: TrainState =
                 serde_json::from_str(json).with_context(|| format!("{file}: bad train_state metadata"))?;
-            ensure!(state.batch_size >= 1, "{file}: train_state has batch_size 0");
-            let (lr, decay) = (state.adam.lr, state.lr_decay);
-            ensure!(
-                lr.is_finite() && lr > 0.0 && decay.is_finite() && decay > 0.0 && decay <= 1.0,
-                "{file}: train_state has learning rate {lr} and decay {decay}; expected lr > 0 and decay in (0, 1]"
-            );
+            state.validate(file)?;
             let m = to_params(read_all("train.adam_m.")?);
-            let v = to_params(read_all("train.adam_v.")?);
+            let v_tensors = read_all("train.adam_v.")?;
+            for (t, data) in net.params.tensors.iter().zip(&v_tensors) {
+                if let Some(i) = data.iter().position(|&x| x < 0.0) {
+                    bail!(
+                        "{file}: tensor `train.adam_v.{}` holds a negative second moment ({}) at element {i}",
+                        t.name,
+                        data[i]
+                    );
+                }
+            }
+            let v = to_params(v_tensors);
             let step = state.step;
             Some((state, AdamState { m, v, step }))
         }
@@ -289,8 +457,60 @@ pub fn from_bytes(bytes: &[u8], file: &str) -> Result<Checkpoint> {
     Ok(Checkpoint { config, params, train })
 }
 
-/// Loads a checkpoint file.
+/// The largest safetensors header (the format's own limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Loads a checkpoint file. It must be a regular file (a FIFO or device is refused before reading), and the read is
+/// bounded by the format: an 8-byte header length of at most 100 MB, the header, and the tensor bytes the header
+/// declares (one more byte is an error: trailing data).
 pub fn load(path: &Path) -> Result<Checkpoint> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
-    from_bytes(&bytes, &path.display().to_string())
+    use std::io::Read;
+    let file = path.display().to_string();
+    let (mut f, len) = crate::util::open_regular(path, "checkpoint")?;
+    let mut bytes = Vec::with_capacity(len.min(1 << 30) as usize);
+    (&mut f)
+        .take(8)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading checkpoint {file}"))?;
+    ensure!(
+        bytes.len() == 8,
+        "{file} is {} bytes long, too short for a safetensors file; is it truncated?",
+        bytes.len()
+    );
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    ensure!(
+        header_len <= MAX_HEADER_BYTES,
+        "{file}: its safetensors header claims {header_len} bytes (at most {MAX_HEADER_BYTES}); is this a checkpoint?"
+    );
+    (&mut f)
+        .take(header_len)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading checkpoint {file}"))?;
+    ensure!(
+        bytes.len() as u64 == 8 + header_len,
+        "{file} ends inside its {header_len}-byte safetensors header; is it truncated?"
+    );
+    // The data section's length, as the header declares it (the largest end offset); a header that does not parse
+    // is reported by `from_bytes`, with the file's own length as the bound.
+    let declared = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes[8..])
+        .ok()
+        .map(|h| {
+            h.iter()
+                .filter(|(k, _)| *k != "__metadata__")
+                .filter_map(|(_, v)| v.get("data_offsets")?.get(1)?.as_u64())
+                .max()
+                .unwrap_or(0)
+        });
+    let data_len = declared.unwrap_or(len.saturating_sub(8 + header_len));
+    let before = bytes.len();
+    (&mut f)
+        .take(data_len.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading checkpoint {file}"))?;
+    let got = (bytes.len() - before) as u64;
+    ensure!(
+        got <= data_len,
+        "{file}: trailing data after the {data_len} bytes of tensors its header declares"
+    );
+    from_bytes(&bytes, &file)
 }

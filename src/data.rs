@@ -4,7 +4,7 @@
 //! pixels that are 0 or 1. Malformed input is reported as an error naming the file and the record,
 //! line or byte offset; sizes are checked against the header before anything large is allocated.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use flate2::read::MultiGzDecoder;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -276,14 +276,15 @@ fn load_idx_dir(dir: &Path) -> Result<(Split, Split)> {
 }
 
 /// `dir/name` if it exists, else `dir/name.gz` if that exists. The plain file wins when both exist:
-/// it is what the user unpacked on purpose, and it loads faster.
+/// it is what the user unpacked on purpose, and it loads faster. Whatever kind of file it is: reading it refuses
+/// anything but a regular file, naming it (so a FIFO or directory under the name is reported, not "missing").
 fn find_idx_file(dir: &Path, name: &str) -> Option<PathBuf> {
     let plain = dir.join(name);
-    if plain.is_file() {
+    if std::fs::metadata(&plain).is_ok() {
         return Some(plain);
     }
     let gz = dir.join(format!("{name}.gz"));
-    gz.is_file().then_some(gz)
+    std::fs::metadata(&gz).is_ok().then_some(gz)
 }
 
 fn load_idx_pair(images_path: &Path, labels_path: &Path) -> Result<Split> {
@@ -342,13 +343,10 @@ impl IdxKind {
     }
 }
 
-/// Opens a data file and returns it with its length; an empty file is an error naming it.
+/// Opens a data file and returns it with its length; a FIFO, device or directory (never read, so never waited
+/// on) and an empty file are errors naming it.
 fn open_nonempty(path: &Path) -> Result<(File, u64)> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let len = file
-        .metadata()
-        .with_context(|| format!("reading metadata of {}", path.display()))?
-        .len();
+    let (file, len) = crate::util::open_regular(path, "data file")?;
     if len == 0 {
         bail!("{}: file is empty (0 bytes)", path.display());
     }
@@ -517,7 +515,11 @@ fn load_csv(path: &Path) -> Result<Split> {
             path.display()
         );
     }
-    let reader = decompressed(file, name.ends_with(".gz"));
+    let reader = LineLimit {
+        inner: decompressed(file, name.ends_with(".gz")),
+        since_newline: 0,
+        lines: 0,
+    };
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false) // detected below, so a headerless file also works
         .flexible(true) // column counts are checked here, to name the line
@@ -601,8 +603,59 @@ fn parse_value(field: &[u8]) -> Option<u32> {
     }))
 }
 
+/// The longest CSV line read: a Fashion-MNIST line is a label and 784 values, under 4 KB even with spaces. The bound
+/// keeps a file without line breaks (or a decompression bomb) from growing one record without end.
+pub const MAX_CSV_LINE: usize = 64 << 10;
+
+/// The error [`LineLimit`] reports.
+#[derive(Debug)]
+struct LineTooLong {
+    line: u64,
+}
+
+impl std::fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {} is longer than {MAX_CSV_LINE} bytes (a Fashion-MNIST CSV line is a label and {PIXELS} values); is this a Fashion-MNIST CSV file?",
+            self.line
+        )
+    }
+}
+
+impl std::error::Error for LineTooLong {}
+
+/// A reader that fails once a line grows past [`MAX_CSV_LINE`] bytes.
+struct LineLimit<R> {
+    inner: R,
+    since_newline: usize,
+    lines: u64,
+}
+
+impl<R: Read> Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let got = &buf[..n];
+        match got.iter().rposition(|&b| b == b'\n') {
+            Some(p) => {
+                self.lines += got.iter().filter(|&&b| b == b'\n').count() as u64;
+                self.since_newline = n - 1 - p;
+            }
+            None => self.since_newline += n,
+        }
+        if self.since_newline > MAX_CSV_LINE {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                LineTooLong { line: self.lines + 1 },
+            ));
+        }
+        Ok(n)
+    }
+}
+
 fn describe_csv_error(e: &csv::Error) -> String {
     match e.kind() {
+        csv::ErrorKind::Io(io) if io.get_ref().is_some_and(|e| e.is::<LineTooLong>()) => io.to_string(),
         csv::ErrorKind::Io(io) => format!("read error (corrupt or truncated gzip?): {io}"),
         _ => match e.position() {
             Some(p) => format!("line {}: {e}", p.line()),

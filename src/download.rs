@@ -35,6 +35,10 @@ pub struct FileStatus {
 /// or damaged ones from `base_url` + name. Files are written atomically, so an interrupted download
 /// never leaves a partial file under the real name.
 pub fn download(dir: &Path, base_url: &str, expected: &[(&str, &str)], progress: bool) -> Result<Vec<FileStatus>> {
+    // Every target is a new name or a regular file (or a link to one): checked before anything is fetched.
+    for &(name, _) in expected {
+        crate::util::output_target(&dir.join(name))?;
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(30))
@@ -44,13 +48,12 @@ pub fn download(dir: &Path, base_url: &str, expected: &[(&str, &str)], progress:
     for &(name, md5) in expected {
         let path = dir.join(name);
         if path.is_file() {
-            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            let got = md5_hex(&bytes);
+            let (got, len) = md5_of_file(&path)?;
             if got.eq_ignore_ascii_case(md5) {
                 statuses.push(FileStatus {
                     name: name.to_string(),
                     action: "present".into(),
-                    bytes: bytes.len() as u64,
+                    bytes: len,
                 });
                 continue;
             }
@@ -90,13 +93,38 @@ fn md5_hex(bytes: &[u8]) -> String {
     Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// GETs `url` into memory (the largest file is 26 MB), with a progress bar if asked.
+/// The MD5 (hex) and length of a file already present, read in chunks (constant memory, whatever its size).
+fn md5_of_file(path: &Path) -> Result<(String, u64)> {
+    let (mut file, _) = crate::util::open_regular(path, "file")?;
+    let mut hasher = Md5::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut len = 0u64;
+    loop {
+        let n = match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => bail!("reading {}: {e}", path.display()),
+        };
+        hasher.update(&chunk[..n]);
+        len += n as u64;
+    }
+    Ok((hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(), len))
+}
+
+/// The most a download may be: the largest official file is 26 MB, so a server sending more is not serving it.
+pub const MAX_DOWNLOAD_BYTES: u64 = 64 << 20;
+
+/// GETs `url` into memory (at most [`MAX_DOWNLOAD_BYTES`]), with a progress bar if asked.
 fn fetch(agent: &ureq::Agent, url: &str, name: &str, progress: bool) -> Result<Vec<u8>> {
     let response = agent.get(url).call().map_err(|e| match e {
         ureq::Error::Status(code, r) => anyhow!("downloading {name} from {url}: HTTP {code} {}", r.status_text()),
         ureq::Error::Transport(t) => anyhow!("downloading {name} from {url}: {t}"),
     })?;
     let total: Option<u64> = response.header("Content-Length").and_then(|v| v.trim().parse().ok());
+    if let Some(total) = total.filter(|&t| t > MAX_DOWNLOAD_BYTES) {
+        bail!("downloading {name} from {url}: the server announces {total} bytes, more than any Fashion-MNIST file ({MAX_DOWNLOAD_BYTES} at most)");
+    }
 
     let bar = if !progress {
         ProgressBar::hidden()
@@ -131,6 +159,12 @@ fn fetch(agent: &ureq::Agent, url: &str, name: &str, progress: bool) -> Result<V
         };
         bytes.extend_from_slice(&chunk[..n]);
         bar.inc(n as u64);
+        if bytes.len() as u64 > MAX_DOWNLOAD_BYTES {
+            bar.abandon();
+            bail!(
+                "downloading {name} from {url}: more than {MAX_DOWNLOAD_BYTES} bytes, more than any Fashion-MNIST file"
+            );
+        }
     }
     bar.finish();
     if let Some(total) = total {

@@ -13,9 +13,8 @@
 //! Cells are upscaled by nearest neighbour (`scale` output pixels per image pixel) and separated by `gap`
 //! output pixels of dark grey, also around the border, so that black cells stand out from each other.
 
-use anyhow::{bail, Context, Result};
-use image::{GrayImage, ImageFormat, Luma};
-use std::io::Cursor;
+use anyhow::{bail, Result};
+use image::{GrayImage, Luma};
 use std::path::Path;
 
 /// Side length of one image in pixels.
@@ -150,7 +149,7 @@ pub fn render_labelled_rows(rows: &[Vec<&[u8]>], labels: &[&str], scale: u32, ga
 pub fn write_labelled_rows_png(path: &Path, rows: &[Vec<&[u8]>], labels: &[&str], scale: u32, gap: u32) -> Result<()> {
     check_inputs(rows.iter().flatten().copied(), scale)?;
     check_canvas(rows_layout(rows, true), scale, gap)?;
-    write_png(path, &render_labelled_rows(rows, labels, scale, gap)?)
+    write_png(path, render_labelled_rows(rows, labels, scale, gap)?)
 }
 
 /// Renders a grid (see [`render_grid`]) and writes it as a PNG, atomically.
@@ -167,20 +166,20 @@ pub fn write_grid_png(path: &Path, images: &[&[u8]], cols: usize, scale: u32, ga
         scale,
         gap,
     )?;
-    write_png(path, &render_grid(images, cols, scale, gap))
+    write_png(path, render_grid(images, cols, scale, gap))
 }
 
 /// Writes a single image as a PNG scaled by `scale`, without border (for `--save-each`).
 pub fn write_image_png(path: &Path, image: &[u8], scale: u32) -> Result<()> {
     check_inputs(std::iter::once(image), scale)?;
-    write_png(path, &render_grid(&[image], 1, scale, 0))
+    write_png(path, render_grid(&[image], 1, scale, 0))
 }
 
 /// Renders rows of cells (see [`render_rows`]) and writes them as a PNG, atomically.
 pub fn write_rows_png(path: &Path, rows: &[Vec<&[u8]>], scale: u32, gap: u32) -> Result<()> {
     check_inputs(rows.iter().flatten().copied(), scale)?;
     check_canvas(rows_layout(rows, false), scale, gap)?;
-    write_png(path, &render_rows(rows, scale, gap))
+    write_png(path, render_rows(rows, scale, gap))
 }
 
 fn rows_layout(rows: &[Vec<&[u8]>], labelled: bool) -> Layout {
@@ -244,13 +243,10 @@ fn check_inputs<'a>(images: impl Iterator<Item = &'a [u8]>, scale: u32) -> Resul
     Ok(())
 }
 
-/// Encodes to PNG in memory, then writes atomically so a reader never sees a half-written file.
-fn write_png(path: &Path, image: &GrayImage) -> Result<()> {
-    let mut bytes = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png)
-        .with_context(|| format!("encoding PNG for {}", path.display()))?;
-    crate::util::write_atomic(path, &bytes)
+/// Encodes in the format the path's extension names (`.png`, `.jpg`/`.jpeg`, `.bmp`, `.gif`; anything else is an
+/// error) in memory, then writes atomically so a reader never sees a half-written file.
+fn write_png(path: &Path, image: GrayImage) -> Result<()> {
+    crate::util::write_image(path, image.into())
 }
 
 #[cfg(test)]

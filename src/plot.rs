@@ -8,7 +8,6 @@ use plotters::prelude::*;
 use plotters::style::register_font;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -34,25 +33,48 @@ pub struct EpochMetrics {
     pub val_bpd: Option<f64>,
 }
 
-/// Reads `metrics.jsonl`: one JSON object per line, blank lines skipped.
-/// A line that does not parse is an error naming the file and the 1-based line number.
+/// Reads `metrics.jsonl`: one JSON object per line, blank lines skipped. The file must be a regular file (a FIFO or
+/// device is refused before reading) of at most [`MAX_METRICS_BYTES`](crate::train::MAX_METRICS_BYTES), with lines
+/// of at most [`MAX_METRICS_LINE`](crate::train::MAX_METRICS_LINE) bytes.
+/// A line that does not parse is an error naming the file and the 1-based line number, except a last line without
+/// its newline (a run that crashed while writing it), which is skipped with a note.
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading metrics file {}", path.display()))?;
+    use crate::train::{MAX_METRICS_BYTES, MAX_METRICS_LINE};
+    let bytes = crate::util::read_regular(path, "metrics file", MAX_METRICS_BYTES)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let torn = !text.is_empty() && !text.ends_with('\n');
+    let count = text.lines().count();
     let mut metrics = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
+        if line.len() > MAX_METRICS_LINE {
+            bail!(
+                "{} line {}: {} bytes, longer than any metrics record (at most {MAX_METRICS_LINE})",
+                path.display(),
+                i + 1,
+                line.len()
+            );
+        }
         // The parse error goes into the message itself so it shows however the caller prints the error.
-        let record = serde_json::from_str(line)
-            .map_err(|e| anyhow!("{} line {}: bad metrics record: {e}", path.display(), i + 1))?;
-        metrics.push(record);
+        match serde_json::from_str(line) {
+            Ok(record) => metrics.push(record),
+            Err(_) if torn && i + 1 == count => {
+                eprintln!(
+                    "{} line {}: skipped a torn last line (the run stopped while writing it)",
+                    path.display(),
+                    i + 1
+                );
+            }
+            Err(e) => bail!("{} line {}: bad metrics record: {e}", path.display(), i + 1),
+        }
     }
     Ok(metrics)
 }
 
 /// Draws train and validation NLL (nats/image) against epoch, with points, legend, axis labels and `title`,
-/// and writes it atomically as an 800x500 PNG.
+/// and writes it atomically as an 800x500 image in the format `out`'s extension names (`.png`, `.jpg`, ...).
 ///
 /// If an epoch appears more than once (a resumed run re-logs it), the later record wins. Non-finite values
 /// (a diverged epoch) are left out rather than wrecking the axis range.
@@ -83,11 +105,7 @@ pub fn plot_training_curve(metrics: &[EpochMetrics], out: &Path, title: &str) ->
         .map_err(|e| anyhow!("drawing training curve {}: {e}", out.display()))?;
 
     let image = image::RgbImage::from_raw(width, height, rgb).context("plot buffer has the wrong size")?;
-    let mut png = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
-        .with_context(|| format!("encoding PNG for {}", out.display()))?;
-    crate::util::write_atomic(out, &png)
+    crate::util::write_image(out, image.into())
 }
 
 /// The two curves' colours: colour-blind safe blue and orange.

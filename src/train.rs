@@ -9,7 +9,7 @@ use crate::gpu::layers::GpuModel;
 use crate::gpu::trainer::Trainer;
 use crate::gpu::Gpu;
 use crate::model::{bits_per_dim, Config, Network, PIXELS};
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -234,7 +234,7 @@ pub struct TrainOptions {
 }
 
 /// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
     pub step: u64,
@@ -303,14 +303,115 @@ fn install_ctrlc() {
     });
 }
 
+/// Appends one record to `metrics.jsonl` as a single write of the line and its newline, then syncs. Only a
+/// regular file is appended to (opening never blocks: a FIFO swapped in is refused).
 fn append_metrics(path: &Path, record: &EpochRecord) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let mut f = options
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    writeln!(f, "{}", serde_json::to_string(record)?).with_context(|| format!("writing {}", path.display()))?;
+    let meta = f
+        .metadata()
+        .with_context(|| format!("reading metadata of {}", path.display()))?;
+    ensure!(
+        meta.is_file(),
+        "{} is {}, not a regular file; refusing to append to it",
+        path.display(),
+        crate::util::file_kind(&meta)
+    );
+    let line = format!("{}\n", serde_json::to_string(record)?);
+    f.write_all(line.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+    Ok(())
+}
+
+/// The largest `metrics.jsonl` read back (a record is about 300 bytes: this is over 200,000 epochs).
+pub const MAX_METRICS_BYTES: u64 = 64 << 20;
+/// The longest line of `metrics.jsonl` read back.
+pub const MAX_METRICS_LINE: usize = 64 << 10;
+
+/// Brings a resumed run's log in line with its checkpoint before the run appends to it: reads `src` (the log
+/// beside the checkpoint), completes a last line whose newline a crash lost or drops one torn mid-write, drops the
+/// records of steps past the checkpoint's (written after it was saved), restores the checkpoint's own last record
+/// if a crash lost it, and writes the result to `dst` (atomically; `dst` is `src` unless the run continues in
+/// another directory). Says what it changed on stderr. A damaged line other than the last is an error naming it.
+fn repair_metrics(src: &Path, dst: &Path, state: &TrainState) -> Result<()> {
+    let text = match std::fs::symlink_metadata(src) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        _ => crate::util::read_regular(src, "metrics file", MAX_METRICS_BYTES)?,
+    };
+    let mut notes = Vec::new();
+    let mut kept: Vec<String> = Vec::new();
+    let mut steps: Vec<(u64, u64)> = Vec::new();
+    let mut dropped = 0;
+    let pieces: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    let last = pieces.len() - 1; // the piece after the last newline: empty unless the last line is torn
+    for (i, piece) in pieces.iter().enumerate() {
+        if piece.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let parsed = (piece.len() <= MAX_METRICS_LINE)
+            .then(|| serde_json::from_slice::<serde_json::Value>(piece).ok())
+            .flatten()
+            .filter(|v| v["step"].is_u64() && v["epoch"].is_u64());
+        let Some(v) = parsed else {
+            if i == last {
+                notes.push(format!(
+                    "dropped its torn last line ({} bytes, cut short by a crash while it was written)",
+                    piece.len()
+                ));
+                continue;
+            }
+            bail!(
+                "{} line {}: not a metrics record ({} bytes); fix or remove that line, then resume again",
+                src.display(),
+                i + 1,
+                piece.len()
+            );
+        };
+        if i == last {
+            notes.push("completed its last line, whose newline a crash lost".to_string());
+        }
+        let step = v["step"].as_u64().expect("checked");
+        if step > state.step {
+            dropped += 1;
+            continue;
+        }
+        steps.push((v["epoch"].as_u64().expect("checked"), step));
+        kept.push(String::from_utf8_lossy(piece).into_owned());
+    }
+    if dropped > 0 {
+        notes.push(format!(
+            "dropped {dropped} record(s) past step {} of the checkpoint (logged after it was saved)",
+            state.step
+        ));
+    }
+    if let Some(r) = &state.last_record {
+        if !steps.contains(&(r.epoch as u64, r.step)) {
+            kept.push(serde_json::to_string(r)?);
+            notes.push(format!(
+                "restored the record of epoch {} (step {}), which a crash after the checkpoint lost",
+                r.epoch, r.step
+            ));
+        }
+    }
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    if out.as_bytes() != text.as_slice() || (src != dst && !out.is_empty()) {
+        crate::util::write_atomic(dst, out.as_bytes())?;
+    }
+    for n in notes {
+        eprintln!("{}: {n}", dst.display());
+    }
     Ok(())
 }
 
@@ -320,7 +421,7 @@ fn mean(v: &[f32]) -> f64 {
 
 /// The state a fresh run starts from.
 pub fn fresh_state(opts: &TrainOptions) -> TrainState {
-    TrainState {
+    let mut state = TrainState {
         step: 0,
         epoch: 0,
         batch_in_epoch: 0,
@@ -335,9 +436,15 @@ pub fn fresh_state(opts: &TrainOptions) -> TrainState {
         limit: opts.limit,
         epoch_nll_sum: 0.0,
         epoch_images: 0,
-        data: opts.data.as_ref().map(|p| p.display().to_string()),
+        data: None,
+        data_bytes: None,
         lr_decay: opts.lr_decay,
+        last_record: None,
+    };
+    if let Some(p) = &opts.data {
+        state.set_data_path(p);
     }
+    state
 }
 
 fn diverged(what: String, last_good: &Option<PathBuf>) -> anyhow::Error {
@@ -444,8 +551,9 @@ impl<'a> TrainLoop<'a> {
         ensure!(!train.is_empty(), "the training split is empty");
         let net = Network::new(config);
         let out_dir = opts.out.clone();
-        let metrics_path = prepare_run_dir(&out_dir, opts.resume.is_none())?;
+        // The device first: a run that cannot get one writes nothing.
         let backend = Backend::new(opts.device, &net, params, adam, state.adam, state.batch_size)?;
+        let metrics_path = prepare_run_dir(&out_dir, opts.resume.as_deref(), &state)?;
         let run = TrainLoop {
             opts,
             conditional: net.config.is_conditional(),
@@ -658,9 +766,10 @@ impl<'a> TrainLoop<'a> {
             images_per_second: rate,
             lr: epoch.lr,
         };
-        append_metrics(&self.metrics_path, &record)?;
-        self.print_record(&record)?;
         self.last_val = val_nll;
+        // The checkpoint first, then the log: a failed save leaves no record, and a crash between the two leaves
+        // the record in the checkpoint (`last_record`), from which a resume restores it.
+        self.state.last_record = Some(record.clone());
         let (params, adam) = self.backend.state()?;
         if partial {
             self.state.epoch_nll_sum = sum;
@@ -674,6 +783,8 @@ impl<'a> TrainLoop<'a> {
         }
         self.last_good = Some(self.save_checked("last.safetensors", &params, &adam, &self.state)?);
         self.last_save = Instant::now();
+        append_metrics(&self.metrics_path, &record)?;
+        self.print_record(&record)?;
         crate::inspect::epoch_samples::after_epoch(self.opts, &self.backend, &self.net, &params, record.epoch);
         Ok(())
     }
@@ -735,15 +846,94 @@ impl<'a> TrainLoop<'a> {
     }
 }
 
-/// Creates the run directory and returns its `metrics.jsonl`, removed first for a fresh run.
-fn prepare_run_dir(out_dir: &Path, fresh: bool) -> Result<PathBuf> {
+/// Creates the run directory and returns its `metrics.jsonl`: removed first for a fresh run; for a run resumed
+/// from the checkpoint `resume`, the log beside that checkpoint brought in line with it ([`repair_metrics`]).
+fn prepare_run_dir(out_dir: &Path, resume: Option<&Path>, state: &TrainState) -> Result<PathBuf> {
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating run directory {}", out_dir.display()))?;
+    remove_stale_temp_files(out_dir);
     let metrics_path = out_dir.join("metrics.jsonl");
-    if fresh && metrics_path.exists() {
-        // A fresh run starts a fresh log rather than appending to an old run's epochs.
-        std::fs::remove_file(&metrics_path).with_context(|| format!("removing the old {}", metrics_path.display()))?;
+    match resume {
+        None => {
+            if std::fs::symlink_metadata(&metrics_path).is_ok() {
+                // A fresh run starts a fresh log rather than appending to an old run's epochs.
+                std::fs::remove_file(&metrics_path)
+                    .with_context(|| format!("removing the old {}", metrics_path.display()))?;
+            }
+        }
+        Some(ck) => repair_metrics(&run_dir_of(ck).join("metrics.jsonl"), &metrics_path, state)?,
     }
     Ok(metrics_path)
+}
+
+/// Removes the temporary files of atomic writes that a run killed with SIGKILL left in its directory (the caller
+/// holds the directory's lock, so no write of a run is in progress there).
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name.to_str().is_some_and(crate::util::is_temp_name)
+            && e.file_type().is_ok_and(|t| t.is_file())
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            log::info!("removed {}, left by an interrupted write", e.path().display());
+        }
+    }
+}
+
+/// The directory a checkpoint lies in (its run's directory).
+fn run_dir_of(checkpoint: &Path) -> PathBuf {
+    checkpoint
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Whether `a` and `b` name the same directory (both must exist).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// The files of a run directory that say it holds a run.
+const RUN_FILES: [&str; 2] = ["last.safetensors", "metrics.jsonl"];
+
+/// Checks the run directory `out` for this run: a fresh run needs one that holds no run; a resumed one its
+/// checkpoint's own directory or one that holds no run (a branch of the run); and the files the run writes, where
+/// they exist, must be regular files (or links to them).
+fn check_run_dir(out: &Path, resume: Option<&Path>) -> Result<()> {
+    if let Ok(meta) = std::fs::metadata(out) {
+        ensure!(
+            meta.is_dir(),
+            "{} is {}; a run directory must be a directory",
+            out.display(),
+            crate::util::file_kind(&meta)
+        );
+    }
+    let holds = RUN_FILES
+        .iter()
+        .find(|f| std::fs::symlink_metadata(out.join(f)).is_ok());
+    match (resume, holds) {
+        (None, Some(existing)) => bail!(
+            "{} already holds a run ({existing}); continue it with --resume {} or choose another --out",
+            out.display(),
+            out.join("last.safetensors").display()
+        ),
+        (Some(ck), Some(existing)) if !same_dir(&run_dir_of(ck), out) => bail!(
+            "{} holds another run ({existing}); --resume {} continues in {}, or in an --out that holds no run yet \
+             (a branch of the run) — it never writes over another run",
+            out.display(),
+            ck.display(),
+            run_dir_of(ck).display()
+        ),
+        _ => {}
+    }
+    for f in RUN_FILES {
+        crate::util::output_target(&out.join(f))?;
+    }
+    Ok(())
 }
 
 /// What `pixelcnn train` was asked: every setting is None where the user gave no flag, so that a resumed run can
@@ -768,12 +958,14 @@ pub struct RunRequest {
     pub epoch_samples: usize,
 }
 
-/// A run, resolved: its options, its starting state (for a resume), and its data.
+/// A run, resolved: its options, its starting state (for a resume), its data, and the lock on its directory
+/// (held as long as the plan lives, so for the whole run).
 pub struct RunPlan {
     pub opts: TrainOptions,
     pub start: Option<Start>,
     pub train: Split,
     pub val: Split,
+    pub lock: crate::util::DirLock,
 }
 
 /// Default epochs and batch size of a fresh run (the seed's setup).
@@ -783,18 +975,40 @@ pub const DEFAULT_BATCH_SIZE: usize = 128;
 /// Resolves a request: a resume takes every setting from its checkpoint, its length (`--epochs`) included (a
 /// conflicting flag is an error; `--epochs` may extend the run, `--steps` stops this invocation early), a fresh run
 /// takes the defaults and refuses a directory that already holds a run. Then loads the data.
+///
+/// Nothing is written before every check has passed. The run directory is then locked (a second `train` writing
+/// into it is refused, naming the holder's pid) and checked again under the lock.
 pub fn plan_run(req: RunRequest) -> Result<RunPlan> {
     let (opts, start) = match &req.resume {
         Some(path) => resume_options(&req, path)?,
         None => (fresh_options(&req)?, None),
     };
     opts.config.validate()?;
-    let data_path = opts.data.clone().unwrap_or_else(crate::data::default_data_path);
+    check_run_dir(&opts.out, req.resume.as_deref())?;
+    // Recorded absolute, so that a resume from any directory finds the data.
+    let given = opts.data.clone().unwrap_or_else(crate::data::default_data_path);
+    let data_path =
+        std::path::absolute(&given).with_context(|| format!("resolving the data path {}", given.display()))?;
     let ds = crate::data::load(&data_path, opts.val_split)?;
     let train = match opts.limit {
         Some(n) => ds.train.take(n),
         None => ds.train.clone(),
     };
+    let start = match start {
+        Some((config, params, adam, mut state)) => {
+            let file = req
+                .resume
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            state.check_against_data(&file, train.len())?;
+            state.set_data_path(&data_path);
+            Some((config, params, adam, state))
+        }
+        None => None,
+    };
+    let lock = crate::util::lock_dir(&opts.out)?;
+    check_run_dir(&opts.out, req.resume.as_deref())?;
     let opts = TrainOptions {
         data: Some(data_path),
         ..opts
@@ -804,6 +1018,7 @@ pub fn plan_run(req: RunRequest) -> Result<RunPlan> {
         start,
         train,
         val: ds.val,
+        lock,
     })
 }
 
@@ -817,21 +1032,36 @@ fn resume_options(req: &RunRequest, path: &Path) -> Result<(TrainOptions, Option
         );
     };
     check_resume_flags(req, &ck.config, &state)?;
-    let epochs = req.epochs.unwrap_or(state.epochs);
-    ensure!(
-        epochs >= state.epoch,
-        "--epochs {epochs} is less than the {} epochs the run has already completed",
-        state.epoch
-    );
-    let state = TrainState { epochs, ..state };
-    let out = match &req.out {
-        Some(o) => o.clone(),
-        None => path
-            .parent()
-            .map(Path::to_path_buf)
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from(".")),
+    // --epochs and --steps are totals: at or below where the run is, there is nothing to do.
+    let (done, step) = (state.epoch, state.step);
+    let epochs = match req.epochs {
+        Some(e) => {
+            ensure!(
+                e > done,
+                "--epochs {e}: the run has already completed {done} epoch(s) (it is at step {step}); --epochs is the \
+                 total, so give more than {done} to train on"
+            );
+            e
+        }
+        None => {
+            ensure!(
+                done < state.epochs,
+                "{} has completed all {} epochs of its run (step {step}); give --epochs (more than {done}) to train on",
+                path.display(),
+                state.epochs
+            );
+            state.epochs
+        }
     };
+    if let Some(s) = req.steps {
+        ensure!(
+            s > step,
+            "--steps {s}: the run is already at step {step}; --steps is the total number of steps, so give more \
+             than {step} to train on"
+        );
+    }
+    let state = TrainState { epochs, ..state };
+    let out = req.out.clone().unwrap_or_else(|| run_dir_of(path));
     let opts = TrainOptions {
         config: ck.config,
         epochs,
@@ -845,7 +1075,7 @@ fn resume_options(req: &RunRequest, path: &Path) -> Result<(TrainOptions, Option
         device: req.device,
         val_split: state.val_split,
         limit: state.limit,
-        data: req.data.clone().or(state.data.clone().map(PathBuf::from)),
+        data: req.data.clone().or(state.data_path()),
         save_every_minutes: req.save_every_minutes,
         quiet: req.quiet,
         epoch_samples: req.epoch_samples,
@@ -886,14 +1116,6 @@ fn check_resume_flags(req: &RunRequest, config: &Config, state: &TrainState) -> 
 /// The options of a fresh run: the defaults where no flag was given, in a directory that holds no run yet.
 fn fresh_options(req: &RunRequest) -> Result<TrainOptions> {
     let out = req.out.clone().unwrap_or_else(default_run_dir);
-    for existing in ["last.safetensors", "metrics.jsonl"] {
-        ensure!(
-            !out.join(existing).exists(),
-            "{} already holds a run ({existing}); continue it with --resume {} or choose another --out",
-            out.display(),
-            out.join("last.safetensors").display()
-        );
-    }
     Ok(TrainOptions {
         config: req.config.unwrap_or_default(),
         epochs: req.epochs.unwrap_or(DEFAULT_EPOCHS),

@@ -120,7 +120,9 @@ fn train_state(net: &Network, seed: u64) -> (TrainState, AdamState) {
         epoch_nll_sum: 12345.5,
         epoch_images: 2176,
         data: Some("some/data/dir".into()),
+        data_bytes: None,
         lr_decay: 0.9,
+        last_record: None,
     };
     let mut adam = AdamState::new(net.param_len());
     perturb(net, &mut adam.m, seed + 1, 1e-2);

@@ -1093,16 +1093,24 @@ fn long_args<'a>(f: &'a Fixture, out: &'a Path, device: &'a str) -> Vec<&'a str>
 }
 
 #[test]
-fn a_run_killed_with_sigkill_resumes_bit_identical() {
+fn a_run_killed_with_sigkill_or_sigterm_resumes_bit_identical() {
     let f = fixture();
-    for device in ["cpu", "gpu"] {
+    for (device, signal) in [
+        ("cpu", libc::SIGKILL),
+        ("cpu", libc::SIGTERM),
+        ("gpu", libc::SIGKILL),
+        ("gpu", libc::SIGTERM),
+    ] {
         if device == "gpu" && !have_gpu() {
             continue;
         }
         let a = f.root.join(format!("kill_A_{device}"));
-        let b = f.root.join(format!("kill_B_{device}"));
-        ok(&f.root, &long_args(&f, &a, device));
-        // Run B is killed, without warning, once a periodic save inside an epoch (not at its end) is on disk.
+        let b = f.root.join(format!("kill_B_{device}_{signal}"));
+        if !a.exists() {
+            ok(&f.root, &long_args(&f, &a, device));
+        }
+        // Run B is killed (SIGKILL: without warning; SIGTERM: it saves and stops) once a periodic save inside an
+        // epoch (not at its end) is on disk.
         let mut child = Command::new(env!("CARGO_BIN_EXE_pixelcnn"))
             .args(long_args(&f, &b, device))
             .current_dir(&f.root)
@@ -1116,7 +1124,7 @@ fn a_run_killed_with_sigkill_resumes_bit_identical() {
             if let Ok(ck) = checkpoint::load(&last) {
                 let (state, _) = ck.train.unwrap();
                 if state.epoch >= 1 && state.batch_in_epoch > 0 {
-                    child.kill().unwrap();
+                    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
                     break state;
                 }
             }
@@ -1132,6 +1140,9 @@ fn a_run_killed_with_sigkill_resumes_bit_identical() {
         };
         let status = child.wait().unwrap();
         assert!(!status.success(), "{device}: the killed run reported success");
+        if signal == libc::SIGTERM {
+            assert_eq!(status.code(), Some(130), "{device}: SIGTERM should save and exit 130");
+        }
         let on_disk = load(&last).train.unwrap().0;
         eprintln!(
             "{device}: killed after the save at step {} (epoch {}, batch {}); on disk: step {}",
@@ -1152,6 +1163,16 @@ fn a_run_killed_with_sigkill_resumes_bit_identical() {
             (6, 6),
             "both runs ran their 6 epochs (resume kept the run's length)"
         );
+        // The log holds each epoch once, in order, as the uninterrupted run's does.
+        let epochs = |d: &Path| -> Vec<(u64, u64)> {
+            metrics_lines(d)
+                .iter()
+                .filter(|m| m["partial"] == false)
+                .map(|m| (m["epoch"].as_u64().unwrap(), m["step"].as_u64().unwrap()))
+                .collect()
+        };
+        assert_eq!(epochs(&b), epochs(&a), "{device}: the resumed run's log");
+        assert_no_temp_files(&b);
     }
 }
 
@@ -1229,7 +1250,7 @@ fn a_diverging_run_stops_with_an_error_and_keeps_the_last_good_checkpoint() {
         assert!(
             leftovers
                 .iter()
-                .all(|n| n == "last.safetensors" || n == "metrics.jsonl"),
+                .all(|n| n == "last.safetensors" || n == "metrics.jsonl" || n == pixelcnn::util::LOCK_FILE),
             "{leftovers:?}"
         );
     }
@@ -1265,6 +1286,9 @@ fn bad_command_line_values_are_refused_clearly() {
     let read_only = "/proc/pixelcnn-test.png";
     let existing_run = ck.parent().unwrap();
     let nope = f.root.join("nope.safetensors");
+    let txt = f.root.join("x.txt");
+    let no_ext = f.root.join("x");
+    let ck_metrics = ck.with_file_name("metrics.jsonl");
     // (command line, a word the message must contain)
     #[rustfmt::skip]
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -1315,6 +1339,12 @@ fn bad_command_line_values_are_refused_clearly() {
         (vec!["export", s(&ck), "--out", s(&ck)], "destroy"),
         (vec!["bench", "train", "--batch-size", "0"], "batch-size"),
         (vec!["bench", "sample", "--naive-pixels", "0"], "naive-pixels"),
+        (vec!["train", "--resume", s(&ck), "--data", idx, "--steps", "2"], "already at step 2"),
+        (vec!["train", "--resume", s(&ck), "--data", idx, "--steps", "1", "--device", "cpu"], "--steps"),
+        (vec!["sample", "--checkpoint", s(&ck), "--out", s(&txt), "--device", "cpu"], ".txt is not an image format"),
+        (vec!["sample", "--checkpoint", s(&ck), "--out", s(&no_ext), "--device", "cpu"], "no file extension"),
+        (vec!["complete", "--checkpoint", s(&ck), "--data", idx, "--out", s(&txt), "--device", "cpu"], ".txt"),
+        (vec!["plot", s(&ck_metrics), "--out", s(&txt)], ".txt"),
     ];
     let ck_before = std::fs::read(&ck).unwrap();
     for (args, word) in &cases {
@@ -1331,12 +1361,29 @@ fn bad_command_line_values_are_refused_clearly() {
         ck_before,
         "a refused command changed the checkpoint"
     );
-    assert!(!png.exists() && !run.exists(), "a refused command wrote output");
-    let temps: Vec<_> = std::fs::read_dir(&f.root)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp-"))
-        .collect();
+    assert!(
+        !png.exists() && !run.exists() && !txt.exists() && !no_ext.exists(),
+        "a refused command wrote output"
+    );
+    assert_no_temp_files(&f.root);
+}
+
+/// Asserts that no temporary file of an atomic write is left anywhere under `dir`.
+fn assert_no_temp_files(dir: &Path) {
+    let mut temps = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if pixelcnn::util::is_temp_name(&name) || name.contains(".tmp-") {
+                temps.push(e.path());
+            }
+            if e.file_type().unwrap().is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
     assert!(temps.is_empty(), "temporary files left behind: {temps:?}");
 }
 
@@ -1463,6 +1510,820 @@ fn the_gl_backend_gives_the_same_samples_nll_and_training_as_vulkan() {
         params.push(load(&out.join("last.safetensors")).params);
     }
     common::assert_close("parameters after 3 steps: GL vs Vulkan", &params[1], &params[0], 1e-5);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Nothing clobbered, nothing hangs: run-directory locks, a crash-consistent log, special files, adapters
+
+/// Runs `pixelcnn args...` (any bytes) in `cwd` with extra environment variables (None: removed), and fails the
+/// test if it is still running after `secs` seconds (it is killed first): a command that waits on a FIFO or reads a
+/// device without end is caught here.
+fn run_bounded(cwd: &Path, args: &[&std::ffi::OsStr], env: &[(&str, Option<&str>)], secs: u64) -> Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pixelcnn"));
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("PIXELCNN_DATA")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let t = Instant::now();
+    let mut child = cmd.spawn().expect("running the pixelcnn binary");
+    let mut pipes = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = pipes.0.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = pipes.1.read_to_end(&mut v);
+        v
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t.elapsed().as_secs() >= secs {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pixelcnn {args:?} was still running after {secs} s: it hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    eprintln!(
+        "  pixelcnn {args:?} -> {:?} in {:.2} s",
+        status.code(),
+        t.elapsed().as_secs_f64()
+    );
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
+    args.iter().map(Into::into).collect()
+}
+
+/// Runs (within 20 s) and asserts exit code 1 with an `error:` message naming `file` and containing `word`, and no
+/// panic; returns stderr.
+fn refused_naming(cwd: &Path, args: &[&str], file: &Path, word: &str) -> String {
+    let argv = os(args);
+    let refs: Vec<&std::ffi::OsStr> = argv.iter().map(|a| a.as_os_str()).collect();
+    let o = run_bounded(cwd, &refs, &[], 20);
+    let err = stderr(&o);
+    let line = args.join(" ");
+    assert_eq!(o.status.code(), Some(1), "pixelcnn {line} should exit 1:\n{err}");
+    assert!(
+        err.starts_with("error:") && !err.contains("panicked"),
+        "pixelcnn {line}:\n{err}"
+    );
+    assert!(
+        err.contains(s(file)),
+        "pixelcnn {line}: the message should name {}:\n{err}",
+        file.display()
+    );
+    assert!(
+        err.contains(word),
+        "pixelcnn {line}: the message should mention {word:?}:\n{err}"
+    );
+    eprintln!("    {}", err.lines().next().unwrap_or(""));
+    err
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(s(p)).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo {}", p.display());
+}
+
+/// The regular files of `dir` (not its lock file) and their bytes, sorted by name.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file() && e.file_name() != pixelcnn::util::LOCK_FILE)
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The (epoch, step) of every record of a run's log: steps strictly increase, so no epoch is logged twice.
+fn logged_steps(dir: &Path) -> Vec<(u64, u64)> {
+    let steps: Vec<(u64, u64)> = metrics_lines(dir)
+        .iter()
+        .map(|m| (m["epoch"].as_u64().unwrap(), m["step"].as_u64().unwrap()))
+        .collect();
+    assert!(
+        steps.windows(2).all(|w| w[0].1 < w[1].1 && w[0].0 <= w[1].0),
+        "{}: records out of order or repeated: {steps:?}",
+        dir.display()
+    );
+    steps
+}
+
+#[test]
+fn a_run_directory_has_one_writer_at_a_time() {
+    let f = fixture();
+    let idx = s(&f.idx);
+    let ck = tiny_checkpoint(&f);
+    let run = ck.parent().unwrap().to_path_buf();
+
+    // While another process holds a directory's lock (here this test, standing in for a running train), a fresh
+    // run into it and a resume of the run in it are refused, naming the holder's pid; nothing there changes.
+    let pid = format!("pid {}", std::process::id());
+    {
+        let _lock = pixelcnn::util::lock_dir(&run).unwrap();
+        let empty = f.root.join("empty");
+        let _empty_lock = pixelcnn::util::lock_dir(&empty).unwrap();
+        let before = snapshot(&run);
+        let err = fails(&f.root, &train_args(&f, "cpu", &empty));
+        assert!(err.contains(&pid) && err.contains("in use"), "{err}");
+        #[rustfmt::skip]
+        let err = fails(&f.root, &["train", "--resume", s(&ck), "--data", idx, "--device", "cpu", "--epochs", "3"]);
+        assert!(err.contains(&pid), "{err}");
+        assert_eq!(snapshot(&run), before, "a refused run changed the run directory");
+        assert_eq!(
+            snapshot(&empty),
+            vec![],
+            "a refused run wrote into the locked directory"
+        );
+    }
+
+    // A real second writer: run A trains (long enough to be caught running); another fresh run into its directory
+    // and a second resume of its checkpoint are refused, the resume naming A's pid.
+    let a = f.root.join("a");
+    #[rustfmt::skip]
+    let long = [
+        "train", "--device", "cpu", "--data", idx, "--val-split", "0.25", "--batch-size", "2", "--epochs", "100000",
+        "--seed", "9", "--out", s(&a), "--save-every", "0.0001", "--filters", "4", "--blocks", "1",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pixelcnn"))
+        .args(long)
+        .current_dir(&f.root)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let a_last = a.join("last.safetensors");
+    let t = Instant::now();
+    while !(a.join("metrics.jsonl").is_file() && checkpoint::load(&a_last).is_ok()) {
+        assert!(child.try_wait().unwrap().is_none(), "run A ended early");
+        assert!(t.elapsed().as_secs() < 120, "run A wrote no checkpoint");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let a_pid = format!("pid {}", child.id());
+    let err = fails(&f.root, &["train", "--resume", s(&a_last), "--device", "cpu"]);
+    assert!(err.contains(&a_pid) && err.contains("in use"), "{err}");
+    let err = fails(&f.root, &long);
+    assert!(err.contains("already holds a run") || err.contains(&a_pid), "{err}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The lock dies with its holder, even by SIGKILL: A's run resumes, and its log holds each step once.
+    let step = load(&a_last).train.unwrap().0.step;
+    let stop = (step + 3).to_string();
+    ok(
+        &f.root,
+        &["train", "--resume", s(&a_last), "--device", "cpu", "--steps", &stop],
+    );
+    logged_steps(&a);
+    assert_eq!(load(&a_last).train.unwrap().0.step, step + 3);
+
+    // A resume into a directory that holds another run is refused, and that run is untouched.
+    let before = snapshot(&run);
+    #[rustfmt::skip]
+    let err = fails(&f.root, &["train", "--resume", s(&a_last), "--out", s(&run), "--device", "cpu", "--steps", "100000"]);
+    assert!(err.contains("holds another run") && err.contains(s(&run)), "{err}");
+    assert_eq!(
+        snapshot(&run),
+        before,
+        "a refused resume changed another run's directory"
+    );
+    // Into its own directory named explicitly, it continues; into a new one it branches, with the run's log so far.
+    let stop = (step + 4).to_string();
+    ok(
+        &f.root,
+        &[
+            "train",
+            "--resume",
+            s(&a_last),
+            "--out",
+            s(&a),
+            "--device",
+            "cpu",
+            "--steps",
+            &stop,
+        ],
+    );
+    let branch = f.root.join("branch");
+    let stop = (step + 5).to_string();
+    ok(
+        &f.root,
+        &[
+            "train",
+            "--resume",
+            s(&a_last),
+            "--out",
+            s(&branch),
+            "--device",
+            "cpu",
+            "--steps",
+            &stop,
+        ],
+    );
+    let (ra, rb) = (logged_steps(&a), logged_steps(&branch));
+    assert_eq!(rb[..rb.len() - 1], ra[..], "the branch's log starts with the run's");
+    assert_eq!(rb.last().unwrap().1, step + 5);
+    assert_no_temp_files(&f.root);
+}
+
+#[test]
+fn the_log_is_crash_consistent_and_resume_lengths_are_totals() {
+    let f = fixture();
+    let u = f.root.join("uninterrupted");
+    ok(&f.root, &train_args(&f, "cpu", &u));
+    let same_as_uninterrupted = |dir: &Path| {
+        let (mu, md) = (metrics_lines(&u), metrics_lines(dir));
+        assert_eq!(mu.len(), md.len(), "{}: {md:?}", dir.display());
+        for (x, y) in mu.iter().zip(&md) {
+            for key in ["epoch", "step", "partial", "train_nll", "val_nll", "lr"] {
+                assert_eq!(x[key], y[key], "{}: {key}: uninterrupted {x} vs {y}", dir.display());
+            }
+        }
+        assert_same_checkpoint(
+            "resumed vs uninterrupted",
+            &u.join("last.safetensors"),
+            &dir.join("last.safetensors"),
+        );
+    };
+    // Stopped at the end of epoch 1 (step 4 of 8): one record.
+    let first_epoch = |name: &str| -> PathBuf {
+        let r = f.root.join(name);
+        ok(&f.root, &[&train_args(&f, "cpu", &r)[..], &["--steps", "4"]].concat());
+        assert_eq!(logged_steps(&r), vec![(1, 4)]);
+        r
+    };
+
+    // --epochs and --steps are totals: at or below where the run is, there is nothing to do: refused, nothing written.
+    let r = first_epoch("torn");
+    let last = r.join("last.safetensors");
+    let before = snapshot(&r);
+    for (flag, value, word) in [
+        ("--epochs", "1", "already completed 1 epoch"),
+        ("--steps", "4", "already at step 4"),
+        ("--steps", "3", "already at step 4"),
+    ] {
+        let err = fails(
+            &f.root,
+            &["train", "--resume", s(&last), "--device", "cpu", flag, value],
+        );
+        assert!(err.contains(word), "{flag} {value}: {err}");
+    }
+    assert_eq!(snapshot(&r), before, "a refused resume wrote into the run");
+
+    // A crash that left a record past the checkpoint and tore the line after it: the resume drops both (and says
+    // so), and the log ends as the uninterrupted run's, which `plot` reads.
+    let metrics = r.join("metrics.jsonl");
+    let good = std::fs::read_to_string(&metrics).unwrap();
+    let past = r#"{"epoch":2,"step":6,"partial":true,"train_nll":1.0,"val_nll":1.0}"#;
+    std::fs::write(&metrics, format!("{good}{past}\n{{\"epoch\":2,\"step\":8,\"tra")).unwrap();
+    let o = pixelcnn(&f.root, &["train", "--resume", s(&last), "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("torn last line") && err.contains("dropped 1 record(s) past step 4"),
+        "{err}"
+    );
+    same_as_uninterrupted(&r);
+    ok(&f.root, &["plot", s(&metrics), "--out", s(&f.root.join("curve.png"))]);
+
+    // A last line complete but for its newline is kept.
+    let r = first_epoch("newline");
+    let metrics = r.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    std::fs::write(&metrics, text.trim_end()).unwrap();
+    let o = pixelcnn(
+        &f.root,
+        &["train", "--resume", s(&r.join("last.safetensors")), "--device", "cpu"],
+    );
+    assert!(
+        o.status.success() && stderr(&o).contains("completed its last line"),
+        "{}",
+        stderr(&o)
+    );
+    same_as_uninterrupted(&r);
+
+    // A crash between the checkpoint and its record: the resume restores the record from the checkpoint.
+    let r = first_epoch("lost");
+    std::fs::write(r.join("metrics.jsonl"), "").unwrap();
+    let o = pixelcnn(
+        &f.root,
+        &["train", "--resume", s(&r.join("last.safetensors")), "--device", "cpu"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("restored the record of epoch 1"), "{}", stderr(&o));
+    same_as_uninterrupted(&r);
+
+    // A failed save leaves no record: a directory where epoch_001.safetensors goes makes the save fail.
+    let r = f.root.join("failed_save");
+    std::fs::create_dir_all(r.join("epoch_001.safetensors")).unwrap();
+    let err = refused(&f.root, &train_args(&f, "cpu", &r));
+    assert!(
+        err.contains("epoch_001.safetensors") && err.contains("directory"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(r.join("metrics.jsonl")).unwrap_or_default();
+    assert!(
+        log.is_empty(),
+        "the epoch was logged though its checkpoint was not saved: {log}"
+    );
+    assert_no_temp_files(&f.root);
+}
+
+#[test]
+fn resume_finds_relative_and_non_utf8_data_paths_from_any_directory() {
+    use std::os::unix::ffi::OsStrExt;
+    let f = fixture();
+    let elsewhere = f.root.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    // A relative --data is recorded absolute.
+    #[rustfmt::skip]
+    let args = ["train", "--device", "cpu", "--data", "fmnist", "--val-split", "0.25", "--batch-size", "8", "--steps", "2",
+        "--out", "rel", "--filters", "4", "--blocks", "1"];
+    ok(&f.root, &args);
+    let last = f.root.join("rel").join("last.safetensors");
+    let recorded = load(&last).train.unwrap().0.data_path().unwrap();
+    assert!(recorded.is_absolute(), "{}", recorded.display());
+    assert_eq!(recorded.canonicalize().unwrap(), f.idx.canonicalize().unwrap());
+    ok(
+        &elsewhere,
+        &["train", "--resume", s(&last), "--device", "cpu", "--steps", "3"],
+    );
+
+    // A data directory whose name is not UTF-8: its bytes are kept exactly, and the resume finds it.
+    let weird = f.root.join(std::ffi::OsStr::from_bytes(b"fm\xffdata"));
+    std::os::unix::fs::symlink(&f.idx, &weird).unwrap();
+    let out = f.root.join("nonutf8");
+    let mut argv = os(&["train", "--device", "cpu", "--data"]);
+    argv.push(weird.clone().into_os_string());
+    #[rustfmt::skip]
+    argv.extend(os(&["--val-split", "0.25", "--batch-size", "8", "--steps", "2", "--out", s(&out), "--filters", "4", "--blocks", "1"]));
+    let refs: Vec<&std::ffi::OsStr> = argv.iter().map(|a| a.as_os_str()).collect();
+    let o = run_bounded(&f.root, &refs, &[], 120);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last = out.join("last.safetensors");
+    let state = load(&last).train.unwrap().0;
+    assert_eq!(state.data_bytes.as_deref(), Some(weird.as_os_str().as_bytes()));
+    assert_eq!(state.data_path().unwrap(), weird);
+    ok(
+        &elsewhere,
+        &["train", "--resume", s(&last), "--device", "cpu", "--steps", "3"],
+    );
+    assert_eq!(load(&last).train.unwrap().0.data_path().unwrap(), weird);
+}
+
+/// Copies the checkpoint `src` to `dst` with its metadata edited by `edit`.
+fn rewrite_metadata(src: &Path, dst: &Path, edit: impl Fn(&mut std::collections::HashMap<String, String>)) {
+    let bytes = std::fs::read(src).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = meta.metadata().clone().unwrap();
+    edit(&mut meta);
+    let views: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    std::fs::write(dst, safetensors::serialize(views, &Some(meta)).unwrap()).unwrap();
+}
+
+#[test]
+fn checkpoint_metadata_and_training_state_are_checked_not_trusted() {
+    let f = fixture();
+    let idx = s(&f.idx);
+    // A conditional model whose metadata says `classes: "0"`: refused, not evaluated without its class biases.
+    let cond = tiny_model(&f, "cond", &["--filters", "4", "--blocks", "1", "--conditional"]);
+    let zero = f.root.join("zero").join("last.safetensors");
+    rewrite_metadata(&cond, &zero, |m| {
+        m.insert("classes".into(), "0".into());
+    });
+    #[rustfmt::skip]
+    refused_naming(&f.root, &["eval", "--checkpoint", s(&zero), "--data", idx, "--device", "cpu"], &zero, "classes");
+    ok(
+        &f.root,
+        &["eval", "--checkpoint", s(&cond), "--data", idx, "--device", "cpu"],
+    );
+
+    // Training states out of range or inconsistent with the data: refused, nothing written.
+    let ck = tiny_checkpoint(&f); // step 2 of 4 per epoch (30 images, batch 8)
+    let edit_state = |name: &str, change: &dyn Fn(&mut serde_json::Value)| -> PathBuf {
+        let dst = f.root.join(name).join("last.safetensors");
+        rewrite_metadata(&ck, &dst, |m| {
+            let mut ts: serde_json::Value = serde_json::from_str(&m["train_state"]).unwrap();
+            change(&mut ts);
+            m.insert("train_state".into(), ts.to_string());
+        });
+        dst
+    };
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (edit_state("beta1", &|ts| ts["adam"]["beta1"] = 1.5.into()), "beta1"),
+        (edit_state("beta2", &|ts| ts["adam"]["beta2"] = (-0.1).into()), "beta2"),
+        (
+            edit_state("past_epoch", &|ts| {
+                ts["batch_in_epoch"] = 9.into();
+                ts["step"] = 9.into();
+                ts["epoch_images"] = 72.into();
+            }),
+            "4 batches per epoch",
+        ),
+        (edit_state("step", &|ts| ts["step"] = 7.into()), "step 7"),
+        (
+            edit_state("images", &|ts| ts["epoch_images"] = 100.into()),
+            "epoch_images",
+        ),
+        (edit_state("epochs", &|ts| ts["epoch"] = 60.into()), "epoch 60"),
+    ];
+    for (path, word) in &cases {
+        let before = snapshot(path.parent().unwrap());
+        #[rustfmt::skip]
+        refused_naming(&f.root, &["train", "--resume", s(path), "--data", idx, "--device", "cpu", "--epochs", "3"], path, word);
+        assert_eq!(
+            snapshot(path.parent().unwrap()),
+            before,
+            "a refused resume wrote into the run"
+        );
+    }
+}
+
+#[test]
+fn image_outputs_take_their_format_from_the_extension() {
+    use image::ImageFormat;
+    let f = fixture();
+    let ck = tiny_checkpoint(&f);
+    for (ext, format) in [
+        ("png", ImageFormat::Png),
+        ("jpg", ImageFormat::Jpeg),
+        ("jpeg", ImageFormat::Jpeg),
+        ("JPG", ImageFormat::Jpeg),
+        ("bmp", ImageFormat::Bmp),
+        ("gif", ImageFormat::Gif),
+    ] {
+        let out = f.root.join(format!("grid.{ext}"));
+        #[rustfmt::skip]
+        ok(&f.root, &["sample", "--checkpoint", s(&ck), "--count", "2", "--device", "cpu", "--out", s(&out)]);
+        let bytes = std::fs::read(&out).unwrap();
+        assert_eq!(image::guess_format(&bytes).unwrap(), format, "{}", out.display());
+        assert!(
+            image::load_from_memory(&bytes).is_ok(),
+            "{} does not decode",
+            out.display()
+        );
+    }
+    let out = f.root.join("completions.jpeg");
+    #[rustfmt::skip]
+    ok(&f.root, &["complete", "--checkpoint", s(&ck), "--data", s(&f.idx), "--count", "1", "--samples", "1", "--device", "cpu", "--out", s(&out)]);
+    assert_eq!(
+        image::guess_format(&std::fs::read(&out).unwrap()).unwrap(),
+        ImageFormat::Jpeg
+    );
+    let out = f.root.join("curve.bmp");
+    ok(
+        &f.root,
+        &["plot", s(&ck.with_file_name("metrics.jsonl")), "--out", s(&out)],
+    );
+    assert_eq!(
+        image::guess_format(&std::fs::read(&out).unwrap()).unwrap(),
+        ImageFormat::Bmp
+    );
+    assert_no_temp_files(&f.root);
+}
+
+#[test]
+fn outputs_never_replace_special_files_and_write_through_links() {
+    use std::os::unix::fs::FileTypeExt;
+    let f = fixture();
+    let ck = tiny_checkpoint(&f);
+    let metrics = ck.with_file_name("metrics.jsonl");
+    let d = f.root.join("special");
+    std::fs::create_dir_all(&d).unwrap();
+    let fifo = d.join("fifo.png");
+    mkfifo(&fifo);
+    let sock = d.join("socket.png");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let null_link = d.join("null.png");
+    std::os::unix::fs::symlink("/dev/null", &null_link).unwrap();
+    let stdout_link = d.join("stdout.png");
+    std::os::unix::fs::symlink("/proc/self/fd/1", &stdout_link).unwrap();
+    let mut specials = vec![
+        (fifo, "FIFO"),
+        (sock, "socket"),
+        (null_link, "character device"),
+        // The command's stdout is a pipe here.
+        (stdout_link, "FIFO"),
+    ];
+    // A character device node of our own (a copy of /dev/null's numbers), where this user may make one (root).
+    let dev = d.join("device.png");
+    let c = std::ffi::CString::new(s(&dev)).unwrap();
+    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) } == 0 {
+        specials.push((dev, "character device"));
+    } else {
+        eprintln!("(no device node of our own: mknod is not permitted here)");
+    }
+    let kind = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.file_type(), std::fs::read_link(p).ok())
+    };
+    for (p, word) in &specials {
+        let before = kind(p);
+        let out = s(p);
+        #[rustfmt::skip]
+        let commands: Vec<Vec<&str>> = vec![
+            vec!["sample", "--checkpoint", s(&ck), "--count", "1", "--device", "cpu", "--out", out],
+            vec!["complete", "--checkpoint", s(&ck), "--data", s(&f.idx), "--count", "1", "--samples", "1", "--device", "cpu", "--out", out],
+            vec!["plot", s(&metrics), "--out", out],
+            vec!["export", s(&ck), "--out", out],
+        ];
+        for args in &commands {
+            refused_naming(&f.root, args, p, word);
+            assert_eq!(kind(p), before, "{} was replaced", p.display());
+        }
+    }
+    assert!(std::fs::symlink_metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+
+    // A link to a regular file is written through: the link stays, its target gets the image.
+    let target = d.join("target.png");
+    std::fs::write(&target, b"old").unwrap();
+    let link = d.join("link.png");
+    std::os::unix::fs::symlink("target.png", &link).unwrap();
+    ok(
+        &f.root,
+        &[
+            "sample",
+            "--checkpoint",
+            s(&ck),
+            "--count",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            s(&link),
+        ],
+    );
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(
+        image::guess_format(&std::fs::read(&target).unwrap()).unwrap(),
+        image::ImageFormat::Png
+    );
+
+    // train: a run directory whose log is a FIFO is refused before any work, without waiting on it.
+    let run = f.root.join("fifo_run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::copy(&ck, run.join("last.safetensors")).unwrap();
+    mkfifo(&run.join("metrics.jsonl"));
+    let resume = run.join("last.safetensors");
+    #[rustfmt::skip]
+    refused_naming(&f.root, &["train", "--resume", s(&resume), "--data", s(&f.idx), "--device", "cpu"], &run.join("metrics.jsonl"), "FIFO");
+    // download: a FIFO where a file goes is refused before anything is fetched.
+    let dl = f.root.join("download");
+    std::fs::create_dir_all(&dl).unwrap();
+    let gz = dl.join("train-images-idx3-ubyte.gz");
+    mkfifo(&gz);
+    #[rustfmt::skip]
+    refused_naming(&f.root, &["download", "--dir", s(&dl), "--base-url", "http://127.0.0.1:9/"], &gz, "FIFO");
+    assert!(std::fs::symlink_metadata(&gz).unwrap().file_type().is_fifo());
+    assert_no_temp_files(&f.root);
+}
+
+#[test]
+fn inputs_that_are_not_regular_files_are_refused_without_hanging() {
+    let f = fixture();
+    let idx = s(&f.idx);
+    let fifo = f.root.join("input.fifo");
+    mkfifo(&fifo);
+    let fifo_idx = f.root.join("fifo_idx");
+    std::fs::create_dir_all(&fifo_idx).unwrap();
+    for e in std::fs::read_dir(&f.idx).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), fifo_idx.join(e.file_name())).unwrap();
+    }
+    let images = fifo_idx.join("t10k-images-idx3-ubyte");
+    std::fs::remove_file(&images).unwrap();
+    mkfifo(&images);
+    let png = f.root.join("out.png");
+    let zero = Path::new("/dev/zero");
+    let (fi, r) = (s(&fifo), s(&f.root));
+    let (exported, r1) = (f.root.join("m.safetensors"), f.root.join("r1"));
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<&str>, &Path, &str)> = vec![
+        (vec!["eval", "--checkpoint", fi, "--data", idx, "--device", "cpu"], &fifo, "FIFO"),
+        (vec!["sample", "--checkpoint", fi, "--device", "cpu", "--out", s(&png)], &fifo, "FIFO"),
+        (vec!["export", fi, "--out", s(&exported)], &fifo, "FIFO"),
+        (vec!["train", "--resume", fi, "--data", idx, "--device", "cpu"], &fifo, "FIFO"),
+        (vec!["train", "--data", fi, "--device", "cpu", "--out", s(&r1)], &fifo, "FIFO"),
+        (vec!["data", "--data", fi], &fifo, "FIFO"),
+        (vec!["data", "--data", s(&fifo_idx)], &images, "FIFO"),
+        (vec!["plot", fi, "--out", s(&png)], &fifo, "FIFO"),
+        (vec!["eval", "--checkpoint", "/dev/zero", "--data", idx, "--device", "cpu"], zero, "character device"),
+        (vec!["plot", "/dev/zero", "--out", s(&png)], zero, "character device"),
+        (vec!["sample", "--checkpoint", r, "--device", "cpu", "--out", s(&png)], &f.root, "directory"),
+        (vec!["train", "--resume", r, "--data", idx, "--device", "cpu"], &f.root, "directory"),
+    ];
+    for (args, file, word) in &cases {
+        refused_naming(&f.root, args, file, word);
+    }
+    assert!(!png.exists(), "a refused command wrote output");
+}
+
+#[test]
+fn the_longest_legal_file_names_and_paths_can_be_written() {
+    let f = fixture();
+    let ck = tiny_checkpoint(&f);
+    // A 255-byte file name, the most a name may have.
+    let name = format!("{}.png", "n".repeat(251));
+    assert_eq!(name.len(), 255);
+    let out = f.root.join(&name);
+    ok(
+        &f.root,
+        &[
+            "sample",
+            "--checkpoint",
+            s(&ck),
+            "--count",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            s(&out),
+        ],
+    );
+    assert!(image::open(&out).is_ok());
+    // A 4090-byte path (the system's limit is 4095): directories of 200-byte names, then a file name.
+    let mut dir = f.root.clone();
+    while s(&dir).len() + 1 + 200 + 1 + 20 <= 4090 {
+        dir.push("d".repeat(200));
+    }
+    let rest = 4090 - s(&dir).len() - 1;
+    let long = dir.join(format!("{}.png", "p".repeat(rest - 4)));
+    assert_eq!(s(&long).len(), 4090);
+    std::fs::create_dir_all(&dir).unwrap();
+    ok(
+        &f.root,
+        &[
+            "sample",
+            "--checkpoint",
+            s(&ck),
+            "--count",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            s(&long),
+        ],
+    );
+    assert!(image::open(&long).is_ok());
+    let export = dir.join(format!("{}.safetensors", "e".repeat(rest - 12)));
+    assert_eq!(s(&export).len(), 4090);
+    ok(&f.root, &["export", s(&ck), "--out", s(&export)]);
+    assert_no_temp_files(&f.root);
+}
+
+#[test]
+fn an_adapter_name_that_matches_nothing_is_an_error_not_a_panic() {
+    let f = fixture();
+    let ck = tiny_checkpoint(&f);
+    let png = f.root.join("x.png");
+    let run = f.root.join("run");
+    #[rustfmt::skip]
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["devices"],
+        vec!["devices", "--json"],
+        vec!["sample", "--checkpoint", s(&ck), "--count", "1", "--out", s(&png)],
+        vec!["eval", "--checkpoint", s(&ck), "--data", s(&f.idx), "--limit", "2"],
+        vec!["train", "--data", s(&f.idx), "--val-split", "0.25", "--batch-size", "8", "--steps", "1", "--out", s(&run),
+             "--filters", "4", "--blocks", "1"],
+        vec!["bench", "sample", "--count", "1"],
+    ];
+    let adapters = if have_gpu() {
+        json(&ok(&f.root, &["devices", "--json"]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for args in &commands {
+        let argv = os(args);
+        let refs: Vec<&std::ffi::OsStr> = argv.iter().map(|a| a.as_os_str()).collect();
+        let o = run_bounded(&f.root, &refs, &[("WGPU_ADAPTER_NAME", Some("no-such-adapter"))], 60);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}:\n{err}");
+        assert!(!err.contains("panicked"), "{args:?}:\n{err}");
+        assert!(
+            err.contains("\"no-such-adapter\" matches no adapter"),
+            "{args:?}:\n{err}"
+        );
+        for name in &adapters {
+            assert!(
+                err.contains(name.as_str()),
+                "{args:?}: the message should list {name}:\n{err}"
+            );
+        }
+    }
+    assert!(!png.exists() && !run.join("last.safetensors").exists());
+    // A substring of a real adapter's name, in another case, selects it.
+    if let Some(name) = adapters.first() {
+        let part: String = name.chars().take(6).collect::<String>().to_uppercase();
+        let o = run_bounded(
+            &f.root,
+            &[std::ffi::OsStr::new("devices")],
+            &[("WGPU_ADAPTER_NAME", Some(&part))],
+            60,
+        );
+        assert!(
+            o.status.success() && stdout(&o).contains(&format!("* {name}")),
+            "{}",
+            stdout(&o)
+        );
+    }
+}
+
+#[test]
+fn gpu_commands_print_no_error_lines_without_xdg_runtime_dir() {
+    if !have_gpu() {
+        return;
+    }
+    let f = fixture();
+    let ck = tiny_checkpoint(&f);
+    let png = f.root.join("x.png");
+    for args in [
+        vec!["devices"],
+        vec!["sample", "--checkpoint", s(&ck), "--count", "2", "--out", s(&png)],
+    ] {
+        let argv = os(&args);
+        let refs: Vec<&std::ffi::OsStr> = argv.iter().map(|a| a.as_os_str()).collect();
+        let o = run_bounded(&f.root, &refs, &[("XDG_RUNTIME_DIR", None)], 120);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{args:?}:\n{err}");
+        let bad: Vec<&str> = err.lines().filter(|l| l.trim_start().starts_with("error")).collect();
+        assert!(
+            bad.is_empty(),
+            "{args:?} printed error lines without XDG_RUNTIME_DIR: {bad:?}"
+        );
+    }
+}
+
+/// SwiftShader, a second Vulkan driver on the CPU (subgroups of 4), ships with Chromium (`chromium-common`).
+const SWIFTSHADER_ICD: &str = "/usr/lib/chromium/vk_swiftshader_icd.json";
+
+#[test]
+fn devices_lists_swiftshader_when_it_is_installed() {
+    if !Path::new(SWIFTSHADER_ICD).is_file() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "CI=true but SwiftShader is not installed (.ci/run installs chromium-common)"
+        );
+        eprintln!("SKIPPING: SwiftShader is not installed ({SWIFTSHADER_ICD})");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let devices = |json: bool, icd: Option<&str>| {
+        let args: &[&std::ffi::OsStr] = if json {
+            &[std::ffi::OsStr::new("devices"), std::ffi::OsStr::new("--json")]
+        } else {
+            &[std::ffi::OsStr::new("devices")]
+        };
+        let o = run_bounded(tmp.path(), args, &[("VK_ICD_FILENAMES", icd)], 60);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    // Named as the Vulkan driver: it is the adapter, with the kernel versions for subgroups of 4.
+    let listed = json(&devices(true, Some(SWIFTSHADER_ICD)));
+    let ss = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"].as_str().unwrap().contains("SwiftShader") && a["backend"] == "Vulkan")
+        .unwrap_or_else(|| panic!("no SwiftShader adapter in {listed}"));
+    assert_eq!(ss["selected"], true, "{listed}");
+    // Otherwise `devices` still says it is there and how to use it.
+    let text = devices(false, None);
+    assert!(text.contains("SwiftShader"), "{text}");
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1896,8 +2757,8 @@ fn bad_image_files_are_clear_errors_naming_the_file() {
         (&empty, "empty.png"),
         (&zero, "empty"),
         (&truncated, "truncated.png"),
-        (&missing, "cannot read"),
-        (&dir, "cannot read"),
+        (&missing, "cannot open"),
+        (&dir, "is a directory"),
     ];
     for (file, word) in cases {
         for cmd in [

@@ -45,7 +45,12 @@ impl Server {
                     None => ("404 Not Found", b"not found"),
                 };
                 // Files named "*-short" announce more bytes than they send, like a dropped connection.
-                let announced = body.len() + if path.ends_with("-short") { 10 } else { 0 };
+                // Files named "*-huge" announce a terabyte.
+                let announced = if path.ends_with("-huge") {
+                    1 << 40
+                } else {
+                    body.len() + if path.ends_with("-short") { 10 } else { 0 }
+                };
                 let head = format!("HTTP/1.1 {status}\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n");
                 let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body));
             }
@@ -193,6 +198,23 @@ fn truncated_response_is_an_error_naming_the_file() {
     println!("{err}");
     assert!(err.contains("c.gz-short"), "{err}");
     assert!(!dir.path().join("c.gz-short").exists());
+    assert!(leftovers(dir.path()).is_empty());
+}
+
+#[test]
+fn a_download_larger_than_any_official_file_is_refused() {
+    let body = vec![7u8; 5000];
+    let server = Server::start(vec![("d.gz-huge", body.clone())]);
+    let dir = tempfile::tempdir().unwrap();
+    let md5 = md5_hex(&body);
+    let err = download(dir.path(), &server.base_url, &[("d.gz-huge", md5.as_str())], false).unwrap_err();
+    let err = format!("{err:#}");
+    println!("{err}");
+    assert!(
+        err.contains("d.gz-huge") && err.contains("1099511627776 bytes"),
+        "{err}"
+    );
+    assert!(!dir.path().join("d.gz-huge").exists());
     assert!(leftovers(dir.path()).is_empty());
 }
 

@@ -293,7 +293,9 @@ fn checkpoint_bytes(gated: bool) -> Vec<u8> {
         epoch_nll_sum: 1.5,
         epoch_images: 24,
         data: None,
+        data_bytes: None,
         lr_decay: 1.0,
+        last_record: None,
     };
     let adam = pixelcnn::cpu::AdamState::new(net.param_len());
     pixelcnn::checkpoint::to_bytes(&net, &params, Some((&state, &adam))).unwrap()

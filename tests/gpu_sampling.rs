@@ -1,4 +1,4 @@
-//! The samplers (CPU, naive GPU, incremental GPU with `conv_pixel` or `pixel_net`) draw the same images from the
+//! The samplers (CPU, naive GPU, incremental GPU layer by layer or with `pixel_net`) draw the same images from the
 //! same probabilities, for both architectures and with labels; completions keep their given rows; the sampler split
 //! over two devices draws what one device draws.
 

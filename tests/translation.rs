@@ -4,7 +4,7 @@
 //! are used) and GLSL compute (wgpu's GL backend), after validating it with that backend's capabilities. Prints
 //! the matrix of entry point × backend.
 //!
-//! Where a variant cannot run on a backend — the raster kernels and conv_pixel need subgroups, which wgpu's GL
+//! Where a variant cannot run on a backend — the raster kernels need subgroups, which wgpu's GL
 //! backend does not offer — a version that can (tiled, pixel_net) exists, and the version choice picks it there:
 //! the test checks that too.
 
@@ -126,7 +126,7 @@ fn every_pipeline_translates_on_every_backend_or_has_a_chosen_fallback() {
         Config::gated(128, 5),
     ];
     let mut all = Vec::new();
-    for versions in ["conv=raster,pixel=conv_pixel", "conv=tiled,pixel=net"] {
+    for versions in ["conv=raster,pixel=layers", "conv=tiled,pixel=net"] {
         if let Some(v) = variants(versions, &configs) {
             all.extend(v);
         }
@@ -194,11 +194,8 @@ fn every_pipeline_translates_on_every_backend_or_has_a_chosen_fallback() {
         choice.reason
     );
     for (k, r) in &rows {
-        let subgroup_family = k.starts_with("conv_raster") || k.starts_with("conv_pixel");
-        assert_eq!(
-            r.2, subgroup_family,
-            "{k}: only the raster and conv_pixel kernels use subgroups"
-        );
+        let subgroup_family = k.starts_with("conv_raster");
+        assert_eq!(r.2, subgroup_family, "{k}: only the raster kernels use subgroups");
     }
     let no_subgroups = rows.values().filter(|r| !r.2).count();
     eprintln!("{no_subgroups} variants need no subgroups: the set a device without subgroups runs");

@@ -1,16 +1,23 @@
-//! `pixelcnn bench train` and `pixelcnn bench sample`.
+//! `pixelcnn bench peak`, `pixelcnn bench train` and `pixelcnn bench sample`.
 
 use super::ModelArgs;
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use pixelcnn::bench::{self, SampleBench, TrainBench};
+use pixelcnn::bench::{self, PeakBench, SampleBench, TrainBench};
 use pixelcnn::checkpoint;
+use pixelcnn::gpu::record::ProfileLine;
 use pixelcnn::model::Network;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Training speed: median step time on synthetic data → images/s and GFLOP/s.
+    /// The adapter's own limits: its vec4 multiply-add rate and storage-read bandwidth (the roofline every other
+    /// benchmark reports against), each the median of several runs. Takes seconds.
+    ///
+    /// The multiply-add rate runs 8 independent vec4 fma chains per invocation, in registers, over enough
+    /// invocations to fill every core, at 8 and at 64 invocations per workgroup; the higher median is the peak.
+    Peak(BenchPeakArgs),
+    /// Training speed: median step time on synthetic data → images/s, GFLOP/s and % of the adapter's peak.
     Train(BenchTrainArgs),
     /// Sampling speed: the incremental sampler against the naive one (timed on a prefix and extrapolated).
     Sample(BenchSampleArgs),
@@ -19,10 +26,63 @@ pub enum BenchCommand {
 impl BenchCommand {
     pub fn run(self) -> Result<()> {
         match self {
+            BenchCommand::Peak(a) => a.run(),
             BenchCommand::Train(a) => a.run(),
             BenchCommand::Sample(a) => a.run(),
         }
     }
+}
+
+#[derive(Args)]
+pub struct BenchPeakArgs {
+    /// Timed runs of each measurement (the median is reported).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+    runs: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+impl BenchPeakArgs {
+    pub fn run(self) -> Result<()> {
+        let gpu = pixelcnn::gpu::Gpu::new()?;
+        let r = bench::bench_peak(&gpu, self.runs as usize, 0.1)?;
+        if self.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            print_peak(&r);
+        }
+        Ok(())
+    }
+}
+
+fn print_peak(r: &PeakBench) {
+    println!("{} [kernels {}]", r.adapter, r.kernels.describe());
+    for f in &r.fma {
+        println!(
+            "  vec4 multiply-add, {:>2} invocations per workgroup: {:8.1} GFLOP/s (median of {}; {} invocations × {} × {} vec4 fmas)",
+            f.workgroup,
+            f.gflops_median,
+            r.runs,
+            f.invocations,
+            f.iters,
+            4 * pixelcnn::gpu::kernels::peak::CHAINS
+        );
+    }
+    println!(
+        "  storage reads, a vec4 per invocation: {:8.2} GB/s (median of {}; {:.0} MiB per run)",
+        r.read_gb_per_s,
+        r.runs,
+        r.read_bytes as f64 / 1048576.0
+    );
+    println!(
+        "peak: {:.1} GFLOP/s (every benchmark's % of peak is of this)",
+        r.peak_gflops
+    );
+}
+
+/// The adapter's peak in GFLOP/s, when the user already measured it (`bench peak`); else measured first.
+fn peak_arg(s: &str) -> Result<f64, String> {
+    super::float_in(s, 1e-3, 1e9, false, "--peak")
 }
 
 #[derive(Args)]
@@ -34,9 +94,12 @@ pub struct BenchTrainArgs {
     /// Timed steps (after 2 warm-up steps).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
     steps: u64,
-    /// Also run one step dispatch by dispatch: time, dispatches and GFLOP/s per kernel and layer shape.
+    /// Also run one step dispatch by dispatch: time, dispatches, GFLOP/s and % of peak per kernel and layer shape.
     #[arg(long)]
     profile: bool,
+    /// The adapter's multiply-add peak in GFLOP/s (from `bench peak`); default: measured first, in seconds.
+    #[arg(long, value_parser = peak_arg)]
+    peak: Option<f64>,
     #[arg(long)]
     json: bool,
 }
@@ -44,7 +107,14 @@ pub struct BenchTrainArgs {
 impl BenchTrainArgs {
     pub fn run(self) -> Result<()> {
         let config = self.model.config()?;
-        let r = bench::bench_train(config, self.batch_size as usize, self.steps as usize, 2, self.profile)?;
+        let r = bench::bench_train(
+            config,
+            self.batch_size as usize,
+            self.steps as usize,
+            2,
+            self.profile,
+            self.peak,
+        )?;
         if self.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
@@ -54,24 +124,30 @@ impl BenchTrainArgs {
     }
 }
 
+/// A profile table: kernel and layer shape, dispatches, time, GFLOP/s over live taps and % of peak.
+fn print_profile(title: &str, lines: &[ProfileLine]) {
+    println!(
+        "{:<72} {:>5} {:>10} {:>9} {:>7}",
+        title, "count", "ms", "GFLOP/s", "% peak"
+    );
+    for l in lines {
+        println!(
+            "{:<72} {:>5} {:>10.2} {:>9.2} {:>7.1}",
+            l.kernel,
+            l.dispatches,
+            l.seconds * 1e3,
+            l.gflops_per_second,
+            l.percent_of_peak
+        );
+    }
+}
+
 fn print_train(r: &TrainBench) {
     if let Some(lines) = &r.profile {
-        println!(
-            "{:<72} {:>5} {:>10} {:>9}",
-            "kernel (one step, dispatch by dispatch)", "count", "ms", "GFLOP/s"
-        );
-        for l in lines {
-            println!(
-                "{:<72} {:>5} {:>10.2} {:>9.2}",
-                l.kernel,
-                l.dispatches,
-                l.seconds * 1e3,
-                l.gflops_per_second
-            );
-        }
+        print_profile("kernel (one step, dispatch by dispatch)", lines);
     }
     println!(
-        "{} [kernels {}]: {} batch {}: {:.4} s/step (median of {}), {:.1} images/s, {:.2} GFLOP/s, {} dispatches/step, {:.1} MiB of GPU buffers",
+        "{} [kernels {}]: {} batch {}: {:.4} s/step (median of {}), {:.1} images/s, {:.2} GFLOP/s = {:.1}% of the {:.1} GFLOP/s peak, {} dispatches/step, {:.1} MiB of GPU buffers",
         r.adapter,
         r.kernels.describe(),
         r.model,
@@ -80,6 +156,8 @@ fn print_train(r: &TrainBench) {
         r.steps,
         r.images_per_second,
         r.gflops,
+        r.percent_of_peak,
+        r.peak_gflops,
         r.dispatches_per_step,
         r.gpu_bytes as f64 / 1048576.0
     );
@@ -97,6 +175,13 @@ pub struct BenchSampleArgs {
     /// Pixel steps the naive sampler runs before its time is extrapolated to 784.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=784))]
     naive_pixels: u64,
+    /// Also run one image row of the incremental sampler dispatch by dispatch: time, dispatches, GFLOP/s and % of
+    /// peak per kernel and layer shape.
+    #[arg(long)]
+    profile: bool,
+    /// The adapter's multiply-add peak in GFLOP/s (from `bench peak`); default: measured first, in seconds.
+    #[arg(long, value_parser = peak_arg)]
+    peak: Option<f64>,
     #[arg(long)]
     json: bool,
 }
@@ -114,7 +199,14 @@ impl BenchSampleArgs {
                 (net, params)
             }
         };
-        let r = bench::bench_sample(&net, &params, self.count as usize, self.naive_pixels as usize)?;
+        let r = bench::bench_sample(
+            &net,
+            &params,
+            self.count as usize,
+            self.naive_pixels as usize,
+            self.peak,
+            self.profile,
+        )?;
         if self.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
@@ -125,8 +217,11 @@ impl BenchSampleArgs {
 }
 
 fn print_sample(r: &SampleBench) {
+    if let Some(lines) = &r.profile {
+        print_profile("kernel (one image row, one device, dispatch by dispatch)", lines);
+    }
     println!(
-        "{} ({} device{}, kernels {}): {} images, {}: incremental {:.3} s (one device {:.3} s, {:.2} dispatches/pixel), naive {:.1} s{}, speedup {:.0}×",
+        "{} ({} device{}, kernels {}): {} images, {}: incremental {:.3} s = {:.2} GFLOP/s, {:.1}% of the {:.1} GFLOP/s peak (one device {:.3} s, {:.2} dispatches/pixel), naive {:.1} s{}, speedup {:.0}×",
         r.adapter,
         r.devices,
         if r.devices == 1 { "" } else { "s" },
@@ -134,6 +229,9 @@ fn print_sample(r: &SampleBench) {
         r.count,
         r.model,
         r.incremental_seconds,
+        r.gflops,
+        r.percent_of_peak,
+        r.peak_gflops,
         r.incremental_one_device_seconds,
         r.dispatches_per_pixel,
         r.naive_seconds,

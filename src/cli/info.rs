@@ -78,6 +78,11 @@ impl DevicesArgs {
             }
             println!("(* = the adapter pixelcnn uses; choose with WGPU_ADAPTER_NAME, WGPU_BACKEND, WGPU_POWER_PREF)");
         }
+        if !self.json {
+            for hint in gpu::unlisted_drivers(&adapters) {
+                println!("{hint}");
+            }
+        }
         ensure!(!adapters.is_empty(), "no GPU adapter found");
         Ok(())
     }
@@ -171,6 +176,7 @@ impl BaselinesArgs {
 pub struct PlotArgs {
     /// metrics.jsonl of a run.
     metrics: PathBuf,
+    /// Output image; the extension picks the format: .png, .jpg/.jpeg, .bmp or .gif.
     #[arg(long, default_value = "training_curve.png")]
     out: PathBuf,
     #[arg(long, default_value = "PixelCNN on binarized Fashion-MNIST")]
@@ -179,7 +185,7 @@ pub struct PlotArgs {
 
 impl PlotArgs {
     pub fn run(self) -> Result<()> {
-        util::check_output(&self.out, &[&self.metrics])?;
+        util::check_image_output(&self.out, &[&self.metrics])?;
         let m = plot::read_metrics(&self.metrics)?;
         plot::plot_training_curve(&m, &self.out, &self.title)?;
         eprintln!("wrote {}", self.out.display());

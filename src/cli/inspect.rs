@@ -23,7 +23,8 @@ pub struct ReceptiveFieldArgs {
     /// bottom-right).
     #[arg(long, value_name = "ROW,COLUMN", value_parser = receptive_field::parse_pixel)]
     pixel: (usize, usize),
-    /// Draw the map into this PNG (with a legend). Without --out and --json the map is printed as text.
+    /// Draw the map into this image, with a legend (.png, .jpg, .bmp or .gif). Without --out and --json the map is
+    /// printed as text.
     #[arg(long, value_name = "FILE.png")]
     out: Option<PathBuf>,
     /// Output pixels per image pixel in the PNG.
@@ -51,7 +52,7 @@ impl ReceptiveFieldArgs {
         } else {
             let path = sampling::model_path(self.checkpoint.as_deref())?;
             if let Some(out) = &self.out {
-                util::check_output(out, &[&path])?;
+                util::check_image_output(out, &[&path])?;
             }
             let ck = checkpoint::load(&path)?;
             (
@@ -62,12 +63,12 @@ impl ReceptiveFieldArgs {
             )
         };
         if let Some(out) = &self.out {
-            util::check_output(out, &[])?;
+            util::check_image_output(out, &[])?;
         }
         let field = receptive_field::receptive_field(&net, &params, self.pixel, self.inputs as usize, self.seed)?;
         let title = format!("{} ({source})", net.config.describe());
         if let Some(out) = &self.out {
-            receptive_field::write_png(out, &field, &net.config.describe(), &source, self.scale)?;
+            receptive_field::write_image(out, &field, &net.config.describe(), &source, self.scale)?;
         }
         let (r, c) = self.pixel;
         if self.json {
@@ -126,8 +127,8 @@ pub struct ScoreArgs {
     /// black).
     #[arg(long)]
     invert: bool,
-    /// Draw each image beside its per-pixel surprise −log p(x_q | earlier pixels) into this PNG, with the colour
-    /// scale.
+    /// Draw each image beside its per-pixel surprise −log p(x_q | earlier pixels) into this image (.png, .jpg,
+    /// .bmp or .gif), with the colour scale.
     #[arg(long, value_name = "FILE.png")]
     heatmap: Option<PathBuf>,
     /// Output pixels per image pixel in the heatmap.
@@ -151,7 +152,7 @@ impl ScoreArgs {
             );
             let mut inputs: Vec<&Path> = self.images.iter().map(PathBuf::as_path).collect();
             inputs.push(&path);
-            util::check_output(h, &inputs)?;
+            util::check_image_output(h, &inputs)?;
         }
         let images = user_image::load_all(&self.images, self.invert)?;
         let ck = checkpoint::load(&path)?;

@@ -31,7 +31,7 @@ pub struct SampleArgs {
     /// Seed of the random draws: the same seed gives the same images.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Output PNG grid (⌈√count⌉ columns).
+    /// Output grid (⌈√count⌉ columns); the extension picks the format: .png, .jpg/.jpeg, .bmp or .gif.
     #[arg(long, default_value = "samples.png")]
     out: PathBuf,
     /// Upscaling factor of the grid (nearest neighbour).
@@ -62,7 +62,7 @@ impl SampleArgs {
     pub fn run(self) -> Result<()> {
         let count = self.count as usize;
         let path = sampling::model_path(self.checkpoint.as_deref())?;
-        util::check_output(&self.out, &[&path])?;
+        util::check_image_output(&self.out, &[&path])?;
         if let Some(dir) = &self.save_each {
             util::check_output_dir(dir)?;
         }
@@ -241,6 +241,7 @@ pub struct CompleteArgs {
     samples: u64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Output grid; the extension picks the format: .png, .jpg/.jpeg, .bmp or .gif.
     #[arg(long, default_value = "completions.png")]
     out: PathBuf,
     #[arg(long, default_value_t = grid::DEFAULT_SCALE, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -265,7 +266,7 @@ impl CompleteArgs {
         let path = sampling::model_path(self.checkpoint.as_deref())?;
         let mut inputs: Vec<&std::path::Path> = self.images.iter().map(PathBuf::as_path).collect();
         inputs.push(&path);
-        util::check_output(out, &inputs)?;
+        util::check_image_output(out, &inputs)?;
         let ck = checkpoint::load(&path)?;
         let net = Network::new(ck.config);
         let conditional = net.config.is_conditional();

@@ -11,9 +11,8 @@
 use super::buffers::{Tensor, View};
 use super::kernels::class_bias::{self, ClassBiasAdd, ClassBiasBackward};
 use super::kernels::conv::{self, ConvBackwardData, ConvBackwardWeight, ConvForward, ConvInput, ConvShape, Epilogue};
-use super::kernels::conv_pixel::{self, ConvPixel, WINDOW_BYTES, WINDOW_TAIL};
 use super::kernels::elementwise::{self, Gate, ReluBackward};
-use super::kernels::prelude::{Geometry, POSITION_MAJOR};
+use super::kernels::prelude::Geometry;
 use super::record::Program;
 use super::Gpu;
 use crate::cpu::AdamState;
@@ -49,8 +48,7 @@ impl GpuModel {
         shapes.sort_by_key(|s| s.0);
         let taps_tensor = gpu.tensor("taps", taps.len())?;
         gpu.write_bytes(&taps_tensor, 0, bytemuck::cast_slice(&taps));
-        // The tail lets the sampler's `conv_pixel` bind a full uniform window at any weight.
-        let p = gpu.tensor("params", table.gpu_len + WINDOW_TAIL)?;
+        let p = gpu.tensor("params", table.gpu_len)?;
         gpu.write(&p, 0, &table.to_gpu(params));
         Ok(GpuModel {
             net: net.clone(),
@@ -226,8 +224,7 @@ pub fn class_tables(gpu: &Gpu, p: &mut Program, pass: &Pass) -> Result<()> {
 }
 
 /// Forward of a conv layer: `acts[l + 1] = act(conv(acts[input]) + bias)`, with the fused residual of `fused`,
-/// or the loss epilogue. On the sampler's single-pixel passes it runs as `conv_pixel` where that kernel version
-/// serves the device and the conv; where it cannot serve the conv the decision and its reason are logged.
+/// or the loss epilogue.
 pub fn conv_forward(
     gpu: &Gpu,
     p: &mut Program,
@@ -259,33 +256,6 @@ pub fn conv_forward(
         ),
         _ => (None, None, true),
     };
-    let single_pixel = pass.geo.order == POSITION_MAJOR && pass.geo.rows as usize == pass.images;
-    if single_pixel && loss.is_none() && !(input == 0 && pass.bytes) {
-        let q = pass.geo.first_pixel as usize;
-        match conv_pixel::conv_pixel_unfit(gpu, shape, &weight, &pass.acts[input], pass.images) {
-            None if !keep_output || residual.is_none() => {
-                let runs = conv_pixel::pixel_runs(shape, pass.images, q, WINDOW_BYTES);
-                let op = ConvPixel {
-                    weight: &weight,
-                    bias,
-                    per_image_bias,
-                    input: &pass.acts[input],
-                    residual,
-                    output: sum_out.clone().unwrap_or_else(|| pass.acts[l + 1].clone()),
-                    rows: pass.images,
-                    q,
-                };
-                return conv_pixel::conv_pixel(gpu, p, shape, op, &runs);
-            }
-            Some(why) if gpu.kernels.pixel == super::versions::PixelVersion::ConvPixel && q == 0 => {
-                log::info!(
-                    "{}: conv_pixel cannot serve it ({why}); conv_forward runs it at each pixel",
-                    c.name
-                );
-            }
-            _ => {}
-        }
-    }
     let epilogue = match (loss, residual, sum_out) {
         (Some(e), _, _) => e,
         (None, Some(residual), Some(sum_out)) => Epilogue::Residual {

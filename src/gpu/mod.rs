@@ -20,6 +20,7 @@ pub mod versions;
 
 use anyhow::{anyhow, Context, Result};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use versions::{AdapterFacts, KernelChoice};
@@ -57,16 +58,60 @@ fn summarize(info: &wgpu::AdapterInfo, selected: bool) -> AdapterSummary {
 }
 
 fn instance() -> wgpu::Instance {
+    // Before the first driver call: without XDG_RUNTIME_DIR, Mesa prints an error line on every device open.
+    crate::util::ensure_runtime_dir();
     // Honours WGPU_BACKEND (and WGPU_VALIDATION, WGPU_DEBUG, ...).
     wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
 }
 
-/// The adapter pixelcnn will use: WGPU_ADAPTER_NAME if set, else wgpu's choice under WGPU_POWER_PREF.
+/// The backends to look at: WGPU_BACKEND's, or all. A WGPU_BACKEND that names none is an error.
+fn backends() -> Result<wgpu::Backends> {
+    match std::env::var("WGPU_BACKEND") {
+        Ok(v) if !v.trim().is_empty() => {
+            let b = wgpu::Backends::from_comma_list(&v);
+            anyhow::ensure!(
+                !b.is_empty(),
+                "WGPU_BACKEND={v:?} names no backend; use vulkan, metal, dx12 or gl (comma-separated)"
+            );
+            Ok(b)
+        }
+        _ => Ok(wgpu::Backends::all()),
+    }
+}
+
+/// "name (backend)" of every adapter, for messages.
+fn adapter_names(adapters: &[wgpu::Adapter]) -> String {
+    if adapters.is_empty() {
+        return "none".into();
+    }
+    adapters
+        .iter()
+        .map(|a| {
+            let i = a.get_info();
+            format!("{:?} ({:?})", i.name, i.backend)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The adapter pixelcnn will use: the first whose name contains WGPU_ADAPTER_NAME (case-insensitive) if that is
+/// set, else wgpu's choice under WGPU_POWER_PREF. Never panics: no match is an error listing the adapters.
 async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
-    if let Ok(name) = std::env::var("WGPU_ADAPTER_NAME") {
-        return wgpu::util::initialize_adapter_from_env(instance, None)
-            .await
-            .map_err(|_| anyhow!("WGPU_ADAPTER_NAME={name:?} matches no adapter; `pixelcnn devices` lists them"));
+    let backends = backends()?;
+    if let Some(name) = std::env::var_os("WGPU_ADAPTER_NAME") {
+        let name = name.to_string_lossy();
+        let wanted = name.to_lowercase();
+        let adapters = instance.enumerate_adapters(backends).await;
+        let found = adapters
+            .iter()
+            .position(|a| a.get_info().name.to_lowercase().contains(&wanted));
+        return match found {
+            Some(i) => Ok(adapters.into_iter().nth(i).expect("found")),
+            None => Err(anyhow!(
+                "WGPU_ADAPTER_NAME={name:?} matches no adapter's name; the adapters are: {}",
+                adapter_names(&adapters)
+            )),
+        };
     }
     let power_preference = wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance);
     instance
@@ -78,12 +123,38 @@ async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
         .map_err(|_| anyhow!(NO_ADAPTER_HELP))
 }
 
+/// Vulkan drivers that are often installed where the Vulkan loader does not look by default: (name, the substring
+/// of its adapter's name, its ICD file). SwiftShader, a Vulkan driver that runs on the CPU, comes with Chromium
+/// (`apt-get install chromium-common`).
+pub const EXTRA_DRIVERS: &[(&str, &str, &str)] = &[(
+    "SwiftShader",
+    "SwiftShader",
+    "/usr/lib/chromium/vk_swiftshader_icd.json",
+)];
+
+/// The drivers of [`EXTRA_DRIVERS`] installed on this machine but not among `adapters`, with how to use each.
+pub fn unlisted_drivers(adapters: &[AdapterSummary]) -> Vec<String> {
+    EXTRA_DRIVERS
+        .iter()
+        .filter(|(_, name, icd)| {
+            Path::new(icd).is_file() && !adapters.iter().any(|a| a.name.contains(name))
+        })
+        .map(|(what, _, icd)| {
+            format!("{what} is installed but not on the Vulkan loader's path; to use it: VK_ICD_FILENAMES={icd} pixelcnn ...")
+        })
+        .collect()
+}
+
 /// Every adapter wgpu can see, with the one [`Gpu::new`] would use marked (and its kernel choice).
 pub fn list_adapters() -> Result<Vec<AdapterSummary>> {
     let instance = instance();
-    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
-    let adapters = pollster::block_on(instance.enumerate_adapters(backends));
-    let chosen = pollster::block_on(choose_adapter(&instance)).ok();
+    let adapters = pollster::block_on(instance.enumerate_adapters(backends()?));
+    let chosen = match pollster::block_on(choose_adapter(&instance)) {
+        Ok(a) => Some(a),
+        // A name that matches nothing is the user's error, not "no adapter".
+        Err(e) if std::env::var_os("WGPU_ADAPTER_NAME").is_some() => return Err(e),
+        Err(_) => None,
+    };
     let chosen_info = chosen.as_ref().map(|a| a.get_info());
     let mut out: Vec<AdapterSummary> = adapters
         .iter()

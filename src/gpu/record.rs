@@ -52,6 +52,8 @@ pub struct ProfileLine {
     pub dispatches: usize,
     pub seconds: f64,
     pub gflops_per_second: f64,
+    /// GFLOP/s as a percentage of the adapter's measured multiply-add peak (`bench peak`), once a bench sets it.
+    pub percent_of_peak: f64,
 }
 
 impl Program {
@@ -201,12 +203,19 @@ impl Program {
     /// Runs every dispatch on its own and waits for it, summing the wall time per kernel and layer shape (for
     /// tuning; the submit-and-wait overhead of each dispatch is included). Sorted by time, largest first.
     pub fn profile(&self, gpu: &Gpu) -> anyhow::Result<Vec<ProfileLine>> {
+        let start = std::time::Instant::now();
+        self.profile_by(gpu, || start.elapsed().as_secs_f64())
+    }
+
+    /// [`Program::profile`] with another clock (seconds from any origin), e.g. the process's CPU time, which other
+    /// processes on a shared machine disturb less than wall time does (for tuning experiments).
+    pub fn profile_by(&self, gpu: &Gpu, clock: impl Fn() -> f64) -> anyhow::Result<Vec<ProfileLine>> {
         let mut totals: Vec<(String, f64, usize, f64)> = Vec::new();
         for i in 0..self.steps.len() {
-            let t = std::time::Instant::now();
+            let t = clock();
             self.submit_range(gpu, i..i + 1);
             gpu.wait()?;
-            let dt = t.elapsed().as_secs_f64();
+            let dt = clock() - t;
             let label = &self.steps[i].label;
             let what = if label.what.is_empty() {
                 self.steps[i].pipeline.name.clone()
@@ -230,6 +239,7 @@ impl Program {
                 dispatches,
                 seconds,
                 gflops_per_second: flops / seconds.max(1e-12) / 1e9,
+                percent_of_peak: 0.0,
             })
             .collect())
     }

@@ -5,16 +5,16 @@
 //!   pixel-scheduled layer is computed at position q only (its convs read the cached activations of earlier
 //!   positions), then pixel q is drawn; once a row is complete, the row-scheduled layers (the gated net's
 //!   vertical stack) are computed for that whole row. A whole sample costs about one forward pass.
-//!   - `conv_pixel` version (CPU rasterisers): each layer is a dispatch (a conv one `conv_pixel` dispatch, with a
-//!     residual add fused into its epilogue), recorded one image row per program.
+//!   - `layers` version (CPU rasterisers): each layer is a dispatch of its family's kernel at the pixel (a conv
+//!     one `conv_forward` over the images' rows at that pixel, with a residual add fused into its epilogue),
+//!     recorded one image row per program.
 //!   - `net` version (GPUs): one `pixel_net` dispatch per pixel runs every pixel-scheduled layer and the draw, and
 //!     one per row the row-scheduled layers.
 //! * Naive (`--naive`): the original algorithm, a full forward pass over all 784 positions per pixel, still
 //!   GPU-resident. For verification and as the benchmark baseline.
 
 use super::buffers::{Tensor, View};
-use super::kernels::conv_pixel::{WINDOW_BYTES, WINDOW_TAIL};
-use super::kernels::pixel_net::{self, net_program, NetParams, NetProgram, NetViews};
+use super::kernels::pixel_net::{self, net_program, NetParams, NetProgram, NetViews, PROGRAM_BYTES};
 use super::kernels::prelude::Geometry;
 use super::kernels::sample::{self, SamplePixel, SampleViews};
 use super::layers::{self, Fused, GpuModel, Pass};
@@ -126,17 +126,11 @@ impl Sampler {
     }
 }
 
-/// Splits `count` images over at most `devices` devices: contiguous slices of whole 16-image blocks (the
-/// sampler pads each pixel's images to 16, so smaller slices would only add padding).
+/// Splits `count` images over at most `devices` devices: contiguous slices of whole 8-image blocks (a raster
+/// kernel's subgroup holds 8 images' rows, so smaller slices would leave lanes idle).
 pub fn split_images(count: usize, devices: usize) -> Vec<std::ops::Range<usize>> {
-    let per = count.div_ceil(devices.max(1)).next_multiple_of(16).max(16);
+    let per = count.div_ceil(devices.max(1)).next_multiple_of(8).max(8);
     (0..count).step_by(per).map(|s| s..(s + per).min(count)).collect()
-}
-
-/// Images per position in the incremental sampler's position-major buffers: a multiple of 16, so that every
-/// pixel's block of images starts at a bindable offset and holds whole subgroups.
-pub fn padded_count(count: usize) -> usize {
-    count.next_multiple_of(16)
 }
 
 /// The most images one batch may hold on this device (the activation caches must fit one binding).
@@ -147,22 +141,17 @@ pub fn batch_limit(gpu: &Gpu, net: &Network) -> usize {
         .max_storage_buffer_binding_size
         .min(gpu.limits.max_buffer_size) as usize;
     let fit = match gpu.kernels.pixel {
-        // pixel_net keeps every cache in one buffer; conv_pixel one buffer per activation.
+        // pixel_net keeps every cache in one buffer; the layers version one buffer per activation.
         PixelVersion::Net => max / per_image.max(1),
-        PixelVersion::ConvPixel => {
+        PixelVersion::Layers => {
             let widest = (0..net.act_channels.len())
                 .map(|a| net.gpu_channels(a))
                 .max()
                 .unwrap_or(4);
-            max.saturating_sub(WINDOW_BYTES) / (widest * PIXELS * 4)
+            max / (widest * PIXELS * 4)
         }
     };
-    match gpu.kernels.pixel {
-        // conv_pixel's caches hold whole blocks of 16 images per pixel.
-        PixelVersion::ConvPixel => fit / 16 * 16,
-        PixelVersion::Net => fit,
-    }
-    .min(MAX_SAMPLE_BATCH)
+    fit.min(MAX_SAMPLE_BATCH)
 }
 
 /// Samples on one device, in batches; `progress(k)` is called after every image row of every batch with the
@@ -237,7 +226,7 @@ fn sample_batch(
 enum Method {
     /// Whole forward passes, image-major (the naive sampler).
     Naive,
-    /// Layer by layer at each pixel, position-major, `conv_pixel` where it serves.
+    /// Layer by layer at each pixel, position-major.
     Layers,
     /// `pixel_net`: the whole pixel-scheduled network in one dispatch per pixel.
     Net(NetProgram, Tensor),
@@ -267,13 +256,8 @@ impl<'a> Batch<'a> {
         let net = &model.net;
         // The naive sampler runs whole forward passes (image-major, as in training); the incremental one works
         // one pixel of every image at a time, so it keeps each pixel's images together (position-major, `rows`
-        // images per position; a multiple of 16 for conv_pixel).
-        let conv_pixel = !naive && gpu.kernels.pixel == PixelVersion::ConvPixel;
-        let rows = if conv_pixel {
-            padded_count(spec.count)
-        } else {
-            spec.count
-        };
+        // images per position).
+        let rows = spec.count;
         let positions = rows * PIXELS;
         let probs = gpu.upload("sample probs", &vec![f32::NAN; spec.count * PIXELS])?;
         let mut labels = spec.labels.map(|l| l.to_vec()).unwrap_or_default();
@@ -285,7 +269,7 @@ impl<'a> Batch<'a> {
             Method::Naive
         } else if gpu.kernels.pixel == PixelVersion::Net {
             let prog = net_program(net, rows)?;
-            let program = gpu.tensor("pixel_net program", WINDOW_TAIL)?;
+            let program = gpu.tensor("pixel_net program", PROGRAM_BYTES / 4)?;
             gpu.write_bytes(&program, 0, bytemuck::cast_slice(&prog.words));
             Method::Net(prog, program)
         } else {
@@ -298,17 +282,13 @@ impl<'a> Batch<'a> {
                     .map(|a| cache.slice(prog.words[a][0] as usize * 4, positions * net.gpu_channels(a)))
                     .collect()
             }
-            _ => {
-                // The incremental sampler's caches carry the tail `conv_pixel`'s uniform windows need.
-                let tail = if naive { 0 } else { WINDOW_TAIL };
-                (0..net.act_channels.len())
-                    .map(|a| {
-                        let len = positions * net.gpu_channels(a);
-                        let t = gpu.tensor(&format!("sample act {}", net.act_names[a]), len + tail)?;
-                        Ok(t.slice(0, len))
-                    })
-                    .collect::<Result<Vec<View>>>()?
-            }
+            _ => (0..net.act_channels.len())
+                .map(|a| {
+                    let len = positions * net.gpu_channels(a);
+                    let t = gpu.tensor(&format!("sample act {}", net.act_names[a]), len)?;
+                    Ok(t.slice(0, len))
+                })
+                .collect::<Result<Vec<View>>>()?,
         };
         gpu.write(&acts[0].tensor, acts[0].offset, &x);
         let tables = (0..net.layers.len())
@@ -520,6 +500,17 @@ pub fn dispatches_per_pixel(gpu: &Gpu, model: &GpuModel, count: usize) -> Result
     let batch = Batch::new(gpu, model, &spec, false)?;
     let p = batch.record_row(gpu, WIDTH..2 * WIDTH)?;
     Ok(p.len() as f64 / WIDTH as f64)
+}
+
+/// The profile of one interior image row (row 1) of the incremental sampler for `count` images on this device,
+/// run dispatch by dispatch (see [`Program::profile`]).
+pub fn profile_row(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<Vec<crate::gpu::record::ProfileLine>> {
+    let labels = vec![0u8; count];
+    let spec = probe_spec(model, &labels);
+    let batch = Batch::new(gpu, model, &spec, false)?;
+    batch.record_row(gpu, 0..WIDTH)?.submit(gpu);
+    gpu.wait()?;
+    batch.record_row(gpu, WIDTH..2 * WIDTH)?.profile(gpu)
 }
 
 /// Records (without running) the programs of every sampler — incremental and naive, an image row of each — so

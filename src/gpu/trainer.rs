@@ -308,10 +308,22 @@ impl Trainer {
 
     /// Per-kernel time of one training step of `batch` images (see [`Program::profile`]).
     pub fn profile_step(&mut self, gpu: &Gpu, images: &[u8], labels: Option<&[u8]>) -> Result<Vec<ProfileLine>> {
+        let start = std::time::Instant::now();
+        self.profile_step_by(gpu, images, labels, || start.elapsed().as_secs_f64())
+    }
+
+    /// [`Trainer::profile_step`] with another clock (see [`Program::profile_by`]).
+    pub fn profile_step_by(
+        &mut self,
+        gpu: &Gpu,
+        images: &[u8],
+        labels: Option<&[u8]>,
+        clock: impl Fn() -> f64,
+    ) -> Result<Vec<ProfileLine>> {
         let batch = images.len() / PIXELS;
         self.step(gpu, images, labels, 1)?;
         gpu.wait()?;
-        self.step_programs[&batch].0.profile(gpu)
+        self.step_programs[&batch].0.profile_by(gpu, clock)
     }
 
     /// Dispatches of the recorded step for `batch` images (after a step of that size).

@@ -2,12 +2,12 @@
 //!
 //! * Convolutions (training, evaluation, whole rows in the sampler): `raster` (`conv_raster.wgsl`: subgroup
 //!   register tiles for CPU rasterisers) or `tiled` (`conv_tiled.wgsl`: workgroup-memory tiles for GPUs).
-//! * The sampler's per-pixel step: `conv_pixel` (`conv_pixel.wgsl`: uniform windows and subgroup shuffles, one
-//!   dispatch per conv, for CPU rasterisers) or `net` (`pixel_net.wgsl`: one dispatch per pixel runs the whole
-//!   network, one workgroup per image, for GPUs).
+//! * The sampler's per-pixel step: `layers` (each layer one dispatch of its family's kernel at the pixel, the
+//!   convs in the conv version above: for CPU rasterisers, whose dispatches can each use every core) or `net`
+//!   (`pixel_net.wgsl`: one dispatch per pixel runs the whole network, one workgroup per image, for GPUs).
 //!
 //! The raster kernels need subgroups of one fixed size; adapters without them (wgpu's GL backend) get the tiled
-//! ones. `PIXELCNN_KERNELS` forces a choice: `raster`, `tiled`, or per family `conv=tiled,pixel=conv_pixel`.
+//! ones. `PIXELCNN_KERNELS` forces a choice: `raster`, `tiled`, or per family `conv=tiled,pixel=layers`.
 //! The tile sizes (`Tuning`) are read from the environment here, once.
 
 use anyhow::{bail, Result};
@@ -23,7 +23,7 @@ pub enum ConvVersion {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PixelVersion {
-    ConvPixel,
+    Layers,
     Net,
 }
 
@@ -74,9 +74,9 @@ fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
 impl Tuning {
     fn from_env(software: bool) -> Tuning {
         Tuning {
-            conv_tm: env("PIXELCNN_CONV_TM").unwrap_or(4).clamp(1, 16),
-            conv_tn: env("PIXELCNN_CONV_TN").unwrap_or(8).clamp(1, 32),
-            wgrad_ti: env("PIXELCNN_WGRAD_TI").unwrap_or(16).clamp(1, 64),
+            conv_tm: env("PIXELCNN_CONV_TM").unwrap_or(8).clamp(1, 16),
+            conv_tn: env("PIXELCNN_CONV_TN").unwrap_or(16).clamp(1, 32),
+            wgrad_ti: env("PIXELCNN_WGRAD_TI").unwrap_or(32).clamp(1, 64),
             wgrad_tn: env("PIXELCNN_WGRAD_TN").unwrap_or(2).clamp(1, 8),
             wgrad_chunk: env("PIXELCNN_WGRAD_CHUNK").unwrap_or(1568).clamp(16, 1 << 20),
             sampler_devices: if software {
@@ -93,7 +93,7 @@ impl Tuning {
 pub struct KernelChoice {
     pub conv: ConvVersion,
     pub pixel: PixelVersion,
-    /// The subgroup size the raster and conv_pixel kernels are compiled for.
+    /// The subgroup size the raster kernels are compiled for.
     pub subgroup: Option<u32>,
     pub reason: String,
     pub tuning: Tuning,
@@ -104,27 +104,14 @@ impl KernelChoice {
     pub fn choose(facts: &AdapterFacts, force: Option<&str>) -> Result<KernelChoice> {
         let sg = facts.fixed_subgroup();
         let raster_ok = sg.is_some();
-        let pixel_ok = raster_ok
-            && facts.max_uniform_binding >= 65536
-            && facts.max_uniform_buffers_per_stage >= 3
-            && sg.is_some_and(|s| 16 % s == 0);
         let (mut conv, mut pixel, mut reason) = if facts.software && raster_ok {
             (
                 ConvVersion::Raster,
-                if pixel_ok {
-                    PixelVersion::ConvPixel
-                } else {
-                    PixelVersion::Net
-                },
+                PixelVersion::Layers,
                 format!(
-                    "{} is a CPU rasteriser with subgroups of {}: register-tiled raster kernels{}",
+                    "{} is a CPU rasteriser with subgroups of {}: register-tiled raster kernels, the sampler layer by layer",
                     facts.name,
                     sg.unwrap_or(0),
-                    if pixel_ok {
-                        " and conv_pixel"
-                    } else {
-                        ", but too few uniform bindings for conv_pixel"
-                    }
                 ),
             )
         } else if facts.software {
@@ -146,35 +133,32 @@ impl KernelChoice {
         if let Some(spec) = force.map(str::trim).filter(|s| !s.is_empty()) {
             for part in spec.split(',') {
                 match part.trim() {
-                    "raster" => (conv, pixel) = (ConvVersion::Raster, PixelVersion::ConvPixel),
+                    "raster" => (conv, pixel) = (ConvVersion::Raster, PixelVersion::Layers),
                     "tiled" => (conv, pixel) = (ConvVersion::Tiled, PixelVersion::Net),
                     "conv=raster" => conv = ConvVersion::Raster,
                     "conv=tiled" => conv = ConvVersion::Tiled,
-                    "pixel=conv_pixel" => pixel = PixelVersion::ConvPixel,
+                    "pixel=layers" => pixel = PixelVersion::Layers,
                     "pixel=net" => pixel = PixelVersion::Net,
                     other => bail!(
-                        "PIXELCNN_KERNELS={spec:?}: unknown part {other:?} (expected raster, tiled, conv=raster|tiled, pixel=conv_pixel|net)"
+                        "PIXELCNN_KERNELS={spec:?}: unknown part {other:?} (expected raster, tiled, conv=raster|tiled, pixel=layers|net)"
                     ),
                 }
             }
             if conv == ConvVersion::Raster && !raster_ok {
                 bail!("PIXELCNN_KERNELS={spec:?}: the raster kernels need subgroups of a fixed size (4, 8 or 16), which {} ({}) does not offer", facts.name, facts.backend);
             }
-            if pixel == PixelVersion::ConvPixel && !pixel_ok {
-                bail!("PIXELCNN_KERNELS={spec:?}: conv_pixel needs fixed subgroups dividing 16 and 64 KiB uniform bindings, which {} ({}) does not offer", facts.name, facts.backend);
-            }
             reason = format!("forced by PIXELCNN_KERNELS={spec}");
         }
         Ok(KernelChoice {
             conv,
             pixel,
-            subgroup: sg.filter(|_| conv == ConvVersion::Raster || pixel == PixelVersion::ConvPixel),
+            subgroup: sg.filter(|_| conv == ConvVersion::Raster),
             reason,
             tuning: Tuning::from_env(facts.software),
         })
     }
 
-    /// "conv=raster pixel=conv_pixel (subgroups of 8)".
+    /// "conv=raster pixel=layers (subgroups of 8)".
     pub fn describe(&self) -> String {
         let v = |x: &dyn erased::Name| x.name();
         format!(
@@ -203,7 +187,7 @@ mod erased {
     impl Name for super::PixelVersion {
         fn name(&self) -> &'static str {
             match self {
-                super::PixelVersion::ConvPixel => "conv_pixel",
+                super::PixelVersion::Layers => "layers",
                 super::PixelVersion::Net => "net",
             }
         }
@@ -232,7 +216,7 @@ mod tests {
         let lavapipe = KernelChoice::choose(&facts(true, true), None).unwrap();
         assert_eq!(
             (lavapipe.conv, lavapipe.pixel),
-            (ConvVersion::Raster, PixelVersion::ConvPixel)
+            (ConvVersion::Raster, PixelVersion::Layers)
         );
         // llvmpipe over GL: no subgroups, so the raster kernels cannot be expressed there.
         let gl = KernelChoice::choose(&facts(true, false), None).unwrap();
@@ -240,10 +224,7 @@ mod tests {
         let gpu = KernelChoice::choose(&facts(false, true), None).unwrap();
         assert_eq!((gpu.conv, gpu.pixel), (ConvVersion::Tiled, PixelVersion::Net));
         let forced = KernelChoice::choose(&facts(true, true), Some("conv=tiled")).unwrap();
-        assert_eq!(
-            (forced.conv, forced.pixel),
-            (ConvVersion::Tiled, PixelVersion::ConvPixel)
-        );
+        assert_eq!((forced.conv, forced.pixel), (ConvVersion::Tiled, PixelVersion::Layers));
         assert!(forced.reason.contains("PIXELCNN_KERNELS"));
         assert!(KernelChoice::choose(&facts(true, false), Some("raster")).is_err());
         assert!(KernelChoice::choose(&facts(true, true), Some("fast")).is_err());

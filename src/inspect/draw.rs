@@ -1,9 +1,9 @@
 //! Colour pictures for the inspection commands: an RGB canvas with filled cells, text in the embedded DejaVu Sans
-//! ([`crate::plot::FONT`]), a perceptual colour map and its colour bar, written as PNG atomically.
+//! ([`crate::plot::FONT`]), a perceptual colour map and its colour bar, written atomically in the format the file's
+//! extension names ([`crate::util::write_image`]).
 
-use anyhow::{anyhow, Context, Result};
-use image::{ImageFormat, Rgb, RgbImage};
-use std::io::Cursor;
+use anyhow::{anyhow, Result};
+use image::{Rgb, RgbImage};
 use std::path::Path;
 
 pub type Colour = [u8; 3];
@@ -82,8 +82,8 @@ impl Canvas {
         s + 6
     }
 
-    pub fn write_png(&self, path: &Path) -> Result<()> {
-        write_png(path, &self.image)
+    pub fn write(&self, path: &Path) -> Result<()> {
+        crate::util::write_image(path, image::DynamicImage::ImageRgb8(self.image.clone()))
     }
 }
 
@@ -98,15 +98,6 @@ pub fn text_width(text: &str, size: f32) -> Result<f32> {
     let font = font()?;
     let scaled = font.as_scaled(PxScale::from(size));
     Ok(text.chars().map(|c| scaled.h_advance(font.glyph_id(c))).sum())
-}
-
-/// Encodes an RGB image as PNG in memory, then writes it atomically.
-pub fn write_png(path: &Path, image: &RgbImage) -> Result<()> {
-    let mut bytes = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png)
-        .with_context(|| format!("encoding PNG for {}", path.display()))?;
-    crate::util::write_atomic(path, &bytes)
 }
 
 /// The colour of `t` in [0, 1] (clamped; NaN is 0) on a magma-like map: black, purple, red, orange, pale yellow.

@@ -217,12 +217,13 @@ pub fn regions(mask: &[bool], q: usize) -> Vec<Region> {
 }
 
 /// Draws the map (each image pixel a `scale` × `scale` cell, thin lines between cells) under a title (the model)
-/// and a second line (where its weights come from), with a legend and counts; writes it as a PNG.
-pub fn write_png(path: &Path, field: &ReceptiveField, title: &str, source: &str, scale: u32) -> Result<()> {
-    draw_map(field, title, source, scale)?.write_png(path)
+/// and a second line (where its weights come from), with a legend and counts; writes it in the format of the
+/// file's extension (PNG, JPEG, BMP or GIF).
+pub fn write_image(path: &Path, field: &ReceptiveField, title: &str, source: &str, scale: u32) -> Result<()> {
+    draw_map(field, title, source, scale)?.write(path)
 }
 
-/// The picture [`write_png`] writes.
+/// The picture [`write_image`] writes.
 pub fn draw_map(field: &ReceptiveField, title: &str, source: &str, scale: u32) -> Result<Canvas> {
     let margin = 12u32;
     let side = WIDTH as u32 * scale;

@@ -203,7 +203,7 @@ pub fn scale_max(rows: &[HeatmapRow]) -> f64 {
 }
 
 /// Draws each image (white on black, as the model sees it) beside its surprise map on a common colour scale,
-/// with a caption under each row and the colour bar; writes a PNG.
+/// with a caption under each row and the colour bar; writes it in the format of the file's extension.
 pub fn write_heatmap(path: &Path, rows: &[HeatmapRow], scale: u32) -> Result<()> {
     ensure!(!rows.is_empty(), "no images to draw");
     let margin = 12u32;
@@ -244,7 +244,7 @@ pub fn write_heatmap(path: &Path, rows: &[HeatmapRow], scale: u32) -> Result<()>
     }
     let bar_h = cell.max(5 * TEXT_SIZE as u32);
     draw::colour_bar(&mut c, margin + maps_w + 16, top + 4, bar_w, bar_h, max, "nats");
-    c.write_png(path)
+    c.write(path)
 }
 
 #[cfg(test)]

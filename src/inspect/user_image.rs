@@ -1,9 +1,10 @@
 //! A user's own image, made into what the model sees: a binarized 28×28 Fashion-MNIST-like image.
 //!
 //! The steps, in order:
-//! 1. Decode the file (PNG, JPEG, GIF — its first frame — or BMP; the format is found from the contents, not the
-//!    name). An unreadable file, a file that is no such image, and an image without pixels are errors naming the
-//!    file.
+//! 1. Read the file (a regular file of at most [`MAX_IMAGE_BYTES`]: a FIFO or a device is refused before
+//!    anything is read) and decode it (PNG, JPEG, GIF — its first frame — or BMP; the format is found from the
+//!    contents, not the name). An unreadable file, a file that is no such image, and an image without pixels are
+//!    errors naming the file.
 //! 2. Luminance: a colour image becomes grey with the `image` crate's Rec. 709 weights
 //!    (0.2126 R + 0.7152 G + 0.0722 B, on the stored sRGB values); 16-bit and float images are scaled to 8 bits.
 //! 3. `--invert` (optional): v → 255 − v, for dark drawings on a light background. Fashion-MNIST shows light
@@ -22,6 +23,9 @@ use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, ImageReader, Luma};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+
+/// The largest image file read.
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
 
 /// A user's image, prepared.
 #[derive(Clone, Debug)]
@@ -53,7 +57,7 @@ impl UserImage {
 
 /// Reads and prepares the image at `path` (see the module documentation).
 pub fn load(path: &Path, invert: bool) -> Result<UserImage> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read the image {}", path.display()))?;
+    let bytes = crate::util::read_regular(path, "image", MAX_IMAGE_BYTES)?;
     let image = decode(path, &bytes)?;
     let (width, height) = (image.width(), image.height());
     let grey = prepare(&image, invert);

@@ -119,6 +119,26 @@ pub fn compare_samplers(what: &str, a: &Samples, b: &Samples, key: u32, first: u
     ties
 }
 
+/// [`check`] for sums of many products in f32 (weight gradients): prints the same errors, and asserts each element's
+/// absolute error is within 2^-20 of `magnitude`, the sum of the absolute values of its terms (from the CPU twin
+/// on |inputs|), which bounds the rounding error of any summation order where the result itself may cancel to
+/// almost nothing.
+pub fn check_sum(what: &str, got: &[f32], expected: &[f32], magnitude: &[f32]) {
+    compare(what, got, expected);
+    let bound = 2f64.powi(-20);
+    let mut worst = 0.0f64;
+    for (i, ((&g, &e), &m)) in got.iter().zip(expected).zip(magnitude).enumerate() {
+        let err = (g as f64 - e as f64).abs();
+        let ratio = err / (m as f64).max(1e-30);
+        worst = worst.max(ratio);
+        assert!(
+            err <= bound * m as f64,
+            "{what}: element {i}: |{g} − {e}| = {err:.3e} exceeds 2^-20 of the terms' magnitude {m:.3e}"
+        );
+    }
+    eprintln!("{what:<64} worst error / Σ|terms| = {worst:.2e} (bound {bound:.2e})");
+}
+
 /// The name `tests/cli.rs` uses for [`check`].
 #[allow(unused_imports)]
 pub use self::check as assert_close;

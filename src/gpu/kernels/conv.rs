@@ -94,8 +94,6 @@ pub struct ConvShape {
     pub tap0: usize,
     pub n_taps: usize,
     pub relu: bool,
-    /// Live taps as (dy, dx), for the host-side planning of conv_pixel's windows.
-    pub taps: Vec<(i32, i32)>,
     /// `blocks.0.masked 128→64 3x3 (5 taps)`, for profiles.
     pub name: String,
     /// Multiply-adds per output row (live taps × input channels × output channels), for profiles.
@@ -135,7 +133,6 @@ impl ConvShape {
             tap0,
             n_taps: conv.taps.len(),
             relu: conv.act == crate::model::Activation::Relu,
-            taps: conv.taps.iter().map(|t| (t.dy, t.dx)).collect(),
             name: format!(
                 "{} {}→{} {}x{} ({} taps)",
                 conv.name,
@@ -236,7 +233,8 @@ fn row_kernel(gpu: &Gpu, rows: usize, cols4: usize) -> (&'static str, Vec<(&'sta
         ConvVersion::Raster => {
             let sg = gpu.kernels.subgroup.expect("raster kernels have a subgroup size") as usize;
             let tn = super::pow2_at_most(cols4, t.conv_tn as usize);
-            let tm = t.conv_tm as usize;
+            // Few rows (the sampler's single pixel of a few dozen images): no more rows per lane than fill them.
+            let tm = super::pow2_at_most(rows.div_ceil(sg), t.conv_tm as usize);
             let groups = rows.div_ceil(tm * sg) * cols4.div_ceil(tn);
             (
                 RASTER.name,

@@ -114,7 +114,6 @@ macro_rules! bindings {
 pub mod adam;
 pub mod class_bias;
 pub mod conv;
-pub mod conv_pixel;
 pub mod elementwise;
 pub mod peak;
 pub mod pixel_net;
@@ -135,7 +134,6 @@ pub struct Family {
 pub const FAMILIES: &[Family] = &[
     conv::RASTER,
     conv::TILED,
-    conv_pixel::FAMILY,
     pixel_net::FAMILY,
     reduce::FAMILY,
     elementwise::FAMILY,

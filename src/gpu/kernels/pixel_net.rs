@@ -63,6 +63,9 @@ pub fn pixel_net(gpu: &Gpu, p: &mut Program, views: NetViews, u: NetParams) -> R
     Ok(())
 }
 
+/// Bytes of the layer program's uniform window (pixel_net.wgsl's `program` array).
+pub const PROGRAM_BYTES: usize = 65536;
+
 /// pixel_net's op kinds (pixel_net.wgsl).
 const OP_CONV: u32 = 0;
 const OP_ADD: u32 = 1;
@@ -131,7 +134,7 @@ pub fn net_program(net: &Network, rows: usize) -> Result<NetProgram> {
     let pixel_ops = ops(Schedule::Pixel, &mut words);
     let row_ops = ops(Schedule::Row, &mut words);
     ensure!(
-        words.len() <= super::conv_pixel::WINDOW_BYTES / 16,
+        words.len() <= PROGRAM_BYTES / 16,
         "the network's layer program ({} entries) does not fit pixel_net's 64 KiB program",
         words.len()
     );

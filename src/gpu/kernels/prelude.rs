@@ -14,7 +14,7 @@ pub mod flags {
     pub const MASK: u32 = 8;
     /// Loss epilogue: write the gradient of the mean BCE instead of the logit.
     pub const LOSS_GRAD: u32 = 16;
-    /// Add the bias (conv_pixel: only its first dispatch of a conv does; gates and class tables: there is one).
+    /// Add the bias (gates and class tables: there is one).
     pub const BIAS: u32 = 32;
     /// Skip the plain output (only the fused sum is needed).
     pub const NO_OUTPUT: u32 = 64;
