@@ -2776,6 +2776,27 @@ fn bad_image_files_are_clear_errors_naming_the_file() {
         }
     }
     assert!(!out.exists(), "a refused command wrote output");
+    // A FIFO or a device is refused as an input without waiting on it, and as an output without writing into it.
+    let fifo = f.root.join("pipe.png");
+    mkfifo(&fifo);
+    let gif_fifo = f.root.join("pipe.gif");
+    mkfifo(&gif_fifo);
+    let zero = Path::new("/dev/zero");
+    #[rustfmt::skip]
+    let specials: Vec<(Vec<&str>, &Path, &str)> = vec![
+        (vec!["score", s(&fifo)], &fifo, "FIFO"),
+        (vec!["score", "/dev/zero"], zero, "character device"),
+        (vec!["complete", "--image", s(&fifo), "--out", s(&out)], &fifo, "FIFO"),
+        (vec!["score", s(&good), "--heatmap", s(&fifo)], &fifo, "FIFO"),
+        (vec!["receptive-field", "--pixel", "3,3", "--out", s(&fifo)], &fifo, "FIFO"),
+        (vec!["sample", "--count", "1", "--out", s(&out), "--animate", s(&gif_fifo)], &gif_fifo, "FIFO"),
+    ];
+    for (args, file, word) in &specials {
+        refused_naming(&f.root, args, file, word);
+    }
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(!out.exists(), "a refused command wrote output");
     // A pixel outside the image.
     let err = refused(&f.root, &["receptive-field", "--pixel", "30,3"]);
     assert!(err.contains("30,3") && err.contains("outside"), "{err}");
