@@ -11,6 +11,7 @@ pub mod download;
 pub mod evaluate;
 pub mod gpu;
 pub mod grid;
+pub mod inspect;
 pub mod model;
 pub mod plot;
 pub mod rng;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use cli::bench::BenchCommand;
 use cli::eval::EvalArgs;
 use cli::info::{BaselinesArgs, DataCmdArgs, DevicesArgs, DownloadArgs, ExportArgs, PlotArgs, SummaryArgs};
+use cli::inspect::{ReceptiveFieldArgs, ScoreArgs};
 use cli::sample::{CompleteArgs, SampleArgs};
 use cli::train::TrainArgs;
 use std::process::ExitCode;
@@ -18,6 +19,13 @@ Quick start:
   pixelcnn sample --class sneaker      sneakers, from the shipped class-conditional model
   pixelcnn sample --class all          one labelled row per class
   pixelcnn eval                        the shipped model's test NLL
+  pixelcnn sample --animate draw.gif   also an animation of the sampler drawing the grid, pixel by pixel
+  pixelcnn receptive-field --pixel 14,14 --out field.png
+                                       which pixels the prediction at row 14, column 14 can see
+  pixelcnn score my-shoe.png --heatmap surprise.png
+                                       the model's NLL of your own image, its surprise per pixel, its class
+  pixelcnn complete --image my-shoe.png
+                                       completions of the bottom half of your own image
   pixelcnn download && pixelcnn train  trains the seed's model (50 epochs, batch 128)";
 
 /// Train, evaluate and sample PixelCNNs on binarized Fashion-MNIST — the seed's network or a blind-spot-free
@@ -54,11 +62,59 @@ enum Command {
     /// Negative log-likelihood of a checkpoint on a data split (nats/image and bits/dim). For a conditional model
     /// also −log p(x|y) with the true labels and the accuracy of the Bayes classifier argmax_y p(x|y).
     Eval(EvalArgs),
-    /// Sample new images into a PNG grid.
+    /// Sample new images into a PNG grid, and with --animate a GIF of the grid as it is drawn.
+    ///
+    /// The sampler draws each image pixel by pixel in raster order (row by row, left to right), each pixel from
+    /// the model's p(x_q = 1 | the pixels before it [, the class]). The same --seed gives the same images.
     Sample(SampleArgs),
-    /// Complete the bottom of test images: keep the top rows, sample the rest (a conditional model conditions on
-    /// each image's label); grid of original | occluded | completions.
+    /// Complete the bottom of images: keep the top --rows rows, sample the rest; grid of original | occluded |
+    /// completions.
+    ///
+    /// The images are the first --count test images, or your own with --image (prepared as `score --help`
+    /// describes). A class-conditional model conditions on --class when given; otherwise on each test image's
+    /// label, and for your own images on the class the model finds most likely given the kept rows, argmax_y
+    /// p(y | kept rows) (printed; with --rows 0 nothing is kept and every class is equally likely, so pass
+    /// --class).
     Complete(CompleteArgs),
+    /// Which input pixels can change the model's prediction at one pixel: its receptive field
+    ///
+    /// How: the model's own backward pass (the CPU reference) gives the gradient of the logit at (ROW, COLUMN)
+    /// with respect to every input pixel, for several random inputs (--inputs); a pixel belongs to the field when
+    /// any of them gives it a non-zero gradient.
+    ///
+    /// What to look for: a causal model may only see earlier pixels (the rows above, and the pixels left of the
+    /// target on its own row). The plain network (--arch pixelcnn) also has a blind spot: earlier pixels above and
+    /// to the right of the target, inside the reach of its convolutions, that it never sees (one row up, five
+    /// columns right is always one of them). The Gated PixelCNN (--arch gated) has none; 12 gated layers see every
+    /// earlier pixel of row 14, column 14.
+    ///
+    /// The map: `X` the target, `#` pixels it depends on, `o` the blind spot, `.` earlier pixels out of reach;
+    /// --out draws it as a PNG, --json gives the 28×28 mask. Examine the shipped model, a --checkpoint, or a
+    /// model with random weights of any architecture:
+    ///   pixelcnn receptive-field --pixel 14,14
+    ///   pixelcnn receptive-field --pixel 14,14 --arch gated --layers 12 --out gated.png
+    #[command(verbatim_doc_comment)]
+    ReceptiveField(ReceptiveFieldArgs),
+    /// The model's opinion of your own images: NLL, bits/dim, surprise per pixel, and the class it sees
+    ///
+    /// What the model sees: each image (PNG, JPEG, GIF or BMP, grey or colour, any size) is
+    ///   1. made grey (Rec. 709 luminance) and, with --invert, inverted: Fashion-MNIST is light garments on
+    ///      black, so a dark drawing on white needs --invert (nothing is inverted unless asked);
+    ///   2. transparent pixels become background; a non-square image is padded to a square with background,
+    ///      centred, so its shape is not stretched;
+    ///   3. resized to 28×28 with a triangle filter (bilinear, averaging all pixels when shrinking); an image that
+    ///      is already 28×28 is not resampled;
+    ///   4. binarized like the data set: grey < 85 (0.33 · 256) is 0, else 1.
+    ///
+    /// What it prints: the NLL −log p(x) in nats (lower is more typical: test images average 90.5 under the
+    /// shipped model) and in bits per pixel, computed as `eval` computes it (for a class-conditional model the
+    /// marginal over the ten classes, so a test image saved as PNG scores what `eval --json` reports for it); and
+    /// for a class-conditional model p(class | image) ∝ p(image | class), what the model thinks the image is.
+    /// --heatmap draws each pixel's surprise −log p(x_q | earlier pixels): where the model did not expect what it
+    /// saw. The surprises add up to the NLL.
+    ///   pixelcnn score my-shoe.png --invert --heatmap surprise.png
+    #[command(verbatim_doc_comment)]
+    Score(ScoreArgs),
     /// Benchmarks on the selected GPU adapter.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -81,6 +137,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => a.run(),
         Command::Sample(a) => a.run(),
         Command::Complete(a) => a.run(),
+        Command::ReceptiveField(a) => a.run(),
+        Command::Score(a) => a.run(),
         Command::Bench(b) => b.run(),
         Command::Baselines(a) => a.run(),
         Command::Plot(a) => a.run(),

@@ -250,6 +250,8 @@ pub struct TrainOptions {
     pub save_every_minutes: f64,
     /// Print a JSON line per epoch on stdout instead of the human summary.
     pub quiet: bool,
+    /// Images in the sample grid written at the end of every epoch (`samples_epoch_NNN.png`); 0: none.
+    pub epoch_samples: usize,
 }
 
 /// One line of `metrics.jsonl`.
@@ -815,6 +817,9 @@ impl<'a> TrainLoop<'a> {
         self.last_save = Instant::now();
         append_metrics(&self.metrics_path, &record)?;
         self.print_record(&record)?;
+        // The grid shows the weights the run's checkpoints are used with: the average when it keeps one.
+        let weights = adam.ema.as_deref().unwrap_or(&params);
+        crate::inspect::epoch_samples::after_epoch(self.opts, &self.backend, &self.net, weights, record.epoch);
         Ok(())
     }
 
@@ -999,6 +1004,7 @@ pub struct RunRequest {
     pub device: Device,
     pub save_every_minutes: f64,
     pub quiet: bool,
+    pub epoch_samples: usize,
 }
 
 /// A run, resolved: its options, its starting state (for a resume), its data, and the lock on its directory
@@ -1152,6 +1158,7 @@ fn resume_options(req: &RunRequest, path: &Path) -> Result<(TrainOptions, Option
         data: req.data.clone().or(state.data_path()),
         save_every_minutes: req.save_every_minutes,
         quiet: req.quiet,
+        epoch_samples: req.epoch_samples,
     };
     Ok((opts, Some((ck.config, ck.params, adam, state))))
 }
@@ -1210,6 +1217,7 @@ fn fresh_options(req: &RunRequest) -> Result<TrainOptions> {
         data: req.data.clone(),
         save_every_minutes: req.save_every_minutes,
         quiet: req.quiet,
+        epoch_samples: req.epoch_samples,
     })
 }
 

@@ -2343,3 +2343,539 @@ fn devices_lists_swiftshader_when_it_is_installed() {
     let text = devices(false, None);
     assert!(text.contains("SwiftShader"), "{text}");
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Inspecting the model: sample --animate, receptive-field, score, complete --image, epoch samples
+
+/// Decodes every frame of a GIF file (composited, as a viewer shows them).
+fn gif_frames(p: &Path) -> Vec<image::Frame> {
+    use image::AnimationDecoder;
+    let file = BufReader::new(std::fs::File::open(p).unwrap());
+    image::codecs::gif::GifDecoder::new(file)
+        .unwrap_or_else(|e| panic!("{} is not a GIF: {e}", p.display()))
+        .into_frames()
+        .collect_frames()
+        .unwrap_or_else(|e| panic!("{}: a frame does not decode: {e}", p.display()))
+}
+
+/// A frame as grey levels, checking that it is grey and opaque.
+fn grey_frame(f: &image::Frame) -> image::GrayImage {
+    let rgba = f.buffer();
+    assert!(
+        rgba.pixels()
+            .all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2] && p.0[3] == 255),
+        "the frame should be opaque grey"
+    );
+    image::DynamicImage::ImageRgba8(rgba.clone()).to_luma8()
+}
+
+#[test]
+fn sample_animate_writes_a_gif_whose_last_frame_is_the_png_grid() {
+    let f = fixture();
+    let plain = tiny_checkpoint(&f);
+    let gated = tiny_model(
+        &f,
+        "gc",
+        &["--arch", "gated", "--filters", "4", "--layers", "2", "--conditional"],
+    );
+    let mut devices = vec!["cpu"];
+    if have_gpu() {
+        devices.push("gpu");
+    }
+    // (checkpoint, extra flags, expected frames)
+    let cases: Vec<(Option<&Path>, Vec<&str>, usize)> = vec![
+        (Some(&plain), vec!["--count", "5", "--frames", "100"], 9),
+        (Some(&gated), vec!["--class", "all", "--count", "2"], 29),
+        (None, vec!["--count", "4", "--scale", "2", "--frames", "392"], 3),
+    ];
+    for device in &devices {
+        for (i, (ck, extra, n_frames)) in cases.iter().enumerate() {
+            let png = f.root.join(format!("anim_{device}_{i}.png"));
+            let gif = f.root.join(format!("anim_{device}_{i}.gif"));
+            let mut args = vec!["sample", "--seed", "3", "--device", device, "--json"];
+            args.extend(["--out", s(&png), "--animate", s(&gif)]);
+            if let Some(ck) = ck {
+                args.extend(["--checkpoint", s(ck)]);
+            }
+            args.extend(extra.iter().copied());
+            let v = json(&ok(&f.root, &args));
+            assert_eq!(v["animation"].as_str(), Some(s(&gif)), "{v}");
+            let frames = gif_frames(&gif);
+            assert_eq!(frames.len(), *n_frames, "{}", args.join(" "));
+            let grid = decode_png(&png);
+            let last = grey_frame(frames.last().unwrap());
+            assert_eq!(last.dimensions(), grid.dimensions());
+            assert!(
+                last == grid,
+                "{}: the last frame differs from the PNG grid",
+                args.join(" ")
+            );
+            let (n, d) = frames.last().unwrap().delay().numer_denom_ms();
+            assert!(n / d >= 2000, "the finished grid is held ({n}/{d} ms)");
+            // Frame by frame the undrawn (grey) pixels give way to the drawn ones: fewer and fewer pixels differ
+            // from the finished grid, and each one that does is undrawn grey.
+            let mut last_diff = usize::MAX;
+            for (k, fr) in frames.iter().enumerate() {
+                let g = grey_frame(fr);
+                let diff: Vec<u8> = g
+                    .pixels()
+                    .zip(grid.pixels())
+                    .filter(|(a, b)| a != b)
+                    .map(|(a, _)| a.0[0])
+                    .collect();
+                assert!(
+                    diff.iter().all(|&v| v == 128),
+                    "frame {k}: a drawn pixel differs from the grid"
+                );
+                assert!(
+                    k + 1 == frames.len() || diff.len() < last_diff,
+                    "frame {k} draws nothing new"
+                );
+                last_diff = diff.len();
+            }
+            assert_eq!(last_diff, 0);
+        }
+    }
+    let gif_size = std::fs::metadata(f.root.join("anim_cpu_0.gif")).unwrap().len();
+    eprintln!("a 5-image animation of 9 frames: {gif_size} bytes");
+    // A file that is not .gif, and --frames without --animate, are refused before any sampling.
+    let png = f.root.join("x.png");
+    #[rustfmt::skip]
+    let err = fails(&f.root, &["sample", "--checkpoint", s(&plain), "--out", s(&png), "--animate", s(&f.root.join("x.png2"))]);
+    assert!(err.contains(".gif"), "{err}");
+    let err = fails(
+        &f.root,
+        &["sample", "--checkpoint", s(&plain), "--out", s(&png), "--frames", "3"],
+    );
+    assert!(err.contains("--animate"), "{err}");
+    assert!(!png.exists());
+}
+
+fn mask_rows(v: &serde_json::Value) -> Vec<Vec<u8>> {
+    v.as_array()
+        .expect("28 rows")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .expect("28 columns")
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u8)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn receptive_field_shows_the_blind_spot_of_the_plain_network_only() {
+    let f = fixture();
+    let rf = |args: &[&str]| json(&ok(&f.root, &[&["receptive-field", "--json"][..], args].concat()));
+    let trained = tiny_model(&f, "p3", &["--filters", "4", "--blocks", "3"]);
+    let plain: [&[&str]; 3] = [
+        &["--arch", "pixelcnn", "--filters", "4", "--blocks", "4"],
+        &["--filters", "6", "--blocks", "3", "--conditional", "--seed", "4"],
+        &["--checkpoint", s(&trained)],
+    ];
+    let gated: [&[&str]; 2] = [
+        &["--arch", "gated", "--filters", "4", "--layers", "3"],
+        &["--layers", "3", "--filters", "2", "--conditional"],
+    ];
+    for (model, is_plain) in plain.iter().map(|m| (m, true)).chain(gated.iter().map(|m| (m, false))) {
+        for (r, c) in [(12usize, 10usize), (20, 3), (5, 20)] {
+            let pixel = format!("{r},{c}");
+            let v = rf(&[&model[..], &["--pixel", &pixel]].concat());
+            let what = format!("{model:?} at {pixel}");
+            let mask = mask_rows(&v["mask"]);
+            assert_eq!(mask.len(), 28);
+            assert_eq!(v["leaks"], 0, "{what}");
+            assert_eq!(v["causal_pixels"], r * 28 + c, "{what}");
+            let mut count = 0;
+            for (y, row) in mask.iter().enumerate() {
+                for (x, &m) in row.iter().enumerate() {
+                    assert!(
+                        m == 0 || y * 28 + x < r * 28 + c,
+                        "{what}: depends on a later pixel ({y}, {x})"
+                    );
+                    count += m as usize;
+                }
+            }
+            assert_eq!(v["depends_on"], count, "{what}");
+            let blind = mask_rows(&v["blind_spot"]);
+            if is_plain {
+                assert!(count > 0 && mask[r - 1][c + 3] == 1, "{what}");
+                assert_eq!(mask[r - 1][c + 5], 0, "{what}: sees x[r−1, c+5]");
+                assert_eq!(blind[r - 1][c + 5], 1, "{what}: x[r−1, c+5] is not marked blind");
+            } else {
+                assert_eq!(mask[r - 1][c + 5], 1, "{what}: does not see x[r−1, c+5]");
+                assert_eq!(v["blind_spot_pixels"], 0, "{what}");
+            }
+        }
+    }
+    // A gated network deep enough to reach every earlier pixel: the mask is the whole causal region.
+    let v = rf(&["--arch", "gated", "--filters", "2", "--layers", "13", "--pixel", "2,14"]);
+    let mask = mask_rows(&v["mask"]);
+    for (y, row) in mask.iter().enumerate() {
+        for (x, &m) in row.iter().enumerate() {
+            assert_eq!(m == 1, y * 28 + x < 2 * 28 + 14, "({y}, {x})");
+        }
+    }
+    // The first pixel depends on nothing: an empty mask, not an error. The shipped model, as JSON.
+    let v = rf(&["--pixel", "0,0"]);
+    assert_eq!(v["depends_on"], 0, "{v}");
+    assert!(mask_rows(&v["mask"]).iter().flatten().all(|&m| m == 0));
+    assert_eq!(v["model"], "pixelcnn F=64 N=8 conditional", "{v}");
+    // The picture, and the text map.
+    let png = f.root.join("field.png");
+    ok(&f.root, &["receptive-field", "--pixel", "14,14", "--out", s(&png)]);
+    let img = decode_png(&png);
+    assert!(img.width() >= 280 && img.height() >= 280, "{:?}", img.dimensions());
+    let text = ok(
+        &f.root,
+        &[
+            "receptive-field",
+            "--pixel",
+            "3,3",
+            "--arch",
+            "gated",
+            "--layers",
+            "2",
+            "--filters",
+            "2",
+        ],
+    );
+    assert!(
+        text.contains('X') && text.contains('#') && text.contains("depends on"),
+        "{text}"
+    );
+    // Bad pixels and conflicting flags are refused.
+    for (args, word) in [
+        (vec!["--pixel", "30,3"], "outside the 28×28 image"),
+        (vec!["--pixel", "3,28"], "outside"),
+        (vec!["--pixel", "3"], "ROW,COLUMN"),
+        (
+            vec!["--pixel", "1,1", "--checkpoint", s(&trained), "--arch", "gated"],
+            "cannot be used with",
+        ),
+    ] {
+        let err = refused(&f.root, &[&["receptive-field"][..], &args].concat());
+        assert!(err.contains(word), "{args:?}: {err}");
+    }
+}
+
+/// The fixture's first `n` test images (raw grey levels) saved as 28×28 grey PNGs.
+fn test_images_as_png(f: &Fixture, n: usize) -> Vec<PathBuf> {
+    let raw = raw_images(TEST_IMAGES, 3);
+    (0..n)
+        .map(|i| {
+            let p = f.root.join(format!("test_{i}.png"));
+            image::GrayImage::from_raw(28, 28, raw[i * PIXELS..][..PIXELS].to_vec())
+                .unwrap()
+                .save(&p)
+                .unwrap();
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn score_of_test_images_saved_as_png_equals_evals_nll() {
+    let f = fixture();
+    let plain = tiny_checkpoint(&f);
+    let gated = tiny_model(
+        &f,
+        "gc",
+        &["--arch", "gated", "--filters", "4", "--layers", "2", "--conditional"],
+    );
+    let pngs = test_images_as_png(&f, 5);
+    let mut devices = vec!["cpu"];
+    if have_gpu() {
+        devices.push("gpu");
+    }
+    for ck in [&plain, &gated] {
+        for device in &devices {
+            #[rustfmt::skip]
+            let e = json(&ok(&f.root, &["eval", "--checkpoint", s(ck), "--data", s(&f.idx), "--limit", "5", "--json", "--device", device]));
+            let heat = f.root.join(format!("heat_{device}.png"));
+            let mut args = vec![
+                "score",
+                "--checkpoint",
+                s(ck),
+                "--json",
+                "--device",
+                device,
+                "--heatmap",
+                s(&heat),
+            ];
+            args.extend(pngs.iter().map(|p| s(p)));
+            let v = json(&ok(&f.root, &args));
+            let images = v["images"].as_array().unwrap();
+            assert_eq!(images.len(), 5);
+            for (i, img) in images.iter().enumerate() {
+                let got = img["nll_nats"].as_f64().unwrap();
+                let want = e["nll_per_image"][i].as_f64().unwrap();
+                assert!(
+                    (got - want).abs() <= 1e-5 * want,
+                    "{} on {device}, image {i}: score {got} vs eval {want}",
+                    ck.display()
+                );
+                assert!((img["bits_per_dim"].as_f64().unwrap() - got / (784.0 * 2f64.ln())).abs() < 1e-12);
+                assert_eq!(img["file"].as_str(), Some(s(&pngs[i])));
+                if v["conditional"] == true {
+                    let p: Vec<f64> = img["class_probabilities"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap())
+                        .collect();
+                    assert_eq!(p.len(), 10);
+                    assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+                    assert!(img["most_likely_class"].is_string(), "{img}");
+                } else {
+                    assert!(img.get("class_probabilities").is_none(), "{img}");
+                }
+            }
+            let h = decode_png(&heat);
+            assert!(h.height() > 5 * 28 && h.width() > 2 * 28, "{:?}", h.dimensions());
+        }
+    }
+    // The shipped model scores them too (text output names each file).
+    let text = ok(&f.root, &["score", s(&pngs[0]), s(&pngs[1])]);
+    assert!(
+        text.contains("test_0.png") && text.contains("bits/dim") && text.contains("p(class | image)"),
+        "{text}"
+    );
+}
+
+/// A 60×40 colour picture of a dark blue shape on white (a user's drawing): only `--invert` makes it light on
+/// black like the data.
+fn drawing(path: &Path) {
+    let img = image::RgbImage::from_fn(60, 40, |x, y| {
+        if (15..45).contains(&x) && (5..35).contains(&y) && !((27..33).contains(&x) && y > 18) {
+            image::Rgb([20, 30, 120])
+        } else {
+            image::Rgb([250, 250, 245])
+        }
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn complete_and_score_take_the_users_own_images() {
+    let f = fixture();
+    let plain = tiny_checkpoint(&f);
+    let gated = tiny_model(
+        &f,
+        "gc",
+        &["--arch", "gated", "--filters", "4", "--layers", "2", "--conditional"],
+    );
+    let jpg = f.root.join("drawing.jpg");
+    let bmp = f.root.join("drawing.bmp");
+    drawing(&jpg);
+    drawing(&bmp);
+    let device = if have_gpu() { "gpu" } else { "cpu" };
+    // Inverted, the drawing is a light shape on black; not inverted, mostly light background.
+    #[rustfmt::skip]
+    let score = |extra: &[&str]| json(&ok(&f.root, &[&["score", s(&bmp), "--json", "--device", device][..], extra].concat()));
+    let inv = score(&["--invert"]);
+    let raw = score(&[]);
+    let ones = |v: &serde_json::Value| v["images"][0]["ones"].as_u64().unwrap();
+    // The shape covers about 170 of the 784 pixels, the light background about 350 (the padding is black).
+    assert!((100..300).contains(&ones(&inv)), "{inv}");
+    assert!((250..500).contains(&ones(&raw)), "{raw}");
+    assert_eq!(inv["images"][0]["width"], 60);
+
+    for (ck, conditional) in [(&plain, false), (&gated, true)] {
+        let out = f.root.join("done.png");
+        #[rustfmt::skip]
+        let args = ["complete", "--checkpoint", s(ck), "--image", s(&jpg), "--image", s(&bmp), "--invert", "--rows", "10",
+            "--samples", "2", "--out", s(&out), "--device", device, "--json"];
+        let v = json(&ok(&f.root, &args));
+        assert_eq!(v["count"], 2, "{v}");
+        let imgs = v["images"].as_array().unwrap();
+        assert_eq!(imgs.len(), 2);
+        if conditional {
+            assert!(imgs.iter().all(|i| i["class"].is_string()), "{v}");
+            let p = imgs[0]["class_probability_given_kept_rows"].as_f64().unwrap();
+            assert!((0.0999..=1.0).contains(&p), "{v}");
+            let v = json(&ok(&f.root, &[&args[..], &["--class", "sneaker"]].concat()));
+            assert!(
+                v["images"].as_array().unwrap().iter().all(|i| i["class"] == "sneaker"),
+                "{v}"
+            );
+        } else {
+            let err = fails(&f.root, &[&args[..], &["--class", "sneaker"]].concat());
+            assert!(err.contains("class-conditional"), "{err}");
+        }
+        // 2 rows of original | occluded | 2 completions, the kept rows unchanged.
+        let img = decode_png(&out);
+        let (scale, gap) = (grid::DEFAULT_SCALE, grid::DEFAULT_GAP);
+        let cell = 28 * scale + gap;
+        assert_eq!(img.dimensions(), (4 * cell + gap, 2 * cell + gap));
+        for r in 0..2 {
+            for c in 2..4 {
+                for y in 0..10 * scale {
+                    for x in 0..28 * scale {
+                        let orig = img.get_pixel(gap + x, gap + r * cell + y);
+                        assert_eq!(
+                            orig,
+                            img.get_pixel(gap + c * cell + x, gap + r * cell + y),
+                            "kept pixel changed"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A PNG file of 0×0 pixels (a valid signature and header, no pixels), written by hand: encoders refuse to make
+/// one.
+fn empty_png() -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| -> Vec<u8> {
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(kind);
+        c.extend_from_slice(data);
+        c.extend_from_slice(&crc.sum().to_be_bytes());
+        c
+    };
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &[0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0]));
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&[]).unwrap();
+    png.extend(chunk(b"IDAT", &z.finish().unwrap()));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+#[test]
+fn bad_image_files_are_clear_errors_naming_the_file() {
+    let f = fixture();
+    let text = f.root.join("notes.png");
+    std::fs::write(&text, "these are notes, not a picture\n").unwrap();
+    let empty = f.root.join("empty.png");
+    std::fs::write(&empty, empty_png()).unwrap();
+    let zero = f.root.join("zero.png");
+    std::fs::write(&zero, b"").unwrap();
+    let truncated = f.root.join("truncated.png");
+    let good = f.root.join("good.png");
+    image::GrayImage::from_pixel(28, 28, image::Luma([200]))
+        .save(&good)
+        .unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let missing = f.root.join("no").join("such.png");
+    let dir = f.root.join("a_directory.png");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = f.root.join("out.png");
+    // (file, a word the message must contain)
+    let cases = [
+        (&text, "not an image"),
+        (&empty, "empty.png"),
+        (&zero, "empty"),
+        (&truncated, "truncated.png"),
+        (&missing, "cannot open"),
+        (&dir, "is a directory"),
+    ];
+    for (file, word) in cases {
+        for cmd in [
+            vec!["score", s(&good), s(file)],
+            vec!["score", s(file), "--heatmap", s(&out)],
+            vec!["complete", "--image", s(file), "--out", s(&out)],
+        ] {
+            let err = fails(&f.root, &cmd);
+            eprintln!("    {}", err.trim());
+            assert!(
+                err.contains(s(file)),
+                "{cmd:?}: the message should name the file:\n{err}"
+            );
+            assert!(err.contains(word), "{cmd:?}: the message should say {word:?}:\n{err}");
+        }
+    }
+    assert!(!out.exists(), "a refused command wrote output");
+    // A FIFO or a device is refused as an input without waiting on it, and as an output without writing into it.
+    let fifo = f.root.join("pipe.png");
+    mkfifo(&fifo);
+    let gif_fifo = f.root.join("pipe.gif");
+    mkfifo(&gif_fifo);
+    let zero = Path::new("/dev/zero");
+    #[rustfmt::skip]
+    let specials: Vec<(Vec<&str>, &Path, &str)> = vec![
+        (vec!["score", s(&fifo)], &fifo, "FIFO"),
+        (vec!["score", "/dev/zero"], zero, "character device"),
+        (vec!["complete", "--image", s(&fifo), "--out", s(&out)], &fifo, "FIFO"),
+        (vec!["score", s(&good), "--heatmap", s(&fifo)], &fifo, "FIFO"),
+        (vec!["receptive-field", "--pixel", "3,3", "--out", s(&fifo)], &fifo, "FIFO"),
+        (vec!["sample", "--count", "1", "--out", s(&out), "--animate", s(&gif_fifo)], &gif_fifo, "FIFO"),
+    ];
+    for (args, file, word) in &specials {
+        refused_naming(&f.root, args, file, word);
+    }
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(!out.exists(), "a refused command wrote output");
+    // A pixel outside the image.
+    let err = refused(&f.root, &["receptive-field", "--pixel", "30,3"]);
+    assert!(err.contains("30,3") && err.contains("outside"), "{err}");
+    // The output may not overwrite an input image.
+    let err = fails(&f.root, &["score", s(&good), "--heatmap", s(&good)]);
+    assert!(err.contains("destroy"), "{err}");
+}
+
+#[test]
+fn train_writes_a_sample_grid_at_the_end_of_every_epoch() {
+    let f = fixture();
+    let mut devices = vec!["cpu"];
+    if have_gpu() {
+        devices.push("gpu");
+    }
+    for device in devices {
+        // Resumed mid-epoch or not, the run ends with the same grids (the same parameters, the same seed).
+        let (a, b) = train_and_resume(&f, device, &format!("epochs_{device}"));
+        for dir in [&a, &b] {
+            for e in 1..=2 {
+                let p = dir.join(format!("samples_epoch_{e:03}.png"));
+                let img = decode_png(&p);
+                let dummy = vec![0u8; PIXELS];
+                let expected = grid::render_grid(&[&dummy[..]; 16], 4, grid::DEFAULT_SCALE, grid::DEFAULT_GAP);
+                assert_eq!(
+                    img.dimensions(),
+                    expected.dimensions(),
+                    "{}: 16 images, 4 × 4",
+                    p.display()
+                );
+            }
+            assert!(!dir.join("samples_epoch_003.png").exists());
+        }
+        let grid = |d: &Path| std::fs::read(d.join("samples_epoch_002.png")).unwrap();
+        assert!(grid(&a) == grid(&b), "{device}: the resumed run's last grid differs");
+        // --epoch-samples 4: a 2 × 2 grid; 0: none.
+        for (n, side) in [("4", Some(2usize)), ("0", None)] {
+            let out = f.root.join(format!("es_{device}_{n}"));
+            let mut args = train_args(&f, device, &out);
+            let e = args.iter().position(|a| *a == "--epochs").unwrap();
+            args[e + 1] = "1";
+            ok(&f.root, &[&args[..], &["--epoch-samples", n]].concat());
+            let p = out.join("samples_epoch_001.png");
+            match side {
+                Some(k) => {
+                    let dummy = vec![0u8; PIXELS];
+                    let cells = vec![&dummy[..]; k * k];
+                    let expected = grid::render_grid(&cells, k, grid::DEFAULT_SCALE, grid::DEFAULT_GAP);
+                    assert_eq!(decode_png(&p).dimensions(), expected.dimensions());
+                }
+                None => assert!(!p.exists(), "--epoch-samples 0 wrote {}", p.display()),
+            }
+        }
+    }
+    let err = refused(
+        &f.root,
+        &[
+            &train_args(&f, "cpu", &f.root.join("x"))[..],
+            &["--epoch-samples", "300"],
+        ]
+        .concat(),
+    );
+    assert!(err.contains("epoch-samples"), "{err}");
+}

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod eval;
 pub mod info;
+pub mod inspect;
 pub mod sample;
 pub mod train;
 

@@ -1,9 +1,12 @@
 //! `pixelcnn sample` and `pixelcnn complete`.
 
 use super::{parse_temperature, styled_bar, DataArgs};
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use clap::Args;
-use pixelcnn::model::{Network, CLASS_NAMES, PIXELS};
+use image::GrayImage;
+use pixelcnn::inspect::animation;
+use pixelcnn::inspect::{score, user_image};
+use pixelcnn::model::{Network, CLASS_NAMES, PIXELS, WIDTH};
 use pixelcnn::sampling::{self, ClassRequest, CompleteRequest, StreamRequest};
 use pixelcnn::train::Device;
 use pixelcnn::{checkpoint, grid, util};
@@ -50,6 +53,14 @@ pub struct SampleArgs {
     /// Use a training checkpoint's raw parameters, not the Polyak average it keeps (`train --ema`).
     #[arg(long)]
     raw_weights: bool,
+    /// Also write an animated GIF of the grid as it is drawn: the sampler draws every image pixel by pixel in
+    /// raster order; undrawn pixels are grey; the finished grid (the PNG's pixels exactly) is held at the end.
+    #[arg(long, value_name = "FILE.gif")]
+    animate: Option<PathBuf>,
+    /// Pixels drawn between two frames of --animate: 28 (the default) is one frame per image row, 1 is one
+    /// frame per pixel (785 frames: a big file).
+    #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u64).range(1..=784))]
+    frames: Option<u64>,
     #[arg(long)]
     json: bool,
 }
@@ -73,12 +84,60 @@ impl SampleArgs {
         if grid {
             grid::check_canvas(self.layout(&request), self.scale, grid::DEFAULT_GAP)?;
         }
+        let steps = self.check_animation(&path, &request, grid)?;
         let (kept, seconds) = self.draw(&net, ck.weights(self.raw_weights), &request, grid)?;
         if grid {
             self.write_grid(&kept, &request)?;
         }
+        if let (Some(gif), Some(steps)) = (&self.animate, &steps) {
+            let bytes = animation::encode_gif(steps, |k| self.render(&animation::partial_images(&kept, k), &request))?;
+            util::write_atomic(gif, &bytes)?;
+        }
         self.report(total, grid, seconds);
         Ok(())
+    }
+
+    /// With --animate: checks the file and the animation's size before sampling; returns the frames' pixel counts.
+    fn check_animation(
+        &self,
+        model: &std::path::Path,
+        request: &ClassRequest,
+        grid: bool,
+    ) -> Result<Option<Vec<usize>>> {
+        let Some(gif) = &self.animate else {
+            ensure!(self.frames.is_none(), "--frames is for --animate");
+            return Ok(None);
+        };
+        ensure!(
+            gif.extension().is_some_and(|e| e.eq_ignore_ascii_case("gif")),
+            "--animate writes a GIF: give it a file name ending in .gif (got {})",
+            gif.display()
+        );
+        ensure!(
+            grid,
+            "--animate animates the grid, and there is no grid above {MAX_GRID_IMAGES} images"
+        );
+        util::check_output(gif, &[model, &self.out])?;
+        ensure!(
+            gif.as_path() != self.out.as_path(),
+            "--animate and --out name the same file"
+        );
+        let steps = animation::frame_steps(self.frames.map_or(animation::DEFAULT_PIXELS_PER_FRAME, |f| f as usize));
+        let blank = self.render(&vec![grid::HIDDEN; request.total * PIXELS], request)?;
+        animation::check_size(blank.width() as u64, blank.height() as u64, steps.len())?;
+        Ok(Some(steps))
+    }
+
+    /// The grid of `images` as [`Self::write_grid`] draws it (the same render functions, so the same pixels).
+    fn render(&self, images: &[u8], request: &ClassRequest) -> Result<GrayImage> {
+        let cells: Vec<&[u8]> = images.chunks(PIXELS).collect();
+        if request.per_class {
+            let rows: Vec<Vec<&[u8]>> = cells.chunks(self.count as usize).map(|r| r.to_vec()).collect();
+            grid::render_labelled_rows(&rows, &CLASS_NAMES, self.scale, grid::DEFAULT_GAP)
+        } else {
+            let columns = grid::grid_columns(request.total);
+            Ok(grid::render_grid(&cells, columns, self.scale, grid::DEFAULT_GAP))
+        }
     }
 
     /// Samples the images, writing each one with --save-each; returns them (kept only for a grid) and the
@@ -146,10 +205,13 @@ impl SampleArgs {
         if self.json {
             println!(
                 "{}",
-                serde_json::json!({"count": total, "seconds": seconds, "out": grid.then_some(out), "save_each": self.save_each})
+                serde_json::json!({"count": total, "seconds": seconds, "out": grid.then_some(out), "save_each": self.save_each, "animation": self.animate})
             );
         } else if grid {
             eprintln!("wrote {} ({total} images, {seconds:.2} s)", out.display());
+            if let Some(gif) = &self.animate {
+                eprintln!("wrote {} (the grid as it is drawn)", gif.display());
+            }
         } else {
             eprintln!(
                 "wrote {total} images into {} ({seconds:.2} s; no grid above {MAX_GRID_IMAGES} images)",
@@ -168,6 +230,17 @@ pub struct CompleteArgs {
     /// Number of test images (the first ones of the test split).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     count: u64,
+    /// Complete your own images instead of test images (PNG, JPEG, GIF or BMP, any size; prepared as
+    /// `pixelcnn score --help` describes). Repeat for several.
+    #[arg(long = "image", value_name = "IMAGE", conflicts_with = "count")]
+    images: Vec<PathBuf>,
+    /// With --image: invert the grey levels first (dark drawings on a light background).
+    #[arg(long, requires = "images")]
+    invert: bool,
+    /// Class to condition on (a class-conditional model; name like `sneaker` or number 0–9). Default: each test
+    /// image's own label; for --image, the class the model finds most likely given the kept rows.
+    #[arg(long)]
+    class: Option<String>,
     /// Rows kept from each image (0–28).
     #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u64).range(0..=28))]
     rows: u64,
@@ -193,47 +266,153 @@ pub struct CompleteArgs {
     json: bool,
 }
 
+/// The class a user's image is completed in, and how likely the model found it given the kept rows (None when
+/// --class chose it).
+struct Chosen {
+    file: PathBuf,
+    class: Option<usize>,
+    probability: Option<f64>,
+}
+
 impl CompleteArgs {
     pub fn run(self) -> Result<()> {
+        let out = &self.out;
+        let path = sampling::model_path(self.checkpoint.as_deref())?;
+        let mut inputs: Vec<&std::path::Path> = self.images.iter().map(PathBuf::as_path).collect();
+        inputs.push(&path);
+        util::check_image_output(out, &inputs)?;
+        let ck = checkpoint::load(&path)?;
+        let net = Network::new(ck.config);
+        let conditional = net.config.is_conditional();
+        let class = match &self.class {
+            Some(c) => {
+                ensure!(
+                    conditional,
+                    "--class needs a class-conditional model; this one ({}) is unconditional",
+                    net.config.describe()
+                );
+                Some(pixelcnn::model::parse_class(c)?)
+            }
+            None => None,
+        };
+        let rows = self.rows as usize;
+        let wanted = if self.images.is_empty() {
+            self.count as usize
+        } else {
+            self.images.len()
+        };
+        // Each row: the original, the occluded input and the completions.
+        let layout = grid::Layout::Rows {
+            rows: wanted,
+            cols: 2 + self.samples as usize,
+            labelled: false,
+        };
+        grid::check_canvas(layout, self.scale, grid::DEFAULT_GAP)?;
+        let (split, chosen) = if self.images.is_empty() {
+            let ds = self.data.load()?;
+            let mut split = ds.test.take((self.count as usize).min(ds.test.len()));
+            ensure!(
+                split.len() == self.count as usize,
+                "the test split has only {} images",
+                ds.test.len()
+            );
+            if let Some(y) = class {
+                split.labels.fill(y as u8);
+            }
+            (split, None)
+        } else {
+            let (split, chosen) = self.user_images(&net, ck.weights(self.raw_weights), class, rows)?;
+            (split, Some(chosen))
+        };
         let req = CompleteRequest {
             device: self.device,
-            count: self.count as usize,
-            rows: self.rows as usize,
+            count: split.len(),
+            rows,
             samples: self.samples as usize,
             seed: self.seed,
             temperature: self.temperature as f32,
         };
-        let (count, rows, samples, out) = (req.count, req.rows, req.samples, &self.out);
-        let path = sampling::model_path(self.checkpoint.as_deref())?;
-        util::check_image_output(out, &[&path])?;
-        let ck = checkpoint::load(&path)?;
-        let ds = self.data.load()?;
-        let net = Network::new(ck.config);
-        // Each row: the original, the occluded input and the completions.
-        let layout = grid::Layout::Rows {
-            rows: count,
-            cols: 2 + samples,
-            labelled: false,
-        };
-        grid::check_canvas(layout, self.scale, grid::DEFAULT_GAP)?;
+        let (count, samples) = (req.count, req.samples);
         let pb = styled_bar(sampling::progress_units(count * samples), "completing", "{percent}%");
         let t = Instant::now();
-        let c = sampling::complete(&net, ck.weights(self.raw_weights), &ds.test, req, |k| pb.inc(k as u64))?;
+        let c = sampling::complete(&net, ck.weights(self.raw_weights), &split, req, |k| pb.inc(k as u64))?;
         let seconds = t.elapsed().as_secs_f64();
         pb.finish_and_clear();
         grid::write_rows_png(out, &c.grid_rows(), self.scale, grid::DEFAULT_GAP)?;
+        let images_json = chosen.as_ref().map(|ch| {
+            ch.iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "file": c.file,
+                        "class": c.class.map(|y| CLASS_NAMES[y]),
+                        "class_probability_given_kept_rows": c.probability,
+                    })
+                })
+                .collect::<Vec<_>>()
+        });
         if self.json {
             println!(
                 "{}",
-                serde_json::json!({"count": count, "rows": rows, "samples": samples, "seconds": seconds, "out": out})
+                serde_json::json!({"count": count, "rows": rows, "samples": samples, "seconds": seconds, "out": out,
+                    "class": class.map(|y| CLASS_NAMES[y]), "images": images_json})
             );
-        } else {
-            eprintln!(
-                "wrote {} ({count} images × {samples} completions of the bottom {} rows, {seconds:.2} s)",
-                out.display(),
-                28 - rows
-            );
+            return Ok(());
         }
+        for c in chosen.iter().flatten() {
+            match (c.class, c.probability) {
+                (Some(y), Some(p)) => eprintln!(
+                    "{}: completed as {} (p(class | kept rows) = {p:.2}{})",
+                    c.file.display(),
+                    CLASS_NAMES[y],
+                    if rows == 0 {
+                        "; nothing is kept with --rows 0, so every class is equally likely: pass --class"
+                    } else {
+                        ""
+                    }
+                ),
+                (Some(y), None) => eprintln!("{}: completed as {}", c.file.display(), CLASS_NAMES[y]),
+                _ => {}
+            }
+        }
+        eprintln!(
+            "wrote {} ({count} images × {samples} completions of the bottom {} rows, {seconds:.2} s)",
+            out.display(),
+            28 - rows
+        );
         Ok(())
+    }
+
+    /// The user's images as a split, each labelled with the class it is completed in: --class, or (conditional
+    /// models) argmax_y p(y | the kept rows).
+    fn user_images(
+        &self,
+        net: &Network,
+        params: &[f32],
+        class: Option<usize>,
+        rows: usize,
+    ) -> Result<(pixelcnn::data::Split, Vec<Chosen>)> {
+        let imgs = user_image::load_all(&self.images, self.invert)?;
+        let binary: Vec<u8> = imgs.iter().flat_map(|i| i.binary.iter().copied()).collect();
+        let mut chosen: Vec<Chosen> = imgs
+            .iter()
+            .map(|i| Chosen {
+                file: i.path.clone(),
+                class,
+                probability: None,
+            })
+            .collect();
+        if net.config.is_conditional() && class.is_none() {
+            let scores = score::pixel_scores(self.device, net, params, &binary, |_| {})?;
+            for (i, c) in chosen.iter_mut().enumerate() {
+                let post = score::class_posterior(&scores, i, rows * WIDTH);
+                let best = (0..post.len())
+                    .max_by(|&a, &b| post[a].total_cmp(&post[b]).then(b.cmp(&a)))
+                    .expect("ten classes");
+                c.class = Some(best);
+                c.probability = Some(post[best]);
+            }
+        }
+        let labels = chosen.iter().map(|c| c.class.unwrap_or(0) as u8).collect();
+        Ok((pixelcnn::data::Split { images: binary, labels }, chosen))
     }
 }

@@ -54,6 +54,12 @@ pub struct TrainArgs {
     save_every: f64,
     #[arg(long, value_enum, default_value_t = Device::Gpu)]
     device: Device,
+    /// Images in the sample grid written into the run directory at the end of every epoch
+    /// (samples_epoch_NNN.png, always the same seed, so that successive grids show what the model learned); 0 turns
+    /// it off.
+    #[arg(long, default_value_t = pixelcnn::inspect::epoch_samples::DEFAULT_COUNT as u64,
+          value_parser = clap::value_parser!(u64).range(0..=256))]
+    epoch_samples: u64,
     /// Print each epoch's metrics as a JSON line on stdout, and a final JSON summary.
     #[arg(long)]
     json: bool,
@@ -78,6 +84,7 @@ impl TrainArgs {
             device: self.device,
             save_every_minutes: self.save_every,
             quiet: self.json,
+            epoch_samples: self.epoch_samples as usize,
         })
     }
 

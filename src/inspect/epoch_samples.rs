@@ -1,0 +1,94 @@
+//! The sample grid `train` writes into the run directory at the end of every epoch, `samples_epoch_NNN.png`, so
+//! that a user can watch the model learn: `--epoch-samples N` images (default 16; 0 turns it off) drawn with the
+//! fixed seed [`SEED`], so that the grids of successive epochs differ only by what the model learned; a
+//! conditional model draws an even mix of classes. It samples on the training device: the GPU run's own device
+//! (no second adapter is opened), or the CPU reference.
+
+use crate::cpu::{self, SampleSpec};
+use crate::gpu::layers::GpuModel;
+use crate::gpu::sampler::{self, SampleRequest};
+use crate::grid;
+use crate::model::{Network, PIXELS};
+use crate::sampling;
+use crate::train::Backend;
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Images in the grid unless told otherwise.
+pub const DEFAULT_COUNT: usize = 16;
+/// The seed of the draws, the same every epoch.
+pub const SEED: u64 = 0;
+
+/// `samples_epoch_NNN.png`.
+pub fn file_name(epoch: usize) -> String {
+    format!("samples_epoch_{epoch:03}.png")
+}
+
+/// Samples `count` images of `net` with `params` on `backend`'s device (seed [`SEED`]).
+pub fn draw(backend: &Backend, net: &Network, params: &[f32], count: usize) -> Result<Vec<u8>> {
+    let labels = sampling::sample_labels(net, &[], count)?;
+    let spec = SampleSpec {
+        count,
+        key: crate::rng::sample_key(SEED),
+        first_image: 0,
+        labels: labels.as_deref(),
+        init: None,
+        start_pixel: 0,
+        temperature: 1.0,
+    };
+    let images = match backend {
+        Backend::Gpu { gpu, .. } => {
+            let model = GpuModel::new(gpu, net, params)?;
+            let req = SampleRequest {
+                spec,
+                naive: false,
+                max_steps: None,
+            };
+            sampler::sample(gpu, &model, req, |_| {})?.images
+        }
+        Backend::Cpu { .. } => cpu::sample_incremental(net, params, spec).images,
+    };
+    Ok(images)
+}
+
+/// Draws the grid for the epoch numbered `epoch` (1-based, as in `metrics.jsonl`) into `dir`; returns its path and
+/// the seconds it took. Nothing is written for `count` 0.
+pub fn write(
+    backend: &Backend,
+    net: &Network,
+    params: &[f32],
+    dir: &Path,
+    epoch: usize,
+    count: usize,
+) -> Result<Option<(PathBuf, f64)>> {
+    if count == 0 {
+        return Ok(None);
+    }
+    let t = Instant::now();
+    let images = draw(backend, net, params, count)?;
+    let cells: Vec<&[u8]> = images.chunks(PIXELS).collect();
+    let path = dir.join(file_name(epoch));
+    grid::write_grid_png(
+        &path,
+        &cells,
+        grid::grid_columns(count),
+        grid::DEFAULT_SCALE,
+        grid::DEFAULT_GAP,
+    )?;
+    Ok(Some((path, t.elapsed().as_secs_f64())))
+}
+
+/// What `train` calls at the end of each epoch, after the checkpoint and the metrics are written: writes the grid
+/// of `opts.epoch_samples` images for epoch `epoch` into the run directory and says so (unless `--json`). A
+/// failure is a warning, not the end of the run: the checkpoint is already safe, and a picture is not worth a
+/// training run.
+pub fn after_epoch(opts: &crate::train::TrainOptions, backend: &Backend, net: &Network, params: &[f32], epoch: usize) {
+    match write(backend, net, params, &opts.out, epoch, opts.epoch_samples) {
+        Ok(Some((path, seconds))) if !opts.quiet => {
+            eprintln!("  samples: {} ({seconds:.2} s)", path.display())
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: the epoch's sample grid was not written: {e:#}"),
+    }
+}
