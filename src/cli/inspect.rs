@@ -37,6 +37,9 @@ pub struct ReceptiveFieldArgs {
     /// Seed of the random inputs, and of the random weights of a model given by --arch etc.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Use a training checkpoint's raw parameters, not the Polyak average it keeps (`train --ema`).
+    #[arg(long)]
+    raw_weights: bool,
     /// Print one JSON object with the 28×28 mask (1 = the prediction depends on that pixel) and the blind spot.
     #[arg(long)]
     json: bool,
@@ -57,7 +60,7 @@ impl ReceptiveFieldArgs {
             let ck = checkpoint::load(&path)?;
             (
                 Network::new(ck.config),
-                ck.params,
+                ck.weights(self.raw_weights).to_vec(),
                 path.display().to_string(),
                 Some(path),
             )
@@ -136,6 +139,9 @@ pub struct ScoreArgs {
     scale: u32,
     #[arg(long, value_enum, default_value_t = Device::Gpu)]
     device: Device,
+    /// Use a training checkpoint's raw parameters, not the Polyak average it keeps (`train --ema`).
+    #[arg(long)]
+    raw_weights: bool,
     /// Print one JSON object with every image's figures.
     #[arg(long)]
     json: bool,
@@ -160,7 +166,9 @@ impl ScoreArgs {
         let binary: Vec<u8> = images.iter().flat_map(|i| i.binary.iter().copied()).collect();
         let passes = images.len() * if net.config.is_conditional() { 10 } else { 1 };
         let pb = styled_bar(passes as u64, "scoring", "{pos}/{len}");
-        let scores = score::pixel_scores(self.device, &net, &ck.params, &binary, |k| pb.inc(k as u64))?;
+        let scores = score::pixel_scores(self.device, &net, ck.weights(self.raw_weights), &binary, |k| {
+            pb.inc(k as u64)
+        })?;
         pb.finish_and_clear();
         let results: Vec<score::ImageScore> = (0..images.len()).map(|i| score::image_score(&scores, i)).collect();
         if let Some(h) = &self.heatmap {
