@@ -60,8 +60,11 @@ if args.random:
 worst = 0.0
 for path, device in checks:
     model = env["load"](path).double()
+    # The README's load() reads a file's model tensors: for a training checkpoint that keeps a Polyak average,
+    # those are its raw parameters, which pixelcnn evaluates with --raw-weights (model-only files are unaffected).
     out = subprocess.run([args.bin, "eval", "--checkpoint", path, "--split", "test", "--limit", str(args.limit),
-                          "--data", args.data, "--device", device, "--json"], capture_output=True, text=True, check=True)
+                          "--data", args.data, "--device", device, "--raw-weights", "--json"],
+                         capture_output=True, text=True, check=True)
     ours = json.loads(out.stdout)
     with torch.no_grad():
         nll = lambda y: F.binary_cross_entropy_with_logits(model(x, y), x, reduction="none").sum((1, 2, 3))

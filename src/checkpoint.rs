@@ -196,7 +196,8 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// The weights a model uses: the Polyak average of the parameters when this training checkpoint keeps one
-    /// (what eval, sample, complete and export use by default), else, or with `raw`, the parameters themselves.
+    /// (what eval, sample, complete, score, receptive-field and export use by default), else, or with `raw`, the
+    /// parameters themselves.
     pub fn weights(&self, raw: bool) -> &[f32] {
         match self.train.as_ref().and_then(|(_, adam)| adam.ema.as_deref()) {
             Some(ema) if !raw => ema,

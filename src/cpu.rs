@@ -1,8 +1,10 @@
 //! The CPU reference: every layer's forward and backward written plainly, Adam, BCE, and the samplers. It is the
 //! ground truth the GPU kernels are tested against. Each kernel function shares its name with the WGSL entry point
-//! it mirrors (`conv_forward`, `conv_pixel`, `conv_backward_data`, `conv_backward_weight`, `relu_backward`, `add`,
-//! `gate_forward`, `gate_backward`, `class_bias_add`, `class_bias_backward`, `bce_loss_grad`, `adam_update`,
-//! `sample_pixel`), and [`forward`] / [`backward`] have one match arm per layer kind, mirrored by `gpu::layers`.
+//! it mirrors (`conv_forward`, `conv_backward_data`, `conv_backward_weight`, `relu_forward`, `relu_backward`, `add`,
+//! `gate_forward`, `gate_backward`, `class_bias_add`, `image_sums`, `class_bias_backward`, `reduce_chunks`,
+//! `sum_images`, `adam_update`, `ema_update`, `sample_pixel`, `fma_peak`, `read_bandwidth`; `conv_pixel` is the twin
+//! of `conv_forward` over one pixel's rows, the sampler's step), and [`forward`] / [`backward`] have one match arm
+//! per layer kind, mirrored by `gpu::layers`.
 //!
 //! Layouts are those of `model.rs`: activations `[B * 784, C]` row-major; a conv weight packed `[taps, cin, cout]`.
 

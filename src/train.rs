@@ -273,7 +273,8 @@ pub struct EpochRecord {
     pub val_bpd_ema: Option<f64>,
     pub seconds: f64,
     pub images_per_second: f64,
-    /// The epoch's learning rate (`--lr` · `--lr-decay`^(epoch − 1)).
+    /// The epoch's learning rate (`--lr` · `--lr-decay`^(epoch − 1), or from a branch's own start: see
+    /// `TrainState::lr_epoch0`).
     pub lr: f64,
 }
 
@@ -1179,11 +1180,18 @@ fn check_resume_flags(req: &RunRequest, config: &Config, state: &TrainState, bra
     if let Some(b) = req.batch_size {
         conflict("--batch-size", b.to_string(), state.batch_size.to_string())?;
     }
+    let schedule = |flag: &str, given: f64, saved: f64| -> Result<()> {
+        ensure!(
+            given == saved,
+            "--resume takes {flag} from the checkpoint ({saved}) in the run's own directory; to train on with {flag}              {given}, continue as a branch: add --out NEW_DIR (a directory that holds no run)"
+        );
+        Ok(())
+    };
     if let Some(lr) = req.lr.filter(|_| !branch) {
-        conflict("--lr", lr.to_string(), state.adam.lr.to_string())?;
+        schedule("--lr", lr, state.adam.lr)?;
     }
     if let Some(d) = req.lr_decay.filter(|_| !branch) {
-        conflict("--lr-decay", d.to_string(), state.lr_decay.to_string())?;
+        schedule("--lr-decay", d, state.lr_decay)?;
     }
     if let Some(s) = req.seed {
         conflict("--seed", s.to_string(), state.seed.to_string())?;

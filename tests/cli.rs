@@ -2879,3 +2879,100 @@ fn train_writes_a_sample_grid_at_the_end_of_every_epoch() {
     );
     assert!(err.contains("epoch-samples"), "{err}");
 }
+
+#[test]
+fn polyak_average_is_kept_logged_and_branches_set_their_own_schedule() {
+    let f = fixture();
+    let train = |out: &Path, extra: &[&str]| {
+        #[rustfmt::skip]
+        let args = [
+            "train", "--device", "cpu", "--data", s(&f.idx), "--val-split", "0.25", "--batch-size", "8",
+            "--seed", "3", "--out", s(out),
+        ];
+        let all: Vec<&str> = [&args[..], &TINY[..], extra].concat();
+        let o = pixelcnn(&f.root, &all);
+        assert!(o.status.success(), "pixelcnn {} failed:\n{}", all.join(" "), stderr(&o));
+        stderr(&o)
+    };
+    // The default keeps an average: each epoch logs the validation NLL of both, and the checkpoint keeps it.
+    let avg = f.root.join("avg");
+    train(&avg, &["--epochs", "2"]);
+    for m in metrics_lines(&avg) {
+        let (raw, ema) = (m["val_nll"].as_f64(), m["val_nll_ema"].as_f64());
+        assert!(raw.is_some() && ema.is_some(), "{m}");
+        assert_ne!(raw, ema, "the average should differ from the parameters: {m}");
+    }
+    let ck = load(&avg.join("last.safetensors"));
+    let (state, adam) = ck.train.clone().unwrap();
+    assert_eq!(state.adam.ema_decay, pixelcnn::train::DEFAULT_EMA);
+    assert!(adam.ema.is_some() && ck.averaged(false));
+    // --ema 0: no average, no such field.
+    let plain = f.root.join("plain");
+    train(&plain, &["--epochs", "1", "--ema", "0"]);
+    assert!(metrics_lines(&plain).iter().all(|m| m.get("val_nll_ema").is_none()));
+    assert!(!load(&plain.join("last.safetensors")).averaged(false));
+    // Resuming that run with --ema starts an average at its parameters.
+    let err = train(
+        &plain,
+        &[
+            "--resume",
+            s(&plain.join("last.safetensors")),
+            "--epochs",
+            "2",
+            "--ema",
+            "0.99",
+        ],
+    );
+    assert!(err.contains("averaging them from step"), "{err}");
+    assert!(load(&plain.join("last.safetensors")).averaged(false));
+    // In place, the learning rate is the run's own; a branch may set its own schedule from where it starts.
+    let last = avg.join("last.safetensors");
+    let err = fails(
+        &f.root,
+        &[
+            &[
+                "train",
+                "--device",
+                "cpu",
+                "--data",
+                s(&f.idx),
+                "--resume",
+                s(&last),
+                "--epochs",
+                "3",
+                "--lr",
+                "0.002",
+            ][..],
+            &TINY[..],
+        ]
+        .concat(),
+    );
+    assert!(err.contains("--lr") && err.contains("branch"), "{err}");
+    let branch = f.root.join("branch");
+    let err = train(
+        &branch,
+        &[
+            "--resume",
+            s(&last),
+            "--epochs",
+            "4",
+            "--lr",
+            "0.002",
+            "--lr-decay",
+            "0.5",
+        ],
+    );
+    assert!(err.contains("branching"), "{err}");
+    let lines = metrics_lines(&branch);
+    let lr_of = |e: u64| {
+        lines
+            .iter()
+            .find(|m| m["epoch"] == e)
+            .map(|m| m["lr"].as_f64().unwrap())
+    };
+    assert_eq!(lr_of(3), Some(0.002), "{lines:?}");
+    assert_eq!(lr_of(4), Some(0.001), "{lines:?}");
+    assert_eq!(load(&branch.join("last.safetensors")).train.unwrap().0.lr_epoch0, 2);
+    // The original run is untouched by its branch.
+    assert_eq!(metrics_lines(&avg).len(), 2);
+}

@@ -26,7 +26,8 @@ pub struct TrainArgs {
     #[arg(long, value_parser = parse_lr_decay)]
     lr_decay: Option<f64>,
     /// Keep a Polyak average of the parameters (an exponential moving average with this decay per step, updated on
-    /// the GPU after each Adam step), as published PixelCNNs do: eval, sample, complete and export use it. Each
+    /// the GPU after each Adam step), as published PixelCNNs do: eval, sample, complete, score, receptive-field and
+    /// export use it. Each
     /// epoch's metrics give the validation NLL of both. Default 0.9995 (openai/pixel-cnn's); 0 turns it off. With
     /// --resume of a run that kept none, the average starts at the resumed parameters.
     #[arg(long, value_parser = parse_ema)]

@@ -237,7 +237,7 @@ enum Method {
 struct Batch<'a> {
     model: &'a GpuModel,
     method: Method,
-    /// Images per position (padded to 16) for the incremental methods; the image count for the naive one.
+    /// Images per position (the incremental methods) or images (the naive one).
     rows: usize,
     count: usize,
     key: u32,
