@@ -48,6 +48,10 @@ pub struct TrainState {
     /// NEW` with `--lr` or `--lr-decay`) set a schedule of its own.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub lr_epoch0: usize,
+    /// The step at which the Polyak average started (0, or the step where `--resume … --ema` started one): it has
+    /// averaged `step − ema_start` updates.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub ema_start: u64,
     /// The last record the run appended to `metrics.jsonl` before this checkpoint (the record of the epoch this
     /// checkpoint ends, at an epoch's end): a resume re-appends it if a crash between the save and the append lost it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,6 +63,10 @@ fn no_decay() -> f64 {
 }
 
 fn is_zero(x: &usize) -> bool {
+    *x == 0
+}
+
+fn is_zero_u64(x: &u64) -> bool {
     *x == 0
 }
 
@@ -98,6 +106,9 @@ impl TrainState {
     /// data; [`TrainState::check_against_data`] does the rest). `file` names the checkpoint in errors.
     pub fn validate(&self, file: &str) -> Result<()> {
         let bad = |what: String| anyhow!("{file}: train_state has {what}; the checkpoint is damaged or was edited");
+        if self.ema_start > self.step {
+            return Err(bad(format!("ema_start {} past the step {}", self.ema_start, self.step)));
+        }
         if self.lr_epoch0 > self.epoch {
             return Err(bad(format!(
                 "lr_epoch0 {} past the epoch in progress {}",
@@ -195,19 +206,29 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// The weights a model uses: the Polyak average of the parameters when this training checkpoint keeps one
-    /// (what eval, sample, complete, score, receptive-field and export use by default), else, or with `raw`, the
-    /// parameters themselves.
+    /// The weights a model uses: the Polyak average of the parameters when this training checkpoint keeps one that
+    /// has averaged at least one time constant, 1 / (1 − decay) updates (what eval, sample, complete, score,
+    /// receptive-field and export use by default: a younger average still leans on the parameters it started
+    /// from); else, or with `raw`, the parameters themselves.
     pub fn weights(&self, raw: bool) -> &[f32] {
         match self.train.as_ref().and_then(|(_, adam)| adam.ema.as_deref()) {
-            Some(ema) if !raw => ema,
+            Some(ema) if self.averaged(raw) => ema,
             _ => &self.params,
         }
     }
 
     /// Whether [`Checkpoint::weights`] gives the average.
     pub fn averaged(&self, raw: bool) -> bool {
-        !raw && self.train.as_ref().is_some_and(|(_, adam)| adam.ema.is_some())
+        !raw && self.average_updates().is_some_and(|(n, needed)| n >= needed)
+    }
+
+    /// Updates the Polyak average has taken and the number it needs to count (one time constant), when the
+    /// checkpoint keeps one.
+    pub fn average_updates(&self) -> Option<(u64, u64)> {
+        let (state, adam) = self.train.as_ref()?;
+        adam.ema.as_ref()?;
+        let needed = (1.0 / (1.0 - state.adam.ema_decay)).round() as u64;
+        Some((state.step.saturating_sub(state.ema_start), needed))
     }
 }
 

@@ -469,6 +469,7 @@ pub fn fresh_state(opts: &TrainOptions) -> TrainState {
         lr_decay: opts.lr_decay,
         last_record: None,
         lr_epoch0: 0,
+        ema_start: 0,
     };
     if let Some(p) = &opts.data {
         state.set_data_path(p);
@@ -1140,6 +1141,7 @@ fn resume_options(req: &RunRequest, path: &Path) -> Result<(TrainOptions, Option
             state.step
         );
         state.adam.ema_decay = e;
+        state.ema_start = state.step;
         adam.ema = Some(ck.params.clone());
     }
     let opts = TrainOptions {

@@ -124,6 +124,7 @@ fn train_state(net: &Network, seed: u64) -> (TrainState, AdamState) {
         lr_decay: 0.9,
         last_record: None,
         lr_epoch0: 0,
+        ema_start: 0,
     };
     let mut adam = AdamState::new(net.param_len());
     perturb(net, &mut adam.m, seed + 1, 1e-2);
@@ -169,8 +170,9 @@ fn round_trip(config: Config) {
     assert!(loaded_adam.ema.is_none(), "an average appeared from nowhere");
 
     // With the parameters' Polyak average: kept bit for bit under `train.ema.*`, and the weights a model uses.
+    // A decay of 0.9 counts after 10 updates.
     let mut state_ema = state.clone();
-    state_ema.adam.ema_decay = 0.9995;
+    state_ema.adam.ema_decay = 0.9;
     let mut adam_ema = adam.clone();
     let average = random_params(&net, 7);
     adam_ema.ema = Some(average.clone());
@@ -187,8 +189,16 @@ fn round_trip(config: Config) {
         "--raw-weights gives the parameters"
     );
     assert!(loaded.averaged(false) && !loaded.averaged(true));
+    // An average younger than its time constant (0.9995: 2,000 updates) leaves the parameters in use.
+    let mut young = state_ema.clone();
+    young.adam.ema_decay = 0.9995;
+    young.ema_start = young.step - 100;
+    let bytes = checkpoint::to_bytes(&net, &params, Some((&young, &adam_ema))).unwrap();
+    let y = checkpoint::from_bytes(&bytes, FILE).unwrap();
+    assert_eq!(y.average_updates(), Some((100, 2000)));
+    assert!(!y.averaged(false) && bits(y.weights(false)) == bits(&params));
     let (s2, a2) = loaded.train.expect("training state lost");
-    assert_eq!(s2.adam.ema_decay, 0.9995);
+    assert_eq!(s2.adam.ema_decay, 0.9);
     assert_eq!(bits(&a2.ema.expect("average lost")), bits(&average));
     // A training state that says the run keeps an average, without its tensors (and the reverse), is refused.
     for (st, ad, what) in [(&state_ema, &adam, "lacks"), (&state, &adam_ema, "holds")] {

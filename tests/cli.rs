@@ -806,7 +806,15 @@ fn train_reports_missing_data_helpfully() {
 #[test]
 fn export_strips_training_state() {
     let f = fixture();
-    let ck = tiny_checkpoint(&f);
+    // An average of decay 0.5 counts after 2 updates; this run takes 4.
+    let run = f.root.join("ema");
+    let ck = run.join("last.safetensors");
+    #[rustfmt::skip]
+    let args = [
+        "train", "--device", "cpu", "--data", s(&f.idx), "--val-split", "0.25", "--batch-size", "8",
+        "--steps", "4", "--seed", "5", "--ema", "0.5", "--out", s(&run),
+    ];
+    ok(&f.root, &[&args[..], &TINY[..]].concat());
     let exported = f.root.join("model.safetensors");
     ok(&f.root, &["export", s(&ck), "--out", s(&exported)]);
     let (full, model) = (load(&ck), load(&exported));
@@ -2905,7 +2913,12 @@ fn polyak_average_is_kept_logged_and_branches_set_their_own_schedule() {
     let ck = load(&avg.join("last.safetensors"));
     let (state, adam) = ck.train.clone().unwrap();
     assert_eq!(state.adam.ema_decay, pixelcnn::train::DEFAULT_EMA);
-    assert!(adam.ema.is_some() && ck.averaged(false));
+    // Eight updates are too few for 0.9995's average to count: the parameters stay in use until 2,000.
+    assert!(adam.ema.is_some() && !ck.averaged(false));
+    assert_eq!(ck.average_updates(), Some((8, 2000)));
+    let short = f.root.join("short");
+    train(&short, &["--epochs", "2", "--ema", "0.5"]);
+    assert!(load(&short.join("last.safetensors")).averaged(false));
     // --ema 0: no average, no such field.
     let plain = f.root.join("plain");
     train(&plain, &["--epochs", "1", "--ema", "0"]);
@@ -2920,11 +2933,15 @@ fn polyak_average_is_kept_logged_and_branches_set_their_own_schedule() {
             "--epochs",
             "2",
             "--ema",
-            "0.99",
+            "0.5",
         ],
     );
     assert!(err.contains("averaging them from step"), "{err}");
-    assert!(load(&plain.join("last.safetensors")).averaged(false));
+    // It counts its own updates, from where it started.
+    let resumed = load(&plain.join("last.safetensors"));
+    assert_eq!(resumed.train.as_ref().unwrap().0.ema_start, 4);
+    assert_eq!(resumed.average_updates(), Some((4, 2)));
+    assert!(resumed.averaged(false));
     // In place, the learning rate is the run's own; a branch may set its own schedule from where it starts.
     let last = avg.join("last.safetensors");
     let err = fails(

@@ -297,6 +297,7 @@ fn checkpoint_bytes(gated: bool) -> Vec<u8> {
         lr_decay: 1.0,
         last_record: None,
         lr_epoch0: 0,
+        ema_start: 0,
     };
     let adam = pixelcnn::cpu::AdamState::new(net.param_len());
     pixelcnn::checkpoint::to_bytes(&net, &params, Some((&state, &adam))).unwrap()
