@@ -73,7 +73,7 @@ if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
     step torch_sample 60 python3 "$ref" --device cuda --json bench-sample --wait-quiet 0 --batches 64 --full 64
 else
     [ -f "$ref" ] || torch_note="skipped: no PyTorch reference at $ref"
-    for n in torch_train_tf32 torch_train_fp32 torch_sample; do skip "$n" "$torch_note"; done
+    for n in torch_train_tf32 torch_train_fp32 torch_sample; do skip "$n" "${torch_note#skipped: }"; done
 fi
 
 # The seed's recipe for the time that is left: train (SIGTERM at the deadline saves and stops), then the last
