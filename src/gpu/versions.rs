@@ -72,11 +72,16 @@ fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
 }
 
 impl Tuning {
-    fn from_env(software: bool) -> Tuning {
+    /// The tiles for a device with fixed subgroups of `subgroup` (the raster kernels' lanes): measured best on
+    /// lavapipe (8 lanes); smaller elsewhere, because SwiftShader's shader compiler (4 lanes) exhausts 24 GiB of
+    /// memory on the unrolled register tiles of TM = 8, TN = 16, TI = 32, and still 10 GiB at TI = 16 (0.35 GiB
+    /// at TM = 4, TN = 8, TI = 8).
+    fn from_env(software: bool, subgroup: Option<u32>) -> Tuning {
+        let (tm, tn, ti) = if subgroup == Some(8) { (8, 16, 32) } else { (4, 8, 8) };
         Tuning {
-            conv_tm: env("PIXELCNN_CONV_TM").unwrap_or(8).clamp(1, 16),
-            conv_tn: env("PIXELCNN_CONV_TN").unwrap_or(16).clamp(1, 32),
-            wgrad_ti: env("PIXELCNN_WGRAD_TI").unwrap_or(32).clamp(1, 64),
+            conv_tm: env("PIXELCNN_CONV_TM").unwrap_or(tm).clamp(1, 16),
+            conv_tn: env("PIXELCNN_CONV_TN").unwrap_or(tn).clamp(1, 32),
+            wgrad_ti: env("PIXELCNN_WGRAD_TI").unwrap_or(ti).clamp(1, 64),
             wgrad_tn: env("PIXELCNN_WGRAD_TN").unwrap_or(2).clamp(1, 8),
             wgrad_chunk: env("PIXELCNN_WGRAD_CHUNK").unwrap_or(1568).clamp(16, 1 << 20),
             sampler_devices: if software {
@@ -154,7 +159,7 @@ impl KernelChoice {
             pixel,
             subgroup: sg.filter(|_| conv == ConvVersion::Raster),
             reason,
-            tuning: Tuning::from_env(facts.software),
+            tuning: Tuning::from_env(facts.software, sg),
         })
     }
 
