@@ -170,8 +170,10 @@ pub fn bench_sample(
     peak: Option<f64>,
     profile: bool,
 ) -> Result<SampleBench> {
+    // The peak is measured on a device of its own: the sampler's devices may run without worker pools (see
+    // `Tuning::sampler_inline`), and the adapter's peak is what all its threads can do.
+    let peak = peak_of(&Gpu::new()?, peak)?;
     let sampler = Sampler::new(net, params)?;
-    let peak = peak_of(sampler.first().0, peak)?;
     let labels = synthetic_labels(count);
     let spec = SampleSpec {
         count,

@@ -41,7 +41,8 @@ pub struct SampleRequest<'a> {
 /// the same adapter, sampled in parallel threads: lavapipe runs each device's dispatches through its own queue
 /// thread and worker pool, and a single device spends much of every small dispatch handing it to its workers and
 /// back; two devices overlap those hand-offs with each other's work (64 default-model images on the 2-core VM:
-/// 3.6–4.4 s on one device, 2.3–3.1 s on two). Elsewhere there is one device.
+/// 3.6–4.4 s on one device, 2.3–3.1 s on two). Elsewhere there is one device. On llvmpipe the devices also run
+/// their dispatches inline, on the sampling threads, without worker pools (see `Tuning::sampler_inline`).
 pub struct Sampler {
     streams: Vec<(Gpu, GpuModel)>,
 }
@@ -49,18 +50,36 @@ pub struct Sampler {
 impl Sampler {
     /// Opens the adapter (more than once on CPU rasterisers) and uploads the model to each device.
     pub fn new(net: &Network, params: &[f32]) -> Result<Sampler> {
-        let gpu = Gpu::new()?;
-        let devices = gpu.kernels.tuning.sampler_devices;
-        let model = GpuModel::new(&gpu, net, params)?;
-        let mut streams = vec![(gpu, model)];
-        for _ in 1..devices {
-            let gpu = Gpu::new()?;
-            if gpu.info.name != streams[0].0.info.name {
-                break;
-            }
-            let model = GpuModel::new(&gpu, net, params)?;
-            streams.push((gpu, model));
+        let first = Gpu::new()?;
+        let tuning = first.kernels.tuning;
+        if tuning.sampler_inline && std::env::var_os("LP_NUM_THREADS").is_none() {
+            // llvmpipe sizes a device's worker pool from LP_NUM_THREADS when the device is created: the sampler's
+            // devices are reopened with it set to 0, before any sampling thread starts, and it is removed at once
+            // so that devices opened later (by the caller) keep their pools.
+            drop(first);
+            std::env::set_var("LP_NUM_THREADS", "0");
+            let devices: Result<Vec<Gpu>> = (0..tuning.sampler_devices).map(|_| Gpu::new()).collect();
+            std::env::remove_var("LP_NUM_THREADS");
+            return Self::upload(devices?, net, params);
         }
+        let mut devices = vec![first];
+        for _ in 1..tuning.sampler_devices {
+            devices.push(Gpu::new()?);
+        }
+        Self::upload(devices, net, params)
+    }
+
+    /// Uploads the model to each device of the same adapter as the first.
+    fn upload(devices: Vec<Gpu>, net: &Network, params: &[f32]) -> Result<Sampler> {
+        let name = devices[0].info.name.clone();
+        let streams = devices
+            .into_iter()
+            .filter(|gpu| gpu.info.name == name)
+            .map(|gpu| {
+                let model = GpuModel::new(&gpu, net, params)?;
+                Ok((gpu, model))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Sampler { streams })
     }
 
