@@ -6,7 +6,10 @@ reports its test accuracy, then has a model sample N images of every class (`pix
 --save-each`) and of a draw without --class, and reports how often the classifier names each class's samples as
 that class (chance: 10%), and how confidently and how evenly it classifies the draw without --class.
 
-    scripts/judge-samples.py [--checkpoint PATH] [--count N] [--seed S] [--data DIR] [--bin PATH] [--unconditional OLD.safetensors]
+    scripts/judge-samples.py [--checkpoint PATH] [--count N] [--seed S] [--temperature T] [--data DIR] [--bin PATH]
+                             [--unconditional OLD.safetensors]
+
+`--temperature T` samples at temperature T (`pixelcnn sample --temperature`; 1 draws from the model as it is).
 
 Needs python3 with torch, numpy and pillow, the IDX files and a built binary. The classifier is trained with a fixed seed
 (2 epochs, about a minute on 2 cores).
@@ -23,6 +26,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--checkpoint", default=os.path.join(here, "assets", "pixelcnn.safetensors"))
 ap.add_argument("--count", type=int, default=50, help="samples per class")
 ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (1: the model as it is)")
 ap.add_argument("--data", default=os.environ.get("PIXELCNN_DATA", os.path.join(here, "..", "shared", "data", "fashion-mnist")))
 ap.add_argument("--bin", default=os.path.join(here, "target", "release", "pixelcnn"))
 ap.add_argument("--unconditional", help="also judge this unconditional checkpoint's samples by their predicted classes")
@@ -62,13 +66,14 @@ print(f"classifier: test accuracy {acc:.3f} on the 10,000 binarized test images"
 def sample(checkpoint, extra):
     d = tempfile.mkdtemp()
     subprocess.run([args.bin, "sample", "--checkpoint", checkpoint, "--seed", str(args.seed), "--save-each", d,
-                    "--out", os.path.join(d, "grid.png")] + extra, check=True, capture_output=True)
+                    "--temperature", str(args.temperature), "--out", os.path.join(d, "grid.png")] + extra,
+                   check=True, capture_output=True)
     from PIL import Image
     files = sorted(f for f in os.listdir(d) if f.startswith("sample_"))
     x = np.stack([np.asarray(Image.open(os.path.join(d, f)).convert("L").resize((28, 28), Image.NEAREST)) for f in files])
     return torch.tensor(x[:, None] >= 128, dtype=torch.float32)
 
-result = {"classifier_test_accuracy": acc, "samples_per_class": args.count}
+result = {"classifier_test_accuracy": acc, "samples_per_class": args.count, "temperature": args.temperature}
 with torch.no_grad():
     x = sample(args.checkpoint, ["--class", "all", "--count", str(args.count)])
     pred = net(x).argmax(1).reshape(10, args.count)
