@@ -121,7 +121,8 @@ enum Command {
     /// Test NLL of baselines fitted on the training split: a constant p, independent per-pixel Bernoullis, and a
     /// count table over each pixel's 6 causal neighbours.
     Baselines(BaselinesArgs),
-    /// Draw the training curve (train and val NLL per epoch) from a run's metrics.jsonl into a PNG.
+    /// Draw the training curve (train and val NLL per epoch, and the Polyak average's val NLL when logged) from a
+    /// run's metrics.jsonl into a PNG.
     Plot(PlotArgs),
     /// Write a model-only copy of a checkpoint (no optimizer state), e.g. to ship it.
     Export(ExportArgs),

@@ -1,4 +1,5 @@
-//! Training curves: reads `metrics.jsonl` and draws train / validation NLL per epoch as a PNG.
+//! Training curves: reads `metrics.jsonl` and draws train / validation NLL per epoch as a PNG, with the validation
+//! NLL of the Polyak-averaged weights (`train --ema`) where the run logged it.
 //!
 //! Text is drawn with plotters' `ab_glyph` feature and an embedded DejaVu Sans, so plotting needs no system
 //! fonts and looks the same on every machine.
@@ -31,6 +32,9 @@ pub struct EpochMetrics {
     pub train_bpd: Option<f64>,
     #[serde(default)]
     pub val_bpd: Option<f64>,
+    /// Validation NLL of the Polyak-averaged weights (`train --ema`), from the epoch the average was in use.
+    #[serde(default)]
+    pub val_nll_ema: Option<f64>,
 }
 
 /// Reads `metrics.jsonl`: one JSON object per line, blank lines skipped. The file must be a regular file (a FIFO or
@@ -73,7 +77,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
     Ok(metrics)
 }
 
-/// Draws train and validation NLL (nats/image) against epoch, with points, legend, axis labels and `title`,
+/// Draws train and validation NLL (nats/image) against epoch, and the averaged weights' validation NLL for the
+/// epochs that logged one, with points, legend, axis labels and `title`,
 /// and writes it atomically as an 800x500 image in the format `out`'s extension names (`.png`, `.jpg`, ...).
 ///
 /// If an epoch appears more than once (a resumed run re-logs it), the later record wins. Non-finite values
@@ -85,7 +90,8 @@ pub fn plot_training_curve(metrics: &[EpochMetrics], out: &Path, title: &str) ->
     let by_epoch: BTreeMap<u32, &EpochMetrics> = metrics.iter().map(|m| (m.epoch, m)).collect();
     let train: Vec<(u32, f64)> = finite_points(&by_epoch, |m| m.train_nll);
     let val: Vec<(u32, f64)> = finite_points(&by_epoch, |m| m.val_nll);
-    let (y_min, y_max) = value_range(train.iter().chain(&val).map(|&(_, y)| y))
+    let averaged: Vec<(u32, f64)> = finite_points(&by_epoch, |m| m.val_nll_ema.unwrap_or(f64::NAN));
+    let (y_min, y_max) = value_range(train.iter().chain(&val).chain(&averaged).map(|&(_, y)| y))
         .ok_or_else(|| anyhow!("no finite NLL values to plot for {}", out.display()))?;
 
     // Safe to unwrap: by_epoch is non-empty because metrics is.
@@ -101,16 +107,22 @@ pub fn plot_training_curve(metrics: &[EpochMetrics], out: &Path, title: &str) ->
     ensure_font_registered()?;
     let (width, height) = PLOT_SIZE;
     let mut rgb = vec![0u8; width as usize * height as usize * 3];
-    draw_chart(&mut rgb, title, (x_min, x_max), (y_min, y_max), &train, &val)
+    let curves = [
+        (&train[..], TRAIN_COLOUR, "train"),
+        (&val[..], VAL_COLOUR, "validation"),
+        (&averaged[..], AVERAGE_COLOUR, "validation, Polyak average"),
+    ];
+    draw_chart(&mut rgb, title, (x_min, x_max), (y_min, y_max), &curves)
         .map_err(|e| anyhow!("drawing training curve {}: {e}", out.display()))?;
 
     let image = image::RgbImage::from_raw(width, height, rgb).context("plot buffer has the wrong size")?;
     crate::util::write_image(out, image.into())
 }
 
-/// The two curves' colours: colour-blind safe blue and orange.
+/// The curves' colours: colour-blind safe blue, orange and bluish green (Okabe–Ito).
 const TRAIN_COLOUR: RGBColor = RGBColor(0, 114, 178);
 const VAL_COLOUR: RGBColor = RGBColor(230, 159, 0);
+const AVERAGE_COLOUR: RGBColor = RGBColor(0, 158, 115);
 
 /// Draws the chart into `rgb` (PLOT_SIZE, 3 bytes per pixel).
 fn draw_chart(
@@ -118,8 +130,7 @@ fn draw_chart(
     title: &str,
     x_range: (u32, u32),
     y_range: (f64, f64),
-    train: &[(u32, f64)],
-    val: &[(u32, f64)],
+    curves: &[(&[(u32, f64)], RGBColor, &str)],
 ) -> Result<(), Box<dyn std::error::Error>> {
     // Enough decimals to tell the ~10 y ticks apart, no more: NLLs in the hundreds need none.
     let tick_step = (y_range.1 - y_range.0) / 10.0;
@@ -146,7 +157,8 @@ fn draw_chart(
         .light_line_style(RGBColor(238, 238, 238))
         .draw()?;
 
-    for (points, colour, label) in [(train, TRAIN_COLOUR, "train"), (val, VAL_COLOUR, "validation")] {
+    // A curve without points (a run without an average) gets no legend entry either.
+    for &(points, colour, label) in curves.iter().filter(|(points, _, _)| !points.is_empty()) {
         chart
             .draw_series(LineSeries::new(points.iter().copied(), colour.filled().stroke_width(2)).point_size(3))?
             .label(label)
@@ -209,6 +221,7 @@ mod tests {
                 val_nll,
                 train_bpd: None,
                 val_bpd: None,
+                val_nll_ema: None,
             })
             .collect()
     }
@@ -224,11 +237,25 @@ mod tests {
         let rgb = image.to_rgb8();
         let has = |c: RGBColor| rgb.pixels().any(|p| p.0 == [c.0, c.1, c.2]);
         assert!(has(TRAIN_COLOUR) && has(VAL_COLOUR));
+        assert!(!has(AVERAGE_COLOUR), "a run without an average draws no average curve");
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "no temp files may be left behind: {names:?}");
+    }
+
+    #[test]
+    fn the_average_is_drawn_for_the_epochs_that_logged_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("curve.png");
+        let mut metrics = fake_metrics();
+        metrics[1].val_nll_ema = Some(221.0);
+        metrics[2].val_nll_ema = Some(209.0);
+        plot_training_curve(&metrics, &out, "averaged").unwrap();
+        let rgb = image::open(&out).unwrap().to_rgb8();
+        let has = |c: RGBColor| rgb.pixels().any(|p| p.0 == [c.0, c.1, c.2]);
+        assert!(has(TRAIN_COLOUR) && has(VAL_COLOUR) && has(AVERAGE_COLOUR));
     }
 
     #[test]
