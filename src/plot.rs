@@ -119,6 +119,9 @@ pub fn plot_training_curve(metrics: &[EpochMetrics], out: &Path, title: &str) ->
     crate::util::write_image(out, image.into())
 }
 
+/// One curve: its (epoch, NLL) points, colour and legend label.
+type Curve<'a> = (&'a [(u32, f64)], RGBColor, &'a str);
+
 /// The curves' colours: colour-blind safe blue, orange and bluish green (Okabe–Ito).
 const TRAIN_COLOUR: RGBColor = RGBColor(0, 114, 178);
 const VAL_COLOUR: RGBColor = RGBColor(230, 159, 0);
@@ -130,7 +133,7 @@ fn draw_chart(
     title: &str,
     x_range: (u32, u32),
     y_range: (f64, f64),
-    curves: &[(&[(u32, f64)], RGBColor, &str)],
+    curves: &[Curve],
 ) -> Result<(), Box<dyn std::error::Error>> {
     // Enough decimals to tell the ~10 y ticks apart, no more: NLLs in the hundreds need none.
     let tick_step = (y_range.1 - y_range.0) / 10.0;
