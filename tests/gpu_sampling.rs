@@ -167,7 +167,12 @@ fn sampler_split_over_devices_equals_one_device() {
         temperature: 1.0,
     };
     let req = request(spec, false);
+    let user_threads = || std::env::var_os("LP_NUM_THREADS").filter(|v| !v.is_empty());
+    let before = user_threads();
     let sampler = Sampler::new(&net, &params).unwrap();
+    // On llvmpipe the sampler's devices open with LP_NUM_THREADS=0 (no worker pools); devices opened later must
+    // keep theirs, and a user's own setting is left alone.
+    assert_eq!(user_threads(), before, "the sampler leaves LP_NUM_THREADS as it found it");
     if gpu.is_software() {
         assert!(sampler.devices() >= 2, "CPU rasterisers sample on several devices");
     }

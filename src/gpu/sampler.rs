@@ -52,14 +52,18 @@ impl Sampler {
     pub fn new(net: &Network, params: &[f32]) -> Result<Sampler> {
         let first = Gpu::new()?;
         let tuning = first.kernels.tuning;
-        if tuning.sampler_inline && std::env::var_os("LP_NUM_THREADS").is_none() {
-            // llvmpipe sizes a device's worker pool from LP_NUM_THREADS when the device is created: the sampler's
-            // devices are reopened with it set to 0, before any sampling thread starts, and it is removed at once
-            // so that devices opened later (by the caller) keep their pools.
+        let user_set = std::env::var_os("LP_NUM_THREADS").is_some_and(|v| !v.is_empty());
+        if tuning.sampler_inline && !user_set {
+            // llvmpipe sizes a device's worker pool from LP_NUM_THREADS when the device opens, and takes a value
+            // without digits as unset. The sampler's devices open with "0"; then the variable is set to "", not
+            // removed, so that devices opened later keep their pools: overwriting a variable swaps one pointer in
+            // the environment, where removing it and adding it again may move the environment's array under
+            // another thread's getenv (Mesa reads its options on every thread that opens a device, and the tests
+            // open devices in parallel).
             drop(first);
             std::env::set_var("LP_NUM_THREADS", "0");
             let devices: Result<Vec<Gpu>> = (0..tuning.sampler_devices).map(|_| Gpu::new()).collect();
-            std::env::remove_var("LP_NUM_THREADS");
+            std::env::set_var("LP_NUM_THREADS", "");
             return Self::upload(devices?, net, params);
         }
         let mut devices = vec![first];

@@ -71,10 +71,10 @@ pub struct Tuning {
     /// Devices the sampler splits its images over on a CPU rasteriser (`PIXELCNN_SAMPLER_DEVICES`).
     pub sampler_devices: usize,
     /// Whether the sampler's devices run their dispatches on the thread that submits them rather than on a
-    /// worker pool (llvmpipe's `LP_NUM_THREADS=0`, applied to the sampler's devices only; `PIXELCNN_SAMPLER_INLINE`
-    /// = 0 or 1). With two devices in two threads both cores stay busy either way, and the sampler's many small
-    /// dispatches skip the hand-off to the workers and back (64 default-model images on the 2-core VM: 1.14–1.30 s
-    /// with worker pools, 0.95–0.98 s inline).
+    /// worker pool (llvmpipe's `LP_NUM_THREADS=0`, applied to the sampler's devices only, unless the user set
+    /// `LP_NUM_THREADS`; `PIXELCNN_SAMPLER_INLINE` = 0 or 1). With two devices in two threads both cores stay
+    /// busy either way, and the sampler's many small dispatches skip the hand-off to the workers and back (64
+    /// default-model images on the 2-core VM: 1.14–1.30 s with worker pools, 0.95–0.98 s inline).
     pub sampler_inline: bool,
 }
 
