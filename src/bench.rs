@@ -137,6 +137,8 @@ pub struct SampleBench {
     pub model: String,
     /// Devices the sampler split the images over (more than one on CPU rasterisers; see `gpu::sampler::Sampler`).
     pub devices: usize,
+    /// The devices ran their dispatches on the sampling threads, without worker pools (llvmpipe).
+    pub devices_inline: bool,
     pub count: usize,
     pub incremental_seconds: f64,
     /// The incremental sampler on the first device alone.
@@ -224,6 +226,7 @@ pub fn bench_sample(
         kernels: gpu.kernels.clone(),
         model: net.config.describe(),
         devices: sampler.devices(),
+        devices_inline: sampler.inline(),
         count,
         incremental_seconds: incremental,
         incremental_one_device_seconds: one_device,

@@ -221,10 +221,11 @@ fn print_sample(r: &SampleBench) {
         print_profile("kernel (one image row, one device, dispatch by dispatch)", lines);
     }
     println!(
-        "{} ({} device{}, kernels {}): {} images, {}: incremental {:.3} s = {:.2} GFLOP/s, {:.1}% of the {:.1} GFLOP/s peak (one device {:.3} s, {:.2} dispatches/pixel), naive {:.1} s{}, speedup {:.0}×",
+        "{} ({} device{}{}, kernels {}): {} images, {}: incremental {:.3} s = {:.2} GFLOP/s, {:.1}% of the {:.1} GFLOP/s peak (one device {:.3} s, {:.2} dispatches/pixel), naive {:.1} s{}, speedup {:.0}×",
         r.adapter,
         r.devices,
         if r.devices == 1 { "" } else { "s" },
+        if r.devices_inline { " without worker pools" } else { "" },
         r.kernels.describe(),
         r.count,
         r.model,

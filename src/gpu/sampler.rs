@@ -45,6 +45,8 @@ pub struct SampleRequest<'a> {
 /// their dispatches inline, on the sampling threads, without worker pools (see `Tuning::sampler_inline`).
 pub struct Sampler {
     streams: Vec<(Gpu, GpuModel)>,
+    /// The devices were opened without worker pools (see `Tuning::sampler_inline`).
+    inline: bool,
 }
 
 impl Sampler {
@@ -64,17 +66,17 @@ impl Sampler {
             std::env::set_var("LP_NUM_THREADS", "0");
             let devices: Result<Vec<Gpu>> = (0..tuning.sampler_devices).map(|_| Gpu::new()).collect();
             std::env::set_var("LP_NUM_THREADS", "");
-            return Self::upload(devices?, net, params);
+            return Self::upload(devices?, net, params, true);
         }
         let mut devices = vec![first];
         for _ in 1..tuning.sampler_devices {
             devices.push(Gpu::new()?);
         }
-        Self::upload(devices, net, params)
+        Self::upload(devices, net, params, false)
     }
 
     /// Uploads the model to each device of the same adapter as the first.
-    fn upload(devices: Vec<Gpu>, net: &Network, params: &[f32]) -> Result<Sampler> {
+    fn upload(devices: Vec<Gpu>, net: &Network, params: &[f32], inline: bool) -> Result<Sampler> {
         let name = devices[0].info.name.clone();
         let streams = devices
             .into_iter()
@@ -84,7 +86,7 @@ impl Sampler {
                 Ok((gpu, model))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Sampler { streams })
+        Ok(Sampler { streams, inline })
     }
 
     /// The first device and its model.
@@ -98,6 +100,11 @@ impl Sampler {
 
     pub fn devices(&self) -> usize {
         self.streams.len()
+    }
+
+    /// Whether the devices run their dispatches on the sampling threads, without worker pools.
+    pub fn inline(&self) -> bool {
+        self.inline
     }
 
     /// The images each device samples: see [`split_images`].
