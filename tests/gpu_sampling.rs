@@ -172,7 +172,11 @@ fn sampler_split_over_devices_equals_one_device() {
     let sampler = Sampler::new(&net, &params).unwrap();
     // On llvmpipe the sampler's devices open with LP_NUM_THREADS=0 (no worker pools); devices opened later must
     // keep theirs, and a user's own setting is left alone.
-    assert_eq!(user_threads(), before, "the sampler leaves LP_NUM_THREADS as it found it");
+    assert_eq!(
+        user_threads(),
+        before,
+        "the sampler leaves LP_NUM_THREADS as it found it"
+    );
     if gpu.is_software() {
         assert!(sampler.devices() >= 2, "CPU rasterisers sample on several devices");
     }
