@@ -7,7 +7,7 @@
 #   scripts/model-report.sh CHECKPOINT [OUT_DIR]      (default OUT_DIR: a fresh folder under /tmp)
 #
 # Needs a release build (target/release/pixelcnn, or $PIXELCNN_BIN), the IDX files ($PIXELCNN_DATA or
-# ../shared/data/fashion-mnist) and python3 with torch, numpy and pillow for the judge. About 10 minutes on the
+# ../shared/data/fashion-mnist) and python3 with torch, numpy and pillow for the judge. About 10–15 minutes on the
 # 2-core VM for the F=64 N=8 conditional model (the marginal needs one pass per class).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,7 +19,9 @@ export PIXELCNN_DATA=${PIXELCNN_DATA:-$here/../shared/data/fashion-mnist}
 [ -x "$bin" ] || { echo "model-report: no binary at $bin (cargo build --release, or set PIXELCNN_BIN)" >&2; exit 2; }
 mkdir -p "$out"
 
+# The judge samples with --class, so only a class-conditional model can be reported.
 "$bin" eval --checkpoint "$ckpt" --json > "$out/eval.json"
+python3 -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1]))["conditional"] else "model-report: " + sys.argv[2] + " is not class-conditional")' "$out/eval.json" "$ckpt"
 for t in 1 0.8; do
     python3 "$here/scripts/judge-samples.py" --checkpoint "$ckpt" --temperature "$t" --bin "$bin" > "$out/judge-T$t.txt"
     tail -n 1 "$out/judge-T$t.txt" > "$out/judge-T$t.json"
@@ -31,8 +33,8 @@ ckpt, out = sys.argv[1], sys.argv[2]
 e = json.load(open(f"{out}/eval.json"))
 j = {t: json.load(open(f"{out}/judge-T{t}.json")) for t in ("1", "0.8")}
 assert e["images"] == 10000, f"eval ran on {e['images']} images, not the whole test set"
-given = f"{e['nll_given_label_nats_per_image']:.2f}" if e.get("conditional") else "—"
-bayes = f"{100 * e['classifier_accuracy']:.1f}%" if e.get("conditional") else "—"
+given = f"{e['nll_given_label_nats_per_image']:.2f}"
+bayes = f"{100 * e['classifier_accuracy']:.1f}%"
 print("| checkpoint | marginal −log p(x), test | −log p(x\\|y), test | Bayes classifier "
       "| `--class K` judged K (T = 1 / 0.8) | classifier score (T = 1 / 0.8) |")
 print("|---|---:|---:|---:|---:|---:|")
