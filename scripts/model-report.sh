@@ -19,9 +19,11 @@ export PIXELCNN_DATA=${PIXELCNN_DATA:-$here/../shared/data/fashion-mnist}
 [ -x "$bin" ] || { echo "model-report: no binary at $bin (cargo build --release, or set PIXELCNN_BIN)" >&2; exit 2; }
 mkdir -p "$out"
 
-# The judge samples with --class, so only a class-conditional model can be reported.
+# The judge samples with --class, so only a class-conditional model can be reported: asked of a one-image eval
+# (a second), before the whole test set's ten minutes.
+"$bin" eval --checkpoint "$ckpt" --limit 1 --json > "$out/probe.json"
+python3 -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1]))["conditional"] else "model-report: " + sys.argv[2] + " is not class-conditional")' "$out/probe.json" "$ckpt"
 "$bin" eval --checkpoint "$ckpt" --json > "$out/eval.json"
-python3 -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1]))["conditional"] else "model-report: " + sys.argv[2] + " is not class-conditional")' "$out/eval.json" "$ckpt"
 for t in 1 0.8; do
     python3 "$here/scripts/judge-samples.py" --checkpoint "$ckpt" --temperature "$t" --bin "$bin" > "$out/judge-T$t.txt"
     tail -n 1 "$out/judge-T$t.txt" > "$out/judge-T$t.json"
