@@ -15,14 +15,10 @@ struct ConvParams {
     cout4: u32,
     tap0: u32,
     n_taps: u32,
-    flags: u32,
-    bias_stride: u32,   // 0: one bias row; cout4: a per-image table
     chunk: u32,         // conv_backward_weight: positions per chunk (a multiple of SG)
     n_chunks: u32,
     loss_scale: f32,    // LOSS: 1 / (images · 784), the gradient of the mean
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> prm: ConvParams;
@@ -49,15 +45,24 @@ struct ConvParams {
 
 const BYTES: u32 = 0u;
 const LOSS: u32 = 0u;
+// What a layer does around its sum is fixed when its pipeline is built, not read from the uniform block, because a
+// CPU rasteriser runs both sides of every branch under an execution mask: a dead `if` around a load or store still
+// costs its loop over the lanes (a runtime flag cost conv_forward 10% on lavapipe). With constants the shader
+// compiler drops the dead code. FLAGS: the FLAG_* bits of this dispatch. BIAS_TABLE: 1 when the bias is a per-image
+// table [images, cout4] (a class-conditional conv), 0 for one row. ORDER: the rows' Geometry order (the host sets
+// it from the same Geometry it passes in the uniform block).
+const FLAGS: u32 = 0u;
+const BIAS_TABLE: u32 = 0u;
+const ORDER: u32 = 0u;
 
 // The accumulators start from the bias (the CPU reference's order), read per image for per-image tables.
 fn bias_of(image: u32, col: u32) -> vec4<f32> {
-    return bias[image * prm.bias_stride + min(col, prm.cout4 - 1u)];
+    return bias[image * BIAS_TABLE * prm.cout4 + min(col, prm.cout4 - 1u)];
 }
 
 fn forward_epilogue(acc: vec4<f32>, col: u32, pos: u32) {
     var v = acc;
-    if ((prm.flags & FLAG_RELU) != 0u) {
+    if ((FLAGS & FLAG_RELU) != 0u) {
         v = max(v, vec4<f32>(0.0));
     }
     let o = pos * prm.cout4 + col;
@@ -66,16 +71,16 @@ fn forward_epilogue(acc: vec4<f32>, col: u32, pos: u32) {
     let z = v.x;
     let x = byte_of(aux_in[pos >> 2u], pos);
     aux_out[pos] = max(z, 0.0) - z * x + log(1.0 + exp(-abs(z)));
-    if ((prm.flags & FLAG_LOSS_GRAD) != 0u) {
+    if ((FLAGS & FLAG_LOSS_GRAD) != 0u) {
         v = vec4<f32>((sigmoid(z) - x) * prm.loss_scale, 0.0, 0.0, 0.0);
     }
     output[o] = v;
 //@}
 //@if !LOSS {
-    if ((prm.flags & FLAG_NO_OUTPUT) == 0u) {
+    if ((FLAGS & FLAG_NO_OUTPUT) == 0u) {
         output[o] = v;
     }
-    if ((prm.flags & FLAG_RESIDUAL) != 0u) {
+    if ((FLAGS & FLAG_RESIDUAL) != 0u) {
         aux_out[o] = v + aux_in[o];
     }
 //@}

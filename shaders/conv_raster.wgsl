@@ -17,7 +17,7 @@
 // Layouts (vec4<f32>, channels padded to multiples of 4 with zeros):
 //   activations [positions, C4];  weight [n_taps · cin4·4 scalar rows, cout4]: row t·cin4·4 + k holds tap t and
 //   input channel k, read in place by every entry (no transposed copy); bias [cout4], or a per-image table
-//   [images, cout4] when bias_stride = cout4. With BYTES the input is the u8 image itself (4 pixels per u32 word,
+//   [images, cout4] when BIAS_TABLE = 1. With BYTES the input is the u8 image itself (4 pixels per u32 word,
 //   cin4 = 1), so batches are uploaded as bytes and never expanded on the host; only channel 0 is live then, and
 //   the kernels skip the three padding channels (their weight rows and gradients stay zero).
 //
@@ -87,8 +87,8 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     var acc_$m_$n = b_$n;
     //@}
     //@}
-    if (prm.bias_stride != 0u) {
-        if (g.order == IMAGE_MAJOR) {
+    if (BIAS_TABLE != 0u) {
+        if (ORDER == IMAGE_MAJOR) {
             //@for n in TN {
             let bl_$n = bias_of(img_${TM-1}, col0 + ${n}u);
             //@for m in TM {
@@ -223,11 +223,11 @@ fn conv_backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
             let o = at_$m + col0 + ${n}u;
             var v = acc_$m_$n;
 //@if !LOSS {
-            if ((prm.flags & FLAG_MASK) != 0u) {
+            if ((FLAGS & FLAG_MASK) != 0u) {
                 v = select(vec4<f32>(0.0), v, aux_in[o] > vec4<f32>(0.0));
             }
 //@}
-            if ((prm.flags & FLAG_ACCUMULATE) != 0u) {
+            if ((FLAGS & FLAG_ACCUMULATE) != 0u) {
                 v += output[o];
             }
             output[o] = v;

@@ -179,11 +179,11 @@ fn conv_backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
             let o = at_$i + col0 + tc + ${j*4}u;
             var v = acc_$i_$j;
 //@if !LOSS {
-            if ((prm.flags & FLAG_MASK) != 0u) {
+            if ((FLAGS & FLAG_MASK) != 0u) {
                 v = select(vec4<f32>(0.0), v, aux_in[o] > vec4<f32>(0.0));
             }
 //@}
-            if ((prm.flags & FLAG_ACCUMULATE) != 0u) {
+            if ((FLAGS & FLAG_ACCUMULATE) != 0u) {
                 v += output[o];
             }
             output[o] = v;

@@ -10,17 +10,22 @@
 //   where z = a, β = b[image · bias_stride] (the class bias, only with FLAG_BIAS), dout = c_in, and o = position ·
 //   c4 + c. The gate's input keeps each half padded to h vec4s (the GPU layout of 2-group activations), so both
 //   halves are whole vec4s.
-// Layouts: vec4<f32> [positions, channels4]. Bindings: 0 uniform EltParams (dynamic offset), 1 a (read), 2 b
+// Layouts: vec4<f32> [positions, channels4]. Bindings: 0 uniform EltParams (dynamic offset; FLAGS is a pipeline constant), 1 a (read), 2 b
 //   (read), 3 out (read_write), 4 c_in (read). Dispatch: one invocation per output vec4 (rows · c4), 64 per
 //   workgroup, linear over x and y.
 
 struct EltParams {
     geo: Geometry,
     c4: u32,
-    flags: u32,
     bias_stride: u32,
     _pad0: u32,
+    _pad1: u32,
 }
+
+// The FLAG_* bits of this dispatch, fixed when the pipeline is built rather than read from the uniform block: a CPU
+// rasteriser runs both sides of every branch under an execution mask, so a dead `if` around a load still costs its
+// loop over the lanes (see conv_common.wgsl).
+const FLAGS: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> prm: EltParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
@@ -41,7 +46,7 @@ fn index_of(rc: vec2<u32>) -> u32 {
 
 fn store(i: u32, v: vec4<f32>) {
     var x = v;
-    if ((prm.flags & FLAG_ACCUMULATE) != 0u) {
+    if ((FLAGS & FLAG_ACCUMULATE) != 0u) {
         x += output[i];
     }
     output[i] = x;
@@ -94,7 +99,7 @@ fn gate_halves(rc: vec2<u32>) -> array<vec4<f32>, 2> {
     let zi = position(g, img, row_pixel(g, rc.x)) * 2u * prm.c4 + rc.y;
     var za = a[zi];
     var zg = a[zi + prm.c4];
-    if ((prm.flags & FLAG_BIAS) != 0u) {
+    if ((FLAGS & FLAG_BIAS) != 0u) {
         let bi = img * prm.bias_stride + rc.y;
         za += b[bi];
         zg += b[bi + prm.c4];

@@ -38,14 +38,10 @@ uniform_struct! {
         pub cout4: u32,
         pub tap0: u32,
         pub n_taps: u32,
-        pub flags: u32,
-        pub bias_stride: u32,
         pub chunk: u32,
         pub n_chunks: u32,
         pub loss_scale: f32,
         pub _pad0: u32,
-        pub _pad1: u32,
-        pub _pad2: u32,
     }
 }
 
@@ -101,16 +97,15 @@ pub struct ConvShape {
 }
 
 impl ConvShape {
-    /// The uniform block of one of the three conv entries over `geo`'s rows: the shape's fields, `flags`, and
-    /// zeros elsewhere (callers set the entry's own fields).
-    fn params(&self, geo: Geometry, flags: u32) -> ConvParams {
+    /// The uniform block of one of the three conv entries over `geo`'s rows: the shape's fields, and zeros
+    /// elsewhere (callers set the entry's own fields).
+    fn params(&self, geo: Geometry) -> ConvParams {
         ConvParams {
             geo,
             cin4: self.cin4 as u32,
             cout4: self.cout4 as u32,
             tap0: self.tap0 as u32,
             n_taps: self.n_taps as u32,
-            flags,
             ..Default::default()
         }
     }
@@ -225,6 +220,16 @@ pub struct ConvBackwardWeight {
     pub grad_bias: View,
 }
 
+/// The pipeline constants conv_common.wgsl fixes per layer rather than per dispatch (see its FLAGS): the `flags`
+/// bits, whether the bias is a per-image table, and the rows' order.
+fn layer_consts(flags: u32, per_image_bias: bool, geo: Geometry) -> [(&'static str, u32); 3] {
+    [
+        ("FLAGS", flags),
+        ("BIAS_TABLE", per_image_bias as u32),
+        ("ORDER", geo.order),
+    ]
+}
+
 /// The family of the device's conv version, its constants, and workgroups for `rows` rows × `cols4` output vec4
 /// columns (conv_forward and conv_backward_data).
 fn row_kernel(gpu: &Gpu, rows: usize, cols4: usize) -> (&'static str, Vec<(&'static str, u32)>, usize) {
@@ -275,6 +280,7 @@ pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForwa
             (target, loss)
         }
     };
+    consts.extend(layer_consts(fl, op.per_image_bias, geo));
     Launch {
         family,
         entry: "conv_forward",
@@ -289,9 +295,8 @@ pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForwa
             aux_out,
         },
         uniform: ConvParams {
-            bias_stride: if op.per_image_bias { shape.cout4 as u32 } else { 0 },
             loss_scale,
-            ..shape.params(geo, fl)
+            ..shape.params(geo)
         },
         workgroups,
         label: shape.label(gpu, "conv_forward", geo.rows() as f64),
@@ -312,6 +317,7 @@ pub fn conv_backward_data(
     consts.push(("BYTES", 0));
     consts.push(("LOSS", 0));
     let fl = if op.accumulate { flags::ACCUMULATE } else { 0 } | if op.mask.is_some() { flags::MASK } else { 0 };
+    consts.extend(layer_consts(fl, false, geo));
     Launch {
         family,
         entry: "conv_backward_data",
@@ -323,7 +329,7 @@ pub fn conv_backward_data(
             dx: op.dx,
             mask: op.mask.unwrap_or_else(|| gpu.dummy.view()),
         },
-        uniform: shape.params(geo, fl),
+        uniform: shape.params(geo),
         workgroups,
         label: shape.label(gpu, "conv_backward_data", geo.rows() as f64),
     }
@@ -393,7 +399,7 @@ pub fn conv_backward_weight(
         uniform: ConvParams {
             chunk: chunk as u32,
             n_chunks: n_chunks as u32,
-            ..shape.params(geo, 0)
+            ..shape.params(geo)
         },
         workgroups,
         label: shape.label(gpu, "conv_backward_weight", positions as f64),

@@ -20,9 +20,9 @@ uniform_struct! {
     pub struct EltParams {
         pub geo: Geometry,
         pub c4: u32,
-        pub flags: u32,
         pub bias_stride: u32,
         pub _pad0: u32,
+        pub _pad1: u32,
     }
 }
 
@@ -50,14 +50,14 @@ impl Elementwise {
         Launch {
             family: FAMILY.name,
             entry: self.entry,
-            consts: &[],
+            // A pipeline constant, not a uniform: see elementwise.wgsl's FLAGS.
+            consts: &[("FLAGS", self.flags)],
             views: self.views,
             uniform: EltParams {
                 geo,
                 c4: self.c4 as u32,
-                flags: self.flags,
                 bias_stride: self.bias_stride as u32,
-                _pad0: 0,
+                ..Default::default()
             },
             workgroups: groups64(geo.rows() * self.c4),
             label: Label {
