@@ -86,9 +86,11 @@ impl Tuning {
     /// The tiles for a device with fixed subgroups of `subgroup` (the raster kernels' lanes): measured best on
     /// lavapipe (8 lanes); smaller elsewhere, because SwiftShader's shader compiler (4 lanes) exhausts 24 GiB of
     /// memory on the unrolled register tiles of TM = 8, TN = 16, TI = 32, and still 10 GiB at TI = 16 (0.35 GiB
-    /// at TM = 4, TN = 8, TI = 8).
+    /// at TM = 4, TN = 8, TI = 8). The weight gradient's TI = 18 keeps a lane's accumulators (TI · TN · 4 vec4s, in
+    /// memory on a CPU) near 144: the masked 3×3 at TI = 27 (216) took 182 ms against 143 ms at TI = 18, while the
+    /// 1×1s (TI = 17 either way) were unchanged and fewer rows (TI = 11) load dz more often (74 against 65 ms).
     fn from_env(software: bool, subgroup: Option<u32>, llvmpipe: bool) -> Tuning {
-        let (tm, tn, ti) = if subgroup == Some(8) { (8, 16, 32) } else { (4, 8, 8) };
+        let (tm, tn, ti) = if subgroup == Some(8) { (8, 16, 18) } else { (4, 8, 8) };
         Tuning {
             conv_tm: env("PIXELCNN_CONV_TM").unwrap_or(tm).clamp(1, 16),
             conv_tn: env("PIXELCNN_CONV_TN").unwrap_or(tn).clamp(1, 32),

@@ -369,7 +369,10 @@ pub fn conv_backward_weight(
             // Lanes own output columns: TN per lane, as few as keep every lane busy.
             let tn = super::pow2_at_most(shape.cout4.div_ceil(sg as usize), t.wgrad_tn as usize);
             // Row blocks of equal size, so that the last is not a sliver (33 groups: 3 blocks of 11, not 16+16+1).
-            let ti = row_groups.div_ceil(row_groups.div_ceil(t.wgrad_ti as usize));
+            // With BYTES only one of each group's four accumulator rows is live, so on lavapipe's 8 lanes four
+            // times the groups fit (7×7 conv_in: 19 against 25 ms; not tried with SwiftShader's shader compiler).
+            let ti_max = t.wgrad_ti as usize * if bytes && sg == 8 { 4 } else { 1 };
+            let ti = row_groups.div_ceil(row_groups.div_ceil(ti_max));
             let consts = vec![
                 ("SG", sg),
                 ("TI", ti as u32),
