@@ -1,8 +1,8 @@
 // prelude.wgsl — prepended by the host (src/gpu/shader.rs) to every kernel family: flags, the row ↔ position
 // geometry, and small helpers. Nothing here is an entry point.
 //
-// Flags (bits of a kernel's `flags` uniform). Each has one meaning everywhere; `gpu::kernels::prelude::flags` mirrors them
-// and a test checks that both sides agree.
+// Flags (bits of a kernel's `flags` uniform, or of its FLAGS pipeline constant in the conv and elementwise families).
+// Each has one meaning everywhere; `gpu::kernels::prelude::flags` mirrors them and a test checks that both sides agree.
 const FLAG_RELU: u32 = 1u;        // apply max(·, 0) to the result
 const FLAG_ACCUMULATE: u32 = 2u;  // add the result to what the output already holds
 const FLAG_RESIDUAL: u32 = 4u;    // also write result + residual (a fused residual add)

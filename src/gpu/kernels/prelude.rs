@@ -1,8 +1,9 @@
 //! The host's half of `shaders/prelude.wgsl`, which the host prepends to every family: the flag bits and the
 //! row ↔ position [`Geometry`] every row-parallel kernel takes in its uniform block.
 
-/// Flag bits of a kernel's `flags` field; `shaders/prelude.wgsl` declares the same `FLAG_*` constants (a test
-/// checks that both sides agree). Each bit has one meaning in every kernel.
+/// Flag bits of a kernel's `flags` uniform field, or of its `FLAGS` pipeline constant (the conv and elementwise
+/// families); `shaders/prelude.wgsl` declares the same `FLAG_*` constants (a test checks that both sides agree).
+/// Each bit has one meaning in every kernel.
 pub mod flags {
     /// Apply max(·, 0) to the result.
     pub const RELU: u32 = 1;
