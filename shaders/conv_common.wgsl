@@ -3,9 +3,10 @@
 // the uniform block, the bindings, the BYTES / LOSS variants and the forward epilogue (ReLU, residual, fused loss).
 // The host prepends it (after the prelude) to both families, so the two versions can never disagree on a binding.
 //
-// Bindings: 0 uniform ConvParams (dynamic offset), 1 input (read), 2 weight (read), 3 bias (read), 4 taps
-//   (read), 5 output (read_write), 6 aux_in (read: residual, ReLU output for the mask, or LOSS's target image
-//   bytes), 7 aux_out (read_write: residual sum, or LOSS's per-pixel loss), 8 dz (read), 9 partial (read_write).
+// Bindings: 0 uniform ConvParams (dynamic offset), 1 input (read), 2 weight (read, or uniform with
+//   WEIGHT_UNIFORM), 3 bias (read), 4 taps (read), 5 output (read_write), 6 aux_in (read: residual, ReLU output
+//   for the mask, or LOSS's target image bytes), 7 aux_out (read_write: residual sum, or LOSS's per-pixel loss),
+//   8 dz (read), 9 partial (read_write).
 // Variants: BYTES (the input is the u8 image, 4 pixels per u32 word), LOSS (one output channel, the BCE loss and
 //   its gradient fused into the epilogue).
 
@@ -28,7 +29,12 @@ struct ConvParams {
 //@if !BYTES {
 @group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;
 //@}
+//@if WEIGHT_UNIFORM {
+@group(0) @binding(2) var<uniform> weight: array<vec4<f32>, WEIGHT_VEC4S>;
+//@}
+//@if !WEIGHT_UNIFORM {
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
+//@}
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> taps: array<vec2<i32>>;
 @group(0) @binding(5) var<storage, read_write> output: array<vec4<f32>>;
@@ -54,6 +60,12 @@ const LOSS: u32 = 0u;
 const FLAGS: u32 = 0u;
 const BIAS_TABLE: u32 = 0u;
 const ORDER: u32 = 0u;
+// WEIGHT_UNIFORM: the weight is bound as a uniform buffer of WEIGHT_VEC4S vec4s (the raster version, for weights
+// that fit one uniform binding). llvmpipe loads a uniform buffer at per-lane addresses with vector gathers, and a
+// storage buffer with a loop over the lanes and a branch per component (Mesa's gallivm `emit_load_ubo` and
+// `emit_load_mem`): 1×1 convs 4–9% faster in training, 64 samples 10–20% faster.
+const WEIGHT_UNIFORM: u32 = 0u;
+const WEIGHT_VEC4S: u32 = 1u;
 
 // The accumulators start from the bias (the CPU reference's order), read per image for per-image tables.
 fn bias_of(image: u32, col: u32) -> vec4<f32> {

@@ -69,6 +69,20 @@ fn cases() -> Vec<Case> {
             groups: (1, 1),
             bytes: false,
         },
+        // 5 taps × 132 × 36 padded channels: 95 KiB of weights, more than a uniform binding holds (64 KiB on
+        // lavapipe), so the raster kernels read this one from storage (the others fit: WEIGHT_UNIFORM).
+        Case {
+            conv: square(
+                "masked B 3x3, weight beyond a uniform binding",
+                130,
+                35,
+                3,
+                Mask::B,
+                relu,
+            ),
+            groups: (1, 1),
+            bytes: false,
+        },
         Case {
             conv: Conv::with_taps("vertical 4x7 (2 groups out)", 6, 10, &vertical, id),
             groups: (1, 2),
@@ -274,6 +288,23 @@ fn conv_family_matches_cpu_on_every_version() {
             check_sum(&format!("conv_backward_weight {name}"), &got_w, &want_w, &mag_w);
             let got_b = from_padded(&channel_dims(c.cout, gout), &gpu.read(&g_gb).unwrap()[..cout_g]);
             check_sum(&format!("conv_backward_weight bias {name}"), &got_b, &want_b, &mag_b);
+        }
+        if version == "raster" {
+            // Both ways of reading the weight were among the variants checked above.
+            for entry in ["conv_forward", "conv_backward_data"] {
+                let uniform = |v: &pixelcnn::gpu::kernels::Variant| {
+                    v.consts.iter().any(|(k, x)| k == "WEIGHT_UNIFORM" && *x == 1)
+                };
+                let built: Vec<_> = gpu.variants().into_iter().filter(|v| v.entry == entry).collect();
+                assert!(
+                    built.iter().any(uniform),
+                    "no {entry} variant read its weight as a uniform buffer"
+                );
+                assert!(
+                    !built.iter().all(uniform),
+                    "no {entry} variant read its weight from storage"
+                );
+            }
         }
     }
 }

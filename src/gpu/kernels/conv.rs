@@ -6,7 +6,7 @@
 
 use super::prelude::{flags, Geometry};
 use super::reduce::{self, ReduceChunks};
-use super::{Family, Launch, Uniform};
+use super::{Family, Launch, Uniform, UniformAt};
 use crate::gpu::buffers::View;
 use crate::gpu::record::{Label, Program};
 use crate::gpu::versions::ConvVersion;
@@ -230,6 +230,21 @@ fn layer_consts(flags: u32, per_image_bias: bool, geo: Geometry) -> [(&'static s
     ]
 }
 
+/// On the raster version, a weight that fits one uniform binding is read through one (WEIGHT_UNIFORM in
+/// conv_common.wgsl): its constants, and the binding to declare uniform. The tiled version keeps storage (a GPU
+/// serialises uniform loads at divergent addresses).
+fn weight_binding(gpu: &Gpu, weight: &View) -> (Vec<(&'static str, u32)>, Option<u32>) {
+    let bytes = weight.len as u64 * 4;
+    if gpu.kernels.conv == ConvVersion::Raster && bytes <= gpu.limits.max_uniform_buffer_binding_size {
+        (
+            vec![("WEIGHT_UNIFORM", 1), ("WEIGHT_VEC4S", (weight.len / 4) as u32)],
+            Some(2),
+        )
+    } else {
+        (vec![], None)
+    }
+}
+
 /// The family of the device's conv version, its constants, and workgroups for `rows` rows × `cols4` output vec4
 /// columns (conv_forward and conv_backward_data).
 fn row_kernel(gpu: &Gpu, rows: usize, cols4: usize) -> (&'static str, Vec<(&'static str, u32)>, usize) {
@@ -281,18 +296,23 @@ pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForwa
         }
     };
     consts.extend(layer_consts(fl, op.per_image_bias, geo));
+    let (weight_consts, uniform_binding) = weight_binding(gpu, &op.weight);
+    consts.extend(weight_consts);
     Launch {
         family,
         entry: "conv_forward",
         consts: &consts,
-        views: ConvForwardViews {
-            input,
-            weight: op.weight,
-            bias: op.bias,
-            taps: op.taps,
-            output: op.output,
-            aux_in,
-            aux_out,
+        views: UniformAt {
+            views: ConvForwardViews {
+                input,
+                weight: op.weight,
+                bias: op.bias,
+                taps: op.taps,
+                output: op.output,
+                aux_in,
+                aux_out,
+            },
+            binding: uniform_binding,
         },
         uniform: ConvParams {
             loss_scale,
@@ -318,16 +338,21 @@ pub fn conv_backward_data(
     consts.push(("LOSS", 0));
     let fl = if op.accumulate { flags::ACCUMULATE } else { 0 } | if op.mask.is_some() { flags::MASK } else { 0 };
     consts.extend(layer_consts(fl, false, geo));
+    let (weight_consts, uniform_binding) = weight_binding(gpu, &op.weight);
+    consts.extend(weight_consts);
     Launch {
         family,
         entry: "conv_backward_data",
         consts: &consts,
-        views: ConvBackwardDataViews {
-            dz: op.dz,
-            weight: op.weight,
-            taps: op.taps,
-            dx: op.dx,
-            mask: op.mask.unwrap_or_else(|| gpu.dummy.view()),
+        views: UniformAt {
+            views: ConvBackwardDataViews {
+                dz: op.dz,
+                weight: op.weight,
+                taps: op.taps,
+                dx: op.dx,
+                mask: op.mask.unwrap_or_else(|| gpu.dummy.view()),
+            },
+            binding: uniform_binding,
         },
         uniform: shape.params(geo),
         workgroups,

@@ -111,6 +111,28 @@ macro_rules! bindings {
     };
 }
 
+/// Views whose binding `binding` (when set) is read as a uniform buffer rather than a storage buffer: a variant
+/// choice made per dispatch, where the view fits one uniform binding.
+pub struct UniformAt<B: Bindings> {
+    pub views: B,
+    pub binding: Option<u32>,
+}
+
+impl<B: Bindings> Bindings for UniformAt<B> {
+    fn table(&self) -> Vec<(u32, Access)> {
+        let mut table = self.views.table();
+        for (b, access) in &mut table {
+            if Some(*b) == self.binding {
+                *access = Access::Uniform;
+            }
+        }
+        table
+    }
+    fn views(self) -> Vec<View> {
+        self.views.views()
+    }
+}
+
 pub mod adam;
 pub mod class_bias;
 pub mod conv;
