@@ -63,8 +63,8 @@ const ORDER: u32 = 0u;
 // WEIGHT_UNIFORM: the weight is bound as a uniform buffer of WEIGHT_VEC4S vec4s (the raster version, for weights
 // that fit one uniform binding). llvmpipe loads a uniform buffer at per-lane addresses with vector gathers, and a
 // storage buffer with a loop over the lanes and a branch per component (Mesa's gallivm `emit_load_ubo` and
-// `emit_load_mem`): 1×1 convs 4–9% faster in training; 64 samples unchanged within noise (the masked 3×3, which
-// dominates sampling, has 160 KiB of weights and stays on storage).
+// `emit_load_mem`): 1×1 convs 4–9% faster in training; 64 samples unchanged within noise (the default model's
+// masked 3×3 convs have 160 KiB of weights each and stay on storage).
 const WEIGHT_UNIFORM: u32 = 0u;
 const WEIGHT_VEC4S: u32 = 1u;
 
