@@ -220,28 +220,29 @@ pub struct ConvBackwardWeight {
     pub grad_bias: View,
 }
 
-/// The pipeline constants conv_common.wgsl fixes per layer rather than per dispatch (see its FLAGS): the `flags`
-/// bits, whether the bias is a per-image table, and the rows' order.
-fn layer_consts(flags: u32, per_image_bias: bool, geo: Geometry) -> [(&'static str, u32); 3] {
-    [
+/// Appends the pipeline constants conv_common.wgsl fixes per layer rather than per dispatch (see its FLAGS): the
+/// `flags` bits, whether the bias is a per-image table, the rows' order, and on the raster version whether the
+/// weight is read through a uniform binding (WEIGHT_UNIFORM, when it fits one; the tiled version keeps storage, as
+/// a GPU serialises uniform loads at divergent addresses). Returns the binding to declare uniform, if any.
+fn layer_consts(
+    gpu: &Gpu,
+    consts: &mut Vec<(&'static str, u32)>,
+    flags: u32,
+    per_image_bias: bool,
+    geo: Geometry,
+    weight: &View,
+) -> Option<u32> {
+    consts.extend([
         ("FLAGS", flags),
         ("BIAS_TABLE", per_image_bias as u32),
         ("ORDER", geo.order),
-    ]
-}
-
-/// On the raster version, a weight that fits one uniform binding is read through one (WEIGHT_UNIFORM in
-/// conv_common.wgsl): its constants, and the binding to declare uniform. The tiled version keeps storage (a GPU
-/// serialises uniform loads at divergent addresses).
-fn weight_binding(gpu: &Gpu, weight: &View) -> (Vec<(&'static str, u32)>, Option<u32>) {
+    ]);
     let bytes = weight.len as u64 * 4;
     if gpu.kernels.conv == ConvVersion::Raster && bytes <= gpu.limits.max_uniform_buffer_binding_size {
-        (
-            vec![("WEIGHT_UNIFORM", 1), ("WEIGHT_VEC4S", (weight.len / 4) as u32)],
-            Some(2),
-        )
+        consts.extend([("WEIGHT_UNIFORM", 1), ("WEIGHT_VEC4S", (weight.len / 4) as u32)]);
+        Some(2)
     } else {
-        (vec![], None)
+        None
     }
 }
 
@@ -295,9 +296,7 @@ pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForwa
             (target, loss)
         }
     };
-    consts.extend(layer_consts(fl, op.per_image_bias, geo));
-    let (weight_consts, uniform_binding) = weight_binding(gpu, &op.weight);
-    consts.extend(weight_consts);
+    let uniform_binding = layer_consts(gpu, &mut consts, fl, op.per_image_bias, geo, &op.weight);
     Launch {
         family,
         entry: "conv_forward",
@@ -337,9 +336,7 @@ pub fn conv_backward_data(
     consts.push(("BYTES", 0));
     consts.push(("LOSS", 0));
     let fl = if op.accumulate { flags::ACCUMULATE } else { 0 } | if op.mask.is_some() { flags::MASK } else { 0 };
-    consts.extend(layer_consts(fl, false, geo));
-    let (weight_consts, uniform_binding) = weight_binding(gpu, &op.weight);
-    consts.extend(weight_consts);
+    let uniform_binding = layer_consts(gpu, &mut consts, fl, false, geo, &op.weight);
     Launch {
         family,
         entry: "conv_backward_data",
