@@ -6,7 +6,7 @@
 // Bindings: 0 uniform ConvParams (dynamic offset), 1 input (read), 2 weight (read, or uniform with
 //   WEIGHT_UNIFORM), 3 bias (read), 4 taps (read), 5 output (read_write), 6 aux_in (read: residual, ReLU output
 //   for the mask, or LOSS's target image bytes), 7 aux_out (read_write: residual sum, or LOSS's per-pixel loss),
-//   8 dz (read), 9 partial (read_write).
+//   8 dz (read), 9 partial (read_write), 10 and 11 the weight's uniform windows 1 and 2 (see WEIGHT_WINDOWS).
 // Variants: BYTES (the input is the u8 image, 4 pixels per u32 word), LOSS (one output channel, the BCE loss and
 //   its gradient fused into the epilogue).
 
@@ -35,6 +35,12 @@ struct ConvParams {
 //@if !WEIGHT_UNIFORM {
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
 //@}
+//@if WEIGHT_VEC4S_1 {
+@group(0) @binding(10) var<uniform> weight_1: array<vec4<f32>, WEIGHT_VEC4S_1>;
+//@}
+//@if WEIGHT_VEC4S_2 {
+@group(0) @binding(11) var<uniform> weight_2: array<vec4<f32>, WEIGHT_VEC4S_2>;
+//@}
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> taps: array<vec2<i32>>;
 @group(0) @binding(5) var<storage, read_write> output: array<vec4<f32>>;
@@ -60,13 +66,34 @@ const LOSS: u32 = 0u;
 const FLAGS: u32 = 0u;
 const BIAS_TABLE: u32 = 0u;
 const ORDER: u32 = 0u;
-// WEIGHT_UNIFORM: the weight is bound as a uniform buffer of WEIGHT_VEC4S vec4s (the raster version, for weights
-// that fit one uniform binding). llvmpipe loads a uniform buffer at per-lane addresses with vector gathers, and a
-// storage buffer with a loop over the lanes and a branch per component (Mesa's gallivm `emit_load_ubo` and
-// `emit_load_mem`): 1×1 convs 4–9% faster in training; 64 samples unchanged within noise (the default model's
-// masked 3×3 convs have 160 KiB of weights each and stay on storage).
+// WEIGHT_UNIFORM: the weight is bound as uniform buffers (the raster version). llvmpipe loads a uniform buffer at
+// per-lane addresses with vector gathers, and a storage buffer with a loop over the lanes and a branch per
+// component (Mesa 22.3's gallivm `emit_load_ubo` and `emit_load_mem`): 1×1 convs 4–9% faster in training. A weight
+// larger than one uniform binding (64 KiB on lavapipe) is split by taps into WEIGHT_WINDOWS windows of
+// TAPS_PER_WINDOW taps: `weight` (binding 2, WEIGHT_VEC4S vec4s), `weight_1` (10) and `weight_2` (11), each with
+// its own copy of the tap loop (`weight_window_N`), so that every load names its binding (the default model's
+// masked 3×3 convs: 160 KiB in three windows). With one window (or storage) TAPS_PER_WINDOW exceeds any tap count.
 const WEIGHT_UNIFORM: u32 = 0u;
 const WEIGHT_VEC4S: u32 = 1u;
+const WEIGHT_WINDOWS: u32 = 1u;
+const TAPS_PER_WINDOW: u32 = 65536u;
+const WEIGHT_VEC4S_1: u32 = 0u;
+const WEIGHT_VEC4S_2: u32 = 0u;
+
+// Vector i of the weight's window 0, 1 or 2 (window 0 is the whole weight when there is one window).
+fn weight_window_0(i: u32) -> vec4<f32> {
+    return weight[i];
+}
+//@if WEIGHT_VEC4S_1 {
+fn weight_window_1(i: u32) -> vec4<f32> {
+    return weight_1[i];
+}
+//@}
+//@if WEIGHT_VEC4S_2 {
+fn weight_window_2(i: u32) -> vec4<f32> {
+    return weight_2[i];
+}
+//@}
 
 // The accumulators start from the bias (the CPU reference's order), read per image for per-image tables.
 fn bias_of(image: u32, col: u32) -> vec4<f32> {

@@ -29,7 +29,8 @@
 // per step: TM input vectors + 4·TN/SG weight vectors, for 16·TM·TN multiply-adds per lane.
 //
 // Bindings, the uniform block and the forward epilogue: conv_common.wgsl, which the host prepends.
-//   conv_forward uses 1–7, conv_backward_data 1 (= dz), 2, 4, 5, 6; conv_backward_weight 1, 4, 8, 9.
+//   conv_forward uses 1–7, conv_backward_data 1 (= dz), 2, 4, 5, 6 (both also 10, 11 for a weight in several
+//   uniform windows); conv_backward_weight 1, 4, 8, 9.
 // Dispatch: one subgroup (SG invocations) per workgroup, linear over x and y.
 //   conv_forward / conv_backward_data: ⌈rows / (TM·SG)⌉ · ⌈cols4 / TN⌉ workgroups, column blocks fastest
 //   (cols4 = cout4 forward, cin4 backward-data).
@@ -109,12 +110,14 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let wj_$l = min((${l*SG}u + lane) / TN, 3u);
     let wn_$l = min(col0 + (${l*SG}u + lane) % TN, cout4 - 1u);
     //@}
-    for (var t = 0u; t < prm.n_taps; t++) {
+    // One copy of the tap loop per window of the weight (conv_common.wgsl's WEIGHT_WINDOWS; usually one).
+    //@for win in WEIGHT_WINDOWS {
+    for (var t = ${win}u * TAPS_PER_WINDOW; t < min(${win + 1}u * TAPS_PER_WINDOW, prm.n_taps); t++) {
         let tap = taps[prm.tap0 + t];
         //@for m in TM {
         let src_$m = tap_source(g, img_$m, y_$m, x_$m, tap.x, tap.y);
         //@}
-        var w = t * cin4 * 4u * cout4;
+        var w = (t - ${win}u * TAPS_PER_WINDOW) * cin4 * 4u * cout4;
         for (var k = 0u; k < cin4; k++) {
             //@for m in TM {
             let a_$m = load_input(src_$m, cin4, k);
@@ -122,7 +125,7 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 //@if BYTES {
             // The image has one channel: only weight row 0 of the step is live (rows 1–3 are channel padding).
             //@for l in ${(TN+SG-1)/SG} {
-            let wl_$l = weight[w + min(col0 + ${l*SG}u + lane, cout4 - 1u)];
+            let wl_$l = weight_window_$win(w + min(col0 + ${l*SG}u + lane, cout4 - 1u));
             //@}
             //@for n in TN {
             let w0_$n = subgroupBroadcast(wl_${n/SG}, ${n%SG}u);
@@ -133,7 +136,7 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 //@}
 //@if !BYTES {
             //@for l in ${(4*TN+SG-1)/SG} {
-            let wl_$l = weight[w + wj_$l * cout4 + wn_$l];
+            let wl_$l = weight_window_$win(w + wj_$l * cout4 + wn_$l);
             //@}
             //@for n in TN {
             let w0_$n = subgroupBroadcast(wl_${n/SG}, ${n%SG}u);
@@ -149,6 +152,7 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             w += 4u * cout4;
         }
     }
+    //@}
     //@for m in TM {
     if (row_$m < g.rows) {
         let pos_$m = position(g, img_$m, q_$m);
@@ -187,18 +191,19 @@ fn conv_backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     //@for l in ${(4*TN+SG-1)/SG} {
     let wi_$l = min(4u * col0 + ${l*SG}u + lane, cin4 * 4u - 1u);
     //@}
-    for (var t = 0u; t < prm.n_taps; t++) {
+    //@for win in WEIGHT_WINDOWS {
+    for (var t = ${win}u * TAPS_PER_WINDOW; t < min(${win + 1}u * TAPS_PER_WINDOW, prm.n_taps); t++) {
         let tap = taps[prm.tap0 + t];
         //@for m in TM {
         let src_$m = tap_source(g, img_$m, y_$m, x_$m, -tap.x, -tap.y);
         //@}
-        let wt = t * cin4 * 4u;
+        let wt = (t - ${win}u * TAPS_PER_WINDOW) * cin4 * 4u;
         for (var k = 0u; k < cout4; k++) {
             //@for m in TM {
             let a_$m = load_input(src_$m, cout4, k);
             //@}
             //@for l in ${(4*TN+SG-1)/SG} {
-            let wl_$l = weight[(wt + wi_$l) * cout4 + k];
+            let wl_$l = weight_window_$win((wt + wi_$l) * cout4 + k);
             //@}
             //@for n in TN {
             let w0_$n = subgroupBroadcast(wl_${(4*n)/SG}, ${(4*n)%SG}u);
@@ -215,6 +220,7 @@ fn conv_backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
             //@}
         }
     }
+    //@}
     //@for m in TM {
     if (row_$m < g.rows) {
         let at_$m = position(g, img_$m, q_$m) * cin4;

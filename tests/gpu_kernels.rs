@@ -70,12 +70,27 @@ fn cases() -> Vec<Case> {
             bytes: false,
         },
         // 5 taps × 132 × 36 padded channels: 95 KiB of weights, more than a uniform binding holds (64 KiB on
-        // lavapipe), so the raster kernels read this one from storage (the others fit: WEIGHT_UNIFORM).
+        // lavapipe), in taps of 18.6 KiB that no uniform window can start at, so the raster kernels read this
+        // one from storage (the small ones fit one uniform binding: WEIGHT_UNIFORM).
         Case {
             conv: square(
                 "masked B 3x3, weight beyond a uniform binding",
                 130,
                 35,
+                3,
+                Mask::B,
+                relu,
+            ),
+            groups: (1, 1),
+            bytes: false,
+        },
+        // 5 taps × 112 × 60 channels: 131 KiB of weights in taps of 26 KiB, which the raster kernels on lavapipe
+        // read through three uniform windows of two, two and one taps (WEIGHT_WINDOWS).
+        Case {
+            conv: square(
+                "masked B 3x3, weight in three uniform windows",
+                112,
+                60,
                 3,
                 Mask::B,
                 relu,
@@ -303,6 +318,15 @@ fn conv_family_matches_cpu_on_every_version() {
                 assert!(
                     !built.iter().all(uniform),
                     "no {entry} variant read its weight from storage"
+                );
+                // Where the device reads large weights through several windows, some variant did.
+                let windowed = |v: &pixelcnn::gpu::kernels::Variant| {
+                    v.consts.iter().any(|(k, x)| k == "WEIGHT_WINDOWS" && *x == 3)
+                };
+                assert_eq!(
+                    built.iter().any(windowed),
+                    gpu.kernels.tuning.weight_windows == 3,
+                    "{entry}: a three-window variant ran exactly where the device allows three windows"
                 );
             }
         }

@@ -214,10 +214,13 @@ fn every_pipeline_binds_what_its_wgsl_declares() {
         &["conv=tiled,pixel=net"]
     };
     drop(gpu);
+    // F = 128: masked 3×3 weights of 160 KiB, which the raster convs on lavapipe read through three uniform
+    // windows (bindings 2, 10 and 11).
     let configs = [
         Config::pixelcnn(8, 1),
         Config::pixelcnn(8, 2).conditional(),
         Config::gated(8, 2).conditional(),
+        Config::pixelcnn(128, 1),
     ];
     let mut entries: BTreeMap<String, usize> = BTreeMap::new();
     let mut bad = Vec::new();

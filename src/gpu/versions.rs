@@ -66,6 +66,9 @@ pub struct Tuning {
     pub wgrad_ti: u32,
     /// Largest number of output vec4 columns per lane of the raster weight gradient (`PIXELCNN_WGRAD_TN`).
     pub wgrad_tn: u32,
+    /// Most uniform windows a raster conv may read a weight larger than one uniform binding through
+    /// (`PIXELCNN_WEIGHT_WINDOWS`, 1–3; 1 keeps such weights in storage).
+    pub weight_windows: u32,
     /// Positions per chunk of the weight-gradient reduction (`PIXELCNN_WGRAD_CHUNK`; changes the summation order).
     pub wgrad_chunk: usize,
     /// Devices the sampler splits its images over on a CPU rasteriser (`PIXELCNN_SAMPLER_DEVICES`).
@@ -89,13 +92,21 @@ impl Tuning {
     /// at TM = 4, TN = 8, TI = 8). The weight gradient's TI = 18 keeps a lane's accumulators (TI · TN · 4 vec4s, in
     /// memory on a CPU) near 144: the masked 3×3 at TI = 27 (216) took 182 ms against 143 ms at TI = 18, while the
     /// 1×1s (TI = 17 either way) were unchanged and fewer rows (TI = 11) load dz more often (74 against 65 ms).
+    /// Three uniform weight windows on 8 lanes: the default model's five masked 3×3 forwards took 608 against
+    /// 652 ms in a training step (their backward-data unchanged within noise), 64 samples 0.89 against 0.98 s;
+    /// one elsewhere, as each window copies the tap loop that SwiftShader's compiler already finds costly.
     fn from_env(software: bool, subgroup: Option<u32>, llvmpipe: bool) -> Tuning {
-        let (tm, tn, ti) = if subgroup == Some(8) { (8, 16, 18) } else { (4, 8, 8) };
+        let (tm, tn, ti, windows) = if subgroup == Some(8) {
+            (8, 16, 18, 3)
+        } else {
+            (4, 8, 8, 1)
+        };
         Tuning {
             conv_tm: env("PIXELCNN_CONV_TM").unwrap_or(tm).clamp(1, 16),
             conv_tn: env("PIXELCNN_CONV_TN").unwrap_or(tn).clamp(1, 32),
             wgrad_ti: env("PIXELCNN_WGRAD_TI").unwrap_or(ti).clamp(1, 64),
             wgrad_tn: env("PIXELCNN_WGRAD_TN").unwrap_or(2).clamp(1, 8),
+            weight_windows: env("PIXELCNN_WEIGHT_WINDOWS").unwrap_or(windows).clamp(1, 3),
             wgrad_chunk: env("PIXELCNN_WGRAD_CHUNK").unwrap_or(1568).clamp(16, 1 << 20),
             sampler_devices: if software {
                 env("PIXELCNN_SAMPLER_DEVICES").unwrap_or(2).clamp(1, 8)

@@ -11,6 +11,7 @@ use crate::gpu::buffers::View;
 use crate::gpu::record::{Label, Program};
 use crate::gpu::versions::ConvVersion;
 use crate::gpu::Gpu;
+use crate::model::PARAM_ALIGN;
 use anyhow::Result;
 
 /// The interface of the two conv families, prepended (after the prelude) to both.
@@ -221,9 +222,9 @@ pub struct ConvBackwardWeight {
 }
 
 /// Appends the pipeline constants conv_common.wgsl fixes per layer rather than per dispatch (see its FLAGS): the
-/// `flags` bits, whether the bias is a per-image table, the rows' order, and on the raster version whether the
-/// weight is read through a uniform binding (WEIGHT_UNIFORM, when it fits one; the tiled version keeps storage, as
-/// a GPU serialises uniform loads at divergent addresses). Returns the binding to declare uniform, if any.
+/// `flags` bits, whether the bias is a per-image table, the rows' order, and on the raster version how the weight
+/// of `n_taps` taps is read (see WEIGHT_UNIFORM; the tiled version keeps storage, as a GPU serialises uniform
+/// loads at divergent addresses). Returns the weight's uniform bindings and their views (none for storage).
 fn layer_consts(
     gpu: &Gpu,
     consts: &mut Vec<(&'static str, u32)>,
@@ -231,19 +232,63 @@ fn layer_consts(
     per_image_bias: bool,
     geo: Geometry,
     weight: &View,
-) -> Option<u32> {
+    n_taps: usize,
+) -> Vec<(u32, View)> {
     consts.extend([
         ("FLAGS", flags),
         ("BIAS_TABLE", per_image_bias as u32),
         ("ORDER", geo.order),
     ]);
-    let bytes = weight.len as u64 * 4;
-    if gpu.kernels.conv == ConvVersion::Raster && bytes <= gpu.limits.max_uniform_buffer_binding_size {
-        consts.extend([("WEIGHT_UNIFORM", 1), ("WEIGHT_VEC4S", (weight.len / 4) as u32)]);
-        Some(2)
-    } else {
-        None
+    if gpu.kernels.conv != ConvVersion::Raster {
+        return Vec::new();
     }
+    let Some((taps_per_window, windows)) = weight_windows(gpu, weight, n_taps) else {
+        return Vec::new();
+    };
+    consts.extend([("WEIGHT_UNIFORM", 1), ("WEIGHT_VEC4S", (windows[0].len / 4) as u32)]);
+    if windows.len() > 1 {
+        consts.extend([
+            ("WEIGHT_WINDOWS", windows.len() as u32),
+            ("TAPS_PER_WINDOW", taps_per_window as u32),
+        ]);
+        for (name, view) in ["WEIGHT_VEC4S_1", "WEIGHT_VEC4S_2"].into_iter().zip(&windows[1..]) {
+            consts.push((name, (view.len / 4) as u32));
+        }
+    }
+    WEIGHT_BINDINGS.into_iter().zip(windows).collect()
+}
+
+/// The bindings of a weight's uniform windows 0, 1 and 2 (conv_common.wgsl).
+const WEIGHT_BINDINGS: [u32; 3] = [2, 10, 11];
+
+/// The uniform windows a raster conv reads `weight` (`n_taps` taps) through, with the taps per window: the whole
+/// weight when it fits one uniform binding; else as many whole taps per window as fit, when that takes at most the
+/// device's `weight_windows` (and at most three) and every window starts where a binding may (the uniform offset
+/// alignment, and the 256 bytes every view keeps). None (storage) otherwise.
+pub fn weight_windows(gpu: &Gpu, weight: &View, n_taps: usize) -> Option<(usize, Vec<View>)> {
+    let max_bytes = gpu.limits.max_uniform_buffer_binding_size as usize;
+    if weight.len * 4 <= max_bytes {
+        return Some((n_taps, vec![weight.clone()]));
+    }
+    if n_taps == 0 || !weight.len.is_multiple_of(n_taps) {
+        return None;
+    }
+    let tap_words = weight.len / n_taps;
+    let taps_per_window = max_bytes / (tap_words * 4);
+    let window_words = taps_per_window * tap_words;
+    let align = (gpu.limits.min_uniform_buffer_offset_alignment as usize).max(PARAM_ALIGN * 4);
+    let windows = n_taps.div_ceil(taps_per_window.max(1));
+    let max_windows = (gpu.kernels.tuning.weight_windows as usize).min(WEIGHT_BINDINGS.len());
+    if taps_per_window == 0 || windows > max_windows || !(window_words * 4).is_multiple_of(align) {
+        return None;
+    }
+    let window = |w: usize| {
+        let start = w * window_words;
+        weight
+            .tensor
+            .slice(weight.offset + start, window_words.min(weight.len - start))
+    };
+    Some((taps_per_window, (0..windows).map(window).collect()))
 }
 
 /// The family of the device's conv version, its constants, and workgroups for `rows` rows × `cols4` output vec4
@@ -296,7 +341,7 @@ pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForwa
             (target, loss)
         }
     };
-    let uniform_binding = layer_consts(gpu, &mut consts, fl, op.per_image_bias, geo, &op.weight);
+    let uniform = layer_consts(gpu, &mut consts, fl, op.per_image_bias, geo, &op.weight, shape.n_taps);
     Launch {
         family,
         entry: "conv_forward",
@@ -311,7 +356,7 @@ pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForwa
                 aux_in,
                 aux_out,
             },
-            binding: uniform_binding,
+            uniform,
         },
         uniform: ConvParams {
             loss_scale,
@@ -336,7 +381,7 @@ pub fn conv_backward_data(
     consts.push(("BYTES", 0));
     consts.push(("LOSS", 0));
     let fl = if op.accumulate { flags::ACCUMULATE } else { 0 } | if op.mask.is_some() { flags::MASK } else { 0 };
-    let uniform_binding = layer_consts(gpu, &mut consts, fl, false, geo, &op.weight);
+    let uniform = layer_consts(gpu, &mut consts, fl, false, geo, &op.weight, shape.n_taps);
     Launch {
         family,
         entry: "conv_backward_data",
@@ -349,7 +394,7 @@ pub fn conv_backward_data(
                 dx: op.dx,
                 mask: op.mask.unwrap_or_else(|| gpu.dummy.view()),
             },
-            binding: uniform_binding,
+            uniform,
         },
         uniform: shape.params(geo),
         workgroups,

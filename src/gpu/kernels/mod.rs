@@ -111,25 +111,35 @@ macro_rules! bindings {
     };
 }
 
-/// Views whose binding `binding` (when set) is read as a uniform buffer rather than a storage buffer: a variant
-/// choice made per dispatch, where the view fits one uniform binding.
+/// Views with some bindings read as uniform buffers rather than storage buffers: a variant choice made per
+/// dispatch, for views that fit uniform bindings. Each `(binding, view)` of `uniform` replaces the view at that
+/// binding, or adds a binding the views do not name (a weight's further windows).
 pub struct UniformAt<B: Bindings> {
     pub views: B,
-    pub binding: Option<u32>,
+    pub uniform: Vec<(u32, View)>,
 }
 
 impl<B: Bindings> Bindings for UniformAt<B> {
     fn table(&self) -> Vec<(u32, Access)> {
         let mut table = self.views.table();
-        for (b, access) in &mut table {
-            if Some(*b) == self.binding {
-                *access = Access::Uniform;
+        for &(b, _) in &self.uniform {
+            match table.iter_mut().find(|(x, _)| *x == b) {
+                Some(entry) => entry.1 = Access::Uniform,
+                None => table.push((b, Access::Uniform)),
             }
         }
         table
     }
     fn views(self) -> Vec<View> {
-        self.views.views()
+        let table = self.views.table();
+        let mut views = self.views.views();
+        for (b, view) in self.uniform {
+            match table.iter().position(|(x, _)| *x == b) {
+                Some(i) => views[i] = view,
+                None => views.push(view),
+            }
+        }
+        views
     }
 }
 
