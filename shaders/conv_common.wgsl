@@ -61,11 +61,9 @@ const LOSS: u32 = 0u;
 // CPU rasteriser runs both sides of every branch under an execution mask: a dead `if` around a load or store still
 // costs its loop over the lanes (a runtime flag cost conv_forward 10% on lavapipe). With constants the shader
 // compiler drops the dead code. FLAGS: the FLAG_* bits of this dispatch. BIAS_TABLE: 1 when the bias is a per-image
-// table [images, cout4] (a class-conditional conv), 0 for one row. ORDER: the rows' Geometry order (the host sets
-// it from the same Geometry it passes in the uniform block).
+// table [images, cout4] (a class-conditional conv), 0 for one row. (The rows' order is the prelude's ORDER.)
 const FLAGS: u32 = 0u;
 const BIAS_TABLE: u32 = 0u;
-const ORDER: u32 = 0u;
 // WEIGHT_UNIFORM: the weight is bound as uniform buffers (the raster version). llvmpipe loads a uniform buffer at
 // per-lane addresses with vector gathers, and a storage buffer with a loop over the lanes and a branch per
 // component (Mesa 22.3's gallivm `emit_load_ubo` and `emit_load_mem`): 1×1 convs 4–9% faster in training. A weight

@@ -11,7 +11,7 @@
 //   c4 + c. The gate's input keeps each half padded to h vec4s (the GPU layout of 2-group activations), so both
 //   halves are whole vec4s.
 // Layouts: vec4<f32> [positions, channels4]. Bindings: 0 uniform EltParams (dynamic offset; the flags are the
-//   FLAGS pipeline constant), 1 a (read), 2 b (read), 3 out (read_write), 4 c_in (read). Dispatch: one invocation
+//   FLAGS pipeline constant, the rows' order the prelude's ORDER), 1 a (read), 2 b (read), 3 out (read_write), 4 c_in (read). Dispatch: one invocation
 //   per output vec4 (rows · c4), 64 per workgroup, linear over x and y.
 
 struct EltParams {
@@ -44,6 +44,20 @@ fn index_of(rc: vec2<u32>) -> u32 {
     return position(g, row_image(g, rc.x), row_pixel(g, rc.x)) * prm.c4 + rc.y;
 }
 
+const PAST_THE_END: u32 = 0xffffffffu;
+
+// The buffer index of invocation `id`'s vec4, or PAST_THE_END. Image-major rows are the positions themselves, so
+// the index is the invocation's own number, with no division by the runtime c4 (which a CPU rasteriser runs one
+// lane at a time); the prelude's ORDER is fixed per pipeline, so the other branch compiles away.
+fn element_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    if (ORDER == IMAGE_MAJOR) {
+        let id = gid.x + gid.y * 64u * nwg.x;
+        return select(PAST_THE_END, id, id < prm.geo.rows * prm.c4);
+    }
+    let rc = row_of(gid, nwg);
+    return select(PAST_THE_END, index_of(rc), rc.x < prm.geo.rows);
+}
+
 fn store(i: u32, v: vec4<f32>) {
     var x = v;
     if ((FLAGS & FLAG_ACCUMULATE) != 0u) {
@@ -54,41 +68,37 @@ fn store(i: u32, v: vec4<f32>) {
 
 @compute @workgroup_size(64)
 fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let rc = row_of(gid, nwg);
-    if (rc.x >= prm.geo.rows) {
+    let i = element_index(gid, nwg);
+    if (i == PAST_THE_END) {
         return;
     }
-    let i = index_of(rc);
     output[i] = a[i] + b[i];
 }
 
 @compute @workgroup_size(64)
 fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let rc = row_of(gid, nwg);
-    if (rc.x >= prm.geo.rows) {
+    let i = element_index(gid, nwg);
+    if (i == PAST_THE_END) {
         return;
     }
-    let i = index_of(rc);
     store(i, a[i]);
 }
 
 @compute @workgroup_size(64)
 fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let rc = row_of(gid, nwg);
-    if (rc.x >= prm.geo.rows) {
+    let i = element_index(gid, nwg);
+    if (i == PAST_THE_END) {
         return;
     }
-    let i = index_of(rc);
     output[i] = max(a[i], vec4<f32>(0.0));
 }
 
 @compute @workgroup_size(64)
 fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let rc = row_of(gid, nwg);
-    if (rc.x >= prm.geo.rows) {
+    let i = element_index(gid, nwg);
+    if (i == PAST_THE_END) {
         return;
     }
-    let i = index_of(rc);
     store(i, select(vec4<f32>(0.0), b[i], a[i] > vec4<f32>(0.0)));
 }
 

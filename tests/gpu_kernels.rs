@@ -445,7 +445,8 @@ fn conv_family_at_one_pixel_matches_cpu() {
 #[test]
 fn elementwise_family_matches_cpu() {
     for (version, gpu) in devices() {
-        let (batch, channels) = (2, 6);
+        // 3 · 784 rows × 2 vec4 columns: 4704 invocations, a part-filled last workgroup of 64.
+        let (batch, channels) = (3, 6);
         let positions = batch * PIXELS;
         let geo = Geometry::image_major(batch);
         let n = positions * channels;
@@ -453,8 +454,12 @@ fn elementwise_family_matches_cpu() {
         let ga = gpu.upload("a", &gpu_act(&a, channels, 1)).unwrap();
         let gb = gpu.upload("b", &gpu_act(&b, channels, 1)).unwrap();
         let c4 = 2;
-        let out = || gpu.tensor("out", positions * 8).unwrap();
+        // One workgroup's worth of vec4s past the rows, which no kernel may touch.
+        let out = || gpu.tensor("out", positions * 8 + 256).unwrap();
         let (sum, relu_b, relu_b_acc, relu_f, acc) = (out(), out(), out(), out(), out());
+        for t in [&sum, &relu_b, &relu_f] {
+            gpu.write(t, positions * 8, &[7.0; 256]);
+        }
         gpu.write(&relu_b_acc, 0, &gpu_act(&b, channels, 1));
         gpu.write(&acc, 0, &gpu_act(&a, channels, 1));
         // A gate over a 2-group input of 2·5 channels (each half padded to 8), with a per-image class bias.
@@ -500,6 +505,10 @@ fn elementwise_family_matches_cpu() {
             unpad_groups(&gpu.read(t).unwrap()[..positions * g * (ch / g).div_ceil(4) * 4], ch, g)
         };
         let v = format!("[{version}]");
+        for (name, t) in [("add", &sum), ("relu_backward", &relu_b), ("relu_forward", &relu_f)] {
+            let past = gpu.read(t).unwrap()[positions * 8..].to_vec();
+            assert!(past.iter().all(|&x| x == 7.0), "{v} {name} wrote past its rows");
+        }
         check(&format!("{v} add"), &read(&sum, channels, 1), &cpu::add(&a, &b), 1e-6);
         check(
             &format!("{v} relu_backward"),

@@ -446,13 +446,14 @@ pub fn conv_backward_weight(
                 ("TN", tn as u32),
                 ("BYTES", bytes as u32),
                 ("LOSS", 0),
+                ("ORDER", geo.order),
             ];
             let col_blocks = shape.cout4.div_ceil(sg as usize * tn);
             (RASTER.name, consts, n_chunks * row_groups.div_ceil(ti) * col_blocks)
         }
         ConvVersion::Tiled => (
             TILED.name,
-            vec![("BYTES", bytes as u32), ("LOSS", 0)],
+            vec![("BYTES", bytes as u32), ("LOSS", 0), ("ORDER", geo.order)],
             n_chunks * row_groups.div_ceil(16) * shape.cout4.div_ceil(8),
         ),
     };

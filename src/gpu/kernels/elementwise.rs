@@ -51,7 +51,7 @@ impl Elementwise {
             family: FAMILY.name,
             entry: self.entry,
             // A pipeline constant, not a uniform: see elementwise.wgsl's FLAGS.
-            consts: &[("FLAGS", self.flags)],
+            consts: &[("FLAGS", self.flags), ("ORDER", geo.order)],
             views: self.views,
             uniform: EltParams {
                 geo,
