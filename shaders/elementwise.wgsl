@@ -11,8 +11,8 @@
 //   c4 + c. The gate's input keeps each half padded to h vec4s (the GPU layout of 2-group activations), so both
 //   halves are whole vec4s.
 // Layouts: vec4<f32> [positions, channels4]. Bindings: 0 uniform EltParams (dynamic offset; the flags are the
-//   FLAGS pipeline constant, the rows' order the prelude's ORDER), 1 a (read), 2 b (read), 3 out (read_write), 4 c_in (read). Dispatch: one invocation
-//   per output vec4 (rows · c4), 64 per workgroup, linear over x and y.
+//   FLAGS pipeline constant, the rows' order the prelude's ORDER), 1 a (read), 2 b (read), 3 out (read_write),
+//   4 c_in (read). Dispatch: one invocation per output vec4 (rows · c4), 64 per workgroup, linear over x and y.
 
 struct EltParams {
     geo: Geometry,

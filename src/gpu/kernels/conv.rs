@@ -265,7 +265,7 @@ const WEIGHT_BINDINGS: [u32; 3] = [2, 10, 11];
 /// weight when it fits one uniform binding; else as many whole taps per window as fit, when that takes at most the
 /// device's `weight_windows` (and at most three) and every window starts where a binding may (the uniform offset
 /// alignment, and the 256 bytes every view keeps). None (storage) otherwise.
-pub fn weight_windows(gpu: &Gpu, weight: &View, n_taps: usize) -> Option<(usize, Vec<View>)> {
+fn weight_windows(gpu: &Gpu, weight: &View, n_taps: usize) -> Option<(usize, Vec<View>)> {
     let max_bytes = gpu.limits.max_uniform_buffer_binding_size as usize;
     if weight.len * 4 <= max_bytes {
         return Some((n_taps, vec![weight.clone()]));
