@@ -93,7 +93,7 @@ impl Tuning {
     /// memory on a CPU) near 144: the masked 3×3 at TI = 27 (216) took 182 ms against 143 ms at TI = 18, while the
     /// 1×1s (TI = 17 either way) were unchanged and fewer rows (TI = 11) load dz more often (74 against 65 ms).
     /// Three uniform weight windows on 8 lanes: the default model's five masked 3×3 forwards took 608 against
-    /// 652 ms in a training step (their backward-data unchanged within noise), 64 samples 0.89 against 0.98 s;
+    /// 654 ms in a training step (their backward-data unchanged within noise), 64 samples 0.89 against 0.98 s;
     /// one elsewhere, as each window copies the tap loop that SwiftShader's compiler already finds costly.
     fn from_env(software: bool, subgroup: Option<u32>, llvmpipe: bool) -> Tuning {
         let (tm, tn, ti, windows) = if subgroup == Some(8) {
