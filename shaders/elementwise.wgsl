@@ -33,9 +33,14 @@ const FLAGS: u32 = 0u;
 @group(0) @binding(3) var<storage, read_write> output: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> c_in: array<vec4<f32>>;
 
-// (row, column) of invocation `id`, or rows past the end.
+// The invocation's number, linear over x and y.
+fn invocation(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * 64u * nwg.x;
+}
+
+// (row, column) of the invocation, or rows past the end.
 fn row_of(gid: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
-    let id = gid.x + gid.y * 64u * nwg.x;
+    let id = invocation(gid, nwg);
     return vec2<u32>(id / prm.c4, id % prm.c4);
 }
 
@@ -51,7 +56,7 @@ const PAST_THE_END: u32 = 0xffffffffu;
 // lane at a time); the prelude's ORDER is fixed per pipeline, so the other branch compiles away.
 fn element_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     if (ORDER == IMAGE_MAJOR) {
-        let id = gid.x + gid.y * 64u * nwg.x;
+        let id = invocation(gid, nwg);
         return select(PAST_THE_END, id, id < prm.geo.rows * prm.c4);
     }
     let rc = row_of(gid, nwg);

@@ -275,11 +275,14 @@ fn weight_windows(gpu: &Gpu, weight: &View, n_taps: usize) -> Option<(usize, Vec
     }
     let tap_words = weight.len / n_taps;
     let taps_per_window = max_bytes / (tap_words * 4);
+    if taps_per_window == 0 {
+        return None;
+    }
     let window_words = taps_per_window * tap_words;
     let align = (gpu.limits.min_uniform_buffer_offset_alignment as usize).max(PARAM_ALIGN * 4);
-    let windows = n_taps.div_ceil(taps_per_window.max(1));
+    let windows = n_taps.div_ceil(taps_per_window);
     let max_windows = (gpu.kernels.tuning.weight_windows as usize).min(WEIGHT_BINDINGS.len());
-    if taps_per_window == 0 || windows > max_windows || !(window_words * 4).is_multiple_of(align) {
+    if windows > max_windows || !(window_words * 4).is_multiple_of(align) {
         return None;
     }
     let window = |w: usize| {
@@ -430,7 +433,7 @@ pub fn conv_backward_weight(
     let (input, bytes) = op.input.split();
     let row_groups = shape.n_taps * shape.cin4 + 1;
     let t = &gpu.kernels.tuning;
-    let (family, consts, workgroups) = match gpu.kernels.conv {
+    let (family, mut consts, workgroups) = match gpu.kernels.conv {
         ConvVersion::Raster => {
             let sg = gpu.kernels.subgroup.expect("raster kernels have a subgroup size");
             // Lanes own output columns: TN per lane, as few as keep every lane busy.
@@ -446,17 +449,17 @@ pub fn conv_backward_weight(
                 ("TN", tn as u32),
                 ("BYTES", bytes as u32),
                 ("LOSS", 0),
-                ("ORDER", geo.order),
             ];
             let col_blocks = shape.cout4.div_ceil(sg as usize * tn);
             (RASTER.name, consts, n_chunks * row_groups.div_ceil(ti) * col_blocks)
         }
         ConvVersion::Tiled => (
             TILED.name,
-            vec![("BYTES", bytes as u32), ("LOSS", 0), ("ORDER", geo.order)],
+            vec![("BYTES", bytes as u32), ("LOSS", 0)],
             n_chunks * row_groups.div_ceil(16) * shape.cout4.div_ceil(8),
         ),
     };
+    consts.push(("ORDER", geo.order));
     Launch {
         family,
         entry: "conv_backward_weight",
