@@ -29,7 +29,7 @@ ap.add_argument("--random", action="store_true", help="also check random-weight 
 args = ap.parse_args()
 
 # The README's blocks, from the section's first ```python to the reference's renaming block (not run).
-readme = open(os.path.join(here, "README.md")).read()
+readme = open(os.path.join(here, "docs", "checkpoint-format.md")).read()
 section = readme[readme.index("PyTorch modules for both networks"):readme.index("The PyTorch reference `pixelcnn_torch.py`")]
 blocks = re.findall(r"```python\n(.*?)```", section, re.S)
 assert len(blocks) >= 3, f"expected the README's module and loader blocks, found {len(blocks)}"

@@ -2,8 +2,8 @@
 //! exactly those of the network's [`ParamTable`](crate::model::ParamTable), in its order; `pixelcnn summary` lists
 //! them. Masked taps are saved as zeros and ignored on load (only live taps are read).
 //!
-//! Metadata: `format` = `pixelcnn`, `arch` (`pixelcnn` | `gated`), `classes` (0 or 10), `filters`, `depth`, and
-//! for training checkpoints a JSON `train_state`. Training checkpoints also hold Adam's moments as tensors
+//! Metadata: `format` = `pixelcnn`, `arch` (`pixelcnn` | `gated`), `classes` (0 or 10), `filters`, `depth`,
+//! `dilation_cycle` (only when not 1), and for training checkpoints a JSON `train_state`. Training checkpoints also hold Adam's moments as tensors
 //! `train.adam_m.<name>` and `train.adam_v.<name>` (same shapes). A file without metadata (as PyTorch's
 //! `safetensors.torch.save_file(model.state_dict())` writes it) loads too: the architecture is inferred from the
 //! names (`blocks.` or `layers.`, and `class_bias`) and F and the depth from the shapes.
@@ -296,6 +296,10 @@ pub fn to_bytes(net: &Network, params: &[f32], train: Option<(&TrainState, &Adam
     meta.insert("classes".to_string(), c.classes.to_string());
     meta.insert("filters".to_string(), c.filters.to_string());
     meta.insert("depth".to_string(), c.depth.to_string());
+    // Only where it differs from the default, so that files of undilated networks stay as they were.
+    if c.dilation_cycle != 1 {
+        meta.insert("dilation_cycle".to_string(), c.dilation_cycle.to_string());
+    }
     if let Some((state, _)) = train {
         meta.insert("train_state".to_string(), serde_json::to_string(state)?);
     }
@@ -413,11 +417,27 @@ fn infer_config(st: &SafeTensors, meta: Option<&HashMap<String, String>>, file: 
             f2 / 2
         }
     };
+    // Dilation leaves the tensors' shapes as they are, so only the metadata can tell (PyTorch-made files without
+    // metadata load undilated).
+    let dilation_cycle = match meta.and_then(|m| m.get("dilation_cycle")) {
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|k| (1..=crate::model::MAX_DILATION_CYCLE).contains(k))
+            .ok_or_else(|| {
+                anyhow!(
+                    "{file}: metadata `dilation_cycle` is {v:?}, expected 1–{}",
+                    crate::model::MAX_DILATION_CYCLE
+                )
+            })?,
+        None => 1,
+    };
     let config = Config {
         arch,
         filters,
         depth,
         classes,
+        dilation_cycle,
     };
     if let Some(m) = meta {
         for (key, value) in [("filters", filters), ("depth", depth)] {

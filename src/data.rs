@@ -1,4 +1,5 @@
-//! Loading binarized Fashion-MNIST from the original IDX files (plain or gzipped) or a Kaggle CSV.
+//! Loading binarized Fashion-MNIST from the original IDX files (plain or gzipped) or a Kaggle CSV, and statically
+//! binarized MNIST (Larochelle & Murray 2011) from its `.amat` text files.
 //!
 //! Every image is binarized at load time (see [`binarize`]), so the rest of the crate only ever sees
 //! pixels that are 0 or 1. Malformed input is reported as an error naming the file and the record,
@@ -52,6 +53,8 @@ const MAX_DEFLATE_RATIO: u64 = 1100;
 pub enum Format {
     Idx,
     Csv,
+    /// Larochelle & Murray's `.amat` text: one already-binary image per line, no labels.
+    Amat,
 }
 
 impl Format {
@@ -59,6 +62,7 @@ impl Format {
         match self {
             Format::Idx => "idx",
             Format::Csv => "csv",
+            Format::Amat => "amat",
         }
     }
 }
@@ -119,6 +123,9 @@ impl Split {
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub format: Format,
+    /// Whether the images carry class labels (an unlabelled set has every label 0, and cannot train or evaluate a
+    /// class-conditional model).
+    pub labelled: bool,
     /// The directory or CSV file the data was loaded from.
     pub source: PathBuf,
     pub train: Split,
@@ -155,11 +162,13 @@ pub fn default_data_path() -> PathBuf {
     }
 }
 
-/// Loads a dataset from a directory of IDX files or from a Kaggle CSV file, binarizing every pixel.
+/// Loads a dataset from a directory of IDX files or of `.amat` files, or from a Kaggle CSV file, binarizing every
+/// pixel.
 ///
 /// The training data is split like Keras' `validation_split`: the first `int(n * (1 - val_split))`
 /// images are `train`, the rest `val`. For IDX, `test` is the t10k set; for a CSV file, `test` is the
-/// whole file (a Kaggle CSV holds a single split, so the caller decides what it means).
+/// whole file (a Kaggle CSV holds a single split, so the caller decides what it means). An `.amat` directory has
+/// its own three splits (`*train.amat`, `*valid.amat`, `*test.amat`), and `val_split` does not apply to it.
 pub fn load(path: &Path, val_split: f64) -> Result<Dataset> {
     if !(0.0..1.0).contains(&val_split) {
         bail!("validation split must be in [0, 1), got {val_split}");
@@ -171,6 +180,19 @@ pub fn load(path: &Path, val_split: f64) -> Result<Dataset> {
             anyhow!("cannot access {}: {e}", path.display())
         }
     })?;
+    if meta.is_dir() {
+        if let Some(files) = find_amat_files(path)? {
+            let [train, val, test] = files.map(|f| read_amat(&f));
+            return Ok(Dataset {
+                format: Format::Amat,
+                labelled: false,
+                source: path.to_path_buf(),
+                train: train?,
+                val: val?,
+                test: test?,
+            });
+        }
+    }
     let (format, full, test) = if meta.is_dir() {
         let (train, test) = load_idx_dir(path)?;
         (Format::Idx, train, test)
@@ -189,6 +211,7 @@ pub fn load(path: &Path, val_split: f64) -> Result<Dataset> {
     }
     Ok(Dataset {
         format,
+        labelled: true,
         source: path.to_path_buf(),
         train,
         val,
@@ -220,11 +243,29 @@ pub fn report_json(ds: &Dataset) -> serde_json::Value {
             }),
         );
     }
-    serde_json::json!({ "format": ds.format, "splits": splits })
+    serde_json::json!({ "format": ds.format, "labelled": ds.labelled, "splits": splits })
 }
 
 /// Human-readable table: per split the image count, ones fraction and label histogram.
 pub fn report_text(ds: &Dataset) -> String {
+    if !ds.labelled {
+        let mut out = format!(
+            "unlabelled images ({}) from {}\n{:<6} {:>7} {:>7}\n",
+            ds.format.as_str(),
+            ds.source.display(),
+            "split",
+            "images",
+            "ones"
+        );
+        for (name, split) in ds.splits() {
+            out.push_str(&format!(
+                "{name:<6} {:>7} {:>7.4}\n",
+                split.len(),
+                split.ones_fraction()
+            ));
+        }
+        return out;
+    }
     let mut out = format!("Fashion-MNIST ({}) from {}\n", ds.format.as_str(), ds.source.display());
     out.push_str(&format!("{:<6} {:>7} {:>7}", "split", "images", "ones"));
     for class in 0..CLASSES {
@@ -496,6 +537,145 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// AMAT (statically binarized MNIST)
+
+/// The splits of an `.amat` directory, in the order train, validation, test.
+const AMAT_SPLITS: [&str; 3] = ["train", "valid", "test"];
+
+/// The three `.amat` files of a directory (`binarized_mnist_train.amat`, or any name ending in `train.amat`, each
+/// plain or `.gz`), or None when it holds no `.amat` file at all. Some but not all is an error naming what is
+/// missing; two candidates for one split are an error naming both.
+fn find_amat_files(dir: &Path) -> Result<Option<[PathBuf; 3]>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| anyhow!("cannot list {}: {e}", dir.display()))?;
+    let mut names: Vec<String> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| anyhow!("cannot list {}: {e}", dir.display()))?;
+        if let Some(n) = entry.file_name().to_str() {
+            if !n.starts_with('.') && (n.ends_with(".amat") || n.ends_with(".amat.gz")) {
+                names.push(n.to_string());
+            }
+        }
+    }
+    if names.is_empty() {
+        return Ok(None);
+    }
+    names.sort();
+    let mut found = Vec::new();
+    for split in AMAT_SPLITS {
+        let stem = |n: &str| n.trim_end_matches(".gz").trim_end_matches(".amat").to_string();
+        let matches: Vec<&String> = names.iter().filter(|n| stem(n).ends_with(split)).collect();
+        // A plain file and its .gz are one split: the plain one wins, as for IDX files.
+        let plain: Vec<&&String> = matches.iter().filter(|n| n.ends_with(".amat")).collect();
+        let pick = match (plain.len(), matches.len()) {
+            (_, 0) => bail!(
+                "{}: holds .amat files ({}) but none for the {split} split (a name ending in {split}.amat or \
+                 {split}.amat.gz)",
+                dir.display(),
+                names.join(", ")
+            ),
+            (1, _) => plain[0].to_string(),
+            (0, 1) => matches[0].to_string(),
+            _ => bail!(
+                "{}: several .amat files for the {split} split ({}); keep one",
+                dir.display(),
+                matches.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        found.push(dir.join(pick));
+    }
+    Ok(Some(found.try_into().expect("three splits")))
+}
+
+/// Reads one `.amat` file (gzipped if named `.gz`): one image per line, [`PIXELS`] values `0` or `1` separated by
+/// spaces or tabs (a trailing `\r` and blank lines are allowed). Every other value, a line of the wrong length and
+/// a line longer than [`MAX_CSV_LINE`] are errors naming the line.
+fn read_amat(path: &Path) -> Result<Split> {
+    let (file, file_len) = open_nonempty(path)?;
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    let mut reader = BufReader::with_capacity(1 << 16, decompressed(file, gz));
+    let limit = file_len.saturating_mul(if gz { MAX_DEFLATE_RATIO } else { 1 });
+    let mut split = Split::default();
+    let mut line = Vec::with_capacity(2 * PIXELS + 2);
+    let mut line_no = 0u64;
+    let mut total = 0u64;
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_until(&mut (&mut reader).take(MAX_CSV_LINE as u64 + 1), b'\n', &mut line)
+            .map_err(|e| {
+                anyhow!(
+                    "{}: line {}: read error (corrupt or truncated gzip?): {e}",
+                    path.display(),
+                    line_no + 1
+                )
+            })?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        total += n as u64;
+        ensure_amat(total <= limit, path, line_no, "more data than the file can hold")?;
+        ensure_amat(
+            line.len() <= MAX_CSV_LINE || line.ends_with(b"\n"),
+            path,
+            line_no,
+            &format!("longer than {MAX_CSV_LINE} bytes (an .amat line is {PIXELS} values 0 or 1)"),
+        )?;
+        let body = line.strip_suffix(b"\n").unwrap_or(&line);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        if body.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let before = split.images.len();
+        for (col, field) in body
+            .split(|b| *b == b' ' || *b == b'\t')
+            .filter(|f| !f.is_empty())
+            .enumerate()
+        {
+            let v = match field {
+                b"0" => 0,
+                b"1" => 1,
+                _ => bail!(
+                    "{}: line {line_no}, value {}: {:?} is not 0 or 1 (.amat images are already binary)",
+                    path.display(),
+                    col + 1,
+                    String::from_utf8_lossy(&field[..field.len().min(40)])
+                ),
+            };
+            ensure_amat(
+                split.images.len() - before < PIXELS,
+                path,
+                line_no,
+                &format!("more than {PIXELS} values (expected a 28x28 image)"),
+            )?;
+            split.images.push(v);
+        }
+        let got = split.images.len() - before;
+        ensure_amat(
+            got == PIXELS,
+            path,
+            line_no,
+            &format!("{got} values, expected {PIXELS} (a 28x28 image)"),
+        )?;
+        split.labels.push(0);
+    }
+    if split.is_empty() {
+        bail!(
+            "{}: no images (expected lines of {PIXELS} values 0 or 1)",
+            path.display()
+        );
+    }
+    Ok(split)
+}
+
+fn ensure_amat(ok: bool, path: &Path, line: u64, what: &str) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        bail!("{}: line {line}: {what}", path.display())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -235,6 +235,8 @@ pub struct TrainOptions {
     pub lr: f64,
     /// Per-epoch learning-rate factor: epoch e trains at `lr · lr_decay^e`.
     pub lr_decay: f64,
+    /// Adam's β1.
+    pub beta1: f64,
     /// Decay of the Polyak average of the parameters (0: none).
     pub ema: f64,
     pub seed: u64,
@@ -457,6 +459,7 @@ pub fn fresh_state(opts: &TrainOptions) -> TrainState {
         epochs: opts.epochs,
         adam: AdamConfig {
             lr: opts.lr,
+            beta1: opts.beta1,
             ema_decay: opts.ema,
             ..AdamConfig::default()
         },
@@ -994,6 +997,8 @@ pub struct RunRequest {
     pub batch_size: Option<usize>,
     pub lr: Option<f64>,
     pub lr_decay: Option<f64>,
+    /// `--beta1`: Adam's first-moment decay.
+    pub beta1: Option<f64>,
     /// `--ema`: the decay of the parameters' Polyak average (0: none).
     pub ema: Option<f64>,
     pub seed: Option<u64>,
@@ -1044,6 +1049,12 @@ pub fn plan_run(req: RunRequest) -> Result<RunPlan> {
     let data_path =
         std::path::absolute(&given).with_context(|| format!("resolving the data path {}", given.display()))?;
     let ds = crate::data::load(&data_path, opts.val_split)?;
+    ensure!(
+        ds.labelled || !opts.config.is_conditional(),
+        "{}: the images have no labels, so a class-conditional model ({}) cannot train on them; drop --conditional",
+        data_path.display(),
+        opts.config.describe()
+    );
     let train = match opts.limit {
         Some(n) => ds.train.take(n),
         None => ds.train.clone(),
@@ -1150,6 +1161,7 @@ fn resume_options(req: &RunRequest, path: &Path) -> Result<(TrainOptions, Option
         batch_size: state.batch_size,
         lr: state.adam.lr,
         lr_decay: state.lr_decay,
+        beta1: state.adam.beta1,
         ema: state.adam.ema_decay,
         seed: state.seed,
         steps: req.steps,
@@ -1198,6 +1210,9 @@ fn check_resume_flags(req: &RunRequest, config: &Config, state: &TrainState, bra
     if let Some(s) = req.seed {
         conflict("--seed", s.to_string(), state.seed.to_string())?;
     }
+    if let Some(b) = req.beta1 {
+        conflict("--beta1", b.to_string(), state.adam.beta1.to_string())?;
+    }
     if let Some(e) = req.ema.filter(|_| state.adam.ema_decay > 0.0) {
         conflict("--ema", e.to_string(), state.adam.ema_decay.to_string())?;
     }
@@ -1216,6 +1231,7 @@ fn fresh_options(req: &RunRequest) -> Result<TrainOptions> {
         batch_size: req.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
         lr: req.lr.unwrap_or(AdamConfig::default().lr),
         lr_decay: req.lr_decay.unwrap_or(1.0),
+        beta1: req.beta1.unwrap_or(AdamConfig::default().beta1),
         ema: req.ema.unwrap_or(DEFAULT_EMA),
         seed: req.seed.unwrap_or(0),
         steps: req.steps,

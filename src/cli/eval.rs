@@ -39,6 +39,13 @@ impl EvalArgs {
         let split = &self.split;
         let split_data = ds.split(split)?;
         ensure!(!split_data.is_empty(), "no {split} images (the {split} split is empty)");
+        ensure!(
+            ds.labelled || !ck.config.is_conditional(),
+            "{}: the images have no labels, and {} is class-conditional ({}): its NLL needs the labels' classes",
+            ds.source.display(),
+            path.display(),
+            ck.config.describe()
+        );
         let net = Network::new(ck.config);
         let n = self
             .limit

@@ -64,6 +64,11 @@ pub fn parse_ema(s: &str) -> Result<f64, String> {
     float_in(s, 0.0, 1.0, true, "--ema")
 }
 
+/// `--beta1`: Adam's first-moment decay in [0, 1).
+pub fn parse_beta1(s: &str) -> Result<f64, String> {
+    float_in(s, 0.0, 1.0, true, "--beta1")
+}
+
 pub fn parse_minutes(s: &str) -> Result<f64, String> {
     let v = float_in(s, 0.0, 1e6, false, "--save-every")?;
     if v == 0.0 {
@@ -104,6 +109,11 @@ pub struct ModelArgs {
     /// Gated layers L of --arch gated. Default 5.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub layers: Option<u64>,
+    /// Dilate the gated layers 1, 2, … by 1, 2, 4, …, 2^(K−1), then again from 1, so that the network's reach grows
+    /// exponentially with depth (--arch gated; 1: no dilation). 5 lets 6 layers see every earlier pixel of a 28×28
+    /// image.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=pixelcnn::model::MAX_DILATION_CYCLE as u64))]
+    pub dilation_cycle: Option<u64>,
     /// Class-conditional: a per-class bias table in every ReLU conv (pixelcnn) or gate (gated).
     #[arg(long)]
     pub conditional: bool,
@@ -115,15 +125,18 @@ impl ModelArgs {
             || self.filters.is_some()
             || self.blocks.is_some()
             || self.layers.is_some()
+            || self.dilation_cycle.is_some()
             || self.conditional
     }
 
     pub fn config(&self) -> Result<Config> {
-        let arch = self.arch.unwrap_or(if self.layers.is_some() {
-            Arch::Gated
-        } else {
-            Arch::Pixelcnn
-        });
+        let arch = self
+            .arch
+            .unwrap_or(if self.layers.is_some() || self.dilation_cycle.is_some() {
+                Arch::Gated
+            } else {
+                Arch::Pixelcnn
+            });
         ensure!(
             !(arch == Arch::Pixelcnn && self.layers.is_some()),
             "--layers is for --arch gated; --arch pixelcnn takes --blocks"
@@ -138,6 +151,7 @@ impl ModelArgs {
             filters: self.filters.map_or(DEFAULT_FILTERS, |f| f as usize),
             depth,
             classes: 0,
+            dilation_cycle: self.dilation_cycle.map_or(1, |k| k as usize),
         };
         let c = if self.conditional { c.conditional() } else { c };
         c.validate()?;

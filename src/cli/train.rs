@@ -1,6 +1,6 @@
 //! `pixelcnn train`.
 
-use super::{parse_ema, parse_lr, parse_lr_decay, parse_minutes, DataArgs, ModelArgs};
+use super::{parse_beta1, parse_ema, parse_lr, parse_lr_decay, parse_minutes, DataArgs, ModelArgs};
 use anyhow::Result;
 use clap::Args;
 use pixelcnn::train::{self, Device};
@@ -25,6 +25,9 @@ pub struct TrainArgs {
     /// (constant, as Keras). 0.9 roughly halves it every 7 epochs.
     #[arg(long, value_parser = parse_lr_decay)]
     lr_decay: Option<f64>,
+    /// Adam's β1, the decay of its first moment (default 0.9, as Keras; openai/pixel-cnn uses 0.95).
+    #[arg(long, value_parser = parse_beta1)]
+    beta1: Option<f64>,
     /// Keep a Polyak average of the parameters (an exponential moving average with this decay per step, updated on
     /// the GPU after each Adam step), as published PixelCNNs do: eval, sample, complete, score, receptive-field and
     /// export use it. Each
@@ -74,6 +77,7 @@ impl TrainArgs {
             batch_size: self.batch_size.map(|b| b as usize),
             lr: self.lr,
             lr_decay: self.lr_decay,
+            beta1: self.beta1,
             ema: self.ema,
             seed: self.seed,
             steps: self.steps,
