@@ -3,7 +3,7 @@
 // Entry points (c < c4 vec4 columns, i < images, y < classes):
 //   class_bias_add       table[i, c] = [bias[c] +] class_bias[labels[i], c]       (bias only with FLAG_BIAS)
 //     A conditional conv or gate then reads its bias per image from `table` (bias_stride = c4).
-//   image_sums           sums[i, c] = Σ_{q < 784} grad[i · 784 + q, c]            (image-major, in pixel order)
+//   image_sums           sums[i, c] = Σ_{q < PIXELS} grad[i · PIXELS + q, c]            (image-major, in pixel order)
 //   class_bias_backward  out[y, c] = Σ_{i with labels[i] = y} sums[i, c]        (in image order)
 //   Two passes in a fixed order, no float atomics: the same inputs give the same bits.
 // Layouts: vec4<f32> [rows, c4]; labels: u32 per image. Bindings: 0 uniform ClassParams (dynamic offset),
@@ -47,8 +47,8 @@ fn image_sums(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     let i = id / prm.c4;
     let c = id % prm.c4;
     var acc = vec4<f32>(0.0);
-    for (var q = 0u; q < 784u; q++) {
-        acc += a[(i * 784u + q) * prm.c4 + c];
+    for (var q = 0u; q < PIXELS; q++) {
+        acc += a[(i * PIXELS + q) * prm.c4 + c];
     }
     output[id] = acc;
 }

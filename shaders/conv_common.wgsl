@@ -18,7 +18,7 @@ struct ConvParams {
     n_taps: u32,
     chunk: u32,         // conv_backward_weight: positions per chunk (a multiple of SG)
     n_chunks: u32,
-    loss_scale: f32,    // LOSS: 1 / (images · 784), the gradient of the mean
+    loss_scale: f32,    // LOSS: 1 / (images · PIXELS), the gradient of the mean
     _pad0: u32,
 }
 

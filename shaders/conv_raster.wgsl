@@ -76,12 +76,13 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let r_$m = min(row_$m, g.rows - 1u);
     let img_$m = row_image(g, r_$m);
     let q_$m = row_pixel(g, r_$m);
-    let y_$m = i32(q_$m / 28u);
-    let x_$m = i32(q_$m % 28u);
+    let y_$m = i32(q_$m / WIDTH);
+    let x_$m = i32(q_$m % WIDTH);
     //@}
     // The accumulators start from the bias: one row, or a per-image table read at each row's image. Image-major
-    // rows of a lane (TM·SG consecutive positions, fewer than an image's 784) span at most two images, its first
-    // and last row's, so it loads those two and picks; position-major rows (the sampler) have an image each.
+    // rows of a lane (positions row0, row0 + SG, …, row0 + (TM−1)·SG) span at most two images, its first and last
+    // row's, when an image has more than (TM−1)·SG pixels, so it loads those two and picks; otherwise (images
+    // smaller than 5×5), and for position-major rows (the sampler), each row loads its own image's.
     //@for n in TN {
     let b_$n = bias_of(img_0, col0 + ${n}u);
     //@for m in TM {
@@ -89,7 +90,7 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     //@}
     //@}
     if (BIAS_TABLE != 0u) {
-        if (ORDER == IMAGE_MAJOR) {
+        if (ORDER == IMAGE_MAJOR && (TM - 1u) * SG < PIXELS) {
             //@for n in TN {
             let bl_$n = bias_of(img_${TM-1}, col0 + ${n}u);
             //@for m in TM {
@@ -180,8 +181,8 @@ fn conv_backward_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let r_$m = min(row_$m, g.rows - 1u);
     let img_$m = row_image(g, r_$m);
     let q_$m = row_pixel(g, r_$m);
-    let y_$m = i32(q_$m / 28u);
-    let x_$m = i32(q_$m % 28u);
+    let y_$m = i32(q_$m / WIDTH);
+    let x_$m = i32(q_$m % WIDTH);
     //@for n in TN {
     var acc_$m_$n = vec4<f32>(0.0);
     //@}
@@ -287,8 +288,8 @@ fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
         let pc_$u = min(pu_$u, p1 - 1u);
         let img_$u = row_image(g, pc_$u);
         let q_$u = row_pixel(g, pc_$u);
-        let y_$u = i32(q_$u / 28u);
-        let x_$u = i32(q_$u % 28u);
+        let y_$u = i32(q_$u / WIDTH);
+        let x_$u = i32(q_$u % WIDTH);
         let at_$u = position(g, img_$u, q_$u) * cout4;
         //@for n in TN {
         let d_$u_$n = select(vec4<f32>(0.0), dz[at_$u + col_$n], pu_$u < p1);

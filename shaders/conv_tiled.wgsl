@@ -48,7 +48,7 @@ fn tile_source(row0: u32, r: u32, dy: i32, dx: i32) -> i32 {
     let rc = min(row, g.rows - 1u);
     let img = row_image(g, rc);
     let q = row_pixel(g, rc);
-    let src = tap_source(g, img, i32(q / 28u), i32(q % 28u), dy, dx);
+    let src = tap_source(g, img, i32(q / WIDTH), i32(q % WIDTH), dy, dx);
     return select(-1, src, row < g.rows);
 }
 
@@ -233,7 +233,7 @@ fn conv_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
         let pc_$e = min(p_$e, g.rows - 1u);
         let img_$e = row_image(g, pc_$e);
         let q_$e = row_pixel(g, pc_$e);
-        let src_$e = tap_source(g, img_$e, i32(q_$e / 28u), i32(q_$e % 28u), s_tap.x, s_tap.y);
+        let src_$e = tap_source(g, img_$e, i32(q_$e / WIDTH), i32(q_$e % WIDTH), s_tap.x, s_tap.y);
         tile_a[(lid / 16u + ${e*4}u) * 16u + lid % 16u] = select(load_input(src_$e, cin4, sg % cin4, live_$e && sg < groups),
                           vec4<f32>(select(0.0, 1.0, live_$e), 0.0, 0.0, 0.0), s_bias);
         //@}

@@ -12,8 +12,8 @@
 // The convs read earlier positions from the activation caches, which earlier dispatches filled.
 //
 // Layouts: acts is one buffer holding every activation's cache, activation a at vec4 offset base_a as
-//   [784, images, C4_a] (position-major); params is the GPU parameter vector (conv weight [n_taps·cin4·4, cout4],
-//   bias [cout4], class bias [10, C4]); taps is the tap table; labels u32 per image; probs f32 [images, 784].
+//   [PIXELS, images, C4_a] (position-major); params is the GPU parameter vector (conv weight [n_taps·cin4·4, cout4],
+//   bias [cout4], class bias [classes, C4]); taps is the tap table; labels u32 per image; probs f32 [images, PIXELS].
 // The program (binding 1, a uniform buffer): vec4<u32> entries; entry a < n_acts is activation a's (base, C4);
 //   op j at ops_at + 3j is (kind, in0, in1, out), (weight, bias, cin4, cout4), (tap0, n_taps, flags, class_bias).
 // Bindings: 0 uniform NetParams (dynamic offset), 1 program (uniform), 2 acts (read_write), 3 params (read),
@@ -60,16 +60,16 @@ fn conv_item(op0: vec4<u32>, op1: vec4<u32>, op2: vec4<u32>, i: u32, q: u32, n: 
     if (op2.w != NONE) {
         acc += params[op2.w + labels[i] * cout4 + n];
     }
-    let y = i32(q / 28u);
-    let x = i32(q % 28u);
+    let y = i32(q / WIDTH);
+    let x = i32(q % WIDTH);
     for (var t = 0u; t < op2.y; t++) {
         let tap = taps[op2.x + t];
         let sy = y + tap.x;
         let sx = x + tap.y;
-        if (sy < 0 || sy >= 28 || sx < 0 || sx >= 28) {
+        if (sy < 0 || sy >= i32(HEIGHT) || sx < 0 || sx >= i32(WIDTH)) {
             continue;
         }
-        let src = at(op0.y, u32(sy * 28 + sx), i, 0u);
+        let src = at(op0.y, u32(sy) * WIDTH + u32(sx), i, 0u);
         var w = op1.x + t * cin4 * 4u * cout4 + n;
         for (var k = 0u; k < cin4; k++) {
             let a = acts[src + k];
@@ -134,7 +134,7 @@ fn pixel_net(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
                     let p = 1.0 / (1.0 + exp(-(acts[at(op0.y, q, i, 0u)].x / prm.temperature)));
                     let u = uniform_draw(prm.key, prm.first_image + i, q);
                     acts[at(op0.w, q, i, 0u)] = vec4<f32>(select(0.0, 1.0, u < p), 0.0, 0.0, 0.0);
-                    probs[i * 784u + q] = p;
+                    probs[i * PIXELS + q] = p;
                 }
             }
             default: {}

@@ -11,8 +11,15 @@ const FLAG_LOSS_GRAD: u32 = 16u;  // loss epilogue: write the gradient of the me
 const FLAG_BIAS: u32 = 32u;       // add the bias (gates and class tables: there is one)
 const FLAG_NO_OUTPUT: u32 = 64u;  // skip the plain output (only the fused sum is needed)
 
+// The image shape: HEIGHT × WIDTH = PIXELS positions per image, in raster order. Pipeline constants that the host
+// sets from the model for every kernel that maps positions (a division by a constant is a multiplication; by a
+// uniform it is, on a CPU rasteriser, a scalar division per lane: see ORDER below).
+const HEIGHT: u32 = 28u;
+const WIDTH: u32 = 28u;
+const PIXELS: u32 = 784u;
+
 // Geometry: how a kernel's rows map to (image, pixel) and back to buffer positions.
-//   IMAGE_MAJOR (training, evaluation, the naive sampler): row r is position r = image · 784 + pixel.
+//   IMAGE_MAJOR (training, evaluation, the naive sampler): row r is position r = image · PIXELS + pixel.
 //   POSITION_MAJOR (the incremental sampler's caches, `images` per pixel): row r is image r % images at pixel
 //   first_pixel + r / images, stored at position pixel · images + image, so one pixel (or a run of pixels) of
 //   every image is contiguous.
@@ -39,23 +46,23 @@ fn image_major(g: Geometry) -> bool {
 }
 
 fn row_image(g: Geometry, r: u32) -> u32 {
-    return select(r % g.images, r / 784u, image_major(g));
+    return select(r % g.images, r / PIXELS, image_major(g));
 }
 
 fn row_pixel(g: Geometry, r: u32) -> u32 {
-    return select(g.first_pixel + r / g.images, r % 784u, image_major(g));
+    return select(g.first_pixel + r / g.images, r % PIXELS, image_major(g));
 }
 
 fn position(g: Geometry, image: u32, pixel: u32) -> u32 {
-    return select(pixel * g.images + image, image * 784u + pixel, image_major(g));
+    return select(pixel * g.images + image, image * PIXELS + pixel, image_major(g));
 }
 
 // The buffer position that tap offset (dy, dx) reads for (image, y, x), or -1 in the zero padding.
 fn tap_source(g: Geometry, image: u32, y: i32, x: i32, dy: i32, dx: i32) -> i32 {
     let sy = y + dy;
     let sx = x + dx;
-    let inside = sy >= 0 && sy < 28 && sx >= 0 && sx < 28;
-    return select(-1, i32(position(g, image, u32(max(sy, 0) * 28 + max(sx, 0)))), inside);
+    let inside = sy >= 0 && sy < i32(HEIGHT) && sx >= 0 && sx < i32(WIDTH);
+    return select(-1, i32(position(g, image, u32(max(sy, 0)) * WIDTH + u32(max(sx, 0)))), inside);
 }
 
 // Workgroups of a dispatch are linear over x and y (a grid wider than 65,535 workgroups wraps into y).

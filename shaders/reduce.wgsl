@@ -3,8 +3,10 @@
 // Entry point `reduce_chunks`: s[i] = Σ_{c < n_chunks} in[c · len + i] for i < len vec4s, written to out0[i] for
 //   i < split and to out1[i − split] after (+ what is there with FLAG_ACCUMULATE). Pass 2 of a weight gradient:
 //   `in` holds one partial sum per chunk of positions, out0 the weight's gradient and out1 its bias's.
-// Entry point `sum_images`: out[i] = (Σ_{j<784} in[4i·784 + j], ..., for images 4i..4i+3) (+= with
-//   FLAG_ACCUMULATE): each image's NLL from the per-pixel BCE (in = 784 floats per image, 196 vec4s).
+// Entry point `sum_images`: out[i] = (Σ_{j<PIXELS} in[4i·PIXELS + j], ..., for images 4i..4i+3) (+= with
+//   FLAG_ACCUMULATE): each image's NLL from the per-pixel BCE (in = PIXELS floats per image). When PIXELS is a
+//   multiple of 4 an image is PIXELS / 4 whole vec4s, summed lane-wise (784: 196); otherwise images straddle
+//   vec4s and it sums the floats one by one, in pixel order.
 // Layouts: vec4<f32> arrays. Bindings: 0 uniform ReduceParams (dynamic offset), 1 in (read), 2 out0 (read_write),
 //   3 out1 (read_write; reduce_chunks only). Dispatch: one invocation per output vec4, 64 per workgroup, linear
 //   over x and y.
@@ -55,11 +57,19 @@ fn sum_images(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     for (var j = 0u; j < 4u; j++) {
         let image = i * 4u + j;
         if (image < prm.n_chunks) {
-            var acc = vec4<f32>(0.0);
-            for (var q = 0u; q < 196u; q++) {
-                acc += input[image * 196u + q];
+            if (PIXELS % 4u == 0u) {
+                var acc = vec4<f32>(0.0);
+                for (var q = 0u; q < PIXELS / 4u; q++) {
+                    acc += input[image * (PIXELS / 4u) + q];
+                }
+                out[j] = acc.x + acc.y + acc.z + acc.w;
+            } else {
+                var acc = 0.0;
+                for (var q = image * PIXELS; q < (image + 1u) * PIXELS; q++) {
+                    acc += input[q / 4u][q % 4u];
+                }
+                out[j] = acc;
             }
-            out[j] = acc.x + acc.y + acc.z + acc.w;
         }
     }
     if ((prm.flags & FLAG_ACCUMULATE) != 0u) {

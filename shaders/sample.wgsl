@@ -1,12 +1,12 @@
 // sample.wgsl — the Bernoulli draw of one pixel for every image of a batch, on the GPU.
 //
-// Entry point `sample_pixel`, for images i < count at raster pixel q, with at = i·784 + q (image-major, the naive
+// Entry point `sample_pixel`, for images i < count at raster pixel q, with at = i·PIXELS + q (image-major, the naive
 // sampler) or q·stride + i (position-major, the incremental sampler; stride = its padded image count):
 //     p = σ(logits[at] / temperature);  u = uniform(key, first_image + i, q);  image[at] = (u < p ? 1 : 0);
-//     probs[i·784 + q] = p
+//     probs[i·PIXELS + q] = p
 // uniform_draw() (in the prelude) is the counter-based hash of src/rng.rs, so the CPU and GPU samplers draw
 // identical numbers.
-// Layouts: logits, image: vec4<f32> [count · 784] (lane .x) in either order; probs: f32 [count · 784].
+// Layouts: logits, image: vec4<f32> [count · PIXELS] (lane .x) in either order; probs: f32 [count · PIXELS].
 // Bindings: 0 uniform SampleParams (dynamic offset), 1 logits (read), 2 image (read_write), 3 probs (read_write).
 // Dispatch: one invocation per image; id = gid.x + gid.y · 64 · num_workgroups.x.
 
@@ -32,9 +32,9 @@ fn sample_pixel(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (i >= prm.count) {
         return;
     }
-    let at = select(prm.pixel * prm.stride + i, i * 784u + prm.pixel, prm.stride == 0u);
+    let at = select(prm.pixel * prm.stride + i, i * PIXELS + prm.pixel, prm.stride == 0u);
     let p = 1.0 / (1.0 + exp(-(logits[at].x / prm.temperature)));
     let u = uniform_draw(prm.key, prm.first_image + i, prm.pixel);
     image[at] = vec4<f32>(select(0.0, 1.0, u < p), 0.0, 0.0, 0.0);
-    probs[i * 784u + prm.pixel] = p;
+    probs[i * PIXELS + prm.pixel] = p;
 }

@@ -4,12 +4,12 @@
 //! * constant: one p for every pixel;
 //! * per-pixel: an independent Bernoulli per position;
 //! * count table: per position, a table over the 6 causal neighbours x[r, q−1], x[r, q−2], x[r−1, q−1..q+1] and
-//!   x[r−2, q] (zero outside the image): 64 contexts × 784 positions, add-½ smoothing.
+//!   x[r−2, q] (zero outside the image): 64 contexts × H·W positions, add-½ smoothing.
 //!
 //! All use Laplace-style smoothing so that no probability is exactly 0 or 1.
 
 use crate::data::Dataset;
-use crate::model::{bits_per_dim, HEIGHT, PIXELS, WIDTH};
+use crate::model::{bits_per_dim, ImageShape};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Baseline {
@@ -37,15 +37,16 @@ impl Baselines {
     }
 }
 
-/// The 6-bit causal context of pixel `q` of `img`.
-pub fn context(img: &[u8], q: usize) -> usize {
-    let (r, c) = ((q / WIDTH) as i32, (q % WIDTH) as i32);
+/// The 6-bit causal context of pixel `q` of `img` (of `shape`).
+pub fn context(img: &[u8], shape: ImageShape, q: usize) -> usize {
+    let width = shape.width;
+    let (r, c) = ((q / width) as i32, (q % width) as i32);
     let at = |dy: i32, dx: i32| -> usize {
         let (y, x) = (r + dy, c + dx);
-        if y < 0 || y >= HEIGHT as i32 || x < 0 || x >= WIDTH as i32 {
+        if y < 0 || y >= shape.height as i32 || x < 0 || x >= width as i32 {
             0
         } else {
-            img[y as usize * WIDTH + x as usize] as usize
+            img[y as usize * width + x as usize] as usize
         }
     };
     at(0, -1) | at(0, -2) << 1 | at(-1, -1) << 2 | at(-1, 0) << 3 | at(-1, 1) << 4 | at(-2, 0) << 5
@@ -53,12 +54,13 @@ pub fn context(img: &[u8], q: usize) -> usize {
 
 /// Mean test NLL (nats/image) of a model giving p(x_q = 1) = `p(img, q)`.
 fn nll(ds: &Dataset, p: impl Fn(&[u8], usize) -> f64) -> f64 {
+    let pixels = ds.height * ds.width;
     let total: f64 = ds
         .test
         .images
-        .chunks(PIXELS)
+        .chunks(pixels)
         .map(|img| {
-            (0..PIXELS)
+            (0..pixels)
                 .map(|q| {
                     let p = p(img, q);
                     if img[q] == 1 {
@@ -76,29 +78,31 @@ fn nll(ds: &Dataset, p: impl Fn(&[u8], usize) -> f64) -> f64 {
 /// Fits every baseline on `ds.train` and evaluates it on `ds.test`.
 pub fn baselines(ds: &Dataset) -> Baselines {
     let train = &ds.train;
+    let shape = ImageShape::new(ds.height, ds.width);
+    let pixels = shape.pixels();
     let n = train.len() as f64;
     let ones: f64 = train.images.iter().map(|&v| v as f64).sum();
-    let p_const = (ones + 1.0) / (n * PIXELS as f64 + 2.0);
-    let mut counts = vec![0.0f64; PIXELS];
+    let p_const = (ones + 1.0) / (n * pixels as f64 + 2.0);
+    let mut counts = vec![0.0f64; pixels];
     // Per (position, context): [zeros, ones].
-    let mut table = vec![[0.0f64; 2]; PIXELS * 64];
-    for img in train.images.chunks(PIXELS) {
-        for q in 0..PIXELS {
+    let mut table = vec![[0.0f64; 2]; pixels * 64];
+    for img in train.images.chunks(pixels) {
+        for q in 0..pixels {
             counts[q] += img[q] as f64;
-            table[q * 64 + context(img, q)][img[q] as usize] += 1.0;
+            table[q * 64 + context(img, shape, q)][img[q] as usize] += 1.0;
         }
     }
     let p_pixel: Vec<f64> = counts.iter().map(|c| (c + 1.0) / (n + 2.0)).collect();
     let make = |name, nll: f64| Baseline {
         name,
         nll_nats_per_image: nll,
-        bits_per_dim: bits_per_dim(nll),
+        bits_per_dim: bits_per_dim(nll, pixels),
         p: None,
     };
     let constant = nll(ds, |_, _| p_const);
     let per_pixel = nll(ds, |_, q| p_pixel[q]);
     let count_table = nll(ds, |img, q| {
-        let [z, o] = table[q * 64 + context(img, q)];
+        let [z, o] = table[q * 64 + context(img, shape, q)];
         (o + 0.5) / (z + o + 1.0)
     });
     Baselines {
@@ -119,21 +123,24 @@ mod tests {
 
     #[test]
     fn context_reads_the_six_causal_neighbours() {
-        let mut img = vec![0u8; PIXELS];
+        // A non-square shape, so that rows and columns cannot be swapped unnoticed.
+        let shape = ImageShape::new(9, 13);
+        const WIDTH: usize = 13;
+        let mut img = vec![0u8; shape.pixels()];
         let q = 5 * WIDTH + 10;
         for (dy, dx, bit) in [(0, -1, 0), (0, -2, 1), (-1, -1, 2), (-1, 0, 3), (-1, 1, 4), (-2, 0, 5)] {
             img.fill(0);
             img[((5 + dy) * WIDTH as i32 + 10 + dx) as usize] = 1;
-            assert_eq!(context(&img, q), 1 << bit, "({dy}, {dx})");
+            assert_eq!(context(&img, shape, q), 1 << bit, "({dy}, {dx})");
         }
         // The pixel itself and anything after it never enter the context.
         img.fill(0);
         img[q] = 1;
         img[q + 1] = 1;
         img[q + WIDTH] = 1;
-        assert_eq!(context(&img, q), 0);
+        assert_eq!(context(&img, shape, q), 0);
         // At the top-left corner everything is padding.
         img.fill(1);
-        assert_eq!(context(&img, 0), 0);
+        assert_eq!(context(&img, shape, 0), 0);
     }
 }

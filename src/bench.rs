@@ -9,19 +9,19 @@ use crate::gpu::sampler::{self, SampleRequest, Sampler};
 use crate::gpu::trainer::Trainer;
 use crate::gpu::versions::KernelChoice;
 use crate::gpu::Gpu;
-use crate::model::{Config, Network, CLASSES, PIXELS};
+use crate::model::{Config, Network};
 use anyhow::Result;
 use std::time::Instant;
 
-/// Random binary images with about the data's density of ones (0.38).
-pub fn synthetic_images(count: usize, seed: u64) -> Vec<u8> {
+/// Random binary images of `pixels` pixels with about the data's density of ones (0.38).
+pub fn synthetic_images(count: usize, pixels: usize, seed: u64) -> Vec<u8> {
     let mut rng = crate::rng::SplitMix64::new(seed);
-    (0..count * PIXELS).map(|_| (rng.next_f64() < 0.38) as u8).collect()
+    (0..count * pixels).map(|_| (rng.next_f64() < 0.38) as u8).collect()
 }
 
-/// Labels 0, 1, ..., 9, 0, ... for a conditional model.
-pub fn synthetic_labels(count: usize) -> Vec<u8> {
-    (0..count).map(|i| (i % CLASSES) as u8).collect()
+/// Labels 0, 1, …, classes − 1, 0, … for a conditional model.
+pub fn synthetic_labels(count: usize, classes: usize) -> Vec<u8> {
+    (0..count).map(|i| (i % classes.max(1)) as u8).collect()
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -87,8 +87,8 @@ pub fn bench_train(
     let net = Network::new(config);
     let model = GpuModel::new(&gpu, &net, &net.init_params(0))?;
     let mut trainer = Trainer::new(&gpu, model, AdamConfig::default(), batch_size)?;
-    let images = synthetic_images(batch_size, 1);
-    let labels = synthetic_labels(batch_size);
+    let images = synthetic_images(batch_size, net.pixels(), 1);
+    let labels = synthetic_labels(batch_size, config.classes);
     let labels = config.is_conditional().then_some(&labels[..]);
     let mut times = Vec::new();
     for s in 0..warmup + steps.max(1) {
@@ -176,7 +176,7 @@ pub fn bench_sample(
     // `Tuning::sampler_inline`), and the adapter's peak is what all its threads can do.
     let peak = peak_of(&Gpu::new()?, peak)?;
     let sampler = Sampler::new(net, params)?;
-    let labels = synthetic_labels(count);
+    let labels = synthetic_labels(count, net.config.classes);
     let spec = SampleSpec {
         count,
         key: crate::rng::sample_key(0),
@@ -192,7 +192,7 @@ pub fn bench_sample(
         max_steps: None,
     };
     let warm = SampleRequest {
-        max_steps: Some(28),
+        max_steps: Some(net.width()),
         ..req
     };
     sampler.sample(warm, |_| {})?;
@@ -205,7 +205,8 @@ pub fn bench_sample(
     sampler::sample(gpu, model, req, |_| {})?;
     let one_device = t.elapsed().as_secs_f64();
     let per_pixel = sampler::dispatches_per_pixel(gpu, model, count)?;
-    let naive_pixels = naive_pixels.clamp(1, PIXELS);
+    let pixels = net.pixels();
+    let naive_pixels = naive_pixels.clamp(1, pixels);
     let naive_req = |steps| SampleRequest {
         naive: true,
         max_steps: Some(steps),
@@ -214,7 +215,7 @@ pub fn bench_sample(
     sampler.sample(naive_req(1), |_| {})?;
     let t = Instant::now();
     sampler.sample(naive_req(naive_pixels), |_| {})?;
-    let naive = t.elapsed().as_secs_f64() * PIXELS as f64 / naive_pixels as f64;
+    let naive = t.elapsed().as_secs_f64() * pixels as f64 / naive_pixels as f64;
     let gflops = count as f64 * 2.0 * net.live_macs_per_image() as f64 / incremental / 1e9;
     let profile = if profile {
         Some(sampler::profile_row(gpu, model, count)?)
@@ -232,7 +233,7 @@ pub fn bench_sample(
         incremental_one_device_seconds: one_device,
         dispatches_per_pixel: per_pixel,
         naive_seconds: naive,
-        naive_extrapolated: naive_pixels < PIXELS,
+        naive_extrapolated: naive_pixels < pixels,
         naive_pixels_timed: naive_pixels,
         speedup: naive / incremental,
         gflops,

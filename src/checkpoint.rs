@@ -2,14 +2,17 @@
 //! exactly those of the network's [`ParamTable`](crate::model::ParamTable), in its order; `pixelcnn summary` lists
 //! them. Masked taps are saved as zeros and ignored on load (only live taps are read).
 //!
-//! Metadata: `format` = `pixelcnn`, `arch` (`pixelcnn` | `gated`), `classes` (0 or 10), `filters`, `depth`,
-//! `dilation_cycle` (only when not 1), and for training checkpoints a JSON `train_state`. Training checkpoints also hold Adam's moments as tensors
+//! Metadata: `format` = `pixelcnn`, `arch` (`pixelcnn` | `gated`), `classes` (0, or 2–256), `filters`, `depth`,
+//! `height` and `width`, `dilation_cycle` (only when not 1), `class_names` (a JSON list, conditional models),
+//! `threshold` and `invert` (how the training images were binarized), and for training checkpoints a JSON
+//! `train_state`. A file without `height`/`width` is 28×28, one without `class_names` has Fashion-MNIST's names
+//! (10 classes) or the label numbers, one without `threshold` the seed's 0.33. Training checkpoints also hold Adam's moments as tensors
 //! `train.adam_m.<name>` and `train.adam_v.<name>` (same shapes). A file without metadata (as PyTorch's
 //! `safetensors.torch.save_file(model.state_dict())` writes it) loads too: the architecture is inferred from the
 //! names (`blocks.` or `layers.`, and `class_bias`) and F and the depth from the shapes.
 
 use crate::cpu::{AdamConfig, AdamState};
-use crate::model::{Arch, Config, Network, ParamKind, ParamTensor, CLASSES};
+use crate::model::{default_class_names, Arch, Config, Network, ParamKind, ParamTensor, MAX_CLASSES};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
@@ -197,9 +200,35 @@ impl TrainState {
     }
 }
 
+/// What a model file says besides its tensors: the names of its classes and how its images were binarized (so that
+/// `sample --class NAME` and `score IMAGE` follow the data the model was trained on).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelMeta {
+    /// One name per class, in label order (empty for an unconditional model).
+    pub class_names: Vec<String>,
+    /// A grey level g of maximum m binarized to 1 when g / m ≥ threshold (after inversion with `invert`).
+    pub threshold: f64,
+    pub invert: bool,
+}
+
+/// The binarization threshold of every model that names none (the seed's: `x / 256 ≥ 0.33`).
+pub const DEFAULT_THRESHOLD: f64 = 0.33;
+
+impl ModelMeta {
+    /// What a file of `config` that says nothing means: the default names of its classes, the seed's threshold.
+    pub fn default_for(config: &Config) -> ModelMeta {
+        ModelMeta {
+            class_names: default_class_names(config.classes),
+            threshold: DEFAULT_THRESHOLD,
+            invert: false,
+        }
+    }
+}
+
 /// A loaded checkpoint.
 pub struct Checkpoint {
     pub config: Config,
+    pub meta: ModelMeta,
     /// Parameters in the CPU layout of the network's parameter table.
     pub params: Vec<f32>,
     pub train: Option<(TrainState, AdamState)>,
@@ -267,8 +296,18 @@ fn import(net: &Network, t: &ParamTensor, data: &[f32], packed: &mut [f32]) {
     }
 }
 
-/// Serialises a checkpoint to bytes.
+/// Serialises a checkpoint to bytes, with the default [`ModelMeta`] of its network.
 pub fn to_bytes(net: &Network, params: &[f32], train: Option<(&TrainState, &AdamState)>) -> Result<Vec<u8>> {
+    to_bytes_with(net, params, train, &ModelMeta::default_for(&net.config))
+}
+
+/// Serialises a checkpoint to bytes.
+pub fn to_bytes_with(
+    net: &Network,
+    params: &[f32],
+    train: Option<(&TrainState, &AdamState)>,
+    info: &ModelMeta,
+) -> Result<Vec<u8>> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (i, t) in net.params.tensors.iter().enumerate() {
         let mut push = |name: String, src: &[f32]| {
@@ -289,13 +328,28 @@ pub fn to_bytes(net: &Network, params: &[f32], train: Option<(&TrainState, &Adam
     meta.insert("format".to_string(), "pixelcnn".to_string());
     meta.insert(
         "description".to_string(),
-        "PixelCNN for binarized 28x28 Fashion-MNIST (github pixelcnn); PyTorch names, OIHW weights, masked taps zero"
-            .to_string(),
+        format!(
+            "PixelCNN for binarized {}x{} images (github pixelcnn); PyTorch names, OIHW weights, masked taps zero",
+            c.height, c.width
+        ),
     );
     meta.insert("arch".to_string(), c.arch.as_str().to_string());
     meta.insert("classes".to_string(), c.classes.to_string());
     meta.insert("filters".to_string(), c.filters.to_string());
     meta.insert("depth".to_string(), c.depth.to_string());
+    meta.insert("height".to_string(), c.height.to_string());
+    meta.insert("width".to_string(), c.width.to_string());
+    if c.is_conditional() {
+        ensure!(
+            info.class_names.len() == c.classes,
+            "{} class names for a model of {} classes",
+            info.class_names.len(),
+            c.classes
+        );
+        meta.insert("class_names".to_string(), serde_json::to_string(&info.class_names)?);
+    }
+    meta.insert("threshold".to_string(), info.threshold.to_string());
+    meta.insert("invert".to_string(), info.invert.to_string());
     // Only where it differs from the default, so that files of undilated networks stay as they were.
     if c.dilation_cycle != 1 {
         meta.insert("dilation_cycle".to_string(), c.dilation_cycle.to_string());
@@ -311,9 +365,20 @@ pub fn to_bytes(net: &Network, params: &[f32], train: Option<(&TrainState, &Adam
     safetensors::serialize(views, &Some(meta)).map_err(|e| anyhow!("serialising checkpoint: {e:?}"))
 }
 
-/// Writes a checkpoint atomically (temp file + rename).
+/// Writes a checkpoint atomically (temp file + rename), with the default [`ModelMeta`] of its network.
 pub fn save(path: &Path, net: &Network, params: &[f32], train: Option<(&TrainState, &AdamState)>) -> Result<()> {
-    crate::util::write_atomic(path, &to_bytes(net, params, train)?)
+    save_with(path, net, params, train, &ModelMeta::default_for(&net.config))
+}
+
+/// Writes a checkpoint atomically (temp file + rename).
+pub fn save_with(
+    path: &Path,
+    net: &Network,
+    params: &[f32],
+    train: Option<(&TrainState, &AdamState)>,
+    info: &ModelMeta,
+) -> Result<()> {
+    crate::util::write_atomic(path, &to_bytes_with(net, params, train, info)?)
         .with_context(|| format!("saving checkpoint {}", path.display()))
 }
 
@@ -375,23 +440,21 @@ fn infer_config(st: &SafeTensors, meta: Option<&HashMap<String, String>>, file: 
         None if has("conv_in.") || has("blocks.") => Arch::Pixelcnn,
         None => bail!("{file}: neither `conv_in.weight` (pixelcnn) nor `layers.0.v.weight` (gated) is present; is this a pixelcnn checkpoint?"),
     };
+    let class_bias = names
+        .iter()
+        .find(|n| n.ends_with(".class_bias") && !n.starts_with("train."));
     let classes = match meta.and_then(|m| m.get("classes")) {
         Some(c) => c
             .parse::<usize>()
             .ok()
-            .filter(|&c| c == 0 || c == CLASSES)
-            .ok_or_else(|| anyhow!("{file}: metadata `classes` is {c:?}, expected \"0\" or \"10\""))?,
-        None if names
-            .iter()
-            .any(|n| n.ends_with(".class_bias") && !n.starts_with("train.")) =>
-        {
-            CLASSES
-        }
-        None => 0,
+            .filter(|&c| c == 0 || (2..=MAX_CLASSES).contains(&c))
+            .ok_or_else(|| anyhow!("{file}: metadata `classes` is {c:?}, expected 0 or 2–{MAX_CLASSES}"))?,
+        // Without metadata, a class-bias table's rows are the classes.
+        None => match class_bias {
+            Some(t) => dim0(st, file, t, 2)?,
+            None => 0,
+        },
     };
-    let class_bias = names
-        .iter()
-        .find(|n| n.ends_with(".class_bias") && !n.starts_with("train."));
     match (classes, class_bias) {
         (0, Some(t)) => bail!(
             "{file}: metadata `classes` is \"0\" but the file holds class-bias tensors (`{t}`); the metadata contradicts the tensors"
@@ -432,11 +495,30 @@ fn infer_config(st: &SafeTensors, meta: Option<&HashMap<String, String>>, file: 
             })?,
         None => 1,
     };
+    // The image shape: files made before models carried it are 28×28.
+    let side = |key: &str, default: usize| -> Result<usize> {
+        match meta.and_then(|m| m.get(key)) {
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|s| (crate::model::MIN_SIDE..=crate::model::MAX_SIDE).contains(s))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{file}: metadata `{key}` is {v:?}, expected {}–{}",
+                        crate::model::MIN_SIDE,
+                        crate::model::MAX_SIDE
+                    )
+                }),
+            None => Ok(default),
+        }
+    };
     let config = Config {
         arch,
         filters,
         depth,
         classes,
+        height: side("height", crate::model::DEFAULT_HEIGHT)?,
+        width: side("width", crate::model::DEFAULT_WIDTH)?,
         dilation_cycle,
     };
     if let Some(m) = meta {
@@ -552,7 +634,43 @@ pub fn from_bytes(bytes: &[u8], file: &str) -> Result<Checkpoint> {
             Some((state, AdamState { m, v, step, ema }))
         }
     };
-    Ok(Checkpoint { config, params, train })
+    let info = read_model_meta(meta, &config, file)?;
+    Ok(Checkpoint {
+        config,
+        meta: info,
+        params,
+        train,
+    })
+}
+
+/// The [`ModelMeta`] a file's metadata gives (the defaults for what it does not say), checked.
+fn read_model_meta(meta: Option<&HashMap<String, String>>, config: &Config, file: &str) -> Result<ModelMeta> {
+    let mut info = ModelMeta::default_for(config);
+    let Some(m) = meta else { return Ok(info) };
+    if let Some(names) = m.get("class_names") {
+        let names: Vec<String> = serde_json::from_str(names)
+            .map_err(|e| anyhow!("{file}: metadata `class_names` is not a JSON list of strings ({e})"))?;
+        ensure!(
+            names.len() == config.classes,
+            "{file}: metadata `class_names` names {} classes, but the model has {}",
+            names.len(),
+            config.classes
+        );
+        info.class_names = names;
+    }
+    if let Some(t) = m.get("threshold") {
+        info.threshold = t
+            .parse::<f64>()
+            .ok()
+            .filter(|t| t.is_finite() && *t > 0.0 && *t <= 1.0)
+            .ok_or_else(|| anyhow!("{file}: metadata `threshold` is {t:?}, expected a number in (0, 1]"))?;
+    }
+    if let Some(i) = m.get("invert") {
+        info.invert = i
+            .parse::<bool>()
+            .map_err(|_| anyhow!("{file}: metadata `invert` is {i:?}, expected \"true\" or \"false\""))?;
+    }
+    Ok(info)
 }
 
 /// The largest safetensors header (the format's own limit).

@@ -6,9 +6,10 @@
 //! of `conv_forward` over one pixel's rows, the sampler's step), and [`forward`] / [`backward`] have one match arm
 //! per layer kind, mirrored by `gpu::layers`.
 //!
-//! Layouts are those of `model.rs`: activations `[B * 784, C]` row-major; a conv weight packed `[taps, cin, cout]`.
+//! Layouts are those of `model.rs`: activations `[B * H * W, C]` row-major; a conv weight packed
+//! `[taps, cin, cout]`.
 
-use crate::model::{Activation, Conv, Layer, Network, Schedule, CLASSES, HEIGHT, PIXELS, WIDTH};
+use crate::model::{Activation, Conv, ImageShape, Layer, Network, Schedule};
 use crate::rng;
 
 /// Adam hyper-parameters with Keras' defaults.
@@ -45,15 +46,17 @@ impl AdamConfig {
     }
 }
 
-/// The input pixel that tap (dy, dx) reads for output position `p` of a batch, or None in the zero padding.
-pub fn tap_source(p: usize, dy: i32, dx: i32) -> Option<usize> {
-    let image = p / PIXELS;
-    let y = ((p % PIXELS) / WIDTH) as i32 + dy;
-    let x = (p % WIDTH) as i32 + dx;
-    if y < 0 || y >= HEIGHT as i32 || x < 0 || x >= WIDTH as i32 {
+/// The input pixel that tap (dy, dx) reads for output position `p` of a batch of `shape` images, or None in the
+/// zero padding.
+pub fn tap_source(shape: ImageShape, p: usize, dy: i32, dx: i32) -> Option<usize> {
+    let (pixels, width) = (shape.pixels(), shape.width);
+    let image = p / pixels;
+    let y = ((p % pixels) / width) as i32 + dy;
+    let x = (p % width) as i32 + dx;
+    if y < 0 || y >= shape.height as i32 || x < 0 || x >= width as i32 {
         return None;
     }
-    Some(image * PIXELS + y as usize * WIDTH + x as usize)
+    Some(image * pixels + y as usize * width + x as usize)
 }
 
 /// The bias row of image `i`: `bias` is one row `[C]` shared by every image, or a per-image table `[B, C]`
@@ -78,9 +81,9 @@ fn conv_forward_positions(
     let (cin, cout) = (conv.cin, conv.cout);
     for p in positions {
         let row = &mut out[p * cout..][..cout];
-        row.copy_from_slice(bias_row(bias, cout, p / PIXELS));
+        row.copy_from_slice(bias_row(bias, cout, p / conv.image.pixels()));
         for (t, tap) in conv.taps.iter().enumerate() {
-            let Some(src) = tap_source(p, tap.dy, tap.dx) else {
+            let Some(src) = tap_source(conv.image, p, tap.dy, tap.dx) else {
                 continue;
             };
             for ci in 0..cin {
@@ -101,8 +104,9 @@ fn conv_forward_positions(
 
 /// A convolution with bias and activation over a whole batch (`bias`: `[C]` or a per-image `[B, C]` table).
 pub fn conv_forward(conv: &Conv, weight: &[f32], bias: &[f32], input: &[f32], batch: usize) -> Vec<f32> {
-    let mut out = vec![0.0; batch * PIXELS * conv.cout];
-    conv_forward_positions(conv, weight, bias, input, &mut out, 0..batch * PIXELS);
+    let positions = batch * conv.image.pixels();
+    let mut out = vec![0.0; positions * conv.cout];
+    conv_forward_positions(conv, weight, bias, input, &mut out, 0..positions);
     out
 }
 
@@ -120,10 +124,11 @@ pub fn conv_pixel(
     count: usize,
     pixel: usize,
 ) {
-    conv_forward_positions(conv, weight, bias, input, out, (0..count).map(|i| i * PIXELS + pixel));
+    let pixels = conv.image.pixels();
+    conv_forward_positions(conv, weight, bias, input, out, (0..count).map(|i| i * pixels + pixel));
     if let Some(r) = residual {
         for i in 0..count {
-            let at = (i * PIXELS + pixel) * conv.cout;
+            let at = (i * pixels + pixel) * conv.cout;
             for k in at..at + conv.cout {
                 out[k] += r[k];
             }
@@ -144,26 +149,26 @@ pub fn class_bias_add(bias: Option<&[f32]>, class_bias: &[f32], labels: &[u8], c
     out
 }
 
-/// Per-image sums of an image-major `[images · 784, channels]` gradient, in pixel order: `[images, channels]`.
-pub fn image_sums(dz: &[f32], channels: usize) -> Vec<f32> {
-    let images = dz.len() / (PIXELS * channels);
+/// Per-image sums of an image-major `[images · pixels, channels]` gradient, in pixel order: `[images, channels]`.
+pub fn image_sums(dz: &[f32], channels: usize, pixels: usize) -> Vec<f32> {
+    let images = dz.len() / (pixels * channels);
     let mut out = vec![0.0f32; images * channels];
     for i in 0..images {
         let sum = &mut out[i * channels..][..channels];
-        for p in 0..PIXELS {
+        for p in 0..pixels {
             for c in 0..channels {
-                sum[c] += dz[(i * PIXELS + p) * channels + c];
+                sum[c] += dz[(i * pixels + p) * channels + c];
             }
         }
     }
     out
 }
 
-/// Gradient of a class-bias table: `d[y, c] = Σ over images of class y, Σ over their pixels of dz[p, c]`, summed
-/// per image first ([`image_sums`]), then over the images in batch order.
-pub fn class_bias_backward(dz: &[f32], labels: &[u8], channels: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; CLASSES * channels];
-    let sums = image_sums(dz, channels);
+/// Gradient of a class-bias table `[classes, channels]`: `d[y, c] = Σ over images of class y, Σ over their pixels of
+/// dz[p, c]`, summed per image first ([`image_sums`]), then over the images in batch order.
+pub fn class_bias_backward(dz: &[f32], labels: &[u8], channels: usize, classes: usize, pixels: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; classes * channels];
+    let sums = image_sums(dz, channels, pixels);
     for (i, &y) in labels.iter().enumerate() {
         for c in 0..channels {
             out[y as usize * channels + c] += sums[i * channels + c];
@@ -184,9 +189,9 @@ pub fn reduce_chunks(input: &[f32], len: usize, n_chunks: usize) -> Vec<f32> {
     out
 }
 
-/// Each image's sum of its 784 per-pixel values (image-major), in pixel order: its NLL from the per-pixel BCE.
-pub fn sum_images(loss: &[f32]) -> Vec<f32> {
-    loss.chunks(PIXELS).map(|img| img.iter().sum()).collect()
+/// Each image's sum of its `pixels` per-pixel values (image-major), in pixel order: its NLL from the per-pixel BCE.
+pub fn sum_images(loss: &[f32], pixels: usize) -> Vec<f32> {
+    loss.chunks(pixels).map(|img| img.iter().sum()).collect()
 }
 
 /// `dz = dy · [y > 0]`: the gradient through ReLU, from the layer's output `y`.
@@ -203,11 +208,11 @@ pub fn relu_forward(x: &[f32]) -> Vec<f32> {
 /// (a transposed convolution), summed in tap, then channel order.
 pub fn conv_backward_data(conv: &Conv, weight: &[f32], dz: &[f32], batch: usize) -> Vec<f32> {
     let (cin, cout) = (conv.cin, conv.cout);
-    let mut dx = vec![0.0; batch * PIXELS * cin];
-    for p in 0..batch * PIXELS {
+    let mut dx = vec![0.0; batch * conv.image.pixels() * cin];
+    for p in 0..batch * conv.image.pixels() {
         let row = &mut dx[p * cin..][..cin];
         for (t, tap) in conv.taps.iter().enumerate() {
-            let Some(src) = tap_source(p, -tap.dy, -tap.dx) else {
+            let Some(src) = tap_source(conv.image, p, -tap.dy, -tap.dx) else {
                 continue;
             };
             let dz_row = &dz[src * cout..][..cout];
@@ -230,10 +235,10 @@ pub fn conv_backward_weight(conv: &Conv, input: &[f32], dz: &[f32], batch: usize
     let (cin, cout) = (conv.cin, conv.cout);
     let mut dw = vec![0.0f64; conv.weight_rows() * cout];
     let mut db = vec![0.0f64; cout];
-    for p in 0..batch * PIXELS {
+    for p in 0..batch * conv.image.pixels() {
         let dz_row = &dz[p * cout..][..cout];
         for (t, tap) in conv.taps.iter().enumerate() {
-            let Some(src) = tap_source(p, tap.dy, tap.dx) else {
+            let Some(src) = tap_source(conv.image, p, tap.dy, tap.dx) else {
                 continue;
             };
             for ci in 0..cin {
@@ -257,10 +262,11 @@ pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(a, b)| a + b).collect()
 }
 
-fn tanh_sigmoid(z: &[f32], bias: Option<&[f32]>, p: usize, c: usize, channels: usize) -> (f32, f32) {
+/// The gate's two halves at position `p` (of images of `pixels` positions, which index a per-image bias table).
+fn tanh_sigmoid(z: &[f32], bias: Option<&[f32]>, p: usize, c: usize, channels: usize, pixels: usize) -> (f32, f32) {
     let (mut a, mut g) = (z[p * 2 * channels + c], z[p * 2 * channels + channels + c]);
     if let Some(b) = bias {
-        let row = bias_row(b, 2 * channels, p / PIXELS);
+        let row = bias_row(b, 2 * channels, p / pixels);
         a += row[c];
         g += row[channels + c];
     }
@@ -268,13 +274,13 @@ fn tanh_sigmoid(z: &[f32], bias: Option<&[f32]>, p: usize, c: usize, channels: u
 }
 
 /// The gated unit: `out[p, c] = tanh(z[p, c] + b[c]) · σ(z[p, C + c] + b[C + c])` for `C = channels`, with `b` a
-/// per-image bias table `[B, 2C]` (the class bias) or none.
-pub fn gate_forward(z: &[f32], bias: Option<&[f32]>, channels: usize) -> Vec<f32> {
+/// per-image bias table `[B, 2C]` (the class bias; images of `pixels` positions) or none.
+pub fn gate_forward(z: &[f32], bias: Option<&[f32]>, channels: usize, pixels: usize) -> Vec<f32> {
     let positions = z.len() / (2 * channels);
     let mut out = vec![0.0; positions * channels];
     for p in 0..positions {
         for c in 0..channels {
-            let (t, s) = tanh_sigmoid(z, bias, p, c, channels);
+            let (t, s) = tanh_sigmoid(z, bias, p, c, channels, pixels);
             out[p * channels + c] = t * s;
         }
     }
@@ -282,12 +288,12 @@ pub fn gate_forward(z: &[f32], bias: Option<&[f32]>, channels: usize) -> Vec<f32
 }
 
 /// Gradient of [`gate_forward`] with respect to its input: `dz[:C] = d · (1 − t²) · s`, `dz[C:] = d · t · s(1 − s)`.
-pub fn gate_backward(z: &[f32], bias: Option<&[f32]>, dout: &[f32], channels: usize) -> Vec<f32> {
+pub fn gate_backward(z: &[f32], bias: Option<&[f32]>, dout: &[f32], channels: usize, pixels: usize) -> Vec<f32> {
     let positions = z.len() / (2 * channels);
     let mut dz = vec![0.0; positions * 2 * channels];
     for p in 0..positions {
         for c in 0..channels {
-            let (t, s) = tanh_sigmoid(z, bias, p, c, channels);
+            let (t, s) = tanh_sigmoid(z, bias, p, c, channels, pixels);
             let d = dout[p * channels + c];
             dz[p * 2 * channels + c] = d * (1.0 - t * t) * s;
             dz[p * 2 * channels + channels + c] = d * t * s * (1.0 - s);
@@ -305,12 +311,12 @@ pub fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
 
-/// Loss and its gradient. Returns each image's NLL (nats: BCE summed over its pixels) and the gradient of the
-/// mean BCE over all `B · 784` pixels with respect to the logits: `(σ(z) − x) / (B · 784)`.
-pub fn bce_loss_grad(logits: &[f32], target: &[f32]) -> (Vec<f32>, Vec<f32>) {
+/// Loss and its gradient. Returns each image's NLL (nats: BCE summed over its `pixels` pixels) and the gradient of
+/// the mean BCE over all `B · pixels` pixels with respect to the logits: `(σ(z) − x) / (B · pixels)`.
+pub fn bce_loss_grad(logits: &[f32], target: &[f32], pixels: usize) -> (Vec<f32>, Vec<f32>) {
     let scale = 1.0 / logits.len() as f32;
     let loss: Vec<f32> = logits.iter().zip(target).map(|(&z, &x)| bce_from_logit(z, x)).collect();
-    let nll = sum_images(&loss);
+    let nll = sum_images(&loss, pixels);
     let grad = logits
         .iter()
         .zip(target)
@@ -326,7 +332,12 @@ fn labels_for<'a>(net: &Network, labels: Option<&'a [u8]>, batch: usize) -> Opti
     }
     let l = labels.expect("a class-conditional network needs a label per image");
     assert_eq!(l.len(), batch, "one label per image");
-    assert!(l.iter().all(|&y| (y as usize) < CLASSES), "labels are 0..9");
+    let classes = net.config.classes;
+    assert!(
+        l.iter().all(|&y| (y as usize) < classes),
+        "labels are 0..{}",
+        classes - 1
+    );
     Some(l)
 }
 
@@ -357,7 +368,7 @@ fn gate_bias(
 /// needed by class-conditional networks and ignored by others.
 #[deny(clippy::wildcard_enum_match_arm)]
 pub fn forward(net: &Network, params: &[f32], images: &[f32], labels: Option<&[u8]>, batch: usize) -> Vec<Vec<f32>> {
-    assert_eq!(images.len(), batch * PIXELS);
+    assert_eq!(images.len(), batch * net.pixels());
     let labels = labels_for(net, labels, batch);
     let mut acts = vec![images.to_vec()];
     for layer in &net.layers {
@@ -376,7 +387,7 @@ pub fn forward(net: &Network, params: &[f32], images: &[f32], labels: Option<&[u
             Layer::Gate { input, class_bias } => {
                 let ch = net.act_channels[input] / 2;
                 let bias = gate_bias(net, params, class_bias, labels, 2 * ch);
-                gate_forward(&acts[input], bias.as_deref(), ch)
+                gate_forward(&acts[input], bias.as_deref(), ch, net.pixels())
             }
             Layer::Relu { input } => relu_forward(&acts[input]),
         };
@@ -421,9 +432,13 @@ pub fn backward(
                 net.params.cpu_mut(&mut grads, c.weight).copy_from_slice(&dw);
                 net.params.cpu_mut(&mut grads, c.bias).copy_from_slice(&db);
                 if let (Some(cb), Some(l)) = (c.class_bias, labels) {
-                    net.params
-                        .cpu_mut(&mut grads, cb)
-                        .copy_from_slice(&class_bias_backward(&dz, l, c.cout));
+                    net.params.cpu_mut(&mut grads, cb).copy_from_slice(&class_bias_backward(
+                        &dz,
+                        l,
+                        c.cout,
+                        net.config.classes,
+                        net.pixels(),
+                    ));
                 }
                 accumulate(
                     &mut d_acts[input],
@@ -437,11 +452,15 @@ pub fn backward(
             Layer::Gate { input, class_bias } => {
                 let ch = net.act_channels[input] / 2;
                 let bias = gate_bias(net, params, class_bias, labels, 2 * ch);
-                let dz = gate_backward(&acts[input], bias.as_deref(), &d_out, ch);
+                let dz = gate_backward(&acts[input], bias.as_deref(), &d_out, ch, net.pixels());
                 if let (Some(cb), Some(l)) = (class_bias, labels) {
-                    net.params
-                        .cpu_mut(&mut grads, cb)
-                        .copy_from_slice(&class_bias_backward(&dz, l, 2 * ch));
+                    net.params.cpu_mut(&mut grads, cb).copy_from_slice(&class_bias_backward(
+                        &dz,
+                        l,
+                        2 * ch,
+                        net.config.classes,
+                        net.pixels(),
+                    ));
                 }
                 accumulate(&mut d_acts[input], dz);
             }
@@ -512,7 +531,7 @@ pub fn train_step(
     batch: usize,
 ) -> Vec<f32> {
     let acts = forward(net, params, images, labels, batch);
-    let (nll, d_logits) = bce_loss_grad(&acts[net.logits_act()], images);
+    let (nll, d_logits) = bce_loss_grad(&acts[net.logits_act()], images, net.pixels());
     let (grads, _) = backward(net, params, &acts, labels, d_logits, batch);
     adam.step += 1;
     let lr_t = cfg.step_size(adam.step);
@@ -526,7 +545,7 @@ pub fn train_step(
 /// Each image's NLL (nats) under the model (given its label, for a conditional model).
 pub fn image_nll(net: &Network, params: &[f32], images: &[f32], labels: Option<&[u8]>, batch: usize) -> Vec<f32> {
     let acts = forward(net, params, images, labels, batch);
-    bce_loss_grad(&acts[net.logits_act()], images).0
+    bce_loss_grad(&acts[net.logits_act()], images, net.pixels()).0
 }
 
 /// The Bernoulli draw of one pixel, shared by every sampler: `x = 1 if u(seed, image, pixel) < p`.
@@ -542,11 +561,11 @@ pub struct Samples {
     pub probs: Vec<f32>,
 }
 
-/// The images a sampler starts from: the known pixels of `init` (or zeros), with every pixel from `start_pixel`
-/// on cleared.
-pub fn starting_images(init: Option<&[u8]>, count: usize, start_pixel: usize) -> Vec<u8> {
-    let mut images = init.map(|s| s.to_vec()).unwrap_or_else(|| vec![0; count * PIXELS]);
-    for img in images.chunks_mut(PIXELS) {
+/// The images (of `pixels` pixels) a sampler starts from: the known pixels of `init` (or zeros), with every pixel
+/// from `start_pixel` on cleared.
+pub fn starting_images(init: Option<&[u8]>, count: usize, start_pixel: usize, pixels: usize) -> Vec<u8> {
+    let mut images = init.map(|s| s.to_vec()).unwrap_or_else(|| vec![0; count * pixels]);
+    for img in images.chunks_mut(pixels) {
         img[start_pixel..].fill(0);
     }
     images
@@ -569,12 +588,13 @@ pub struct SampleSpec<'a> {
 }
 
 impl<'a> SampleSpec<'a> {
-    /// Images `start .. start + count` of this request, with their own labels, starting images and draws.
-    pub fn slice(&self, start: usize, count: usize) -> SampleSpec<'a> {
+    /// Images `start .. start + count` of this request (images of `pixels` pixels), with their own labels,
+    /// starting images and draws.
+    pub fn slice(&self, start: usize, count: usize, pixels: usize) -> SampleSpec<'a> {
         SampleSpec {
             count,
             first_image: self.first_image + start as u32,
-            init: self.init.map(|s| &s[start * PIXELS..(start + count) * PIXELS]),
+            init: self.init.map(|s| &s[start * pixels..(start + count) * pixels]),
             labels: self.labels.map(|l| &l[start..start + count]),
             ..*self
         }
@@ -584,17 +604,17 @@ impl<'a> SampleSpec<'a> {
 /// The original algorithm: for every pixel in raster order, run the whole network on the current images and
 /// draw that pixel.
 pub fn sample_naive(net: &Network, params: &[f32], spec: SampleSpec) -> Samples {
-    let count = spec.count;
-    let mut images = starting_images(spec.init, count, spec.start_pixel);
-    let mut probs = vec![f32::NAN; count * PIXELS];
-    for q in spec.start_pixel..PIXELS {
+    let (count, pixels) = (spec.count, net.pixels());
+    let mut images = starting_images(spec.init, count, spec.start_pixel, pixels);
+    let mut probs = vec![f32::NAN; count * pixels];
+    for q in spec.start_pixel..pixels {
         let x: Vec<f32> = images.iter().map(|&v| v as f32).collect();
         let acts = forward(net, params, &x, spec.labels, count);
         let logits = &acts[net.logits_act()];
         for i in 0..count {
-            let p = sigmoid(logits[i * PIXELS + q] / spec.temperature);
-            probs[i * PIXELS + q] = p;
-            images[i * PIXELS + q] = sample_pixel(spec.key, spec.first_image + i as u32, q as u32, p);
+            let p = sigmoid(logits[i * pixels + q] / spec.temperature);
+            probs[i * pixels + q] = p;
+            images[i * pixels + q] = sample_pixel(spec.key, spec.first_image + i as u32, q as u32, p);
         }
     }
     Samples { images, probs }
@@ -637,7 +657,7 @@ fn layer_at(
             let bias = gate_bias(net, params, class_bias, labels, 2 * c_out);
             for &p in positions {
                 for c in 0..c_out {
-                    let (t, s) = tanh_sigmoid(&before[input], bias.as_deref(), p, c, c_out);
+                    let (t, s) = tanh_sigmoid(&before[input], bias.as_deref(), p, c, c_out, net.pixels());
                     out[p * c_out + c] = t * s;
                 }
             }
@@ -656,20 +676,20 @@ fn layer_at(
 /// pixel q only, right before pixel q is drawn, reading cached activations; each row-scheduled layer (the gated
 /// net's vertical stack) is computed for a whole row once its last pixel is drawn. Costs about one forward pass.
 pub fn sample_incremental(net: &Network, params: &[f32], spec: SampleSpec) -> Samples {
-    let count = spec.count;
+    let (count, pixels, width) = (spec.count, net.pixels(), net.width());
     let labels = labels_for(net, spec.labels, count);
     let schedule = net.schedule();
-    let mut images = starting_images(spec.init, count, spec.start_pixel);
+    let mut images = starting_images(spec.init, count, spec.start_pixel, pixels);
     let mut acts: Vec<Vec<f32>> = net
         .act_channels
         .iter()
-        .map(|&c| vec![0.0; count * PIXELS * c])
+        .map(|&c| vec![0.0; count * pixels * c])
         .collect();
     acts[0] = images.iter().map(|&v| v as f32).collect();
     // Pixels before start_pixel are known: every layer is still computed there, because later pixels read those
     // cached activations.
-    for q in 0..PIXELS {
-        let positions: Vec<usize> = (0..count).map(|i| i * PIXELS + q).collect();
+    for q in 0..pixels {
+        let positions: Vec<usize> = (0..count).map(|i| i * pixels + q).collect();
         for l in 0..net.layers.len() {
             if schedule[l + 1] == Schedule::Pixel {
                 layer_at(net, params, labels, &mut acts, l, &positions);
@@ -677,16 +697,16 @@ pub fn sample_incremental(net: &Network, params: &[f32], spec: SampleSpec) -> Sa
         }
         if q >= spec.start_pixel {
             for i in 0..count {
-                let at = i * PIXELS + q;
+                let at = i * pixels + q;
                 let p = sigmoid(acts[net.logits_act()][at] / spec.temperature);
                 images[at] = sample_pixel(spec.key, spec.first_image + i as u32, q as u32, p);
                 acts[0][at] = images[at] as f32;
             }
         }
-        if q % WIDTH == WIDTH - 1 {
-            let row0 = q + 1 - WIDTH;
+        if q % width == width - 1 {
+            let row0 = q + 1 - width;
             let rows: Vec<usize> = (0..count)
-                .flat_map(|i| (row0..=q).map(move |x| i * PIXELS + x))
+                .flat_map(|i| (row0..=q).map(move |x| i * pixels + x))
                 .collect();
             for l in 0..net.layers.len() {
                 if schedule[l + 1] == Schedule::Row {
@@ -697,11 +717,11 @@ pub fn sample_incremental(net: &Network, params: &[f32], spec: SampleSpec) -> Sa
     }
     // Probabilities: recompute from the cached logits (they were computed before each pixel's draw, and later
     // pixels never overwrite them).
-    let mut probs = vec![f32::NAN; count * PIXELS];
+    let mut probs = vec![f32::NAN; count * pixels];
     let logits = &acts[net.logits_act()];
     for i in 0..count {
-        for q in spec.start_pixel..PIXELS {
-            probs[i * PIXELS + q] = sigmoid(logits[i * PIXELS + q] / spec.temperature);
+        for q in spec.start_pixel..pixels {
+            probs[i * pixels + q] = sigmoid(logits[i * pixels + q] / spec.temperature);
         }
     }
     Samples { images, probs }

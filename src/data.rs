@@ -126,6 +126,9 @@ pub struct Dataset {
     /// Whether the images carry class labels (an unlabelled set has every label 0, and cannot train or evaluate a
     /// class-conditional model).
     pub labelled: bool,
+    /// The images' shape.
+    pub height: usize,
+    pub width: usize,
     /// The directory or CSV file the data was loaded from.
     pub source: PathBuf,
     pub train: Split,
@@ -186,6 +189,8 @@ pub fn load(path: &Path, val_split: f64) -> Result<Dataset> {
             return Ok(Dataset {
                 format: Format::Amat,
                 labelled: false,
+                height: IMAGE_SIZE,
+                width: IMAGE_SIZE,
                 source: path.to_path_buf(),
                 train: train?,
                 val: val?,
@@ -212,6 +217,8 @@ pub fn load(path: &Path, val_split: f64) -> Result<Dataset> {
     Ok(Dataset {
         format,
         labelled: true,
+        height: IMAGE_SIZE,
+        width: IMAGE_SIZE,
         source: path.to_path_buf(),
         train,
         val,

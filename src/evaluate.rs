@@ -1,5 +1,6 @@
 //! `pixelcnn eval`: the NLL of a checkpoint on a split, on either device. For a class-conditional model three
-//! figures: −log p(x|y) with the true labels, the marginal −log p(x) = −log Σ_y p(y) p(x|y) with p(y) = 1/10
+//! figures: −log p(x|y) with the true labels, the marginal −log p(x) = −log Σ_y p(y) p(x|y) with p(y) uniform over
+//! the model's classes
 //! (computed stably in log space; the figure to compare with unconditional models), and the accuracy of the Bayes
 //! classifier argmax_y p(x|y).
 
@@ -7,7 +8,7 @@ use crate::data::Split;
 use crate::gpu::layers::GpuModel;
 use crate::gpu::trainer::Trainer;
 use crate::gpu::Gpu;
-use crate::model::{bits_per_dim, Network, CLASSES, PIXELS};
+use crate::model::{bits_per_dim, Network};
 use crate::train::{evaluate_cpu, Device};
 use anyhow::{ensure, Result};
 
@@ -19,6 +20,8 @@ pub const EVAL_BATCH: usize = 128;
 pub struct EvalReport {
     pub images: usize,
     pub conditional: bool,
+    /// The classes a conditional model's marginal sums over (0 for an unconditional model).
+    pub classes: usize,
     /// The marginal NLL for a conditional model.
     pub nll_nats_per_image: f64,
     pub bits_per_dim: f64,
@@ -55,8 +58,8 @@ pub fn log_sum_exp(a: &[f64]) -> f64 {
     m + a.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
 }
 
-/// Evaluates `split` (its first `limit` images); `progress(k)` counts image passes (10 per image for a
-/// conditional model, one per class).
+/// Evaluates `split` (its first `limit` images); `progress(k)` counts image passes (one per class per image for a
+/// conditional model).
 pub fn evaluate(
     device: Device,
     net: &Network,
@@ -67,7 +70,15 @@ pub fn evaluate(
 ) -> Result<EvalReport> {
     let n = limit.map_or(split.len(), |l| l.min(split.len()));
     ensure!(n > 0, "no images to evaluate: the split is empty");
-    let images = &split.images[..n * PIXELS];
+    let pixels = net.pixels();
+    ensure!(
+        split.images.len() == split.len() * pixels,
+        "the images have {} pixels each, but the model ({}) takes {} images of {pixels}",
+        split.images.len() / split.len().max(1),
+        net.config.describe(),
+        net.image()
+    );
+    let images = &split.images[..n * pixels];
     let mut score = scorer(device, net, params, n)?;
     if !net.config.is_conditional() {
         let nll: Vec<f64> = score(images, None, &mut progress)?.into_iter().map(f64::from).collect();
@@ -75,8 +86,9 @@ pub fn evaluate(
         return Ok(EvalReport {
             images: n,
             conditional: false,
+            classes: 0,
             nll_nats_per_image: mean,
-            bits_per_dim: bits_per_dim(mean),
+            bits_per_dim: bits_per_dim(mean, pixels),
             nll_given_label_nats_per_image: None,
             nll_given_label_bits_per_dim: None,
             classifier_accuracy: None,
@@ -85,7 +97,8 @@ pub fn evaluate(
         });
     }
     // −log p(x|y) for every class y: one pass per class over the images.
-    let mut per_class = vec![vec![0.0f64; n]; CLASSES];
+    let classes = net.config.classes;
+    let mut per_class = vec![vec![0.0f64; n]; classes];
     for (y, row) in per_class.iter_mut().enumerate() {
         let labels = vec![y as u8; n];
         for (slot, v) in row.iter_mut().zip(score(images, Some(&labels), &mut progress)?) {
@@ -97,13 +110,13 @@ pub fn evaluate(
     let mut given = Vec::with_capacity(n);
     let mut correct = 0;
     for i in 0..n {
-        let log_p: Vec<f64> = (0..CLASSES).map(|y| -per_class[y][i] - (CLASSES as f64).ln()).collect();
+        let log_p: Vec<f64> = (0..classes).map(|y| -per_class[y][i] - (classes as f64).ln()).collect();
         marginal.push(-log_sum_exp(&log_p));
         given.push(per_class[true_labels[i] as usize][i]);
         // argmax_y p(x|y): the smallest NLL; ties go to the lower class.
-        let best = (0..CLASSES)
+        let best = (0..classes)
             .min_by(|&a, &b| per_class[a][i].total_cmp(&per_class[b][i]))
-            .expect("ten classes");
+            .expect("a conditional model has classes");
         correct += (best == true_labels[i] as usize) as usize;
     }
     let mean = marginal.iter().sum::<f64>() / n as f64;
@@ -111,10 +124,11 @@ pub fn evaluate(
     Ok(EvalReport {
         images: n,
         conditional: true,
+        classes,
         nll_nats_per_image: mean,
-        bits_per_dim: bits_per_dim(mean),
+        bits_per_dim: bits_per_dim(mean, pixels),
         nll_given_label_nats_per_image: Some(mean_given),
-        nll_given_label_bits_per_dim: Some(bits_per_dim(mean_given)),
+        nll_given_label_bits_per_dim: Some(bits_per_dim(mean_given, pixels)),
         classifier_accuracy: Some(correct as f64 / n as f64),
         nll_per_image: marginal,
         nll_given_label_per_image: Some(given),
@@ -123,5 +137,5 @@ pub fn evaluate(
 
 /// Image passes [`evaluate`] makes over `n` images (for its progress bar).
 pub fn progress_units(net: &Network, n: usize) -> u64 {
-    (n * if net.config.is_conditional() { CLASSES } else { 1 }) as u64
+    (n * net.config.classes.max(1)) as u64
 }

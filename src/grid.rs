@@ -1,4 +1,5 @@
-//! Lays out 28x28 images (samples, completions) as greyscale PNG grids.
+//! Lays out images of one shape (samples, completions; `height × width` bytes each, in raster order) as greyscale
+//! PNG grids.
 //!
 //! Pixel encoding, decided per image:
 //! - If every byte of the image is 0, 1 or 2 it is a *binary* image: 0 is drawn black (0), 1 white (255) and
@@ -13,14 +14,11 @@
 //! Cells are upscaled by nearest neighbour (`scale` output pixels per image pixel) and separated by `gap`
 //! output pixels of dark grey, also around the border, so that black cells stand out from each other.
 
+use crate::model::ImageShape;
 use anyhow::{bail, Result};
 use image::{GrayImage, Luma};
 use std::path::Path;
 
-/// Side length of one image in pixels.
-pub const SIDE: usize = 28;
-/// Bytes in one image.
-pub const PIXELS: usize = SIDE * SIDE;
 /// Value of a hidden (occluded) pixel in a binary image.
 pub const HIDDEN: u8 = 2;
 /// Output pixels per image pixel used by the commands unless told otherwise.
@@ -46,18 +44,20 @@ pub enum Layout {
     Rows { rows: usize, cols: usize, labelled: bool },
 }
 
-/// Refuses a grid that would exceed [`MAX_CANVAS_PIXELS`] at `scale` and `gap`, saying how big it would be.
-pub fn check_canvas(layout: Layout, scale: u32, gap: u32) -> Result<()> {
+/// Refuses a grid of `shape` images that would exceed [`MAX_CANVAS_PIXELS`] at `scale` and `gap`, saying how big
+/// it would be.
+pub fn check_canvas(layout: Layout, shape: ImageShape, scale: u32, gap: u32) -> Result<()> {
     let (rows, cols, labelled) = match layout {
         Layout::Square(n) => (n.div_ceil(grid_columns(n)), grid_columns(n), false),
         Layout::Rows { rows, cols, labelled } => (rows, cols, labelled),
     };
-    let cell = SIDE as u64 * scale as u64;
+    let (cell_w, cell_h) = (shape.width as u64 * scale as u64, shape.height as u64 * scale as u64);
     let (rows, cols, gap) = (rows.max(1) as u64, cols.max(1) as u64, gap as u64);
-    // A label margin is at most about 4 cells wide (the longest class name at 0.4 cell per glyph height).
-    let margin = if labelled { 4 * cell + 3 * gap.max(2) } else { 0 };
-    let width = cols * cell + (cols + 1) * gap + margin;
-    let height = rows * cell + (rows + 1) * gap;
+    // A label margin is at most about 4 cells wide (the longest class name at 0.4 cell per glyph height); long class
+    // names of a data set of its own can be wider: the margin is then checked again once measured.
+    let margin = if labelled { 4 * cell_h + 3 * gap.max(2) } else { 0 };
+    let width = cols * cell_w + (cols + 1) * gap + margin;
+    let height = rows * cell_h + (rows + 1) * gap;
     if width.saturating_mul(height) > MAX_CANVAS_PIXELS {
         bail!(
             "the grid would be {width}×{height} pixels, more than {} million: use a smaller --scale (now {scale}) or fewer images",
@@ -82,13 +82,14 @@ pub fn grid_columns(n: usize) -> usize {
 /// empty cell, so the result is always a valid, non-empty image.
 ///
 /// # Panics
-/// If an image is not 784 bytes long or `scale` is 0; [`write_grid_png`] checks both and returns an error instead.
-pub fn render_grid(images: &[&[u8]], cols: usize, scale: u32, gap: u32) -> GrayImage {
+/// If an image is not `shape.pixels()` bytes long or `scale` is 0; [`write_grid_png`] checks both and returns an
+/// error instead.
+pub fn render_grid(images: &[&[u8]], shape: ImageShape, cols: usize, scale: u32, gap: u32) -> GrayImage {
     let cols = cols.max(1);
     let rows = images.len().div_ceil(cols).max(1);
-    let mut canvas = blank_canvas(rows, cols, scale, gap);
+    let mut canvas = blank_canvas(rows, cols, shape, scale, gap);
     for (i, image) in images.iter().enumerate() {
-        draw_cell(&mut canvas, image, i / cols, i % cols, scale, gap);
+        draw_cell(&mut canvas, image, shape, i / cols, i % cols, scale, gap);
     }
     canvas
 }
@@ -97,30 +98,47 @@ pub fn render_grid(images: &[&[u8]], cols: usize, scale: u32, gap: u32) -> GrayI
 /// Every row is as wide as the longest; the missing cells of shorter rows are drawn in the gap colour.
 ///
 /// # Panics
-/// If an image is not 784 bytes long or `scale` is 0; [`write_rows_png`] checks both and returns an error instead.
-pub fn render_rows(rows: &[Vec<&[u8]>], scale: u32, gap: u32) -> GrayImage {
+/// If an image is not `shape.pixels()` bytes long or `scale` is 0; [`write_rows_png`] checks both and returns an
+/// error instead.
+pub fn render_rows(rows: &[Vec<&[u8]>], shape: ImageShape, scale: u32, gap: u32) -> GrayImage {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    let mut canvas = blank_canvas(rows.len().max(1), cols, scale, gap);
+    let mut canvas = blank_canvas(rows.len().max(1), cols, shape, scale, gap);
     for (r, row) in rows.iter().enumerate() {
         for (c, image) in row.iter().enumerate() {
-            draw_cell(&mut canvas, image, r, c, scale, gap);
+            draw_cell(&mut canvas, image, shape, r, c, scale, gap);
         }
     }
     canvas
 }
 
 /// Renders rows of cells (see [`render_rows`]) with a text label left of each row (e.g. the class of the row).
-pub fn render_labelled_rows(rows: &[Vec<&[u8]>], labels: &[&str], scale: u32, gap: u32) -> Result<GrayImage> {
+pub fn render_labelled_rows(
+    rows: &[Vec<&[u8]>],
+    labels: &[&str],
+    shape: ImageShape,
+    scale: u32,
+    gap: u32,
+) -> Result<GrayImage> {
     use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
     let font = FontRef::try_from_slice(crate::plot::FONT).map_err(|e| anyhow::anyhow!("the embedded font: {e}"))?;
-    let size = PxScale::from((SIDE as f32 * scale as f32 * 0.4).max(10.0));
+    // Glyphs 0.4 of a 28-pixel cell high, whatever the images' height, so that labels of small images stay legible.
+    let size = PxScale::from((shape.height.max(28) as f32 * scale as f32 * 0.4).max(10.0));
     let scaled = font.as_scaled(size);
     let width_of = |s: &str| s.chars().map(|c| scaled.h_advance(font.glyph_id(c))).sum::<f32>();
     let margin = labels.iter().map(|l| width_of(l)).fold(0.0f32, f32::max).ceil() as u32 + 3 * gap.max(2);
-    let grid = render_rows(rows, scale, gap);
+    let grid = render_rows(rows, shape, scale, gap);
+    let total = (grid.width() as u64 + margin as u64) * grid.height() as u64;
+    if total > MAX_CANVAS_PIXELS {
+        bail!(
+            "the grid with its labels would be {}×{} pixels, more than {} million: use a smaller --scale or fewer images",
+            grid.width() as u64 + margin as u64,
+            grid.height(),
+            MAX_CANVAS_PIXELS / 1_000_000
+        );
+    }
     let mut canvas = GrayImage::from_pixel(grid.width() + margin, grid.height(), Luma([GAP_GREY]));
     image::imageops::replace(&mut canvas, &grid, margin as i64, 0);
-    let cell = SIDE as u32 * scale;
+    let cell = shape.height as u32 * scale;
     for (r, label) in labels.iter().enumerate() {
         let baseline =
             gap as f32 + r as f32 * (cell + gap) as f32 + (cell as f32 + scaled.ascent() + scaled.descent()) / 2.0;
@@ -146,15 +164,29 @@ pub fn render_labelled_rows(rows: &[Vec<&[u8]>], labels: &[&str], scale: u32, ga
 }
 
 /// Writes rows with labels (see [`render_labelled_rows`]) as a PNG, atomically.
-pub fn write_labelled_rows_png(path: &Path, rows: &[Vec<&[u8]>], labels: &[&str], scale: u32, gap: u32) -> Result<()> {
-    check_inputs(rows.iter().flatten().copied(), scale)?;
-    check_canvas(rows_layout(rows, true), scale, gap)?;
-    write_png(path, render_labelled_rows(rows, labels, scale, gap)?)
+pub fn write_labelled_rows_png(
+    path: &Path,
+    rows: &[Vec<&[u8]>],
+    labels: &[&str],
+    shape: ImageShape,
+    scale: u32,
+    gap: u32,
+) -> Result<()> {
+    check_inputs(rows.iter().flatten().copied(), shape, scale)?;
+    check_canvas(rows_layout(rows, true), shape, scale, gap)?;
+    write_png(path, render_labelled_rows(rows, labels, shape, scale, gap)?)
 }
 
 /// Renders a grid (see [`render_grid`]) and writes it as a PNG, atomically.
-pub fn write_grid_png(path: &Path, images: &[&[u8]], cols: usize, scale: u32, gap: u32) -> Result<()> {
-    check_inputs(images.iter().copied(), scale)?;
+pub fn write_grid_png(
+    path: &Path,
+    images: &[&[u8]],
+    shape: ImageShape,
+    cols: usize,
+    scale: u32,
+    gap: u32,
+) -> Result<()> {
+    check_inputs(images.iter().copied(), shape, scale)?;
     let cols = cols.max(1);
     let rows = images.len().div_ceil(cols);
     check_canvas(
@@ -163,23 +195,24 @@ pub fn write_grid_png(path: &Path, images: &[&[u8]], cols: usize, scale: u32, ga
             cols,
             labelled: false,
         },
+        shape,
         scale,
         gap,
     )?;
-    write_png(path, render_grid(images, cols, scale, gap))
+    write_png(path, render_grid(images, shape, cols, scale, gap))
 }
 
 /// Writes a single image as a PNG scaled by `scale`, without border (for `--save-each`).
-pub fn write_image_png(path: &Path, image: &[u8], scale: u32) -> Result<()> {
-    check_inputs(std::iter::once(image), scale)?;
-    write_png(path, render_grid(&[image], 1, scale, 0))
+pub fn write_image_png(path: &Path, image: &[u8], shape: ImageShape, scale: u32) -> Result<()> {
+    check_inputs(std::iter::once(image), shape, scale)?;
+    write_png(path, render_grid(&[image], shape, 1, scale, 0))
 }
 
 /// Renders rows of cells (see [`render_rows`]) and writes them as a PNG, atomically.
-pub fn write_rows_png(path: &Path, rows: &[Vec<&[u8]>], scale: u32, gap: u32) -> Result<()> {
-    check_inputs(rows.iter().flatten().copied(), scale)?;
-    check_canvas(rows_layout(rows, false), scale, gap)?;
-    write_png(path, render_rows(rows, scale, gap))
+pub fn write_rows_png(path: &Path, rows: &[Vec<&[u8]>], shape: ImageShape, scale: u32, gap: u32) -> Result<()> {
+    check_inputs(rows.iter().flatten().copied(), shape, scale)?;
+    check_canvas(rows_layout(rows, false), shape, scale, gap)?;
+    write_png(path, render_rows(rows, shape, scale, gap))
 }
 
 fn rows_layout(rows: &[Vec<&[u8]>], labelled: bool) -> Layout {
@@ -190,29 +223,30 @@ fn rows_layout(rows: &[Vec<&[u8]>], labelled: bool) -> Layout {
     }
 }
 
-/// A canvas for `rows` x `cols` cells, filled with the gap colour.
-fn blank_canvas(rows: usize, cols: usize, scale: u32, gap: u32) -> GrayImage {
+/// A canvas for `rows` x `cols` cells of `shape` images, filled with the gap colour.
+fn blank_canvas(rows: usize, cols: usize, shape: ImageShape, scale: u32, gap: u32) -> GrayImage {
     assert!(scale > 0, "grid scale must be at least 1");
-    let cell = SIDE as u32 * scale;
-    let width = cols as u32 * cell + (cols as u32 + 1) * gap;
-    let height = rows as u32 * cell + (rows as u32 + 1) * gap;
+    let (cell_w, cell_h) = (shape.width as u32 * scale, shape.height as u32 * scale);
+    let width = cols as u32 * cell_w + (cols as u32 + 1) * gap;
+    let height = rows as u32 * cell_h + (rows as u32 + 1) * gap;
     GrayImage::from_pixel(width, height, Luma([GAP_GREY]))
 }
 
 /// Draws `image` into the cell at (`row`, `col`) of a canvas made by [`blank_canvas`].
-fn draw_cell(canvas: &mut GrayImage, image: &[u8], row: usize, col: usize, scale: u32, gap: u32) {
+fn draw_cell(canvas: &mut GrayImage, image: &[u8], shape: ImageShape, row: usize, col: usize, scale: u32, gap: u32) {
     assert_eq!(
         image.len(),
-        PIXELS,
-        "grid images must be {SIDE}x{SIDE} = {PIXELS} bytes"
+        shape.pixels(),
+        "grid images must be {shape} = {} bytes",
+        shape.pixels()
     );
-    let cell = SIDE as u32 * scale;
-    let x0 = gap + col as u32 * (cell + gap);
-    let y0 = gap + row as u32 * (cell + gap);
+    let (cell_w, cell_h) = (shape.width as u32 * scale, shape.height as u32 * scale);
+    let x0 = gap + col as u32 * (cell_w + gap);
+    let y0 = gap + row as u32 * (cell_h + gap);
     let binary = image.iter().all(|&v| v <= HIDDEN);
     for (i, &value) in image.iter().enumerate() {
         let grey = if binary { binary_grey(value) } else { value };
-        let (x, y) = ((i % SIDE) as u32 * scale, (i / SIDE) as u32 * scale);
+        let (x, y) = ((i % shape.width) as u32 * scale, (i / shape.width) as u32 * scale);
         for dy in 0..scale {
             for dx in 0..scale {
                 canvas.put_pixel(x0 + x + dx, y0 + y + dy, Luma([grey]));
@@ -231,13 +265,17 @@ fn binary_grey(value: u8) -> u8 {
 }
 
 /// The checks the render functions would panic on, as errors, so that the write functions never panic.
-fn check_inputs<'a>(images: impl Iterator<Item = &'a [u8]>, scale: u32) -> Result<()> {
+fn check_inputs<'a>(images: impl Iterator<Item = &'a [u8]>, shape: ImageShape, scale: u32) -> Result<()> {
     if scale == 0 {
         bail!("image scale must be at least 1");
     }
     for (i, image) in images.enumerate() {
-        if image.len() != PIXELS {
-            bail!("image {i} has {} bytes, expected {SIDE}x{SIDE} = {PIXELS}", image.len());
+        if image.len() != shape.pixels() {
+            bail!(
+                "image {i} has {} bytes, expected {shape} = {}",
+                image.len(),
+                shape.pixels()
+            );
         }
     }
     Ok(())
@@ -253,12 +291,16 @@ fn write_png(path: &Path, image: GrayImage) -> Result<()> {
 mod tests {
     use super::*;
 
+    const SIDE: usize = 28;
+    const PIXELS: usize = SIDE * SIDE;
+    const SQUARE: ImageShape = ImageShape::DEFAULT;
+
     #[test]
     fn oversized_grids_are_refused_before_drawing() {
         // 36 images at the default scale: 6 × 6 cells of 112 pixels, far below the limit.
-        check_canvas(Layout::Square(36), DEFAULT_SCALE, DEFAULT_GAP).unwrap();
+        check_canvas(Layout::Square(36), SQUARE, DEFAULT_SCALE, DEFAULT_GAP).unwrap();
         // The largest sample grid at the largest scale is 64 × 64 cells of 1,792 pixels: about 13 G pixels.
-        let err = check_canvas(Layout::Square(4096), 64, DEFAULT_GAP)
+        let err = check_canvas(Layout::Square(4096), SQUARE, 64, DEFAULT_GAP)
             .unwrap_err()
             .to_string();
         assert!(err.contains("--scale"), "{err}");
@@ -270,7 +312,7 @@ mod tests {
                 cols: cells,
                 labelled: false,
             };
-            check_canvas(rows, scale, DEFAULT_GAP).is_ok()
+            check_canvas(rows, SQUARE, scale, DEFAULT_GAP).is_ok()
         };
         for (cells, scale) in [(100, 5), (300, 2), (500, 1), (585, 1), (586, 1)] {
             let s = side(cells as u64, scale);
@@ -284,7 +326,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let img = dot(0, 0);
         let rows: Vec<Vec<&[u8]>> = vec![vec![&img[..]; 64]; 64];
-        assert!(write_rows_png(&dir.path().join("big.png"), &rows, 64, DEFAULT_GAP).is_err());
+        assert!(write_rows_png(&dir.path().join("big.png"), &rows, SQUARE, 64, DEFAULT_GAP).is_err());
         assert!(!dir.path().join("big.png").exists());
     }
 
@@ -326,7 +368,7 @@ mod tests {
         // n -> (cols, rows) for a square-ish grid.
         for (n, cols, rows) in [(1u32, 1u32, 1u32), (5, 3, 2), (16, 4, 4), (17, 5, 4)] {
             let images: Vec<&[u8]> = (0..n).map(|_| image.as_slice()).collect();
-            let grid = render_grid(&images, grid_columns(n as usize), scale, gap);
+            let grid = render_grid(&images, SQUARE, grid_columns(n as usize), scale, gap);
             let expect_w = cols * cell_size(scale) + (cols + 1) * gap;
             let expect_h = rows * cell_size(scale) + (rows + 1) * gap;
             assert_eq!(grid.dimensions(), (expect_w, expect_h), "n = {n}");
@@ -336,8 +378,8 @@ mod tests {
     #[test]
     fn empty_inputs_give_one_empty_cell() {
         let side = cell_size(1) + 2;
-        assert_eq!(render_grid(&[], 0, 1, 1).dimensions(), (side, side));
-        assert_eq!(render_rows(&[], 1, 1).dimensions(), (side, side));
+        assert_eq!(render_grid(&[], SQUARE, 0, 1, 1).dimensions(), (side, side));
+        assert_eq!(render_rows(&[], SQUARE, 1, 1).dimensions(), (side, side));
     }
 
     #[test]
@@ -350,7 +392,7 @@ mod tests {
         // 6 images in 3 columns; the marked one is index 5, i.e. cell (row 1, col 2).
         let mut images: Vec<&[u8]> = vec![blank.as_slice(); 6];
         images[5] = &marked;
-        let grid = render_grid(&images, 3, scale, gap);
+        let grid = render_grid(&images, SQUARE, 3, scale, gap);
 
         let x0 = gap + 2 * (cell + gap) + px as u32 * scale;
         let y0 = gap + (cell + gap) + py as u32 * scale;
@@ -371,6 +413,28 @@ mod tests {
     }
 
     #[test]
+    fn non_square_images_have_non_square_cells() {
+        // 3 rows of 5 pixels: pixel (2, 4) is the last one, and cells are 5 wide and 3 high.
+        let shape = ImageShape::new(3, 5);
+        let mut image = vec![0u8; 15];
+        image[2 * 5 + 4] = 1;
+        let grid = render_grid(&[&image, &image], shape, 2, 2, 1);
+        assert_eq!(grid.dimensions(), (2 * 10 + 3, 6 + 2));
+        assert_eq!(grid.get_pixel(1 + 8, 1 + 4)[0], 255);
+        assert_eq!(grid.get_pixel(1 + 10 + 1 + 9, 1 + 5)[0], 255);
+        assert_eq!(grid.pixels().filter(|p| p[0] == 255).count(), 8);
+        assert!(write_grid_png(
+            &tempfile::tempdir().unwrap().path().join("x.png"),
+            &[&image[..14]],
+            shape,
+            1,
+            1,
+            1
+        )
+        .is_err());
+    }
+
+    #[test]
     fn hidden_and_grey_values() {
         let mut binary = vec![0u8; PIXELS];
         binary[0] = 1;
@@ -378,7 +442,7 @@ mod tests {
         let mut grey = vec![0u8; PIXELS];
         grey[0] = 1; // in a grey image (some byte > 2) 1 stays almost black
         grey[1] = 200;
-        let grid = render_grid(&[&binary, &grey], 2, 1, 0);
+        let grid = render_grid(&[&binary, &grey], SQUARE, 2, 1, 0);
         assert_eq!(grid.get_pixel(0, 0)[0], 255);
         assert_eq!(grid.get_pixel(1, 0)[0], HIDDEN_GREY);
         assert_eq!(grid.get_pixel(2, 0)[0], 0);
@@ -391,7 +455,7 @@ mod tests {
         let (scale, gap) = (1, 2);
         let a = dot(0, 0);
         let rows = vec![vec![a.as_slice()], vec![a.as_slice(), a.as_slice(), a.as_slice()]];
-        let grid = render_rows(&rows, scale, gap);
+        let grid = render_rows(&rows, SQUARE, scale, gap);
         let cell = cell_size(scale);
         assert_eq!(grid.dimensions(), (3 * cell + 4 * gap, 2 * cell + 3 * gap));
         // Row 0: first cell drawn, the padding cells are gap colour throughout.
@@ -409,12 +473,12 @@ mod tests {
         let b = vec![HIDDEN; PIXELS];
         let images: Vec<&[u8]> = vec![&a, &b, &a, &b, &a];
         let cols = grid_columns(images.len());
-        let expected = render_grid(&images, cols, DEFAULT_SCALE, DEFAULT_GAP);
+        let expected = render_grid(&images, SQUARE, cols, DEFAULT_SCALE, DEFAULT_GAP);
 
         let p1 = dir.path().join("grid1.png");
         let p2 = dir.path().join("grid2.png");
-        write_grid_png(&p1, &images, cols, DEFAULT_SCALE, DEFAULT_GAP).unwrap();
-        write_grid_png(&p2, &images, cols, DEFAULT_SCALE, DEFAULT_GAP).unwrap();
+        write_grid_png(&p1, &images, SQUARE, cols, DEFAULT_SCALE, DEFAULT_GAP).unwrap();
+        write_grid_png(&p2, &images, SQUARE, cols, DEFAULT_SCALE, DEFAULT_GAP).unwrap();
         let bytes1 = std::fs::read(&p1).unwrap();
         assert_eq!(
             bytes1,
@@ -431,7 +495,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dot(27, 27);
         let single = dir.path().join("one.png");
-        write_image_png(&single, &a, 2).unwrap();
+        write_image_png(&single, &a, SQUARE, 2).unwrap();
         let decoded = image::load_from_memory(&std::fs::read(&single).unwrap())
             .unwrap()
             .to_luma8();
@@ -440,11 +504,14 @@ mod tests {
         assert_eq!(decoded.get_pixel(0, 0)[0], 0);
 
         let rows_path = dir.path().join("rows.png");
-        write_rows_png(&rows_path, &[vec![&a[..], &a[..]], vec![&a[..]]], 1, 1).unwrap();
+        write_rows_png(&rows_path, &[vec![&a[..], &a[..]], vec![&a[..]]], SQUARE, 1, 1).unwrap();
         let decoded = image::load_from_memory(&std::fs::read(&rows_path).unwrap())
             .unwrap()
             .to_luma8();
-        assert_eq!(decoded, render_rows(&[vec![&a[..], &a[..]], vec![&a[..]]], 1, 1));
+        assert_eq!(
+            decoded,
+            render_rows(&[vec![&a[..], &a[..]], vec![&a[..]]], SQUARE, 1, 1)
+        );
     }
 
     #[test]
@@ -452,8 +519,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("grid.png");
         let a = dot(0, 0);
-        write_grid_png(&path, &[&a], 1, 1, 1).unwrap();
-        write_grid_png(&path, &[&a, &a], 2, 1, 1).unwrap();
+        write_grid_png(&path, &[&a], SQUARE, 1, 1, 1).unwrap();
+        write_grid_png(&path, &[&a, &a], SQUARE, 2, 1, 1).unwrap();
         let names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -468,11 +535,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.png");
         let short = vec![0u8; 10];
-        let err = write_grid_png(&path, &[&short], 1, 1, 1).unwrap_err();
+        let err = write_grid_png(&path, &[&short], SQUARE, 1, 1, 1).unwrap_err();
         assert!(err.to_string().contains("10 bytes"), "{err}");
         let ok = vec![0u8; PIXELS];
-        assert!(write_image_png(&path, &ok, 0).is_err());
-        assert!(write_rows_png(&path, &[vec![&ok[..], &short[..]]], 1, 1).is_err());
+        assert!(write_image_png(&path, &ok, SQUARE, 0).is_err());
+        assert!(write_rows_png(&path, &[vec![&ok[..], &short[..]]], SQUARE, 1, 1).is_err());
         assert!(!path.exists());
     }
 }

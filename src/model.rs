@@ -15,13 +15,21 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const HEIGHT: usize = 28;
-pub const WIDTH: usize = 28;
-pub const PIXELS: usize = HEIGHT * WIDTH;
-/// Classes of Fashion-MNIST (the rows of every class-bias table).
-pub const CLASSES: usize = 10;
-/// The names of the classes, in label order.
-pub const CLASS_NAMES: [&str; CLASSES] = [
+/// The image shape of a model whose file does not say (Fashion-MNIST's, and MNIST's).
+pub const DEFAULT_HEIGHT: usize = 28;
+pub const DEFAULT_WIDTH: usize = 28;
+/// The smallest and largest image side a model takes. Below 4 pixels there is nothing to model; above 256 the
+/// sampler's pixel-by-pixel steps and the activations' buffers grow past what is useful on binarized images (a
+/// device may refuse smaller sizes still: the error names its limit).
+pub const MIN_SIDE: usize = 4;
+pub const MAX_SIDE: usize = 256;
+/// Classes of Fashion-MNIST, the default of a class-conditional model (`Config::conditional`).
+pub const FASHION_CLASSES: usize = 10;
+/// The most classes a conditional model holds: labels are bytes, and a class-bias table of more rows than that
+/// would mostly hold classes with too few images to learn from.
+pub const MAX_CLASSES: usize = 256;
+/// Fashion-MNIST's class names, in label order: the names of a 10-class model whose file names none.
+pub const FASHION_CLASS_NAMES: [&str; FASHION_CLASSES] = [
     "t-shirt",
     "trouser",
     "pullover",
@@ -33,6 +41,36 @@ pub const CLASS_NAMES: [&str; CLASSES] = [
     "bag",
     "ankle-boot",
 ];
+
+/// An image's height and width in pixels: every activation holds `height × width` positions per image, in raster
+/// order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageShape {
+    pub height: usize,
+    pub width: usize,
+}
+
+impl ImageShape {
+    /// 28×28, the shape of every file that names none.
+    pub const DEFAULT: ImageShape = ImageShape {
+        height: DEFAULT_HEIGHT,
+        width: DEFAULT_WIDTH,
+    };
+
+    pub fn new(height: usize, width: usize) -> ImageShape {
+        ImageShape { height, width }
+    }
+
+    pub fn pixels(&self) -> usize {
+        self.height * self.width
+    }
+}
+
+impl std::fmt::Display for ImageShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}×{}", self.height, self.width)
+    }
+}
 
 /// Every parameter tensor starts at a multiple of this many floats (256 bytes), the storage-buffer offset
 /// alignment that wgpu guarantees on every adapter, so each tensor can be bound on its own.
@@ -65,8 +103,13 @@ pub struct Config {
     pub filters: usize,
     /// Residual blocks N (`pixelcnn`) or gated layers L (`gated`).
     pub depth: usize,
-    /// 0 (unconditional) or [`CLASSES`] (class-conditional).
+    /// 0 (unconditional), or the number of classes of a class-conditional model (2 to [`MAX_CLASSES`]).
     pub classes: usize,
+    /// The image shape: every activation is `height × width` per image. Files without it are 28×28.
+    #[serde(default = "default_height")]
+    pub height: usize,
+    #[serde(default = "default_width")]
+    pub width: usize,
     /// `gated` only: layers 1, 2, … dilate their vertical and horizontal convs by 1, 2, 4, …, 2^(K−1), and again
     /// from 1 (WaveNet's cycle), so that the reach grows exponentially with depth instead of one row per layer.
     /// 1 (the default, and every file without the field): no dilation.
@@ -76,6 +119,14 @@ pub struct Config {
 
 fn one() -> usize {
     1
+}
+
+fn default_height() -> usize {
+    DEFAULT_HEIGHT
+}
+
+fn default_width() -> usize {
+    DEFAULT_WIDTH
 }
 
 /// The longest dilation cycle: dilations up to 2^(K−1) = 128, beyond any image the kernels take.
@@ -98,6 +149,8 @@ impl Config {
             filters,
             depth: blocks,
             classes: 0,
+            height: DEFAULT_HEIGHT,
+            width: DEFAULT_WIDTH,
             dilation_cycle: 1,
         }
     }
@@ -108,6 +161,8 @@ impl Config {
             filters,
             depth: layers,
             classes: 0,
+            height: DEFAULT_HEIGHT,
+            width: DEFAULT_WIDTH,
             dilation_cycle: 1,
         }
     }
@@ -129,12 +184,28 @@ impl Config {
         }
     }
 
-    /// The same network with a class-bias table per conditioned layer.
+    /// The same network with a class-bias table of Fashion-MNIST's 10 classes per conditioned layer.
     pub fn conditional(self) -> Config {
-        Config {
-            classes: CLASSES,
-            ..self
-        }
+        self.with_classes(FASHION_CLASSES)
+    }
+
+    /// The same network with `classes` classes (0: unconditional).
+    pub fn with_classes(self, classes: usize) -> Config {
+        Config { classes, ..self }
+    }
+
+    /// The same network for images of `height × width` pixels.
+    pub fn with_shape(self, height: usize, width: usize) -> Config {
+        Config { height, width, ..self }
+    }
+
+    /// Pixels per image.
+    pub fn pixels(&self) -> usize {
+        self.height * self.width
+    }
+
+    pub fn image(&self) -> ImageShape {
+        ImageShape::new(self.height, self.width)
     }
 
     pub fn is_conditional(&self) -> bool {
@@ -179,10 +250,16 @@ impl Config {
             self.arch.as_str()
         );
         anyhow::ensure!(
-            self.classes == 0 || self.classes == CLASSES,
-            "classes must be 0 or {CLASSES} (got {})",
+            self.classes == 0 || (2..=MAX_CLASSES).contains(&self.classes),
+            "a class-conditional model has 2 to {MAX_CLASSES} classes (got {})",
             self.classes
         );
+        for (what, side) in [("height", self.height), ("width", self.width)] {
+            anyhow::ensure!(
+                (MIN_SIDE..=MAX_SIDE).contains(&side),
+                "the image {what} must be {MIN_SIDE}–{MAX_SIDE} pixels (got {side})"
+            );
+        }
         Ok(())
     }
 
@@ -197,12 +274,21 @@ impl Config {
         } else {
             String::new()
         };
+        let shape = if (self.height, self.width) != (DEFAULT_HEIGHT, DEFAULT_WIDTH) {
+            format!(" {}x{}", self.height, self.width)
+        } else {
+            String::new()
+        };
+        let conditional = match self.classes {
+            0 => String::new(),
+            FASHION_CLASSES => " conditional".to_string(),
+            n => format!(" conditional ({n} classes)"),
+        };
         format!(
-            "{} F={} {depth}={}{dilated}{}",
+            "{} F={} {depth}={}{dilated}{conditional}{shape}",
             self.arch.as_str(),
             self.filters,
             self.depth,
-            if self.is_conditional() { " conditional" } else { "" }
         )
     }
 }
@@ -258,11 +344,13 @@ pub struct Conv {
     pub kernel: [usize; 2],
     /// PyTorch's `dilation` (both axes): neighbouring kernel taps read inputs this many pixels apart.
     pub dilation: usize,
+    /// The images it runs on (taps that read outside them read zeros).
+    pub image: ImageShape,
     /// Live taps, in raster order of the kernel. Taps outside this list are masked: never stored or multiplied.
     pub taps: Vec<Tap>,
     pub act: Activation,
     /// Parameter tensors ([`ParamTable`] indices): the packed weight `[taps, cin, cout]`, the bias `[cout]`, and
-    /// for a conditional `pixelcnn` conv the class-bias table `[CLASSES, cout]` added before the activation.
+    /// for a conditional `pixelcnn` conv the class-bias table `[classes, cout]` added before the activation.
     pub weight: usize,
     pub bias: usize,
     pub class_bias: Option<usize>,
@@ -277,7 +365,7 @@ impl Conv {
     /// Multiply-accumulates per image through live taps (padding taps included), the FLOP convention of the
     /// reference (`pixelcnn_torch.py flops`: 0.570 GFLOP per image for the default model).
     pub fn live_macs_per_image(&self) -> usize {
-        PIXELS * self.weight_rows() * self.cout
+        self.image.pixels() * self.weight_rows() * self.cout
     }
 
     /// A conv over an arbitrary tap set (for tests of the kernels): the kernel is the taps' bounding box. Its
@@ -302,12 +390,18 @@ impl Conv {
             cout,
             kernel: [kh, kw],
             dilation: 1,
+            image: ImageShape::DEFAULT,
             taps,
             act,
             weight: 0,
             bias: 1,
             class_bias: None,
         }
+    }
+
+    /// The same conv over images of `image`'s shape.
+    pub fn on(self, image: ImageShape) -> Conv {
+        Conv { image, ..self }
     }
 
     /// "MaskedConv2D A 7x7", "Conv2D 4x7", "Conv2D 1x4 (3 live taps)", "Conv2D 1x1 shifted by (-1, 0)", + ReLU.
@@ -384,7 +478,7 @@ pub enum ParamKind {
     Weight { conv: usize },
     /// Conv `conv`'s bias `[cout]`.
     Bias { conv: usize },
-    /// A class-bias table `[CLASSES, channels]`: row y is added for images of class y.
+    /// A class-bias table `[classes, channels]`: row y is added for images of class y.
     ClassBias { channels: usize },
 }
 
@@ -564,6 +658,7 @@ struct Builder {
     act_groups: Vec<usize>,
     params: ParamTable,
     classes: usize,
+    image: ImageShape,
 }
 
 impl Builder {
@@ -650,6 +745,7 @@ impl Builder {
             cout,
             kernel,
             dilation,
+            image: self.image,
             taps,
             act,
             weight,
@@ -691,6 +787,7 @@ impl Network {
                 gpu_len: 0,
             },
             classes: config.classes,
+            image: config.image(),
         };
         match config.arch {
             Arch::Pixelcnn => build_pixelcnn(&mut b, config),
@@ -736,6 +833,19 @@ impl Network {
     /// Forward multiply-accumulates per image through live taps.
     pub fn live_macs_per_image(&self) -> usize {
         self.convs.iter().map(Conv::live_macs_per_image).sum()
+    }
+
+    /// Pixels per image.
+    pub fn pixels(&self) -> usize {
+        self.config.pixels()
+    }
+
+    pub fn image(&self) -> ImageShape {
+        self.config.image()
+    }
+
+    pub fn width(&self) -> usize {
+        self.config.width
     }
 
     /// Conv `c`'s packed weight `[taps, cin, cout]` inside a flat CPU parameter vector.
@@ -844,7 +954,7 @@ impl Network {
         let mut rows = vec![SummaryRow {
             layer: "input".into(),
             kind: "Input".into(),
-            output_shape: [HEIGHT, WIDTH, 1],
+            output_shape: [self.config.height, self.config.width, 1],
             params: 0,
         }];
         for (l, layer) in self.layers.iter().enumerate() {
@@ -869,14 +979,14 @@ impl Network {
             rows.push(SummaryRow {
                 layer: self.act_names[l + 1].clone(),
                 kind,
-                output_shape: [HEIGHT, WIDTH, self.act_channels[l + 1]],
+                output_shape: [self.config.height, self.config.width, self.act_channels[l + 1]],
                 params,
             });
         }
         rows.push(SummaryRow {
             layer: "sigmoid".into(),
             kind: "Sigmoid".into(),
-            output_shape: [HEIGHT, WIDTH, 1],
+            output_shape: [self.config.height, self.config.width, 1],
             params: 0,
         });
         rows
@@ -1014,23 +1124,48 @@ pub struct SummaryRow {
     pub params: usize,
 }
 
-/// NLL conversions. The loss is the mean BCE per pixel; an image's NLL is the sum over its 784 pixels.
-pub fn bits_per_dim(nats_per_image: f64) -> f64 {
-    nats_per_image / (PIXELS as f64 * std::f64::consts::LN_2)
+/// NLL conversions. The loss is the mean BCE per pixel; an image's NLL is the sum over its `pixels` pixels.
+pub fn bits_per_dim(nats_per_image: f64, pixels: usize) -> f64 {
+    nats_per_image / (pixels as f64 * std::f64::consts::LN_2)
 }
 
-/// The class a name or number denotes: `sneaker`, `7`, case-insensitive, `-`/`_`/space alike.
-pub fn parse_class(s: &str) -> anyhow::Result<usize> {
-    let norm = |x: &str| x.to_ascii_lowercase().replace(['_', ' '], "-");
+/// The class names of a model with `classes` classes that names none: Fashion-MNIST's for 10 classes (every file
+/// made before models carried their names was a Fashion-MNIST model), else the label numbers.
+pub fn default_class_names(classes: usize) -> Vec<String> {
+    if classes == FASHION_CLASSES {
+        FASHION_CLASS_NAMES.iter().map(|s| s.to_string()).collect()
+    } else {
+        (0..classes).map(|i| i.to_string()).collect()
+    }
+}
+
+/// The class a name or number denotes among `names` (a model's class names, in label order): `sneaker`, `7`,
+/// case-insensitive, `-`/`_`/space alike; Fashion-MNIST's names also take a few aliases (`tshirt`, `boot`).
+pub fn parse_class(s: &str, names: &[String]) -> anyhow::Result<usize> {
+    let norm = |x: &str| x.trim().to_lowercase().replace(['_', ' '], "-");
+    let listing = || {
+        let shown: Vec<&str> = names.iter().take(20).map(String::as_str).collect();
+        let more = if names.len() > 20 { ", …" } else { "" };
+        format!("{}{more}", shown.join(", "))
+    };
+    anyhow::ensure!(
+        !names.is_empty(),
+        "the model is not class-conditional: it takes no --class"
+    );
+    let want = norm(s);
+    if let Some(i) = names.iter().position(|n| norm(n) == want) {
+        return Ok(i);
+    }
     if let Ok(n) = s.trim().parse::<usize>() {
         anyhow::ensure!(
-            n < CLASSES,
-            "class {n} is out of range: classes are 0–9 ({})",
-            CLASS_NAMES.join(", ")
+            n < names.len(),
+            "class {n} is out of range: classes are 0–{} ({})",
+            names.len() - 1,
+            listing()
         );
         return Ok(n);
     }
-    let want = norm(s.trim());
+    let fashion = names.iter().map(String::as_str).eq(FASHION_CLASS_NAMES);
     let aliases = [
         ("tshirt", 0),
         ("t-shirt/top", 0),
@@ -1039,11 +1174,18 @@ pub fn parse_class(s: &str) -> anyhow::Result<usize> {
         ("boot", 9),
         ("ankle-boots", 9),
     ];
-    CLASS_NAMES
+    aliases
         .iter()
-        .position(|&n| n == want)
-        .or_else(|| aliases.iter().find(|(a, _)| *a == want).map(|&(_, i)| i))
-        .ok_or_else(|| anyhow::anyhow!("unknown class {s:?}: expected 0–9 or one of {}", CLASS_NAMES.join(", ")))
+        .filter(|_| fashion)
+        .find(|(a, _)| *a == want)
+        .map(|&(_, i)| i)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown class {s:?}: expected 0–{} or one of {}",
+                names.len() - 1,
+                listing()
+            )
+        })
 }
 
 #[cfg(test)]
@@ -1058,6 +1200,7 @@ mod tests {
         assert_eq!(net.convs[2].taps.len(), 5);
         // 0.570 GFLOP per image through live taps, as the reference counts it.
         let gflop = 2.0 * net.live_macs_per_image() as f64 / 1e9;
+        assert_eq!(net.config.pixels(), 784);
         assert!((gflop - 0.570).abs() < 0.001, "{gflop}");
     }
 
@@ -1152,9 +1295,17 @@ mod tests {
 
     #[test]
     fn classes_parse_by_name_and_number() {
-        assert_eq!(parse_class("sneaker").unwrap(), 7);
-        assert_eq!(parse_class("Ankle_Boot").unwrap(), 9);
-        assert_eq!(parse_class("3").unwrap(), 3);
-        assert!(parse_class("10").is_err() && parse_class("sock").is_err());
+        let fashion = default_class_names(10);
+        assert_eq!(parse_class("sneaker", &fashion).unwrap(), 7);
+        assert_eq!(parse_class("Ankle_Boot", &fashion).unwrap(), 9);
+        assert_eq!(parse_class("boot", &fashion).unwrap(), 9);
+        assert_eq!(parse_class("3", &fashion).unwrap(), 3);
+        assert!(parse_class("10", &fashion).is_err() && parse_class("sock", &fashion).is_err());
+        // A data set's own names, numbers among them: a name that is a number means that name.
+        let own: Vec<String> = ["cat", "dog", "7"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(parse_class("Dog", &own).unwrap(), 1);
+        assert_eq!(parse_class("7", &own).unwrap(), 2);
+        assert_eq!(parse_class("0", &own).unwrap(), 0);
+        assert!(parse_class("boot", &own).is_err() && parse_class("3", &own).is_err());
     }
 }

@@ -5,7 +5,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::cpu::{self, SampleSpec, Samples};
 use crate::data::Split;
 use crate::gpu::sampler::{SampleRequest, Sampler};
-use crate::model::{Network, CLASSES, PIXELS};
+use crate::model::Network;
 use crate::train::Device;
 use anyhow::{bail, ensure, Result};
 use std::path::{Path, PathBuf};
@@ -57,7 +57,7 @@ pub fn sample_labels(net: &Network, classes: &[usize], count: usize) -> Result<O
         );
         return Ok(None);
     }
-    let all: Vec<usize> = (0..CLASSES).collect();
+    let all: Vec<usize> = (0..net.config.classes).collect();
     let cycle = if classes.is_empty() { &all } else { classes };
     Ok(Some((0..count).map(|i| cycle[i % cycle.len()] as u8).collect()))
 }
@@ -72,13 +72,22 @@ pub struct ClassRequest {
     pub per_class: bool,
 }
 
-/// Resolves `--class` values (names, numbers 0–9, or a single `all`) for `count` images of `net`.
-pub fn class_request(net: &Network, classes: &[String], count: usize) -> Result<ClassRequest> {
+/// Resolves `--class` values (the model's class `names`, label numbers, or a single `all`) for `count` images of
+/// `net`.
+pub fn class_request(net: &Network, names: &[String], classes: &[String], count: usize) -> Result<ClassRequest> {
     let per_class = classes.iter().any(|c| c.trim().eq_ignore_ascii_case("all"));
     if !per_class {
+        if !net.config.is_conditional() {
+            // The unconditional model's error, not the parser's.
+            return Ok(ClassRequest {
+                total: count,
+                labels: sample_labels(net, &vec![0; classes.len()], count)?,
+                per_class,
+            });
+        }
         let ids = classes
             .iter()
-            .map(|c| crate::model::parse_class(c))
+            .map(|c| crate::model::parse_class(c, names))
             .collect::<Result<Vec<_>>>()?;
         return Ok(ClassRequest {
             total: count,
@@ -93,7 +102,7 @@ pub fn class_request(net: &Network, classes: &[String], count: usize) -> Result<
         net.config.describe()
     );
     let total = count
-        .checked_mul(CLASSES)
+        .checked_mul(net.config.classes)
         .ok_or_else(|| anyhow::anyhow!("--count {count} per class is too many"))?;
     Ok(ClassRequest {
         total,
@@ -119,7 +128,7 @@ pub fn sample_chunk(
             // In small batches so the progress bar moves.
             for start in (0..spec.count).step_by(8) {
                 let n = (spec.count - start).min(8);
-                let sub = spec.slice(start, n);
+                let sub = spec.slice(start, n, net.pixels());
                 let s = if naive {
                     cpu::sample_naive(net, params, sub)
                 } else {
@@ -127,7 +136,7 @@ pub fn sample_chunk(
                 };
                 images.extend(s.images);
                 probs.extend(s.probs);
-                progress(n * PIXELS);
+                progress(n * net.pixels());
             }
             Ok(Samples { images, probs })
         }
@@ -205,16 +214,19 @@ pub struct Completions {
     /// `samples` completions per original, in order.
     pub completions: Samples,
     pub samples: usize,
+    /// Pixels per image.
+    pub pixels: usize,
 }
 
 impl Completions {
     /// The grid rows: original | occluded | completion 1 | completion 2 ...
     pub fn grid_rows(&self) -> Vec<Vec<&[u8]>> {
+        let pixels = self.pixels;
         (0..self.originals.len())
             .map(|i| {
                 let mut row = vec![&self.originals[i][..], &self.occluded[i][..]];
                 row.extend(
-                    (0..self.samples).map(|j| &self.completions.images[(i * self.samples + j) * PIXELS..][..PIXELS]),
+                    (0..self.samples).map(|j| &self.completions.images[(i * self.samples + j) * pixels..][..pixels]),
                 );
                 row
             })
@@ -252,10 +264,19 @@ pub fn complete(
         seed,
         temperature,
     } = req;
-    ensure!(rows <= crate::model::HEIGHT, "--rows must be between 0 and 28");
+    let (height, width, pixels) = (net.config.height, net.width(), net.pixels());
+    ensure!(
+        rows <= height,
+        "--rows must be between 0 and {height} (the model's images have {height} rows)"
+    );
     ensure!(split.len() >= count, "the test split has only {} images", split.len());
+    ensure!(
+        split.images.len() == split.len() * pixels,
+        "the images are not {} like the model's",
+        net.image()
+    );
     // Every image repeated `samples` times; each copy draws with its own counter.
-    let mut init = Vec::with_capacity(count * samples * PIXELS);
+    let mut init = Vec::with_capacity(count * samples * pixels);
     let mut labels = Vec::with_capacity(count * samples);
     for i in 0..count {
         for _ in 0..samples {
@@ -263,7 +284,7 @@ pub fn complete(
             labels.push(split.labels[i]);
         }
     }
-    let start = rows * crate::model::WIDTH;
+    let start = rows * width;
     let sampler = match device {
         Device::Gpu => Some(Sampler::new(net, params)?),
         Device::Cpu => None,
@@ -292,10 +313,11 @@ pub fn complete(
         occluded,
         completions,
         samples,
+        pixels,
     })
 }
 
-/// The length of the progress bar the samplers drive: image-pixel steps (`count · 784`) on either device.
-pub fn progress_units(count: usize) -> u64 {
-    (count * PIXELS) as u64
+/// The length of the progress bar the samplers drive: image-pixel steps (`count · pixels`) on either device.
+pub fn progress_units(net: &Network, count: usize) -> u64 {
+    (count * net.pixels()) as u64
 }

@@ -8,7 +8,7 @@ use crate::data::Split;
 use crate::gpu::layers::GpuModel;
 use crate::gpu::trainer::Trainer;
 use crate::gpu::Gpu;
-use crate::model::{bits_per_dim, Config, Network, PIXELS};
+use crate::model::{bits_per_dim, Config, Network};
 use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -95,7 +95,7 @@ impl Backend {
                 running,
             } => {
                 let x: Vec<f32> = images.iter().map(|&v| v as f32).collect();
-                let nll = cpu::train_step(net, params, adam, cfg, &x, labels, images.len() / PIXELS);
+                let nll = cpu::train_step(net, params, adam, cfg, &x, labels, images.len() / net.pixels());
                 *running += nll.iter().map(|&v| v as f64).sum::<f64>();
                 Ok(adam.step)
             }
@@ -211,8 +211,8 @@ pub fn evaluate_cpu(
     mut progress: impl FnMut(usize),
 ) -> Vec<f32> {
     let mut out = Vec::new();
-    for (i, chunk) in images.chunks(8 * PIXELS).enumerate() {
-        let n = chunk.len() / PIXELS;
+    for (i, chunk) in images.chunks(8 * net.pixels()).enumerate() {
+        let n = chunk.len() / net.pixels();
         let x: Vec<f32> = chunk.iter().map(|&v| v as f32).collect();
         let l = labels.map(|l| &l[i * 8..i * 8 + n]);
         out.extend(cpu::image_nll(net, params, &x, l, n));
@@ -593,7 +593,7 @@ impl<'a> TrainLoop<'a> {
             opts,
             conditional: net.config.is_conditional(),
             batches_per_epoch: train.len().div_ceil(state.batch_size),
-            batch_images: Vec::with_capacity(state.batch_size * PIXELS),
+            batch_images: Vec::with_capacity(state.batch_size * net.pixels()),
             batch_labels: Vec::with_capacity(state.batch_size),
             net,
             backend,
@@ -728,7 +728,7 @@ impl<'a> TrainLoop<'a> {
         let rate = (state.epoch_images - epoch.images_before) as f64 / epoch.start.elapsed().as_secs_f64();
         let msg = format!(
             "loss {:.4} ({:.1} nats/img) {:.1} img/s",
-            mean / PIXELS as f64,
+            mean / self.net.pixels() as f64,
             mean,
             rate
         );
@@ -789,6 +789,8 @@ impl<'a> TrainLoop<'a> {
         let rate = (self.state.epoch_images - epoch.images_before) as f64 / seconds;
         let (val_nll, val_nll_ema) = self.validate()?;
         let partial = self.state.batch_in_epoch < self.batches_per_epoch;
+        let pixels = self.net.pixels();
+        let bits_per_dim = |nll: f64| bits_per_dim(nll, pixels);
         let record = EpochRecord {
             epoch: self.state.epoch + 1,
             step: self.state.step,
@@ -862,6 +864,8 @@ impl<'a> TrainLoop<'a> {
             println!("{}", serde_json::to_string(record)?);
             return Ok(());
         }
+        let pixels = self.net.pixels();
+        let bits_per_dim = |nll: f64| bits_per_dim(nll, pixels);
         let val_text = match (record.val_nll, record.val_nll_ema) {
             (Some(v), Some(a)) => format!(
                 "val NLL {v:.2} nats/image ({:.4} bits/dim), averaged weights {a:.2} ({:.4})",

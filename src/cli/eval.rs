@@ -4,7 +4,7 @@ use super::{styled_bar, DataArgs};
 use anyhow::{ensure, Result};
 use clap::Args;
 use pixelcnn::evaluate::{self, EvalReport};
-use pixelcnn::model::{bits_per_dim, Network};
+use pixelcnn::model::Network;
 use pixelcnn::sampling;
 use pixelcnn::train::Device;
 use std::path::{Path, PathBuf};
@@ -78,16 +78,17 @@ fn print_report(path: &Path, split: &str, r: &EvalReport) {
         r.nll_nats_per_image,
         r.bits_per_dim,
         if r.conditional {
-            " (marginal over the 10 classes)"
+            format!(" (marginal over the {} classes)", r.classes)
         } else {
-            ""
+            String::new()
         }
     );
-    if let (Some(g), Some(acc)) = (r.nll_given_label_nats_per_image, r.classifier_accuracy) {
-        println!(
-            "  given the true label: {g:.3} nats/image = {:.4} bits/dim",
-            bits_per_dim(g)
-        );
+    if let (Some(g), Some(g_bpd), Some(acc)) = (
+        r.nll_given_label_nats_per_image,
+        r.nll_given_label_bits_per_dim,
+        r.classifier_accuracy,
+    ) {
+        println!("  given the true label: {g:.3} nats/image = {g_bpd:.4} bits/dim");
         println!(
             "  generative classifier (argmax_y p(x|y)) accuracy: {:.2}%",
             100.0 * acc

@@ -6,7 +6,7 @@ use clap::Args;
 use pixelcnn::inspect::receptive_field::{self, Region};
 use pixelcnn::inspect::score::{self, HeatmapRow};
 use pixelcnn::inspect::user_image;
-use pixelcnn::model::{Network, CLASS_NAMES, PIXELS};
+use pixelcnn::model::Network;
 use pixelcnn::train::Device;
 use pixelcnn::{checkpoint, sampling, util};
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ pub struct ReceptiveFieldArgs {
     /// Use a training checkpoint's raw parameters, not the Polyak average it keeps (`train --ema`).
     #[arg(long)]
     raw_weights: bool,
-    /// Print one JSON object with the 28×28 mask (1 = the prediction depends on that pixel) and the blind spot.
+    /// Print one JSON object with the mask (H × W: 1 = the prediction depends on that pixel) and the blind spot.
     #[arg(long)]
     json: bool,
 }
@@ -120,7 +120,7 @@ const MAX_HEATMAP_IMAGES: usize = 100;
 
 #[derive(Args)]
 pub struct ScoreArgs {
-    /// Image files: PNG, JPEG, GIF or BMP, grey or colour, any size.
+    /// Image files: PNG, JPEG, GIF or BMP, grey or colour, of the model's size (or any size with --resize).
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<PathBuf>,
     /// Checkpoint (.safetensors); default: the shipped model.
@@ -130,6 +130,10 @@ pub struct ScoreArgs {
     /// black).
     #[arg(long)]
     invert: bool,
+    /// Pad an image of another size than the model's to its aspect ratio and resize it (triangle filter), instead
+    /// of refusing it.
+    #[arg(long)]
+    resize: bool,
     /// Draw each image beside its per-pixel surprise −log p(x_q | earlier pixels) into this image (.png, .jpg,
     /// .bmp or .gif), with the colour scale.
     #[arg(long, value_name = "FILE.png")]
@@ -160,11 +164,18 @@ impl ScoreArgs {
             inputs.push(&path);
             util::check_image_output(h, &inputs)?;
         }
-        let images = user_image::load_all(&self.images, self.invert)?;
         let ck = checkpoint::load(&path)?;
         let net = Network::new(ck.config);
+        let prep = user_image::Preparation {
+            shape: net.image(),
+            threshold: ck.meta.threshold,
+            invert: ck.meta.invert != self.invert,
+            resize: self.resize,
+        };
+        let images = user_image::load_all(&self.images, prep)?;
+        let names = &ck.meta.class_names;
         let binary: Vec<u8> = images.iter().flat_map(|i| i.binary.iter().copied()).collect();
-        let passes = images.len() * if net.config.is_conditional() { 10 } else { 1 };
+        let passes = images.len() * net.config.classes.max(1);
         let pb = styled_bar(passes as u64, "scoring", "{pos}/{len}");
         let scores = score::pixel_scores(self.device, &net, ck.weights(self.raw_weights), &binary, |k| {
             pb.inc(k as u64)
@@ -178,10 +189,10 @@ impl ScoreArgs {
                 .map(|(img, r)| HeatmapRow {
                     binary: &img.binary,
                     surprise: &r.surprise,
-                    caption: caption(img, r),
+                    caption: caption(img, r, names),
                 })
                 .collect();
-            score::write_heatmap(h, &rows, self.scale)?;
+            score::write_heatmap(h, &rows, net.image(), self.scale)?;
         }
         if self.json {
             let per_image: Vec<serde_json::Value> = images
@@ -195,7 +206,7 @@ impl ScoreArgs {
                     o.insert("height".into(), img.height.into());
                     o.insert("ones".into(), img.ones().into());
                     if let Some((y, p)) = r.best_class() {
-                        o.insert("most_likely_class".into(), CLASS_NAMES[y].into());
+                        o.insert("most_likely_class".into(), names[y].clone().into());
                         o.insert("most_likely_probability".into(), p.into());
                     }
                     v
@@ -205,7 +216,7 @@ impl ScoreArgs {
                 "model": net.config.describe(),
                 "checkpoint": path,
                 "conditional": net.config.is_conditional(),
-                "classes": net.config.is_conditional().then_some(CLASS_NAMES),
+                "classes": net.config.is_conditional().then_some(names),
                 "images": per_image,
                 "heatmap": self.heatmap,
             });
@@ -214,11 +225,12 @@ impl ScoreArgs {
         }
         for (img, r) in images.iter().zip(&results) {
             println!(
-                "{} ({}×{}, {} of {PIXELS} pixels on after binarizing): NLL {:.3} nats = {:.4} bits/dim{}",
+                "{} ({}×{}, {} of {} pixels on after binarizing): NLL {:.3} nats = {:.4} bits/dim{}",
                 img.path.display(),
                 img.width,
                 img.height,
                 img.ones(),
+                net.pixels(),
                 r.nll_nats,
                 r.bits_per_dim,
                 if r.class_probabilities.is_some() {
@@ -227,7 +239,7 @@ impl ScoreArgs {
                     ""
                 }
             );
-            if let Some(top) = r.top_classes(3) {
+            if let Some(top) = r.top_classes(3, names) {
                 println!("  p(class | image): {top}");
             }
         }
@@ -239,10 +251,10 @@ impl ScoreArgs {
 }
 
 /// "shoe.png: 95.3 nats, 0.175 bits/dim, sneaker 0.93".
-fn caption(img: &user_image::UserImage, r: &score::ImageScore) -> String {
+fn caption(img: &user_image::UserImage, r: &score::ImageScore, names: &[String]) -> String {
     let mut s = format!("{}: {:.1} nats, {:.3} bits/dim", img.name(), r.nll_nats, r.bits_per_dim);
     if let Some((y, p)) = r.best_class() {
-        s.push_str(&format!(", {} {p:.2}", CLASS_NAMES[y]));
+        s.push_str(&format!(", {} {p:.2}", names[y]));
     }
     s
 }

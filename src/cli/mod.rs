@@ -151,6 +151,8 @@ impl ModelArgs {
             filters: self.filters.map_or(DEFAULT_FILTERS, |f| f as usize),
             depth,
             classes: 0,
+            height: pixelcnn::model::DEFAULT_HEIGHT,
+            width: pixelcnn::model::DEFAULT_WIDTH,
             dilation_cycle: self.dilation_cycle.map_or(1, |k| k as usize),
         };
         let c = if self.conditional { c.conditional() } else { c };

@@ -6,7 +6,7 @@ use clap::Args;
 use image::GrayImage;
 use pixelcnn::inspect::animation;
 use pixelcnn::inspect::{score, user_image};
-use pixelcnn::model::{Network, CLASS_NAMES, PIXELS, WIDTH};
+use pixelcnn::model::Network;
 use pixelcnn::sampling::{self, ClassRequest, CompleteRequest, StreamRequest};
 use pixelcnn::train::Device;
 use pixelcnn::{checkpoint, grid, util};
@@ -24,8 +24,9 @@ pub struct SampleArgs {
     /// Number of images (with --class all: images per class).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     count: u64,
-    /// Class to sample (name like `sneaker` or number 0–9; repeat for several, taken in turn), or `all` for a
-    /// grid with one labelled row per class. Conditional models only; default: an even mix of classes.
+    /// Class to sample (a name of the model's classes, like `sneaker`, or a label number; repeat for several,
+    /// taken in turn), or `all` for a grid with one labelled row per class. Conditional models only; default: an
+    /// even mix of classes.
     #[arg(long = "class")]
     classes: Vec<String>,
     /// Seed of the random draws: the same seed gives the same images.
@@ -57,9 +58,9 @@ pub struct SampleArgs {
     /// raster order; undrawn pixels are grey; the finished grid (the PNG's pixels exactly) is held at the end.
     #[arg(long, value_name = "FILE.gif")]
     animate: Option<PathBuf>,
-    /// Pixels drawn between two frames of --animate: 28 (the default) is one frame per image row, 1 is one
-    /// frame per pixel (785 frames: a big file).
-    #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u64).range(1..=784))]
+    /// Pixels drawn between two frames of --animate: the default is one frame per image row (28 for 28×28
+    /// images), 1 is one frame per pixel (785 frames for 28×28: a big file).
+    #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u64).range(1..=65_536))]
     frames: Option<u64>,
     #[arg(long)]
     json: bool,
@@ -75,22 +76,26 @@ impl SampleArgs {
         }
         let ck = checkpoint::load(&path)?;
         let net = Network::new(ck.config);
-        let request = sampling::class_request(&net, &self.classes, count)?;
+        let names = &ck.meta.class_names;
+        let request = sampling::class_request(&net, names, &self.classes, count)?;
         let total = request.total;
         let grid = total <= MAX_GRID_IMAGES;
         if !grid && self.save_each.is_none() {
             bail!("a grid of {total} images is too big (at most {MAX_GRID_IMAGES}); pass --save-each DIR to write each image on its own");
         }
         if grid {
-            grid::check_canvas(self.layout(&request), self.scale, grid::DEFAULT_GAP)?;
+            grid::check_canvas(self.layout(&net, &request), net.image(), self.scale, grid::DEFAULT_GAP)?;
         }
-        let steps = self.check_animation(&path, &request, grid)?;
+        let steps = self.check_animation(&path, &net, names, &request, grid)?;
         let (kept, seconds) = self.draw(&net, ck.weights(self.raw_weights), &request, grid)?;
         if grid {
-            self.write_grid(&kept, &request)?;
+            self.write_grid(&net, names, &kept, &request)?;
         }
         if let (Some(gif), Some(steps)) = (&self.animate, &steps) {
-            let bytes = animation::encode_gif(steps, |k| self.render(&animation::partial_images(&kept, k), &request))?;
+            let pixels = net.pixels();
+            let bytes = animation::encode_gif(steps, |k| {
+                self.render(&net, names, &animation::partial_images(&kept, k, pixels), &request)
+            })?;
             util::write_atomic(gif, &bytes)?;
         }
         self.report(total, grid, seconds);
@@ -101,6 +106,8 @@ impl SampleArgs {
     fn check_animation(
         &self,
         model: &std::path::Path,
+        net: &Network,
+        names: &[String],
         request: &ClassRequest,
         grid: bool,
     ) -> Result<Option<Vec<usize>>> {
@@ -122,28 +129,36 @@ impl SampleArgs {
             gif.as_path() != self.out.as_path(),
             "--animate and --out name the same file"
         );
-        let steps = animation::frame_steps(self.frames.map_or(animation::DEFAULT_PIXELS_PER_FRAME, |f| f as usize));
-        let blank = self.render(&vec![grid::HIDDEN; request.total * PIXELS], request)?;
+        let per_frame = self.frames.map_or(net.width(), |f| f as usize);
+        let steps = animation::frame_steps(per_frame, net.pixels());
+        let blank = self.render(net, names, &vec![grid::HIDDEN; request.total * net.pixels()], request)?;
         animation::check_size(blank.width() as u64, blank.height() as u64, steps.len())?;
         Ok(Some(steps))
     }
 
     /// The grid of `images` as [`Self::write_grid`] draws it (the same render functions, so the same pixels).
-    fn render(&self, images: &[u8], request: &ClassRequest) -> Result<GrayImage> {
-        let cells: Vec<&[u8]> = images.chunks(PIXELS).collect();
+    fn render(&self, net: &Network, names: &[String], images: &[u8], request: &ClassRequest) -> Result<GrayImage> {
+        let cells: Vec<&[u8]> = images.chunks(net.pixels()).collect();
         if request.per_class {
             let rows: Vec<Vec<&[u8]>> = cells.chunks(self.count as usize).map(|r| r.to_vec()).collect();
-            grid::render_labelled_rows(&rows, &CLASS_NAMES, self.scale, grid::DEFAULT_GAP)
+            let labels: Vec<&str> = names.iter().map(String::as_str).collect();
+            grid::render_labelled_rows(&rows, &labels, net.image(), self.scale, grid::DEFAULT_GAP)
         } else {
             let columns = grid::grid_columns(request.total);
-            Ok(grid::render_grid(&cells, columns, self.scale, grid::DEFAULT_GAP))
+            Ok(grid::render_grid(
+                &cells,
+                net.image(),
+                columns,
+                self.scale,
+                grid::DEFAULT_GAP,
+            ))
         }
     }
 
     /// Samples the images, writing each one with --save-each; returns them (kept only for a grid) and the
     /// seconds it took.
     fn draw(&self, net: &Network, params: &[f32], request: &ClassRequest, keep: bool) -> Result<(Vec<u8>, f64)> {
-        let pb = styled_bar(sampling::progress_units(request.total), "sampling", "{percent}%");
+        let pb = styled_bar(sampling::progress_units(net, request.total), "sampling", "{percent}%");
         let t = Instant::now();
         let mut kept: Vec<u8> = Vec::new();
         let job = StreamRequest {
@@ -161,8 +176,9 @@ impl SampleArgs {
             |k| pb.inc(k as u64),
             |start, s| {
                 if let Some(dir) = &self.save_each {
-                    for (i, img) in s.images.chunks(PIXELS).enumerate() {
-                        grid::write_image_png(&dir.join(format!("sample_{:06}.png", start + i)), img, self.scale)?;
+                    for (i, img) in s.images.chunks(net.pixels()).enumerate() {
+                        let file = dir.join(format!("sample_{:06}.png", start + i));
+                        grid::write_image_png(&file, img, net.image(), self.scale)?;
                     }
                 }
                 if keep {
@@ -177,10 +193,10 @@ impl SampleArgs {
     }
 
     /// The grid's layout: one labelled row per class for `--class all`, else a square.
-    fn layout(&self, request: &ClassRequest) -> grid::Layout {
+    fn layout(&self, net: &Network, request: &ClassRequest) -> grid::Layout {
         if request.per_class {
             grid::Layout::Rows {
-                rows: CLASS_NAMES.len(),
+                rows: net.config.classes,
                 cols: self.count as usize,
                 labelled: true,
             }
@@ -189,14 +205,15 @@ impl SampleArgs {
         }
     }
 
-    fn write_grid(&self, images: &[u8], request: &ClassRequest) -> Result<()> {
-        let cells: Vec<&[u8]> = images.chunks(PIXELS).collect();
+    fn write_grid(&self, net: &Network, names: &[String], images: &[u8], request: &ClassRequest) -> Result<()> {
+        let cells: Vec<&[u8]> = images.chunks(net.pixels()).collect();
         if request.per_class {
             let rows: Vec<Vec<&[u8]>> = cells.chunks(self.count as usize).map(|r| r.to_vec()).collect();
-            grid::write_labelled_rows_png(&self.out, &rows, &CLASS_NAMES, self.scale, grid::DEFAULT_GAP)
+            let labels: Vec<&str> = names.iter().map(String::as_str).collect();
+            grid::write_labelled_rows_png(&self.out, &rows, &labels, net.image(), self.scale, grid::DEFAULT_GAP)
         } else {
             let columns = grid::grid_columns(request.total);
-            grid::write_grid_png(&self.out, &cells, columns, self.scale, grid::DEFAULT_GAP)
+            grid::write_grid_png(&self.out, &cells, net.image(), columns, self.scale, grid::DEFAULT_GAP)
         }
     }
 
@@ -230,20 +247,25 @@ pub struct CompleteArgs {
     /// Number of test images (the first ones of the test split).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     count: u64,
-    /// Complete your own images instead of test images (PNG, JPEG, GIF or BMP, any size; prepared as
-    /// `pixelcnn score --help` describes). Repeat for several.
+    /// Complete your own images instead of test images (PNG, JPEG, GIF or BMP; prepared as `pixelcnn score
+    /// --help` describes). Repeat for several.
     #[arg(long = "image", value_name = "IMAGE", conflicts_with = "count")]
     images: Vec<PathBuf>,
     /// With --image: invert the grey levels first (dark drawings on a light background).
     #[arg(long, requires = "images")]
     invert: bool,
-    /// Class to condition on (a class-conditional model; name like `sneaker` or number 0–9). Default: each test
-    /// image's own label; for --image, the class the model finds most likely given the kept rows.
+    /// With --image: pad an image of another size than the model's to its aspect ratio and resize it (triangle
+    /// filter), instead of refusing it.
+    #[arg(long, requires = "images")]
+    resize: bool,
+    /// Class to condition on (a class-conditional model; a name of its classes, like `sneaker`, or a label
+    /// number). Default: each test image's own label; for --image, the class the model finds most likely given
+    /// the kept rows.
     #[arg(long)]
     class: Option<String>,
-    /// Rows kept from each image (0–28).
-    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u64).range(0..=28))]
-    rows: u64,
+    /// Rows kept from each image (0 to the image's height; default: half of it, 14 for 28×28 images).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=256))]
+    rows: Option<u64>,
     /// Completions per image.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     samples: u64,
@@ -291,11 +313,16 @@ impl CompleteArgs {
                     "--class needs a class-conditional model; this one ({}) is unconditional",
                     net.config.describe()
                 );
-                Some(pixelcnn::model::parse_class(c)?)
+                Some(pixelcnn::model::parse_class(c, &ck.meta.class_names)?)
             }
             None => None,
         };
-        let rows = self.rows as usize;
+        let rows = self.rows.map_or(net.config.height / 2, |r| r as usize);
+        ensure!(
+            rows <= net.config.height,
+            "--rows {rows}: the model's images have {} rows, so keep 0–{0}",
+            net.config.height
+        );
         let wanted = if self.images.is_empty() {
             self.count as usize
         } else {
@@ -307,7 +334,7 @@ impl CompleteArgs {
             cols: 2 + self.samples as usize,
             labelled: false,
         };
-        grid::check_canvas(layout, self.scale, grid::DEFAULT_GAP)?;
+        grid::check_canvas(layout, net.image(), self.scale, grid::DEFAULT_GAP)?;
         let (split, chosen) = if self.images.is_empty() {
             let ds = self.data.load()?;
             let mut split = ds.test.take((self.count as usize).min(ds.test.len()));
@@ -321,7 +348,7 @@ impl CompleteArgs {
             }
             (split, None)
         } else {
-            let (split, chosen) = self.user_images(&net, ck.weights(self.raw_weights), class, rows)?;
+            let (split, chosen) = self.user_images(&net, &ck, class, rows)?;
             (split, Some(chosen))
         };
         let req = CompleteRequest {
@@ -333,18 +360,23 @@ impl CompleteArgs {
             temperature: self.temperature as f32,
         };
         let (count, samples) = (req.count, req.samples);
-        let pb = styled_bar(sampling::progress_units(count * samples), "completing", "{percent}%");
+        let pb = styled_bar(
+            sampling::progress_units(&net, count * samples),
+            "completing",
+            "{percent}%",
+        );
         let t = Instant::now();
         let c = sampling::complete(&net, ck.weights(self.raw_weights), &split, req, |k| pb.inc(k as u64))?;
         let seconds = t.elapsed().as_secs_f64();
         pb.finish_and_clear();
-        grid::write_rows_png(out, &c.grid_rows(), self.scale, grid::DEFAULT_GAP)?;
+        grid::write_rows_png(out, &c.grid_rows(), net.image(), self.scale, grid::DEFAULT_GAP)?;
+        let names = &ck.meta.class_names;
         let images_json = chosen.as_ref().map(|ch| {
             ch.iter()
                 .map(|c| {
                     serde_json::json!({
                         "file": c.file,
-                        "class": c.class.map(|y| CLASS_NAMES[y]),
+                        "class": c.class.map(|y| &names[y]),
                         "class_probability_given_kept_rows": c.probability,
                     })
                 })
@@ -354,7 +386,7 @@ impl CompleteArgs {
             println!(
                 "{}",
                 serde_json::json!({"count": count, "rows": rows, "samples": samples, "seconds": seconds, "out": out,
-                    "class": class.map(|y| CLASS_NAMES[y]), "images": images_json})
+                    "class": class.map(|y| &names[y]), "images": images_json})
             );
             return Ok(());
         }
@@ -363,21 +395,21 @@ impl CompleteArgs {
                 (Some(y), Some(p)) => eprintln!(
                     "{}: completed as {} (p(class | kept rows) = {p:.2}{})",
                     c.file.display(),
-                    CLASS_NAMES[y],
+                    names[y],
                     if rows == 0 {
                         "; nothing is kept with --rows 0, so every class is equally likely: pass --class"
                     } else {
                         ""
                     }
                 ),
-                (Some(y), None) => eprintln!("{}: completed as {}", c.file.display(), CLASS_NAMES[y]),
+                (Some(y), None) => eprintln!("{}: completed as {}", c.file.display(), names[y]),
                 _ => {}
             }
         }
         eprintln!(
             "wrote {} ({count} images × {samples} completions of the bottom {} rows, {seconds:.2} s)",
             out.display(),
-            28 - rows
+            net.config.height - rows
         );
         Ok(())
     }
@@ -387,11 +419,18 @@ impl CompleteArgs {
     fn user_images(
         &self,
         net: &Network,
-        params: &[f32],
+        ck: &checkpoint::Checkpoint,
         class: Option<usize>,
         rows: usize,
     ) -> Result<(pixelcnn::data::Split, Vec<Chosen>)> {
-        let imgs = user_image::load_all(&self.images, self.invert)?;
+        let params = ck.weights(self.raw_weights);
+        let prep = user_image::Preparation {
+            shape: net.image(),
+            threshold: ck.meta.threshold,
+            invert: ck.meta.invert != self.invert,
+            resize: self.resize,
+        };
+        let imgs = user_image::load_all(&self.images, prep)?;
         let binary: Vec<u8> = imgs.iter().flat_map(|i| i.binary.iter().copied()).collect();
         let mut chosen: Vec<Chosen> = imgs
             .iter()
@@ -404,10 +443,10 @@ impl CompleteArgs {
         if net.config.is_conditional() && class.is_none() {
             let scores = score::pixel_scores(self.device, net, params, &binary, |_| {})?;
             for (i, c) in chosen.iter_mut().enumerate() {
-                let post = score::class_posterior(&scores, i, rows * WIDTH);
+                let post = score::class_posterior(&scores, i, rows * net.width());
                 let best = (0..post.len())
                     .max_by(|&a, &b| post[a].total_cmp(&post[b]).then(b.cmp(&a)))
-                    .expect("ten classes");
+                    .expect("a conditional model has classes");
                 c.class = Some(best);
                 c.probability = Some(post[best]);
             }

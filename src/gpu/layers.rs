@@ -12,11 +12,11 @@ use super::buffers::{Tensor, View};
 use super::kernels::class_bias::{self, ClassBiasAdd, ClassBiasBackward};
 use super::kernels::conv::{self, ConvBackwardData, ConvBackwardWeight, ConvForward, ConvInput, ConvShape, Epilogue};
 use super::kernels::elementwise::{self, Gate, ReluBackward};
-use super::kernels::prelude::Geometry;
+use super::kernels::prelude::Rows;
 use super::record::Program;
 use super::Gpu;
 use crate::cpu::AdamState;
-use crate::model::{Activation, Layer, Network, CLASSES, PIXELS};
+use crate::model::{Activation, Layer, Network};
 use anyhow::Result;
 
 /// Parameters, gradients and Adam moments on the GPU (the GPU layout of the network's parameter table), and the
@@ -165,7 +165,7 @@ pub struct Pass<'a> {
     /// Per layer: the per-image bias table of a conditional conv or gate (from [`class_tables`]).
     pub tables: &'a [Option<View>],
     /// The rows of this pass.
-    pub geo: Geometry,
+    pub rows: Rows,
     /// Images of the pass (the batch, or the sampler's padded count).
     pub images: usize,
 }
@@ -216,6 +216,7 @@ pub fn class_tables(gpu: &Gpu, p: &mut Program, pass: &Pass) -> Result<()> {
                     out: table,
                     images: pass.images,
                     c4: pass.c4(l + 1),
+                    classes: net.config.classes,
                 };
                 class_bias::class_bias_add(gpu, p, op)?;
             }
@@ -228,6 +229,7 @@ pub fn class_tables(gpu: &Gpu, p: &mut Program, pass: &Pass) -> Result<()> {
                     out: table,
                     images: pass.images,
                     c4: pass.c4(input),
+                    classes: net.config.classes,
                 };
                 class_bias::class_bias_add(gpu, p, op)?;
             }
@@ -288,7 +290,7 @@ pub fn conv_forward(
         output: pass.acts[l + 1].clone(),
         epilogue,
     };
-    conv::conv_forward(gpu, p, shape, op, pass.geo)
+    conv::conv_forward(gpu, p, shape, op, pass.rows)
 }
 
 /// Forward of an Add layer: `acts[l + 1] = acts[a] + acts[b]`.
@@ -303,7 +305,7 @@ pub fn add_forward(gpu: &Gpu, p: &mut Program, pass: &Pass, l: usize) -> Result<
         pass.acts[b].clone(),
         pass.acts[l + 1].clone(),
         pass.c4(l + 1),
-        pass.geo,
+        pass.rows,
     )
 }
 
@@ -317,7 +319,7 @@ pub fn gate_forward(gpu: &Gpu, p: &mut Program, pass: &Pass, l: usize) -> Result
         bias: pass.tables[l].clone(),
         half4: pass.c4(l + 1),
     };
-    elementwise::gate_forward(gpu, p, gate, pass.acts[l + 1].clone(), pass.geo)
+    elementwise::gate_forward(gpu, p, gate, pass.acts[l + 1].clone(), pass.rows)
 }
 
 /// Forward of a ReLU layer: `acts[l + 1] = max(acts[input], 0)`.
@@ -331,7 +333,7 @@ pub fn relu_forward(gpu: &Gpu, p: &mut Program, pass: &Pass, l: usize) -> Result
         pass.acts[input].clone(),
         pass.acts[l + 1].clone(),
         pass.c4(l + 1),
-        pass.geo,
+        pass.rows,
     )
 }
 
@@ -479,7 +481,7 @@ pub struct Backward<'a, 'b> {
 
 impl Backward<'_, '_> {
     fn positions(&self) -> usize {
-        self.pass.geo.rows()
+        self.pass.rows.rows()
     }
 
     /// Whether activation a's buffer holds a pre-activation gradient (a is a ReLU conv's output).
@@ -502,9 +504,9 @@ impl Backward<'_, '_> {
                 c4,
                 accumulate: t.accumulate,
             };
-            elementwise::relu_backward(gpu, p, op, self.pass.geo)
+            elementwise::relu_backward(gpu, p, op, self.pass.rows)
         } else {
-            elementwise::accumulate(gpu, p, src, t.view, c4, t.accumulate, self.pass.geo)
+            elementwise::accumulate(gpu, p, src, t.view, c4, t.accumulate, self.pass.rows)
         }
     }
 
@@ -521,6 +523,8 @@ impl Backward<'_, '_> {
             out: m.tensor(&m.grads, tensor),
             images,
             c4,
+            classes: self.pass.net().config.classes,
+            image: self.pass.rows.image,
         };
         class_bias::class_bias_backward(gpu, p, op)
     }
@@ -549,7 +553,7 @@ pub fn conv_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) ->
         grad_weight: m.tensor(&m.grads, c.weight),
         grad_bias: m.tensor(&m.grads, c.bias),
     };
-    conv::conv_backward_weight(gpu, p, shape, op, pass.geo)?;
+    conv::conv_backward_weight(gpu, p, shape, op, pass.rows)?;
     if let (Some(cb), Some(_)) = (c.class_bias, &pass.tables[l]) {
         bw.class_bias_grad(gpu, p, cb, dz.clone(), shape.cout4)?;
     }
@@ -564,7 +568,7 @@ pub fn conv_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) ->
             mask,
             accumulate: t.accumulate,
         };
-        conv::conv_backward_data(gpu, p, shape, op, pass.geo)?;
+        conv::conv_backward_data(gpu, p, shape, op, pass.rows)?;
     }
     bw.slots.release(l + 1);
     Ok(())
@@ -620,7 +624,7 @@ pub fn gate_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) ->
         bias: table.clone(),
         half4,
     };
-    elementwise::gate_backward(gpu, p, gate, dout, dz.clone(), pass.geo)?;
+    elementwise::gate_backward(gpu, p, gate, dout, dz.clone(), pass.rows)?;
     if let (Some(cb), Some(_)) = (class_bias, &table) {
         bw.class_bias_grad(gpu, p, cb, dz.clone(), 2 * half4)?;
     }
@@ -649,7 +653,7 @@ pub fn relu_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) ->
         c4,
         accumulate: t.accumulate,
     };
-    elementwise::relu_backward(gpu, p, op, pass.geo)?;
+    elementwise::relu_backward(gpu, p, op, pass.rows)?;
     bw.slots.release(l + 1);
     Ok(())
 }
@@ -702,14 +706,15 @@ pub fn image_sums_len(net: &Network, images: usize) -> usize {
     }
 }
 
-/// `labels` as the u32 words the kernels read (for `images` images, padded with class 0).
-pub fn label_words(labels: &[u8], images: usize) -> Vec<u8> {
-    let mut words: Vec<u32> = labels.iter().map(|&y| (y as usize % CLASSES) as u32).collect();
+/// `labels` as the u32 words the kernels read (for `images` images, padded with class 0; a label past the
+/// `classes` rows of the class-bias tables wraps, so that no kernel reads outside a table).
+pub fn label_words(labels: &[u8], images: usize, classes: usize) -> Vec<u8> {
+    let mut words: Vec<u32> = labels.iter().map(|&y| (y as usize % classes.max(1)) as u32).collect();
     words.resize(images.max(4), 0);
     bytemuck::cast_slice(&words).to_vec()
 }
 
-/// Positions of a batch of `images` images.
-pub fn positions(images: usize) -> usize {
-    images * PIXELS
+/// Positions of a batch of `images` images of `net`'s shape.
+pub fn positions(net: &Network, images: usize) -> usize {
+    images * net.pixels()
 }

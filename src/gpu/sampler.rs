@@ -15,14 +15,14 @@
 
 use super::buffers::{Tensor, View};
 use super::kernels::pixel_net::{self, net_program, NetParams, NetProgram, NetViews, PROGRAM_BYTES};
-use super::kernels::prelude::Geometry;
+use super::kernels::prelude::Rows;
 use super::kernels::sample::{self, SamplePixel, SampleViews};
 use super::layers::{self, Fused, GpuModel, Pass};
 use super::record::Program;
 use super::versions::PixelVersion;
 use super::Gpu;
 use crate::cpu::{SampleSpec, Samples};
-use crate::model::{Network, Schedule, PIXELS, WIDTH};
+use crate::model::{Network, Schedule};
 use anyhow::{ensure, Result};
 
 /// Images sampled together in one batch (bounded further by the per-buffer size limit).
@@ -126,7 +126,7 @@ impl Sampler {
                 .iter()
                 .zip(&self.streams)
                 .map(|(part, (gpu, model))| {
-                    let spec = req.spec.slice(part.start, part.len());
+                    let spec = req.spec.slice(part.start, part.len(), model.net.pixels());
                     let sub = SampleRequest { spec, ..req };
                     let tx = tx.clone();
                     scope.spawn(move || sample(gpu, model, sub, |k| tx.send(k).unwrap_or(())))
@@ -144,9 +144,10 @@ impl Sampler {
                 })
                 .collect::<Result<Vec<Samples>>>()
         })?;
+        let pixels = self.streams[0].1.net.pixels();
         let mut out = Samples {
-            images: Vec::with_capacity(req.spec.count * PIXELS),
-            probs: Vec::with_capacity(req.spec.count * PIXELS),
+            images: Vec::with_capacity(req.spec.count * pixels),
+            probs: Vec::with_capacity(req.spec.count * pixels),
         };
         for s in results {
             out.images.extend(s.images);
@@ -165,7 +166,8 @@ pub fn split_images(count: usize, devices: usize) -> Vec<std::ops::Range<usize>>
 
 /// The most images one batch may hold on this device (the activation caches must fit one binding).
 pub fn batch_limit(gpu: &Gpu, net: &Network) -> usize {
-    let per_image: usize = (0..net.act_channels.len()).map(|a| net.gpu_channels(a)).sum::<usize>() * PIXELS * 4;
+    let pixels = net.pixels();
+    let per_image: usize = (0..net.act_channels.len()).map(|a| net.gpu_channels(a)).sum::<usize>() * pixels * 4;
     let max = gpu
         .limits
         .max_storage_buffer_binding_size
@@ -178,7 +180,7 @@ pub fn batch_limit(gpu: &Gpu, net: &Network) -> usize {
                 .map(|a| net.gpu_channels(a))
                 .max()
                 .unwrap_or(4);
-            max / (widest * PIXELS * 4)
+            max / (widest * pixels * 4)
         }
     };
     fit.min(MAX_SAMPLE_BATCH)
@@ -188,12 +190,13 @@ pub fn batch_limit(gpu: &Gpu, net: &Network) -> usize {
 /// image-pixel steps done (pixel steps × images in the batch).
 pub fn sample(gpu: &Gpu, model: &GpuModel, req: SampleRequest, mut progress: impl FnMut(usize)) -> Result<Samples> {
     let spec = req.spec;
+    let net = &model.net;
+    let pixels = net.pixels();
     ensure!(
-        spec.start_pixel <= PIXELS,
+        spec.start_pixel <= pixels,
         "start pixel {} is past the image",
         spec.start_pixel
     );
-    let net = &model.net;
     if net.config.is_conditional() {
         ensure!(
             spec.labels.is_some_and(|l| l.len() == spec.count),
@@ -206,12 +209,12 @@ pub fn sample(gpu: &Gpu, model: &GpuModel, req: SampleRequest, mut progress: imp
         "the sampler's caches for this model do not fit this adapter's largest buffer ({} MiB)",
         gpu.limits.max_storage_buffer_binding_size >> 20
     );
-    let mut images = Vec::with_capacity(spec.count * PIXELS);
-    let mut probs = Vec::with_capacity(spec.count * PIXELS);
+    let mut images = Vec::with_capacity(spec.count * pixels);
+    let mut probs = Vec::with_capacity(spec.count * pixels);
     let mut done = 0;
     while done < spec.count {
         let batch = (spec.count - done).min(limit);
-        let sub = spec.slice(done, batch);
+        let sub = spec.slice(done, batch, pixels);
         let s = sample_batch(gpu, model, sub, req.naive, req.max_steps, &mut |pixels| {
             progress(pixels * batch)
         })?;
@@ -231,12 +234,13 @@ fn sample_batch(
     progress: &mut impl FnMut(usize),
 ) -> Result<Samples> {
     let batch = Batch::new(gpu, model, &spec, naive)?;
-    let end = max_steps.map_or(PIXELS, |n| (spec.start_pixel + n).min(PIXELS));
-    // One program per image row (28 pixel steps), recorded while the GPU runs the row before, so the host's
+    let (pixels, width) = (model.net.pixels(), model.net.width());
+    let end = max_steps.map_or(pixels, |n| (spec.start_pixel + n).min(pixels));
+    // One program per image row (`width` pixel steps), recorded while the GPU runs the row before, so the host's
     // recording overlaps the GPU's work; nothing is read back until the end.
     let mut in_flight: Option<(Program, wgpu::SubmissionIndex, usize)> = None;
-    for row_start in (0..end).step_by(WIDTH) {
-        let row = row_start..(row_start + WIDTH).min(end);
+    for row_start in (0..end).step_by(width) {
+        let row = row_start..(row_start + width).min(end);
         let pixels = row.len();
         let p = batch.record_row(gpu, row)?;
         let submitted = p.submit(gpu);
@@ -289,13 +293,18 @@ impl<'a> Batch<'a> {
         // one pixel of every image at a time, so it keeps each pixel's images together (position-major, `rows`
         // images per position).
         let rows = spec.count;
-        let positions = rows * PIXELS;
-        let probs = gpu.upload("sample probs", &vec![f32::NAN; spec.count * PIXELS])?;
+        let pixels = net.pixels();
+        let positions = rows * pixels;
+        let probs = gpu.upload("sample probs", &vec![f32::NAN; spec.count * pixels])?;
         let mut labels = spec.labels.map(|l| l.to_vec()).unwrap_or_default();
         labels.resize(rows, 0);
         let label_tensor = gpu.tensor("sample labels", rows)?;
-        gpu.write_bytes(&label_tensor, 0, &layers::label_words(&labels, rows));
-        let x = image_layout(spec, rows, naive);
+        gpu.write_bytes(
+            &label_tensor,
+            0,
+            &layers::label_words(&labels, rows, net.config.classes),
+        );
+        let x = image_layout(spec, rows, naive, pixels);
         let method = if naive {
             Method::Naive
         } else if gpu.kernels.pixel == PixelVersion::Net {
@@ -354,7 +363,7 @@ impl<'a> Batch<'a> {
         // The class tables once, for the whole batch (pixel_net adds class biases itself).
         if !matches!(batch.method, Method::Net(..)) {
             let mut p = Program::new();
-            layers::class_tables(gpu, &mut p, &batch.pass(Geometry::image_major(rows)))?;
+            layers::class_tables(gpu, &mut p, &batch.pass(Rows::image_major(net.image(), rows)))?;
             if !p.is_empty() && !gpu.dry_run {
                 p.finish(gpu);
                 p.submit(gpu);
@@ -363,14 +372,14 @@ impl<'a> Batch<'a> {
         Ok(batch)
     }
 
-    fn pass(&self, geo: Geometry) -> Pass<'_> {
+    fn pass(&self, rows: Rows) -> Pass<'_> {
         Pass {
             model: self.model,
             acts: &self.acts,
             bytes: false,
             labels: Some(self.labels.slice(0, self.rows.next_multiple_of(4))),
             tables: &self.tables,
-            geo,
+            rows,
             images: self.rows,
         }
     }
@@ -378,6 +387,7 @@ impl<'a> Batch<'a> {
     /// The programs of pixels `row` (within one image row), finished.
     fn record_row(&self, gpu: &Gpu, row: std::ops::Range<usize>) -> Result<Program> {
         let net = &self.model.net;
+        let (image, width) = (net.image(), net.width());
         let mut p = Program::new();
         for q in row {
             match &self.method {
@@ -398,10 +408,10 @@ impl<'a> Batch<'a> {
                         temperature: self.temperature,
                     };
                     self.net_dispatch(gpu, &mut p, program, u)?;
-                    if q % WIDTH == WIDTH - 1 && prog.row_ops.1 > 0 {
+                    if q % width == width - 1 && prog.row_ops.1 > 0 {
                         let u = NetParams {
-                            q0: (q + 1 - WIDTH) as u32,
-                            npos: WIDTH as u32,
+                            q0: (q + 1 - width) as u32,
+                            npos: width as u32,
                             n_ops: prog.row_ops.1 as u32,
                             ops_at: prog.row_ops.0 as u32,
                             ..u
@@ -412,14 +422,14 @@ impl<'a> Batch<'a> {
                 }
                 Method::Naive => {
                     if q >= self.start_pixel {
-                        let pass = self.pass(Geometry::image_major(self.rows));
+                        let pass = self.pass(Rows::image_major(image, self.rows));
                         for (l, &f) in self.fused.iter().enumerate() {
                             layers::layer_forward(gpu, &mut p, &pass, l, f, None)?;
                         }
                     }
                 }
                 Method::Layers => {
-                    let pass = self.pass(Geometry::position_major(self.rows, q, 1));
+                    let pass = self.pass(Rows::position_major(image, self.rows, q, 1));
                     for (l, &f) in self.fused.iter().enumerate() {
                         if self.schedule[l + 1] == Schedule::Pixel {
                             layers::layer_forward(gpu, &mut p, &pass, l, f, None)?;
@@ -441,11 +451,12 @@ impl<'a> Batch<'a> {
                     first_image: self.first_image,
                     stride: if naive { 0 } else { self.rows },
                     temperature: self.temperature,
+                    image,
                 };
                 sample::sample_pixel(gpu, &mut p, views, op)?;
             }
-            if matches!(self.method, Method::Layers) && q % WIDTH == WIDTH - 1 {
-                let pass = self.pass(Geometry::position_major(self.rows, q + 1 - WIDTH, WIDTH));
+            if matches!(self.method, Method::Layers) && q % width == width - 1 {
+                let pass = self.pass(Rows::position_major(image, self.rows, q + 1 - width, width));
                 for (l, &f) in self.fused.iter().enumerate() {
                     if self.schedule[l + 1] == Schedule::Row {
                         layers::layer_forward(gpu, &mut p, &pass, l, f, None)?;
@@ -467,33 +478,34 @@ impl<'a> Batch<'a> {
             labels: self.labels.view(),
             probs: self.probs.view(),
         };
-        pixel_net::pixel_net(gpu, p, views, u)
+        pixel_net::pixel_net(gpu, p, views, u, m.net.image())
     }
 
     /// The images and probabilities, read back once at the end.
     fn read(&self, gpu: &Gpu, spec: &SampleSpec) -> Result<Samples> {
         let naive = matches!(self.method, Method::Naive);
-        let x = gpu.read_range(&self.acts[0].tensor, self.acts[0].offset, self.rows * PIXELS * 4)?;
-        let mut images = vec![0u8; spec.count * PIXELS];
+        let pixels = self.model.net.pixels();
+        let x = gpu.read_range(&self.acts[0].tensor, self.acts[0].offset, self.rows * pixels * 4)?;
+        let mut images = vec![0u8; spec.count * pixels];
         for i in 0..spec.count {
-            for q in 0..PIXELS {
-                let at = if naive { i * PIXELS + q } else { q * self.rows + i };
-                images[i * PIXELS + q] = x[at * 4] as u8;
+            for q in 0..pixels {
+                let at = if naive { i * pixels + q } else { q * self.rows + i };
+                images[i * pixels + q] = x[at * 4] as u8;
             }
         }
-        let probs = gpu.read_range(&self.probs, 0, spec.count * PIXELS)?;
+        let probs = gpu.read_range(&self.probs, 0, spec.count * pixels)?;
         Ok(Samples { images, probs })
     }
 }
 
 /// The starting images (as vec4 floats, lane x) in the sampler's layout.
-fn image_layout(spec: &SampleSpec, rows: usize, naive: bool) -> Vec<f32> {
-    let start = crate::cpu::starting_images(spec.init, spec.count, spec.start_pixel);
-    let mut x = vec![0.0f32; rows * PIXELS * 4];
+fn image_layout(spec: &SampleSpec, rows: usize, naive: bool, pixels: usize) -> Vec<f32> {
+    let start = crate::cpu::starting_images(spec.init, spec.count, spec.start_pixel, pixels);
+    let mut x = vec![0.0f32; rows * pixels * 4];
     for i in 0..spec.count {
-        for q in 0..PIXELS {
-            let at = if naive { i * PIXELS + q } else { q * rows + i };
-            x[at * 4] = start[i * PIXELS + q] as f32;
+        for q in 0..pixels {
+            let at = if naive { i * pixels + q } else { q * rows + i };
+            x[at * 4] = start[i * pixels + q] as f32;
         }
     }
     x
@@ -532,8 +544,9 @@ pub fn dispatches_per_pixel(gpu: &Gpu, model: &GpuModel, count: usize) -> Result
     let labels = vec![0u8; count];
     let spec = probe_spec(model, &labels);
     let batch = Batch::new(gpu, model, &spec, false)?;
-    let p = batch.record_row(gpu, WIDTH..2 * WIDTH)?;
-    Ok(p.len() as f64 / WIDTH as f64)
+    let width = model.net.width();
+    let p = batch.record_row(gpu, width..2 * width)?;
+    Ok(p.len() as f64 / width as f64)
 }
 
 /// The profile of one interior image row (row 1) of the incremental sampler for `count` images on this device,
@@ -542,9 +555,10 @@ pub fn profile_row(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<Vec<crat
     let labels = vec![0u8; count];
     let spec = probe_spec(model, &labels);
     let batch = Batch::new(gpu, model, &spec, false)?;
-    batch.record_row(gpu, 0..WIDTH)?.submit(gpu);
+    let width = model.net.width();
+    batch.record_row(gpu, 0..width)?.submit(gpu);
     gpu.wait()?;
-    batch.record_row(gpu, WIDTH..2 * WIDTH)?.profile(gpu)
+    batch.record_row(gpu, width..2 * width)?.profile(gpu)
 }
 
 /// Records (without running) the programs of every sampler — incremental and naive, an image row of each — so
@@ -554,7 +568,7 @@ pub fn record_all(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<()> {
     let spec = probe_spec(model, &labels);
     for naive in [false, true] {
         let batch = Batch::new(gpu, model, &spec, naive)?;
-        batch.record_row(gpu, 0..WIDTH)?;
+        batch.record_row(gpu, 0..model.net.width())?;
     }
     Ok(())
 }

@@ -6,13 +6,12 @@
 use super::buffers::{Tensor, View};
 use super::kernels::adam::{self, AdamViews, EmaViews};
 use super::kernels::conv::Epilogue;
-use super::kernels::prelude::Geometry;
+use super::kernels::prelude::Rows;
 use super::kernels::reduce;
 use super::layers::{self, Backward, BackwardScratch, Fused, GpuModel, GradientSlots, Pass};
 use super::record::{ProfileLine, Program};
 use super::Gpu;
 use crate::cpu::AdamConfig;
-use crate::model::PIXELS;
 use anyhow::{ensure, Result};
 use std::collections::HashMap;
 
@@ -51,7 +50,7 @@ impl Trainer {
     pub fn new(gpu: &Gpu, model: GpuModel, adam_cfg: AdamConfig, max_batch: usize) -> Result<Trainer> {
         ensure!(max_batch >= 1, "batch size must be at least 1");
         let net = model.net.clone();
-        let positions = max_batch * PIXELS;
+        let positions = max_batch * net.pixels();
         let images = gpu.tensor("images", positions.div_ceil(4))?;
         let mut acts = vec![images.clone()];
         for a in 1..net.act_channels.len() {
@@ -111,7 +110,7 @@ impl Trainer {
 
     fn act_views(&self, batch: usize) -> Vec<View> {
         let net = &self.model.net;
-        let positions = batch * PIXELS;
+        let positions = batch * net.pixels();
         let mut v = vec![self.images.slice(0, positions.div_ceil(16) * 4)];
         for a in 1..net.act_channels.len() {
             v.push(self.acts[a].slice(0, positions * net.gpu_channels(a)));
@@ -141,7 +140,7 @@ impl Trainer {
     ) -> Result<()> {
         let LossOut { grad, nll, accumulate } = out;
         let batch = pass.images;
-        let positions = batch * PIXELS;
+        let positions = batch * pass.model.net.pixels();
         let logits = self.model.net.logits_act();
         let loss = self.loss.slice(0, positions.next_multiple_of(4));
         let epilogue = Epilogue::Loss {
@@ -166,13 +165,13 @@ impl Trainer {
             ..*pass
         };
         layers::record_forward(gpu, p, &pass, fused, Some(epilogue))?;
-        reduce::sum_images(gpu, p, loss, nll, batch, accumulate)
+        reduce::sum_images(gpu, p, loss, nll, batch, self.model.net.image(), accumulate)
     }
 
     /// Forward, loss, backward and Adam for a batch of `batch` images, recorded once.
     fn build_step(&mut self, gpu: &Gpu, batch: usize) -> Result<(Program, usize)> {
         let net = self.model.net.clone();
-        let positions = batch * PIXELS;
+        let positions = batch * net.pixels();
         let acts = self.act_views(batch);
         let tables = self.table_views(batch);
         let fused = layers::fuse_residuals(&net, true);
@@ -189,7 +188,7 @@ impl Trainer {
                 bytes: true,
                 labels: labels.clone(),
                 tables: &tables,
-                geo: Geometry::image_major(batch),
+                rows: Rows::image_major(self.model.net.image(), batch),
                 images: batch,
             };
             let nll = self.epoch_nll.slice(0, batch.next_multiple_of(4));
@@ -227,9 +226,10 @@ impl Trainer {
 
     /// Uploads a batch: u8 images as they are, and labels (conditional models).
     fn upload(&self, gpu: &Gpu, images: &[u8], labels: Option<&[u8]>) -> Result<usize> {
-        let batch = images.len() / PIXELS;
+        let pixels = self.model.net.pixels();
+        let batch = images.len() / pixels;
         ensure!(
-            batch >= 1 && batch <= self.max_batch && images.len() == batch * PIXELS,
+            batch >= 1 && batch <= self.max_batch && images.len() == batch * pixels,
             "batch of {batch} images exceeds the trainer's {}",
             self.max_batch
         );
@@ -237,7 +237,11 @@ impl Trainer {
         if self.model.net.config.is_conditional() {
             let labels = labels.ok_or_else(|| anyhow::anyhow!("a class-conditional model needs the images' labels"))?;
             ensure!(labels.len() == batch, "{} labels for {batch} images", labels.len());
-            gpu.write_bytes(&self.labels, 0, &layers::label_words(labels, batch));
+            gpu.write_bytes(
+                &self.labels,
+                0,
+                &layers::label_words(labels, batch, self.model.net.config.classes),
+            );
         }
         Ok(batch)
     }
@@ -267,7 +271,7 @@ impl Trainer {
                 .is_conditional()
                 .then(|| self.labels.slice(0, batch.next_multiple_of(4))),
             tables: &tables,
-            geo: Geometry::image_major(batch),
+            rows: Rows::image_major(self.model.net.image(), batch),
             images: batch,
         };
         let fused = layers::fuse_residuals(net, false);
@@ -327,7 +331,7 @@ impl Trainer {
         labels: Option<&[u8]>,
         clock: impl Fn() -> f64,
     ) -> Result<Vec<ProfileLine>> {
-        let batch = images.len() / PIXELS;
+        let batch = images.len() / self.model.net.pixels();
         self.step(gpu, images, labels, 1)?;
         gpu.wait()?;
         self.step_programs[&batch].0.profile_by(gpu, clock)
@@ -357,9 +361,10 @@ impl Trainer {
         labels: Option<&[u8]>,
         mut progress: impl FnMut(usize),
     ) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(images.len() / PIXELS);
-        for (i, chunk) in images.chunks(self.max_batch * PIXELS).enumerate() {
-            let batch = chunk.len() / PIXELS;
+        let pixels = self.model.net.pixels();
+        let mut out = Vec::with_capacity(images.len() / pixels);
+        for (i, chunk) in images.chunks(self.max_batch * pixels).enumerate() {
+            let batch = chunk.len() / pixels;
             let l = labels.map(|l| &l[i * self.max_batch..][..batch]);
             self.upload(gpu, chunk, l)?;
             self.eval_program(gpu, batch)?;
@@ -403,7 +408,7 @@ impl Trainer {
     /// passes never write are not available.
     pub fn read_act(&self, gpu: &Gpu, act: usize, batch: usize) -> Result<Vec<f32>> {
         let net = &self.model.net;
-        let data = gpu.read_range(&self.acts[act], 0, batch * PIXELS * net.gpu_channels(act))?;
+        let data = gpu.read_range(&self.acts[act], 0, batch * net.pixels() * net.gpu_channels(act))?;
         Ok(super::buffers::unpad_groups(
             &data,
             net.act_channels[act],

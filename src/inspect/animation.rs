@@ -4,17 +4,14 @@
 //! from p(x_q | x_<q) with the uniform number u(seed, image, q), so the first k pixels of the finished image are
 //! exactly what the sampler held after k steps (`tests/inspect.rs` checks this against the GPU sampler stopped
 //! after k steps). The frames are therefore the finished images with every pixel from k on shown as
-//! undrawn (the grids' mid-grey, [`crate::grid::HIDDEN`]), for k = 0, K, 2K, … 784; the last frame is the finished
+//! undrawn (the grids' mid-grey, [`crate::grid::HIDDEN`]), for k = 0, K, 2K, …, H·W; the last frame is the finished
 //! grid, drawn by the same function as the PNG grid, so its pixels equal the PNG's.
 
 use crate::grid::HIDDEN;
-use crate::model::PIXELS;
 use anyhow::{ensure, Context, Result};
 use image::codecs::gif::{GifEncoder, Repeat};
 use image::{Delay, Frame, GrayImage, RgbaImage};
 
-/// Pixels drawn between two frames unless told otherwise: one image row.
-pub const DEFAULT_PIXELS_PER_FRAME: usize = 28;
 /// How long the finished grid is held before the animation loops, in milliseconds.
 pub const HOLD_MS: u32 = 2500;
 /// The animation of the drawing lasts about this long (each frame at least [`MIN_FRAME_MS`]).
@@ -24,20 +21,21 @@ pub const MIN_FRAME_MS: u32 = 20;
 /// Canvas pixels over all frames above which an animation is refused (it would take minutes and gigabytes).
 pub const MAX_ANIMATION_PIXELS: u64 = 1 << 31;
 
-/// The pixel counts after which a frame is shown: 0, k, 2k, …, and always 784 (the finished images).
-pub fn frame_steps(pixels_per_frame: usize) -> Vec<usize> {
-    let k = pixels_per_frame.clamp(1, PIXELS);
-    let mut steps: Vec<usize> = (0..PIXELS).step_by(k).collect();
-    steps.push(PIXELS);
+/// The pixel counts after which a frame of images of `pixels` pixels is shown: 0, k, 2k, …, and always `pixels`
+/// (the finished images). Commands show one image row per frame unless told otherwise.
+pub fn frame_steps(pixels_per_frame: usize, pixels: usize) -> Vec<usize> {
+    let k = pixels_per_frame.clamp(1, pixels);
+    let mut steps: Vec<usize> = (0..pixels).step_by(k).collect();
+    steps.push(pixels);
     steps
 }
 
-/// The images (784 bytes each) as the sampler held them after `drawn` pixel steps: pixels before `drawn` as in
-/// the finished images, the rest [`HIDDEN`] (drawn grey).
-pub fn partial_images(images: &[u8], drawn: usize) -> Vec<u8> {
+/// The images (`pixels` bytes each) as the sampler held them after `drawn` pixel steps: pixels before `drawn` as
+/// in the finished images, the rest [`HIDDEN`] (drawn grey).
+pub fn partial_images(images: &[u8], drawn: usize, pixels: usize) -> Vec<u8> {
     let mut out = images.to_vec();
-    for img in out.chunks_mut(PIXELS) {
-        img[drawn.min(PIXELS)..].fill(HIDDEN);
+    for img in out.chunks_mut(pixels) {
+        img[drawn.min(pixels)..].fill(HIDDEN);
     }
     out
 }
@@ -95,30 +93,34 @@ mod tests {
 
     #[test]
     fn steps_cover_the_image_and_end_finished() {
-        assert_eq!(frame_steps(28).len(), 29);
-        assert_eq!(frame_steps(28)[..3], [0, 28, 56]);
-        assert_eq!(*frame_steps(28).last().unwrap(), 784);
-        assert_eq!(frame_steps(1).len(), 785);
-        assert_eq!(frame_steps(784), vec![0, 784]);
-        assert_eq!(frame_steps(100).last(), Some(&784));
-        assert_eq!(frame_steps(100)[7], 700);
+        assert_eq!(frame_steps(28, 784).len(), 29);
+        assert_eq!(frame_steps(28, 784)[..3], [0, 28, 56]);
+        assert_eq!(*frame_steps(28, 784).last().unwrap(), 784);
+        assert_eq!(frame_steps(1, 784).len(), 785);
+        assert_eq!(frame_steps(784, 784), vec![0, 784]);
+        assert_eq!(frame_steps(100, 784).last(), Some(&784));
+        assert_eq!(frame_steps(100, 784)[7], 700);
+        // 16×20 images, a row per frame: 17 frames ending at 320.
+        assert_eq!(frame_steps(20, 320).len(), 17);
+        assert_eq!(frame_steps(20, 320)[16], 320);
     }
 
     #[test]
     fn partial_images_keep_the_drawn_prefix_only() {
+        const PIXELS: usize = 6 * 9;
         let finished: Vec<u8> = (0..2 * PIXELS).map(|i| (i % 3 == 0) as u8).collect();
-        let p = partial_images(&finished, 30);
+        let p = partial_images(&finished, 30, PIXELS);
         for img in 0..2 {
             let (a, b) = (&p[img * PIXELS..][..PIXELS], &finished[img * PIXELS..][..PIXELS]);
             assert_eq!(a[..30], b[..30]);
             assert!(a[30..].iter().all(|&v| v == HIDDEN));
         }
-        assert_eq!(partial_images(&finished, PIXELS), finished);
+        assert_eq!(partial_images(&finished, PIXELS, PIXELS), finished);
     }
 
     #[test]
     fn the_gif_decodes_with_every_frame_exact() {
-        let steps = frame_steps(200);
+        let steps = frame_steps(200, 784);
         let render = |k: usize| -> Result<GrayImage> {
             Ok(GrayImage::from_fn(30, 20, |x, y| {
                 image::Luma([((x * 7 + y * 3 + k as u32) % 256) as u8])

@@ -8,7 +8,7 @@ use crate::cpu::{self, SampleSpec};
 use crate::gpu::layers::GpuModel;
 use crate::gpu::sampler::{self, SampleRequest};
 use crate::grid;
-use crate::model::{Network, PIXELS};
+use crate::model::Network;
 use crate::sampling;
 use crate::train::Backend;
 use anyhow::Result;
@@ -67,11 +67,12 @@ pub fn write(
     }
     let t = Instant::now();
     let images = draw(backend, net, params, count)?;
-    let cells: Vec<&[u8]> = images.chunks(PIXELS).collect();
+    let cells: Vec<&[u8]> = images.chunks(net.pixels()).collect();
     let path = dir.join(file_name(epoch));
     grid::write_grid_png(
         &path,
         &cells,
+        net.image(),
         grid::grid_columns(count),
         grid::DEFAULT_SCALE,
         grid::DEFAULT_GAP,

@@ -2,11 +2,12 @@
 //! the deterministic per-class gradient sum. CPU twins: `cpu::class_bias_add`, `cpu::image_sums`,
 //! `cpu::class_bias_backward`.
 
-use super::prelude::flags;
+use super::prelude::{flags, image_consts};
 use super::{groups64, Family, Launch, Uniform};
 use crate::gpu::buffers::View;
 use crate::gpu::record::{Label, Program};
 use crate::gpu::Gpu;
+use crate::model::ImageShape;
 use anyhow::Result;
 
 pub const FAMILY: Family = Family {
@@ -37,11 +38,22 @@ bindings! {
     }
 }
 
-fn launch(gpu: &Gpu, p: &mut Program, entry: &'static str, views: ClassViews, u: ClassParams, n: usize) -> Result<()> {
+/// One entry point over `n` invocations; `image` sets the image shape's pipeline constants where the entry maps
+/// pixels (image_sums).
+fn launch(
+    gpu: &Gpu,
+    p: &mut Program,
+    entry: &'static str,
+    views: ClassViews,
+    u: ClassParams,
+    n: usize,
+    image: Option<ImageShape>,
+) -> Result<()> {
+    let consts = image.map(image_consts);
     Launch {
         family: FAMILY.name,
         entry,
-        consts: &[],
+        consts: consts.as_ref().map_or(&[][..], |c| &c[..]),
         views,
         uniform: u,
         workgroups: groups64(n),
@@ -60,13 +72,15 @@ pub struct ClassBiasAdd {
     pub out: View,
     pub images: usize,
     pub c4: usize,
+    /// Rows of the class-bias table (labels are below this).
+    pub classes: usize,
 }
 
 pub fn class_bias_add(gpu: &Gpu, p: &mut Program, op: ClassBiasAdd) -> Result<()> {
     let u = ClassParams {
         images: op.images as u32,
         c4: op.c4 as u32,
-        classes: crate::model::CLASSES as u32,
+        classes: op.classes as u32,
         flags: if op.bias.is_some() { flags::BIAS } else { 0 },
     };
     let views = ClassViews {
@@ -75,10 +89,11 @@ pub fn class_bias_add(gpu: &Gpu, p: &mut Program, op: ClassBiasAdd) -> Result<()
         labels: op.labels,
         output: op.out,
     };
-    launch(gpu, p, "class_bias_add", views, u, op.images * op.c4)
+    launch(gpu, p, "class_bias_add", views, u, op.images * op.c4, None)
 }
 
-/// The operands of a class-bias gradient from a pre-activation gradient `grad` (image-major `[images · 784, c4]`).
+/// The operands of a class-bias gradient from a pre-activation gradient `grad` (image-major
+/// `[images · pixels, c4]`).
 #[derive(Clone, Debug)]
 pub struct ClassBiasBackward {
     pub grad: View,
@@ -88,11 +103,13 @@ pub struct ClassBiasBackward {
     pub out: View,
     pub images: usize,
     pub c4: usize,
+    pub classes: usize,
+    pub image: ImageShape,
 }
 
 /// Per-image sums into `sums`, then per-class sums in image order into `out` — deterministic.
 pub fn class_bias_backward(gpu: &Gpu, p: &mut Program, op: ClassBiasBackward) -> Result<()> {
-    let classes = crate::model::CLASSES;
+    let classes = op.classes;
     let u = ClassParams {
         images: op.images as u32,
         c4: op.c4 as u32,
@@ -105,12 +122,12 @@ pub fn class_bias_backward(gpu: &Gpu, p: &mut Program, op: ClassBiasBackward) ->
         labels: op.labels.clone(),
         output: op.sums.clone(),
     };
-    launch(gpu, p, "image_sums", sums, u, op.images * op.c4)?;
+    launch(gpu, p, "image_sums", sums, u, op.images * op.c4, Some(op.image))?;
     let per_class = ClassViews {
         a: op.sums,
         class_bias: gpu.dummy.view(),
         labels: op.labels,
         output: op.out,
     };
-    launch(gpu, p, "class_bias_backward", per_class, u, classes * op.c4)
+    launch(gpu, p, "class_bias_backward", per_class, u, classes * op.c4, None)
 }

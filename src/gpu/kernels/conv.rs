@@ -4,7 +4,7 @@
 //! (workgroup-memory tiles for GPUs). The device's [`ConvVersion`] picks one. CPU twins: `cpu::conv_forward`,
 //! `cpu::conv_backward_data`, `cpu::conv_backward_weight`.
 
-use super::prelude::{flags, Geometry};
+use super::prelude::{flags, Geometry, Rows};
 use super::reduce::{self, ReduceChunks};
 use super::{Family, Launch, Uniform, UniformAt};
 use crate::gpu::buffers::View;
@@ -222,27 +222,25 @@ pub struct ConvBackwardWeight {
 }
 
 /// Appends the pipeline constants conv_common.wgsl fixes per layer rather than per dispatch (see its FLAGS): the
-/// `flags` bits, whether the bias is a per-image table, the rows' order, and on the raster version how the weight
-/// of `n_taps` taps is read (see WEIGHT_UNIFORM; the tiled version keeps storage, as a GPU serialises uniform
-/// loads at divergent addresses). Returns the weight's uniform bindings and their views (none for storage).
+/// `flags` bits, whether the bias is a per-image table, the rows' order and image shape, and on the raster version
+/// how the weight of the shape's taps is read (see WEIGHT_UNIFORM; the tiled version keeps storage, as a GPU
+/// serialises uniform loads at divergent addresses). Returns the weight's uniform bindings and their views (none
+/// for storage).
 fn layer_consts(
     gpu: &Gpu,
     consts: &mut Vec<(&'static str, u32)>,
     flags: u32,
     per_image_bias: bool,
-    geo: Geometry,
+    rows: Rows,
     weight: &View,
-    n_taps: usize,
+    shape: &ConvShape,
 ) -> Vec<(u32, View)> {
-    consts.extend([
-        ("FLAGS", flags),
-        ("BIAS_TABLE", per_image_bias as u32),
-        ("ORDER", geo.order),
-    ]);
+    consts.extend([("FLAGS", flags), ("BIAS_TABLE", per_image_bias as u32)]);
+    consts.extend(rows.consts());
     if gpu.kernels.conv != ConvVersion::Raster {
         return Vec::new();
     }
-    let Some((taps_per_window, windows)) = weight_windows(gpu, weight, n_taps) else {
+    let Some((taps_per_window, windows)) = weight_windows(gpu, weight, shape.n_taps) else {
         return Vec::new();
     };
     consts.extend([("WEIGHT_UNIFORM", 1), ("WEIGHT_VEC4S", (windows[0].len / 4) as u32)]);
@@ -315,9 +313,9 @@ fn row_kernel(gpu: &Gpu, rows: usize, cols4: usize) -> (&'static str, Vec<(&'sta
     }
 }
 
-/// `out = act(conv(input) + bias)` at the rows of `geo`, with the epilogue `op.epilogue`.
-pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForward, geo: Geometry) -> Result<()> {
-    let (family, mut consts, workgroups) = row_kernel(gpu, geo.rows(), shape.cout4);
+/// `out = act(conv(input) + bias)` at `rows`, with the epilogue `op.epilogue`.
+pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForward, rows: Rows) -> Result<()> {
+    let (family, mut consts, workgroups) = row_kernel(gpu, rows.rows(), shape.cout4);
     let (input, bytes) = op.input.split();
     consts.push(("BYTES", bytes as u32));
     consts.push(("LOSS", matches!(op.epilogue, Epilogue::Loss { .. }) as u32));
@@ -344,7 +342,7 @@ pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForwa
             (target, loss)
         }
     };
-    let uniform = layer_consts(gpu, &mut consts, fl, op.per_image_bias, geo, &op.weight, shape.n_taps);
+    let uniform = layer_consts(gpu, &mut consts, fl, op.per_image_bias, rows, &op.weight, shape);
     Launch {
         family,
         entry: "conv_forward",
@@ -363,28 +361,28 @@ pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForwa
         },
         uniform: ConvParams {
             loss_scale,
-            ..shape.params(geo)
+            ..shape.params(rows.geo)
         },
         workgroups,
-        label: shape.label(gpu, "conv_forward", geo.rows() as f64),
+        label: shape.label(gpu, "conv_forward", rows.rows() as f64),
     }
     .record(gpu, p)?;
     Ok(())
 }
 
-/// `dx (+)= [mask ·] conv^T(dz)` at the rows of `geo` (positions of the conv's input), reading the weight in place.
+/// `dx (+)= [mask ·] conv^T(dz)` at `rows` (positions of the conv's input), reading the weight in place.
 pub fn conv_backward_data(
     gpu: &Gpu,
     p: &mut Program,
     shape: &ConvShape,
     op: ConvBackwardData,
-    geo: Geometry,
+    rows: Rows,
 ) -> Result<()> {
-    let (family, mut consts, workgroups) = row_kernel(gpu, geo.rows(), shape.cin4);
+    let (family, mut consts, workgroups) = row_kernel(gpu, rows.rows(), shape.cin4);
     consts.push(("BYTES", 0));
     consts.push(("LOSS", 0));
     let fl = if op.accumulate { flags::ACCUMULATE } else { 0 } | if op.mask.is_some() { flags::MASK } else { 0 };
-    let uniform = layer_consts(gpu, &mut consts, fl, false, geo, &op.weight, shape.n_taps);
+    let uniform = layer_consts(gpu, &mut consts, fl, false, rows, &op.weight, shape);
     Launch {
         family,
         entry: "conv_backward_data",
@@ -399,9 +397,9 @@ pub fn conv_backward_data(
             },
             uniform,
         },
-        uniform: shape.params(geo),
+        uniform: shape.params(rows.geo),
         workgroups,
-        label: shape.label(gpu, "conv_backward_data", geo.rows() as f64),
+        label: shape.label(gpu, "conv_backward_data", rows.rows() as f64),
     }
     .record(gpu, p)?;
     Ok(())
@@ -420,15 +418,15 @@ pub fn wgrad_partial_len(gpu: &Gpu, shape: &ConvShape, positions: usize) -> usiz
 }
 
 /// The gradients of a conv's weight and bias, in two deterministic passes: per-chunk partial sums over the
-/// positions of `geo`, then their sum in chunk order (`reduce_chunks`).
+/// positions of `rows`, then their sum in chunk order (`reduce_chunks`).
 pub fn conv_backward_weight(
     gpu: &Gpu,
     p: &mut Program,
     shape: &ConvShape,
     op: ConvBackwardWeight,
-    geo: Geometry,
+    rows: Rows,
 ) -> Result<()> {
-    let positions = geo.rows();
+    let positions = rows.rows();
     let (chunk, n_chunks) = wgrad_chunks(gpu, positions);
     let (input, bytes) = op.input.split();
     let row_groups = shape.n_taps * shape.cin4 + 1;
@@ -459,7 +457,7 @@ pub fn conv_backward_weight(
             n_chunks * row_groups.div_ceil(16) * shape.cout4.div_ceil(8),
         ),
     };
-    consts.push(("ORDER", geo.order));
+    consts.extend(rows.consts());
     Launch {
         family,
         entry: "conv_backward_weight",
@@ -473,7 +471,7 @@ pub fn conv_backward_weight(
         uniform: ConvParams {
             chunk: chunk as u32,
             n_chunks: n_chunks as u32,
-            ..shape.params(geo)
+            ..shape.params(rows.geo)
         },
         workgroups,
         label: shape.label(gpu, "conv_backward_weight", positions as f64),

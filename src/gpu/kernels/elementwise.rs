@@ -1,7 +1,7 @@
 //! The layers and gradients that are not convolutions (`shaders/elementwise.wgsl`): residual add, gradient
 //! accumulation, ReLU and the gated unit, forward and backward. CPU twins of the same names in `cpu.rs`.
 
-use super::prelude::{flags, Geometry};
+use super::prelude::{flags, Geometry, Rows};
 use super::{groups64, Family, Launch, Uniform};
 use crate::gpu::buffers::View;
 use crate::gpu::record::{Label, Program};
@@ -36,7 +36,7 @@ bindings! {
     }
 }
 
-/// One entry point of elementwise.wgsl over `c4` output vec4 columns at the rows of `geo`.
+/// One entry point of elementwise.wgsl over `c4` output vec4 columns at `rows`.
 struct Elementwise {
     entry: &'static str,
     views: EltViews,
@@ -46,20 +46,22 @@ struct Elementwise {
 }
 
 impl Elementwise {
-    fn record(self, gpu: &Gpu, p: &mut Program, geo: Geometry) -> Result<()> {
+    fn record(self, gpu: &Gpu, p: &mut Program, rows: Rows) -> Result<()> {
+        let mut consts = vec![("FLAGS", self.flags)];
+        consts.extend(rows.consts());
         Launch {
             family: FAMILY.name,
             entry: self.entry,
-            // A pipeline constant, not a uniform: see elementwise.wgsl's FLAGS.
-            consts: &[("FLAGS", self.flags), ("ORDER", geo.order)],
+            // Pipeline constants, not uniforms: see elementwise.wgsl's FLAGS.
+            consts: &consts,
             views: self.views,
             uniform: EltParams {
-                geo,
+                geo: rows.geo,
                 c4: self.c4 as u32,
                 bias_stride: self.bias_stride as u32,
                 ..Default::default()
             },
-            workgroups: groups64(geo.rows() * self.c4),
+            workgroups: groups64(rows.rows() * self.c4),
             label: Label {
                 what: format!("{} {}", self.entry, self.c4 * 4),
                 flops: 0.0,
@@ -87,8 +89,8 @@ fn accumulate_flag(acc: bool) -> u32 {
     }
 }
 
-/// `out = a + b` over `c4` vec4 columns at the rows of `geo`.
-pub fn add(gpu: &Gpu, p: &mut Program, a: View, b: View, out: View, c4: usize, geo: Geometry) -> Result<()> {
+/// `out = a + b` over `c4` vec4 columns at `rows`.
+pub fn add(gpu: &Gpu, p: &mut Program, a: View, b: View, out: View, c4: usize, rows: Rows) -> Result<()> {
     Elementwise {
         entry: "add",
         views: views(gpu, a, Some(b), out, None),
@@ -96,11 +98,11 @@ pub fn add(gpu: &Gpu, p: &mut Program, a: View, b: View, out: View, c4: usize, g
         flags: 0,
         bias_stride: 0,
     }
-    .record(gpu, p, geo)
+    .record(gpu, p, rows)
 }
 
 /// `out (+)= src`: a gradient reaching an activation.
-pub fn accumulate(gpu: &Gpu, p: &mut Program, src: View, out: View, c4: usize, acc: bool, geo: Geometry) -> Result<()> {
+pub fn accumulate(gpu: &Gpu, p: &mut Program, src: View, out: View, c4: usize, acc: bool, rows: Rows) -> Result<()> {
     Elementwise {
         entry: "accumulate",
         views: views(gpu, src, None, out, None),
@@ -108,11 +110,11 @@ pub fn accumulate(gpu: &Gpu, p: &mut Program, src: View, out: View, c4: usize, a
         flags: accumulate_flag(acc),
         bias_stride: 0,
     }
-    .record(gpu, p, geo)
+    .record(gpu, p, rows)
 }
 
 /// `out = max(x, 0)`.
-pub fn relu_forward(gpu: &Gpu, p: &mut Program, x: View, out: View, c4: usize, geo: Geometry) -> Result<()> {
+pub fn relu_forward(gpu: &Gpu, p: &mut Program, x: View, out: View, c4: usize, rows: Rows) -> Result<()> {
     Elementwise {
         entry: "relu_forward",
         views: views(gpu, x, None, out, None),
@@ -120,7 +122,7 @@ pub fn relu_forward(gpu: &Gpu, p: &mut Program, x: View, out: View, c4: usize, g
         flags: 0,
         bias_stride: 0,
     }
-    .record(gpu, p, geo)
+    .record(gpu, p, rows)
 }
 
 /// The operands of `out (+)= dy · [y > 0]`.
@@ -134,7 +136,7 @@ pub struct ReluBackward {
     pub accumulate: bool,
 }
 
-pub fn relu_backward(gpu: &Gpu, p: &mut Program, op: ReluBackward, geo: Geometry) -> Result<()> {
+pub fn relu_backward(gpu: &Gpu, p: &mut Program, op: ReluBackward, rows: Rows) -> Result<()> {
     Elementwise {
         entry: "relu_backward",
         views: views(gpu, op.y, Some(op.dy), op.out, None),
@@ -142,7 +144,7 @@ pub fn relu_backward(gpu: &Gpu, p: &mut Program, op: ReluBackward, geo: Geometry
         flags: accumulate_flag(op.accumulate),
         bias_stride: 0,
     }
-    .record(gpu, p, geo)
+    .record(gpu, p, rows)
 }
 
 /// The operands of the gate `out = tanh(z[:h] + β) · σ(z[h:] + β)` with `h` = `half4` vec4s and β a per-image
@@ -165,7 +167,7 @@ impl Gate {
 }
 
 /// `out = tanh(z[:h] + β) · σ(z[h:] + β)`.
-pub fn gate_forward(gpu: &Gpu, p: &mut Program, gate: Gate, out: View, geo: Geometry) -> Result<()> {
+pub fn gate_forward(gpu: &Gpu, p: &mut Program, gate: Gate, out: View, rows: Rows) -> Result<()> {
     let fl = gate.flags();
     Elementwise {
         entry: "gate_forward",
@@ -174,11 +176,11 @@ pub fn gate_forward(gpu: &Gpu, p: &mut Program, gate: Gate, out: View, geo: Geom
         flags: fl,
         bias_stride: 2 * gate.half4,
     }
-    .record(gpu, p, geo)
+    .record(gpu, p, rows)
 }
 
 /// `dz (+)=` the gradient of [`gate_forward`] with respect to z, from `dout`.
-pub fn gate_backward(gpu: &Gpu, p: &mut Program, gate: Gate, dout: View, dz: View, geo: Geometry) -> Result<()> {
+pub fn gate_backward(gpu: &Gpu, p: &mut Program, gate: Gate, dout: View, dz: View, rows: Rows) -> Result<()> {
     let fl = gate.flags();
     Elementwise {
         entry: "gate_backward",
@@ -187,5 +189,5 @@ pub fn gate_backward(gpu: &Gpu, p: &mut Program, gate: Gate, dout: View, dz: Vie
         flags: fl,
         bias_stride: 2 * gate.half4,
     }
-    .record(gpu, p, geo)
+    .record(gpu, p, rows)
 }

@@ -3,11 +3,11 @@
 //! from the network description ([`net_program`]). CPU twin: `cpu::sample_incremental`, which computes the same
 //! layers at the same positions.
 
-use super::prelude::flags;
+use super::prelude::{flags, image_consts};
 use super::{Family, Launch, Uniform};
 use crate::gpu::record::{Label, Program};
 use crate::gpu::Gpu;
-use crate::model::{Activation, Layer, Network, Schedule, PIXELS};
+use crate::model::{Activation, ImageShape, Layer, Network, Schedule};
 use anyhow::{ensure, Result};
 
 pub const FAMILY: Family = Family {
@@ -45,12 +45,13 @@ bindings! {
     }
 }
 
-/// One step of `pixel_net`: ops `u.ops_at ..` (`u.n_ops` of them) at positions q0 .. q0 + npos of `u.images` images.
-pub fn pixel_net(gpu: &Gpu, p: &mut Program, views: NetViews, u: NetParams) -> Result<()> {
+/// One step of `pixel_net`: ops `u.ops_at ..` (`u.n_ops` of them) at positions q0 .. q0 + npos of `u.images` images
+/// of `image`'s shape.
+pub fn pixel_net(gpu: &Gpu, p: &mut Program, views: NetViews, u: NetParams, image: ImageShape) -> Result<()> {
     Launch {
         family: FAMILY.name,
         entry: "pixel_net",
-        consts: &[],
+        consts: &image_consts(image),
         views,
         uniform: u,
         workgroups: u.images as usize,
@@ -91,7 +92,7 @@ pub fn net_program(net: &Network, rows: usize) -> Result<NetProgram> {
     for a in 0..net.act_channels.len() {
         let c4 = net.gpu_channels(a) / 4;
         words.push([base as u32, c4 as u32, 0, 0]);
-        base += PIXELS * rows * c4;
+        base += net.pixels() * rows * c4;
     }
     let schedule = net.schedule();
     let t = &net.params.tensors;

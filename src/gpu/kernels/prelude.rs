@@ -1,5 +1,8 @@
 //! The host's half of `shaders/prelude.wgsl`, which the host prepends to every family: the flag bits and the
-//! row ↔ position [`Geometry`] every row-parallel kernel takes in its uniform block.
+//! row ↔ position [`Geometry`] every row-parallel kernel takes in its uniform block, and the image shape's
+//! pipeline constants.
+
+use crate::model::ImageShape;
 
 /// Flag bits of a kernel's `flags` uniform field, or of its `FLAGS` pipeline constant (the conv and elementwise
 /// families); `shaders/prelude.wgsl` declares the same `FLAG_*` constants (a test checks that both sides agree).
@@ -45,15 +48,62 @@ uniform_struct! {
     }
 }
 
+/// The pipeline constants `HEIGHT`, `WIDTH` and `PIXELS` of prelude.wgsl for images of `image`'s shape: every
+/// kernel that maps rows to pixels takes them (constants, not uniforms, so that its divisions by them compile to
+/// multiplications).
+pub fn image_consts(image: ImageShape) -> [(&'static str, u32); 3] {
+    [
+        ("HEIGHT", image.height as u32),
+        ("WIDTH", image.width as u32),
+        ("PIXELS", image.pixels() as u32),
+    ]
+}
+
+/// The rows of a dispatch: how they map to (image, pixel) and buffer positions (a uniform, [`Geometry`]), and the
+/// images' shape (pipeline constants, [`image_consts`]). Every row-parallel launch takes one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rows {
+    pub geo: Geometry,
+    pub image: ImageShape,
+}
+
+impl Rows {
+    /// Every pixel of `images` images, image-major (training, evaluation, the naive sampler).
+    pub fn image_major(image: ImageShape, images: usize) -> Rows {
+        Rows {
+            geo: Geometry::image_major(images, image.pixels()),
+            image,
+        }
+    }
+
+    /// Pixels `first_pixel .. first_pixel + pixels` of `images` images stored position-major (the sampler).
+    pub fn position_major(image: ImageShape, images: usize, first_pixel: usize, pixels: usize) -> Rows {
+        Rows {
+            geo: Geometry::position_major(images, first_pixel, pixels),
+            image,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.geo.rows()
+    }
+
+    /// The pipeline constants of these rows: their order and the image shape.
+    pub fn consts(&self) -> [(&'static str, u32); 4] {
+        let [h, w, p] = image_consts(self.image);
+        [("ORDER", self.geo.order), h, w, p]
+    }
+}
+
 /// `Geometry::order` values.
 pub const IMAGE_MAJOR: u32 = 0;
 pub const POSITION_MAJOR: u32 = 1;
 
 impl Geometry {
-    /// Every pixel of `images` images, image-major (training, evaluation, the naive sampler).
-    pub fn image_major(images: usize) -> Geometry {
+    /// Every pixel of `images` images of `pixels` pixels, image-major (training, evaluation, the naive sampler).
+    pub fn image_major(images: usize, pixels: usize) -> Geometry {
         Geometry {
-            rows: (images * crate::model::PIXELS) as u32,
+            rows: (images * pixels) as u32,
             images: images as u32,
             first_pixel: 0,
             order: IMAGE_MAJOR,

@@ -2,11 +2,12 @@
 //! `sum_images`, each image's NLL from the per-pixel losses. CPU twins: `cpu::reduce_chunks` (through
 //! `cpu::conv_backward_weight`) and `cpu::sum_images`.
 
-use super::prelude::flags;
+use super::prelude::{flags, image_consts};
 use super::{groups64, Family, Launch, Uniform};
 use crate::gpu::buffers::View;
 use crate::gpu::record::{Label, Program};
 use crate::gpu::Gpu;
+use crate::model::ImageShape;
 use anyhow::Result;
 
 pub const FAMILY: Family = Family {
@@ -77,13 +78,21 @@ pub fn reduce_chunks(gpu: &Gpu, p: &mut Program, op: ReduceChunks) -> Result<()>
     Ok(())
 }
 
-/// Per-image sums of the per-pixel losses: `output[i] (+)= Σ_q loss[i · 784 + q]`.
-pub fn sum_images(gpu: &Gpu, p: &mut Program, loss: View, output: View, images: usize, accumulate: bool) -> Result<()> {
+/// Per-image sums of the per-pixel losses of images of `image`'s shape: `output[i] (+)= Σ_q loss[i · pixels + q]`.
+pub fn sum_images(
+    gpu: &Gpu,
+    p: &mut Program,
+    loss: View,
+    output: View,
+    images: usize,
+    image: ImageShape,
+    accumulate: bool,
+) -> Result<()> {
     let len4 = images.div_ceil(4);
     Launch {
         family: FAMILY.name,
         entry: "sum_images",
-        consts: &[],
+        consts: &image_consts(image),
         views: SumImagesViews {
             input: loss,
             out0: output,

@@ -1,8 +1,10 @@
 //! The Bernoulli draw of one pixel of every image (`shaders/sample.wgsl`). CPU twin: `cpu::sample_pixel`.
 
+use super::prelude::image_consts;
 use super::{groups64, Family, Launch, Uniform};
 use crate::gpu::record::{Label, Program};
 use crate::gpu::Gpu;
+use crate::model::ImageShape;
 use anyhow::Result;
 
 pub const FAMILY: Family = Family {
@@ -46,6 +48,7 @@ pub struct SamplePixel {
     pub stride: usize,
     /// p = σ(logit / temperature).
     pub temperature: f32,
+    pub image: ImageShape,
 }
 
 /// Draws pixel `op.pixel` of `op.count` images from their logits, writing the image and the probability.
@@ -53,7 +56,7 @@ pub fn sample_pixel(gpu: &Gpu, p: &mut Program, views: SampleViews, op: SamplePi
     Launch {
         family: FAMILY.name,
         entry: "sample_pixel",
-        consts: &[],
+        consts: &image_consts(op.image),
         views,
         uniform: SampleParams {
             count: op.count as u32,
