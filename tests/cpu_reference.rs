@@ -9,7 +9,10 @@
 mod common;
 use common::*;
 use pixelcnn::cpu::{self, AdamConfig, AdamState, SampleSpec};
-use pixelcnn::model::{Activation, Config, Layer, Network, Tap, HEIGHT, PIXELS, WIDTH};
+use pixelcnn::model::{Activation, Config, Layer, Network, Tap};
+
+/// Columns of the 28×28 images most of these tests use.
+const WIDTH: usize = 28;
 use pixelcnn::rng::{self, SplitMix64};
 
 /// Which entries of the flat parameter vector belong to a parameter tensor (the rest is alignment padding).
@@ -45,6 +48,7 @@ fn bce_f64(z: f64, x: f64) -> f64 {
 /// and crosses essentially no kink, so every entry can be checked tightly. `gradient_check_...` first checks that
 /// this forward agrees with `cpu::forward`, so the gradient it differentiates is the reference's.
 fn logits_f64(net: &Network, params: &[f64], images: &[f64], labels: Option<&[u8]>, batch: usize) -> Vec<f64> {
+    let (height, width, pixels) = (net.config.height, net.width(), net.pixels());
     let table = &net.params;
     let tensor = |i: usize| &params[table.tensors[i].cpu_offset..][..table.tensors[i].cpu_len()];
     let class_row = |cb: Option<usize>, b: usize, c: usize| -> Vec<f64> {
@@ -61,21 +65,21 @@ fn logits_f64(net: &Network, params: &[f64], images: &[f64], labels: Option<&[u8
                 let (w, bias) = (tensor(c.weight), tensor(c.bias));
                 let (cin, cout) = (c.cin, c.cout);
                 let x = &acts[input];
-                let mut out = vec![0.0; batch * PIXELS * cout];
+                let mut out = vec![0.0; batch * pixels * cout];
                 for b in 0..batch {
                     let cb = class_row(c.class_bias, b, cout);
-                    for y in 0..HEIGHT {
-                        for xx in 0..WIDTH {
-                            let row = &mut out[(b * PIXELS + y * WIDTH + xx) * cout..][..cout];
+                    for y in 0..height {
+                        for xx in 0..width {
+                            let row = &mut out[(b * pixels + y * width + xx) * cout..][..cout];
                             for co in 0..cout {
                                 row[co] = bias[co] + cb[co];
                             }
                             for (t, tap) in c.taps.iter().enumerate() {
                                 let (sy, sx) = (y as i32 + tap.dy, xx as i32 + tap.dx);
-                                if sy < 0 || sy >= HEIGHT as i32 || sx < 0 || sx >= WIDTH as i32 {
+                                if sy < 0 || sy >= height as i32 || sx < 0 || sx >= width as i32 {
                                     continue;
                                 }
-                                let src = b * PIXELS + sy as usize * WIDTH + sx as usize;
+                                let src = b * pixels + sy as usize * width + sx as usize;
                                 for ci in 0..cin {
                                     for co in 0..cout {
                                         row[co] += x[src * cin + ci] * w[(t * cin + ci) * cout + co];
@@ -95,15 +99,15 @@ fn logits_f64(net: &Network, params: &[f64], images: &[f64], labels: Option<&[u8
                 let c2 = net.act_channels[input];
                 let h = c2 / 2;
                 let z = &acts[input];
-                let mut out = vec![0.0; batch * PIXELS * h];
+                let mut out = vec![0.0; batch * pixels * h];
                 for b in 0..batch {
                     let cb = class_row(class_bias, b, c2);
-                    for p in 0..PIXELS {
-                        let at = (b * PIXELS + p) * c2;
+                    for p in 0..pixels {
+                        let at = (b * pixels + p) * c2;
                         for c in 0..h {
                             let t = (z[at + c] + cb[c]).tanh();
                             let s = 1.0 / (1.0 + (-(z[at + h + c] + cb[h + c])).exp());
-                            out[(b * PIXELS + p) * h + c] = t * s;
+                            out[(b * pixels + p) * h + c] = t * s;
                         }
                     }
                 }
@@ -177,10 +181,11 @@ fn check_gradient(what: &str, analytic: &[f32], numeric: &[f64]) {
 /// Checks every element of every parameter tensor of `net` and the input gradient against central differences of
 /// the independent f64 forward.
 fn gradient_check(net: &Network, labels: Option<&[u8]>, seed: u64) {
+    let pixels = net.pixels();
     let batch = 2;
     let params = perturbed_params(net, seed, 0.1);
-    let images = as_f32(&random_images(batch, seed + 1));
-    let n = (batch * PIXELS) as f64;
+    let images = as_f32(&random_images_of(batch, pixels, seed + 1));
+    let n = (batch * pixels) as f64;
 
     // The f64 forward computes what the reference computes.
     let acts = cpu::forward(net, &params, &images, labels, batch);
@@ -192,7 +197,7 @@ fn gradient_check(net: &Network, labels: Option<&[u8]>, seed: u64) {
     check("logits: f64 forward vs cpu::forward", &logits64, logits, 1e-4);
 
     // Analytic gradient of the mean BCE loss.
-    let (_, d_logits) = cpu::bce_loss_grad(logits, &images);
+    let (_, d_logits) = cpu::bce_loss_grad(logits, &images, pixels);
     let (grads, _) = cpu::backward(net, &params, &acts, labels, d_logits, batch);
 
     // Every element of every tensor: the tiny networks have a few hundred parameters, two forwards each.
@@ -232,8 +237,8 @@ fn gradient_check(net: &Network, labels: Option<&[u8]>, seed: u64) {
 
     // Input gradient of L(x) = Σ_p logits(x)[p] · r[p] at a non-binary x: backward with d_logits = r. (The loss
     // itself uses the input as its target too, so its input gradient is not what backward returns.)
-    let x = random_unit(batch * PIXELS, seed + 2);
-    let r = random_vec(batch * PIXELS, seed + 3);
+    let x = random_unit(batch * pixels, seed + 2);
+    let r = random_vec(batch * pixels, seed + 3);
     let acts = cpu::forward(net, &params, &x, labels, batch);
     let (_, d_input) = cpu::backward(net, &params, &acts, labels, r.clone(), batch);
     let r64 = to_f64(&r);
@@ -265,6 +270,14 @@ fn gradient_check_every_tensor_of_a_gated_conditional_net() {
 #[test]
 fn gradient_check_a_conditional_pixelcnn() {
     gradient_check(&Network::new(Config::pixelcnn(4, 1).conditional()), Some(&[9, 0]), 41);
+}
+
+#[test]
+fn gradient_check_a_dilated_gated_net_on_non_square_images() {
+    // 5 rows of 7 columns, dilations 1 and 2 (taps 2 and 4 pixels away fall outside the image at its edges),
+    // 3 classes.
+    let config = Config::gated(3, 3).dilated(2).with_classes(3).with_shape(5, 7);
+    gradient_check(&Network::new(config), Some(&[2, 0]), 51);
 }
 
 /// Backpropagates a one-hot at logit (r, c) of image 1 in a batch of 2, for each position, and counts input pixels
@@ -560,13 +573,14 @@ fn compare_samples(
     key: u32,
     first_image: u32,
     start_pixel: usize,
+    pixels: usize,
 ) -> usize {
     let mut diverged = 0;
     let mut max_dp = 0.0f32;
     for (i, (a, b)) in naive
         .probs
-        .chunks(PIXELS)
-        .zip(incremental.probs.chunks(PIXELS))
+        .chunks(pixels)
+        .zip(incremental.probs.chunks(pixels))
         .enumerate()
     {
         for q in 0..start_pixel {
@@ -575,7 +589,7 @@ fn compare_samples(
                 "image {i}: known pixel {q} has a probability"
             );
         }
-        for q in start_pixel..PIXELS {
+        for q in start_pixel..pixels {
             let dp = (a[q] - b[q]).abs();
             max_dp = max_dp.max(dp);
             assert!(
@@ -584,7 +598,7 @@ fn compare_samples(
                 a[q],
                 b[q]
             );
-            let at = i * PIXELS + q;
+            let at = i * pixels + q;
             if naive.images[at] != incremental.images[at] {
                 let u = rng::sample_uniform(key, first_image + i as u32, q as u32);
                 eprintln!("image {i} pixel {q}: draws differ at a near tie, u = {u}, p = {}", a[q]);
@@ -603,6 +617,7 @@ fn compare_samples(
 }
 
 fn samplers_agree(net: &Network, labels: Option<&[u8]>, seed: u64) {
+    let (width, pixels) = (net.width(), net.pixels());
     let params = perturbed_params(net, seed, 0.05);
     let count = 3;
     let key = rng::sample_key(42);
@@ -618,18 +633,18 @@ fn samplers_agree(net: &Network, labels: Option<&[u8]>, seed: u64) {
     };
     let naive = cpu::sample_naive(net, &params, spec);
     let incremental = cpu::sample_incremental(net, &params, spec);
-    let diverged = compare_samples(&naive, &incremental, key, first_image, 0);
+    let diverged = compare_samples(&naive, &incremental, key, first_image, 0, pixels);
     assert!(diverged <= 1, "{diverged} of {count} images diverged");
     // Samples that are all zeros or all ones would make the comparison weak.
     let ones = naive.images.iter().filter(|&&v| v == 1).count();
     assert!(
-        ones > 50 && ones < count * PIXELS - 50,
+        ones > 50 && ones < count * pixels - 50,
         "{ones} ones in {count} samples"
     );
 
     // Completion: the top half is given, the rest is sampled; the given pixels must come back unchanged.
-    let start = 14 * 28;
-    let init = random_images(count, 10);
+    let start = net.config.height / 2 * width;
+    let init = random_images_of(count, pixels, 10);
     let spec = SampleSpec {
         init: Some(&init),
         start_pixel: start,
@@ -640,11 +655,11 @@ fn samplers_agree(net: &Network, labels: Option<&[u8]>, seed: u64) {
     let incremental = cpu::sample_incremental(net, &params, spec);
     for (what, s) in [("naive", &naive), ("incremental", &incremental)] {
         for i in 0..count {
-            let r = i * PIXELS..i * PIXELS + start;
+            let r = i * pixels..i * pixels + start;
             assert_eq!(s.images[r.clone()], init[r], "{what}: image {i} changed a given pixel");
         }
     }
-    let diverged = compare_samples(&naive, &incremental, key, first_image, start);
+    let diverged = compare_samples(&naive, &incremental, key, first_image, start, pixels);
     assert!(diverged <= 1, "{diverged} of {count} completions diverged");
 }
 
@@ -676,7 +691,7 @@ fn temperature_one_draws_the_model_itself() {
                 "T {temperature}: pixel {k}"
             );
         }
-        let diverged = compare_samples(&cpu::sample_naive(&net, &params, spec), &s, spec.key, 0, 0);
+        let diverged = compare_samples(&cpu::sample_naive(&net, &params, spec), &s, spec.key, 0, 0, PIXELS);
         assert!(diverged <= 1, "T {temperature}: {diverged} images diverged");
         let sharpness = s.probs.iter().map(|p| (p - 0.5).abs() as f64).sum::<f64>() / s.probs.len() as f64;
         eprintln!("T {temperature}: every p = σ(logit / T) exactly; mean |p − ½| = {sharpness:.4}");
@@ -689,6 +704,10 @@ fn incremental_sampler_equals_naive_on_cpu() {
     // The gated net's vertical stack is computed a row at a time (after the row is drawn), its horizontal stack
     // per pixel; with labels.
     samplers_agree(&Network::new(Config::gated(4, 2).conditional()), Some(&[1, 4, 9]), 19);
+    // 16 rows of 20 columns: a dilated gated net (its vertical stack reads rows 1, 2 and 4 up) and a plain one.
+    let wide = Config::gated(4, 4).dilated(3).with_classes(5).with_shape(16, 20);
+    samplers_agree(&Network::new(wide), Some(&[4, 0, 2]), 29);
+    samplers_agree(&Network::new(Config::pixelcnn(6, 1).with_shape(16, 20)), None, 39);
 }
 
 #[test]
@@ -758,7 +777,7 @@ fn bce_from_logit_is_stable() {
                 "bce({z}, {x}) = {got}, expected {asymptote}"
             );
         }
-        let (nll, grad) = cpu::bce_loss_grad(&[z; PIXELS], &[1.0; PIXELS]);
+        let (nll, grad) = cpu::bce_loss_grad(&[z; PIXELS], &[1.0; PIXELS], PIXELS);
         assert!(
             nll[0].is_finite() && grad.iter().all(|g| g.is_finite()),
             "loss or gradient not finite at z = {z}"

@@ -14,12 +14,12 @@ use pixelcnn::gpu::kernels::conv::{
     self, ConvBackwardData, ConvBackwardWeight, ConvForward, ConvInput, ConvShape, Epilogue,
 };
 use pixelcnn::gpu::kernels::elementwise::{self, Gate, ReluBackward};
-use pixelcnn::gpu::kernels::prelude::Geometry;
+use pixelcnn::gpu::kernels::prelude::{Geometry, Rows};
 use pixelcnn::gpu::kernels::reduce::{self, ReduceChunks};
 use pixelcnn::gpu::kernels::sample::{self, SamplePixel, SampleViews};
 use pixelcnn::gpu::record::Program;
 use pixelcnn::gpu::Gpu;
-use pixelcnn::model::{channel_dims, from_padded, to_padded, Activation, Conv, Mask, PIXELS};
+use pixelcnn::model::{channel_dims, from_padded, to_padded, Activation, Conv, ImageShape, Mask};
 
 fn run(gpu: &Gpu, mut p: Program) {
     p.finish(gpu);
@@ -124,6 +124,32 @@ fn cases() -> Vec<Case> {
             groups: (1, 1),
             bytes: false,
         },
+        // Other image shapes (the HEIGHT, WIDTH and PIXELS pipeline constants): a dilated gated vertical conv on
+        // 16×20 images, taps reaching past the image's edges; the first layer's bytes on 5×7 images (35 pixels: an
+        // image straddles the byte words); and 4×5 images (20 pixels), so small that a raster lane's rows span three
+        // images (the per-image bias table's other path).
+        Case {
+            conv: Conv::with_taps(
+                "vertical 2x3 dilated 8 on 16x20",
+                6,
+                10,
+                &[(-8, -8), (-8, 0), (-8, 8), (0, -8), (0, 0), (0, 8)],
+                id,
+            )
+            .on(ImageShape::new(16, 20)),
+            groups: (1, 2),
+            bytes: false,
+        },
+        Case {
+            conv: square("masked A 7x7 from bytes on 5x7", 1, 6, 7, Mask::A, relu).on(ImageShape::new(5, 7)),
+            groups: (1, 1),
+            bytes: true,
+        },
+        Case {
+            conv: square("masked B 3x3 on 4x5", 5, 7, 3, Mask::B, relu).on(ImageShape::new(4, 5)),
+            groups: (1, 1),
+            bytes: false,
+        },
     ]
 }
 
@@ -139,7 +165,7 @@ fn conv_family_matches_cpu_on_every_version() {
             let c = &case.conv;
             let (gin, gout) = case.groups;
             let batch = 3;
-            let positions = batch * PIXELS;
+            let positions = batch * c.image.pixels();
             let shape = ConvShape::of(c, gin, gout, 0);
             let t = c.taps.len();
             let mut wdims = vec![(t, t)];
@@ -155,14 +181,14 @@ fn conv_family_matches_cpu_on_every_version() {
             let g_taps = gpu.tensor("taps", taps.len()).unwrap();
             gpu.write_bytes(&g_taps, 0, bytemuck::cast_slice(&taps));
             let (cin_g, cout_g) = (shape.cin4 * 4, shape.cout4 * 4);
-            let images = random_images(batch, 13);
+            let images = random_images_of(batch, c.image.pixels(), 13);
             let input: Vec<f32> = if case.bytes {
                 images.iter().map(|&v| v as f32).collect()
             } else {
                 random_vec(positions * c.cin, 14)
             };
             let g_in: Tensor = if case.bytes {
-                let t = gpu.tensor("in bytes", positions / 4).unwrap();
+                let t = gpu.tensor("in bytes", positions.div_ceil(4)).unwrap();
                 gpu.write_bytes(&t, 0, &images);
                 t
             } else {
@@ -194,7 +220,7 @@ fn conv_family_matches_cpu_on_every_version() {
                 .unwrap();
             let g_gw = gpu.tensor("grad w", wdims.iter().map(|d| d.1).product()).unwrap();
             let g_gb = gpu.tensor("grad b", cout_g).unwrap();
-            let geo = Geometry::image_major(batch);
+            let geo = Rows::image_major(c.image, batch);
             let fwd = |output: &Tensor, bias: &Tensor, per_image: bool, epilogue: Epilogue| ConvForward {
                 input: conv_input(),
                 weight: g_w.view(),
@@ -333,17 +359,30 @@ fn conv_family_matches_cpu_on_every_version() {
     }
 }
 
-/// Image-major `[count, 784, c]` values as the sampler's position-major `[784, rows, c4]` (zero padding).
-fn to_position_major(x: &[f32], count: usize, rows: usize, c: usize, groups: usize) -> Vec<f32> {
+/// Image-major `[count, pixels, c]` values as the sampler's position-major `[pixels, rows, c4]` (zero padding).
+fn to_position_major(x: &[f32], pixels: usize, count: usize, rows: usize, c: usize, groups: usize) -> Vec<f32> {
     let padded = pad_groups(x, c, groups);
-    let c4 = padded.len() / (count * PIXELS);
-    let mut out = vec![0.0; PIXELS * rows * c4];
+    let c4 = padded.len() / (count * pixels);
+    let mut out = vec![0.0; pixels * rows * c4];
     for i in 0..count {
-        for q in 0..PIXELS {
-            out[(q * rows + i) * c4..][..c4].copy_from_slice(&padded[(i * PIXELS + q) * c4..][..c4]);
+        for q in 0..pixels {
+            out[(q * rows + i) * c4..][..c4].copy_from_slice(&padded[(i * pixels + q) * c4..][..c4]);
         }
     }
     out
+}
+
+/// The pixels the one-pixel test probes: the first row (taps in the padding), the left and right edges, inside,
+/// and the last pixel.
+fn probe_pixels(image: ImageShape) -> Vec<usize> {
+    if image == ImageShape::DEFAULT {
+        return vec![0, 1, 27, 28, 29, 300, 419, 783];
+    }
+    let (w, n) = (image.width, image.pixels());
+    let mut v = vec![0, 1, w - 1, w, w + 1, n / 2 + 1, n - w, n - 1];
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 #[test]
@@ -352,10 +391,11 @@ fn conv_family_at_one_pixel_matches_cpu() {
     // caches (13 images), plain and with the fused residual, at pixels in the first row (taps in the padding), at
     // the left and right edges, and inside. CPU twin: cpu::conv_pixel, the CPU sampler's single-pixel conv.
     let count = 13;
-    let pixels = [0usize, 1, 27, 28, 29, 300, 419, 783];
     for (version, gpu) in devices() {
         for case in cases().into_iter().filter(|c| !c.bytes) {
             let c = &case.conv;
+            let pixels = probe_pixels(c.image);
+            let n = c.image.pixels();
             let (gin, gout) = case.groups;
             let shape = ConvShape::of(c, gin, gout, 0);
             let t = c.taps.len();
@@ -371,15 +411,15 @@ fn conv_family_at_one_pixel_matches_cpu() {
             let taps: Vec<i32> = c.taps.iter().flat_map(|t| [t.dy, t.dx]).collect();
             let g_taps = gpu.tensor("taps", taps.len()).unwrap();
             gpu.write_bytes(&g_taps, 0, bytemuck::cast_slice(&taps));
-            let input = random_vec(count * PIXELS * c.cin, 300);
-            let residual = random_vec(count * PIXELS * c.cout, 400);
+            let input = random_vec(count * n * c.cin, 300);
+            let residual = random_vec(count * n * c.cout, 400);
             let g_in = gpu
-                .upload("in", &to_position_major(&input, count, count, c.cin, gin))
+                .upload("in", &to_position_major(&input, n, count, count, c.cin, gin))
                 .unwrap();
             let g_res = gpu
-                .upload("residual", &to_position_major(&residual, count, count, c.cout, gout))
+                .upload("residual", &to_position_major(&residual, n, count, count, c.cout, gout))
                 .unwrap();
-            let (mut want, mut want_res) = (vec![0.0; count * PIXELS * c.cout], vec![0.0; count * PIXELS * c.cout]);
+            let (mut want, mut want_res) = (vec![0.0; count * n * c.cout], vec![0.0; count * n * c.cout]);
             for &q in &pixels {
                 cpu::conv_pixel(c, &weight, &bias, &input, None, &mut want, count, q);
                 cpu::conv_pixel(c, &weight, &bias, &input, Some(&residual), &mut want_res, count, q);
@@ -395,7 +435,7 @@ fn conv_family_at_one_pixel_matches_cpu() {
                 v
             };
             for with_residual in [false, true] {
-                let nan = vec![f32::NAN; PIXELS * count * cout_g];
+                let nan = vec![f32::NAN; n * count * cout_g];
                 let (g_out, g_sum) = (gpu.upload("out", &nan).unwrap(), gpu.upload("sum", &nan).unwrap());
                 let mut p = Program::new();
                 for &q in &pixels {
@@ -417,7 +457,8 @@ fn conv_family_at_one_pixel_matches_cpu() {
                         output: g_out.view(),
                         epilogue,
                     };
-                    conv::conv_forward(&gpu, &mut p, &shape, op, Geometry::position_major(count, q, 1)).unwrap();
+                    let rows = Rows::position_major(c.image, count, q, 1);
+                    conv::conv_forward(&gpu, &mut p, &shape, op, rows).unwrap();
                 }
                 run(&gpu, p);
                 let (got, w) = if with_residual {
@@ -434,7 +475,7 @@ fn conv_family_at_one_pixel_matches_cpu() {
                 check(
                     &what,
                     &pick(&got),
-                    &pick(&to_position_major(w, count, count, c.cout, gout)),
+                    &pick(&to_position_major(w, n, count, count, c.cout, gout)),
                     1e-4,
                 );
             }
@@ -444,11 +485,13 @@ fn conv_family_at_one_pixel_matches_cpu() {
 
 #[test]
 fn elementwise_family_matches_cpu() {
+    // 28×28, and 5×7 images (35 pixels: a per-image class bias changes image at every 35th row).
     for (version, gpu) in devices() {
+      for image in [ImageShape::DEFAULT, ImageShape::new(5, 7)] {
         // 3 · 784 rows × 2 vec4 columns: 4704 invocations, a part-filled last workgroup of 64.
         let (batch, channels) = (3, 6);
-        let positions = batch * PIXELS;
-        let geo = Geometry::image_major(batch);
+        let (pixels, positions) = (image.pixels(), batch * image.pixels());
+        let geo = Rows::image_major(image, batch);
         let n = positions * channels;
         let (a, b) = (random_vec(n, 1), random_vec(n, 2));
         let ga = gpu.upload("a", &gpu_act(&a, channels, 1)).unwrap();
@@ -504,7 +547,7 @@ fn elementwise_family_matches_cpu() {
         let read = |t: &Tensor, ch: usize, g: usize| {
             unpad_groups(&gpu.read(t).unwrap()[..positions * g * (ch / g).div_ceil(4) * 4], ch, g)
         };
-        let v = format!("[{version}]");
+        let v = format!("[{version}] {image}");
         for (name, t) in [("add", &sum), ("relu_backward", &relu_b), ("relu_forward", &relu_f)] {
             let past = gpu.read(t).unwrap()[positions * 8..].to_vec();
             assert!(past.iter().all(|&x| x == 7.0), "{v} {name} wrote past its rows");
@@ -539,41 +582,43 @@ fn elementwise_family_matches_cpu() {
         check(
             &format!("{v} gate_forward"),
             &read(&gate_out, half, 1),
-            &cpu::gate_forward(&z, None, half),
+            &cpu::gate_forward(&z, None, half, pixels),
             1e-4,
         );
         check(
             &format!("{v} gate_forward class bias"),
             &read(&gate_out_b, half, 1),
-            &cpu::gate_forward(&z, Some(&table), half),
+            &cpu::gate_forward(&z, Some(&table), half, pixels),
             1e-4,
         );
         check(
             &format!("{v} gate_backward"),
             &read(&dz, 2 * half, 2),
-            &cpu::gate_backward(&z, None, &dout, half),
+            &cpu::gate_backward(&z, None, &dout, half, pixels),
             1e-4,
         );
         check(
             &format!("{v} gate_backward class bias"),
             &read(&dz_b, 2 * half, 2),
-            &cpu::gate_backward(&z, Some(&table), &dout, half),
+            &cpu::gate_backward(&z, Some(&table), &dout, half, pixels),
             1e-4,
         );
+    }
     }
 }
 
 #[test]
 fn class_bias_family_matches_cpu() {
     for (version, gpu) in devices() {
-        let (images, channels) = (7, 10);
+        // 7 images of 5×7 pixels, 13 classes (more than the 10 of Fashion-MNIST).
+        let (images, channels, classes, image) = (7, 10, 13, ImageShape::new(5, 7));
         let c4 = 3;
-        let labels = random_labels(images, 1);
+        let labels = random_labels_of(images, classes, 1);
         let bias = random_vec(channels, 2);
-        let table = random_vec(10 * channels, 3);
-        let grad = random_vec(images * PIXELS * channels, 4);
+        let table = random_vec(classes * channels, 3);
+        let grad = random_vec(images * image.pixels() * channels, 4);
         let g_labels = gpu.tensor("labels", images).unwrap();
-        gpu.write_bytes(&g_labels, 0, &pixelcnn::gpu::layers::label_words(&labels, images));
+        gpu.write_bytes(&g_labels, 0, &pixelcnn::gpu::layers::label_words(&labels, images, classes));
         let g_bias = gpu.upload("bias", &gpu_act(&bias, channels, 1)).unwrap();
         let g_table = gpu.upload("class bias", &gpu_act(&table, channels, 1)).unwrap();
         let g_grad = gpu.upload("grad", &gpu_act(&grad, channels, 1)).unwrap();
@@ -582,7 +627,7 @@ fn class_bias_family_matches_cpu() {
             gpu.tensor("table nb", images * 12).unwrap(),
         );
         let sums = gpu.tensor("sums", images * 12).unwrap();
-        let d = gpu.tensor("d class bias", 10 * 12).unwrap();
+        let d = gpu.tensor("d class bias", classes * 12).unwrap();
         let mut p = Program::new();
         let add = |bias: Option<&Tensor>, out: &Tensor| ClassBiasAdd {
             bias: bias.map(Tensor::view),
@@ -591,6 +636,7 @@ fn class_bias_family_matches_cpu() {
             out: out.view(),
             images,
             c4,
+            classes,
         };
         class_bias::class_bias_add(&gpu, &mut p, add(Some(&g_bias), &out)).unwrap();
         class_bias::class_bias_add(&gpu, &mut p, add(None, &out_nb)).unwrap();
@@ -601,6 +647,8 @@ fn class_bias_family_matches_cpu() {
             out: d.view(),
             images,
             c4,
+            classes,
+            image,
         };
         class_bias::class_bias_backward(&gpu, &mut p, op).unwrap();
         run(&gpu, p);
@@ -617,10 +665,10 @@ fn class_bias_family_matches_cpu() {
             &cpu::class_bias_add(None, &table, &labels, channels),
             0.0,
         );
-        let want_sums = cpu::image_sums(&grad, channels);
+        let want_sums = cpu::image_sums(&grad, channels, image.pixels());
         check(&format!("[{version}] image_sums"), &un(&sums, images), &want_sums, 1e-5);
-        let want = cpu::class_bias_backward(&grad, &labels, channels);
-        check(&format!("[{version}] class_bias_backward"), &un(&d, 10), &want, 1e-5);
+        let want = cpu::class_bias_backward(&grad, &labels, channels, classes, image.pixels());
+        check(&format!("[{version}] class_bias_backward"), &un(&d, classes), &want, 1e-5);
         assert!(
             want.contains(&0.0) && want.iter().any(|&v| v != 0.0),
             "some classes absent, some present"
@@ -631,21 +679,23 @@ fn class_bias_family_matches_cpu() {
 #[test]
 fn conv_family_loss_epilogue_matches_cpu() {
     for (version, gpu) in devices() {
+      // 28×28 images (784 pixels: whole vec4s of losses per image), and 5×7 (35: images straddle vec4s).
+      for image in [ImageShape::DEFAULT, ImageShape::new(5, 7)] {
         let batch = 5;
-        let positions = batch * PIXELS;
+        let positions = batch * image.pixels();
         // The logits conv: 1×1 from 6 channels to 1, with weights large enough that logits sweep ±8.
-        let c = Conv::with_taps("conv_out", 6, 1, &[(0, 0)], Activation::Identity);
+        let c = Conv::with_taps("conv_out", 6, 1, &[(0, 0)], Activation::Identity).on(image);
         let shape = ConvShape::of(&c, 1, 1, 0);
         let weight: Vec<f32> = random_vec(6, 3).iter().map(|v| v * 3.0).collect();
         let bias = vec![0.25f32];
         let input = random_vec(positions * 6, 4);
-        let target: Vec<f32> = random_images(batch, 5).iter().map(|&v| v as f32).collect();
+        let target: Vec<f32> = random_images_of(batch, image.pixels(), 5).iter().map(|&v| v as f32).collect();
         let target_bytes: Vec<u8> = target.iter().map(|&v| v as u8).collect();
         let g_w = gpu.upload("w", &to_padded(&[(1, 1), (6, 8), (1, 4)], &weight)).unwrap();
         let g_b = gpu.upload("b", &to_padded(&[(1, 4)], &bias)).unwrap();
         let g_taps = gpu.tensor("taps", 2).unwrap();
         let g_in = gpu.upload("in", &gpu_act(&input, 6, 1)).unwrap();
-        let g_target = gpu.tensor("target", positions / 4).unwrap();
+        let g_target = gpu.tensor("target", positions.div_ceil(4)).unwrap();
         gpu.write_bytes(&g_target, 0, &target_bytes);
         let (grad, logits) = (
             gpu.tensor("grad", positions * 4).unwrap(),
@@ -672,13 +722,13 @@ fn conv_family_loss_epilogue_matches_cpu() {
                     scale: 1.0 / positions as f32,
                 },
             };
-            conv::conv_forward(&gpu, &mut p, &shape, op, Geometry::image_major(batch)).unwrap();
+            conv::conv_forward(&gpu, &mut p, &shape, op, Rows::image_major(image, batch)).unwrap();
         }
-        reduce::sum_images(&gpu, &mut p, loss.view(), nll.view(), batch, false).unwrap();
+        reduce::sum_images(&gpu, &mut p, loss.view(), nll.view(), batch, image, false).unwrap();
         run(&gpu, p);
         let z = cpu::conv_forward(&c, &weight, &bias, &input, batch);
-        let (cpu_nll, cpu_grad) = cpu::bce_loss_grad(&z, &target);
-        let v = format!("[{version}]");
+        let (cpu_nll, cpu_grad) = cpu::bce_loss_grad(&z, &target, image.pixels());
+        let v = format!("[{version}] {image}");
         check(
             &format!("{v} conv_forward logits"),
             &unpad_groups(&gpu.read(&logits).unwrap(), 1, 1),
@@ -698,6 +748,7 @@ fn conv_family_loss_epilogue_matches_cpu() {
             1e-4,
         );
     }
+      }
 }
 
 #[test]
@@ -778,6 +829,7 @@ fn sample_family_draws_the_cpu_uniforms() {
             first_image: 5,
             stride,
             temperature,
+            image: ImageShape::DEFAULT,
         };
         sample::sample_pixel(&gpu, &mut p, views, op).unwrap();
         run(&gpu, p);
@@ -813,7 +865,8 @@ fn reduce_family_matches_cpu() {
     let g_in = gpu.upload("partials", &input).unwrap();
     let out0 = gpu.tensor("out0", split * 4).unwrap();
     let out1 = gpu.tensor("out1", (len4 - split) * 4).unwrap();
-    // sum_images: 5 images of per-pixel losses, then again accumulating onto what is there.
+    // sum_images: 5 images of per-pixel losses, then again accumulating onto what is there (the 5×7 images of the
+    // loss epilogue's test take the other path, images straddling vec4s).
     let images = 5;
     let loss: Vec<f32> = random_vec(images * PIXELS, 2).iter().map(|v| v.abs()).collect();
     let g_loss = gpu.upload("loss", &loss).unwrap();
@@ -828,14 +881,15 @@ fn reduce_family_matches_cpu() {
         n_chunks,
     };
     reduce::reduce_chunks(&gpu, &mut p, op).unwrap();
-    reduce::sum_images(&gpu, &mut p, g_loss.view(), nll.view(), images, false).unwrap();
-    reduce::sum_images(&gpu, &mut p, g_loss.view(), nll_acc.view(), images, true).unwrap();
+    let square = ImageShape::DEFAULT;
+    reduce::sum_images(&gpu, &mut p, g_loss.view(), nll.view(), images, square, false).unwrap();
+    reduce::sum_images(&gpu, &mut p, g_loss.view(), nll_acc.view(), images, square, true).unwrap();
     run(&gpu, p);
     let want = cpu::reduce_chunks(&input, len4 * 4, n_chunks);
     let mut got = gpu.read(&out0).unwrap();
     got.extend(gpu.read(&out1).unwrap());
     check("reduce_chunks", &got, &want, 1e-6);
-    let want = cpu::sum_images(&loss);
+    let want = cpu::sum_images(&loss, PIXELS);
     check("sum_images", &gpu.read_range(&nll, 0, images).unwrap(), &want, 1e-5);
     let plus_one: Vec<f32> = want.iter().map(|v| v + 1.0).collect();
     check(
@@ -856,6 +910,8 @@ fn pixel_net_family_matches_cpu() {
     for (i, config) in [
         pixelcnn::model::Config::pixelcnn(6, 2).conditional(),
         pixelcnn::model::Config::gated(5, 3),
+        // 16×20 images, a dilated gated net with 4 classes: the HEIGHT/WIDTH/PIXELS constants of pixel_net.
+        pixelcnn::model::Config::gated(4, 3).dilated(2).with_classes(4).with_shape(16, 20),
     ]
     .into_iter()
     .enumerate()
@@ -863,7 +919,7 @@ fn pixel_net_family_matches_cpu() {
         let net = pixelcnn::model::Network::new(config);
         let params = perturbed_params(&net, 40 + i as u64, 0.1);
         let count = 5;
-        let labels = random_labels(count, 41);
+        let labels = random_labels_of(count, config.classes.max(1), 41);
         let spec = cpu::SampleSpec {
             count,
             key: pixelcnn::rng::sample_key(42),
@@ -885,9 +941,8 @@ fn pixel_net_family_matches_cpu() {
             &format!("pixel_net {}", net.config.describe()),
             &got,
             &want,
-            spec.key,
-            0,
-            0,
+            net.pixels(),
+            (spec.key, 0, 0),
         );
         assert!(ties <= 1, "too many near-ties: {ties}");
     }

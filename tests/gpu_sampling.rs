@@ -9,7 +9,7 @@ use pixelcnn::gpu::gpu_for_tests;
 use pixelcnn::gpu::layers::GpuModel;
 use pixelcnn::gpu::sampler::{sample, SampleRequest, Sampler};
 use pixelcnn::gpu::Gpu;
-use pixelcnn::model::{Config, Network, PIXELS};
+use pixelcnn::model::{Config, Network};
 use pixelcnn::rng;
 
 fn nets() -> Vec<(Network, Vec<f32>)> {
@@ -17,6 +17,9 @@ fn nets() -> Vec<(Network, Vec<f32>)> {
         Config::pixelcnn(6, 2),
         Config::gated(5, 3).conditional(),
         Config::pixelcnn(5, 1).conditional(),
+        // A non-square image (16 rows of 20): a dilated gated net with 4 classes, and a plain one.
+        Config::gated(4, 3).dilated(2).with_classes(4).with_shape(16, 20),
+        Config::pixelcnn(4, 1).with_shape(16, 20),
     ]
     .into_iter()
     .enumerate()
@@ -39,7 +42,8 @@ fn request<'a>(spec: SampleSpec<'a>, naive: bool) -> SampleRequest<'a> {
 fn check_samplers(gpu: &Gpu, version: &str, net: &Network, params: &[f32]) {
     let count = 3;
     let key = rng::sample_key(99);
-    let labels = random_labels(count, 3);
+    let (pixels, width) = (net.pixels(), net.width());
+    let labels = random_labels_of(count, net.config.classes.max(1), 3);
     let spec = SampleSpec {
         count,
         key,
@@ -54,12 +58,12 @@ fn check_samplers(gpu: &Gpu, version: &str, net: &Network, params: &[f32]) {
     let inc = sample(gpu, &g, request(spec, false), |_| {}).unwrap();
     // The CPU's incremental sampler (itself checked against its naive one in cpu_reference.rs).
     let cpu = cpu::sample_incremental(net, params, spec);
-    let mut ties = compare_samplers(&format!("{what} incremental GPU vs CPU"), &inc, &cpu, key, 0, 0);
-    // The naive GPU sampler runs 784 whole forward passes: only with the raster kernels, which lavapipe runs in
-    // seconds (the tiled ones, shaped for GPUs, take a minute there).
+    let mut ties = compare_samplers(&format!("{what} incremental GPU vs CPU"), &inc, &cpu, pixels, (key, 0, 0));
+    // The naive GPU sampler runs one whole forward pass per pixel: only with the raster kernels, which lavapipe runs
+    // in seconds (the tiled ones, shaped for GPUs, take a minute there).
     if version == "raster" {
         let naive = sample(gpu, &g, request(spec, true), |_| {}).unwrap();
-        ties += compare_samplers(&format!("{what} naive GPU vs CPU"), &naive, &cpu, key, 0, 0);
+        ties += compare_samplers(&format!("{what} naive GPU vs CPU"), &naive, &cpu, pixels, (key, 0, 0));
     }
     assert!(ties <= 1, "too many near-ties: {ties}");
     // At another temperature the GPU and CPU samplers still agree (p = σ(logit / T) on both).
@@ -73,13 +77,12 @@ fn check_samplers(gpu: &Gpu, version: &str, net: &Network, params: &[f32]) {
         &format!("{what} T 0.8 incremental GPU vs CPU"),
         &inc_cool,
         &cpu_cool,
-        key,
-        0,
-        0,
+        pixels,
+        (key, 0, 0),
     );
     assert!(ties_cool <= 1, "too many near-ties at T 0.8: {ties_cool}");
     let ones = inc.images.iter().filter(|&&v| v == 1).count();
-    assert!(ones > 0 && ones < count * PIXELS, "degenerate samples: {ones} ones");
+    assert!(ones > 0 && ones < count * pixels, "degenerate samples: {ones} ones");
     // The same seed gives the same images; another seed other images.
     assert_eq!(
         sample(gpu, &g, request(spec, false), |_| {}).unwrap().images,
@@ -95,8 +98,8 @@ fn check_samplers(gpu: &Gpu, version: &str, net: &Network, params: &[f32]) {
     );
 
     // Completion: the known rows stay, the rest matches the CPU's incremental sampler.
-    let init = random_images(2, 3);
-    let start = 14 * 28;
+    let init = random_images_of(2, pixels, 3);
+    let start = net.config.height / 2 * width;
     let spec = SampleSpec {
         count: 2,
         first_image: 10,
@@ -110,8 +113,8 @@ fn check_samplers(gpu: &Gpu, version: &str, net: &Network, params: &[f32]) {
     let cpu = cpu::sample_incremental(net, params, spec);
     for i in 0..2 {
         assert_eq!(
-            &inc.images[i * PIXELS..i * PIXELS + start],
-            &init[i * PIXELS..i * PIXELS + start],
+            &inc.images[i * pixels..i * pixels + start],
+            &init[i * pixels..i * pixels + start],
             "known rows changed"
         );
     }
@@ -119,9 +122,8 @@ fn check_samplers(gpu: &Gpu, version: &str, net: &Network, params: &[f32]) {
         &format!("{what} completion: incremental GPU vs incremental CPU"),
         &inc,
         &cpu,
-        key,
-        10,
-        start,
+        pixels,
+        (key, 10, start),
     );
 }
 

@@ -1,5 +1,6 @@
 //! Whole training steps on the GPU against the CPU reference, on both kernel versions and both architectures
-//! (conditional too), determinism, and buffer-limit errors.
+//! (conditional too, and at image sizes other than 28×28: 8×8, 16×20 and 64×64), determinism, and buffer-limit
+//! errors.
 
 mod common;
 use common::*;
@@ -18,8 +19,11 @@ fn three_adam_steps(gpu: &Gpu, version: &str, config: Config) {
         ..AdamConfig::default()
     };
     let start = perturbed_params(&net, 1, 0.05);
-    let batches: Vec<Vec<u8>> = (0..3).map(|i| random_images(3, 10 + i)).collect();
-    let labels: Vec<Vec<u8>> = (0..3).map(|i| random_labels(3, 20 + i)).collect();
+    let pixels = config.pixels();
+    let batches: Vec<Vec<u8>> = (0..3).map(|i| random_images_of(3, pixels, 10 + i)).collect();
+    let labels: Vec<Vec<u8>> = (0..3)
+        .map(|i| random_labels_of(3, config.classes.max(1), 20 + i))
+        .collect();
     let label = |i: usize| config.is_conditional().then_some(&labels[i][..]);
     let what = format!("[{version}] {}", config.describe());
 
@@ -30,7 +34,7 @@ fn three_adam_steps(gpu: &Gpu, version: &str, config: Config) {
         let x: Vec<f32> = b.iter().map(|&v| v as f32).collect();
         if i == 0 {
             let acts = cpu::forward(&net, &params, &x, label(0), 3);
-            let (_, d_logits) = cpu::bce_loss_grad(&acts[net.logits_act()], &x);
+            let (_, d_logits) = cpu::bce_loss_grad(&acts[net.logits_act()], &x, pixels);
             first_grads = Some(cpu::backward(&net, &params, &acts, label(0), d_logits, 3).0);
         }
         cpu::train_step(&net, &mut params, &mut adam, &cfg, &x, label(i), 3);
@@ -82,7 +86,7 @@ fn three_adam_steps(gpu: &Gpu, version: &str, config: Config) {
     assert_ne!(cpu_ema, params, "the average should lag the parameters");
     // Evaluating the average (swapped in for the parameters, and back) equals the CPU's NLL under the average, and
     // leaves the parameters as they were.
-    let images = random_images(3, 40);
+    let images = random_images_of(3, pixels, 40);
     let x: Vec<f32> = images.iter().map(|&v| v as f32).collect();
     let got = trainer.evaluate_average(gpu, &images, label(0), |_| {}).unwrap();
     check(
@@ -123,6 +127,25 @@ fn three_adam_steps_match_cpu() {
             Config::gated(6, 2).conditional(),
         ] {
             three_adam_steps(&gpu, &version, config);
+        }
+    }
+}
+
+/// Images other than 28×28, square and not, small enough that a lane's rows span more than two images (8×8) and
+/// large enough that an image spans many workgroups (64×64): both architectures, conditional (with a class count
+/// other than 10) and not.
+#[test]
+fn three_adam_steps_match_cpu_at_other_sizes() {
+    for (version, gpu) in devices() {
+        for (h, w) in [(8, 8), (16, 20), (64, 64)] {
+            for config in [
+                Config::pixelcnn(6, 1),
+                Config::pixelcnn(4, 1).with_classes(3),
+                Config::gated(5, 2).dilated(2),
+                Config::gated(4, 2).with_classes(7),
+            ] {
+                three_adam_steps(&gpu, &version, config.with_shape(h, w));
+            }
         }
     }
 }

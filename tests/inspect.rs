@@ -8,7 +8,11 @@ use common::perturbed_params;
 use pixelcnn::cpu::SampleSpec;
 use pixelcnn::inspect::receptive_field::{receptive_field, ReceptiveField, Region};
 use pixelcnn::inspect::score;
-use pixelcnn::model::{Config, Network, PIXELS, WIDTH};
+use common::PIXELS;
+use pixelcnn::model::{Config, Network};
+
+/// Columns of the 28×28 images most of these tests use.
+const WIDTH: usize = 28;
 use pixelcnn::train::Device;
 
 fn field(config: Config, pixel: (usize, usize), seed: u64) -> ReceptiveField {
@@ -89,6 +93,30 @@ fn the_gated_network_has_no_blind_spot_and_a_deep_one_sees_the_whole_past() {
     let f = field(Config::pixelcnn(8, 12), (14, 14), 3);
     assert!(f.count(Region::BlindSpot) >= 50, "{}", f.text_map());
     assert!(!f.mask[13 * WIDTH + 19], "{}", f.text_map());
+}
+
+#[test]
+fn six_dilated_gated_layers_see_every_earlier_pixel() {
+    // Layer 0's 7-wide kernel and dilations 1, 2, 4, 8, 16 reach 34 rows up and 34 columns either side, and every
+    // offset in between is a sum of distinct dilations: at every pixel of a 28×28 image, the whole past and
+    // nothing else. Without dilation the same six layers leave most of it out of reach.
+    let dilated = Config::gated(2, 6).dilated(5);
+    for pixel in [(14, 14), (27, 27), (27, 0), (0, 27), (1, 0), (13, 26), (20, 3)] {
+        let f = field(dilated, pixel, 4);
+        let q = f.causal_pixels();
+        let what = format!("{} at {pixel:?}", dilated.describe());
+        assert_inside_causal_region(&f, &what);
+        assert_eq!(f.count(Region::Depends), q, "{what}:\n{}", f.text_map());
+        assert_eq!(f.count(Region::BlindSpot) + f.count(Region::Unreached), 0, "{what}");
+    }
+    let f = field(Config::gated(2, 6), (27, 27), 4);
+    assert!(f.count(Region::Unreached) > 500, "{}", f.text_map());
+    // On a non-square image of 16 rows and 20 columns: four dilations (1, 2, 4, 8) reach 3 + 15 = 18 columns to
+    // the left, one short of the first column from the last; the fifth (16) reaches it.
+    let f = field(Config::gated(2, 5).dilated(4).with_shape(16, 20), (15, 19), 5);
+    assert_eq!(f.count(Region::Unreached), 16, "{}", f.text_map());
+    let f = field(Config::gated(2, 6).dilated(5).with_shape(16, 20), (15, 19), 5);
+    assert_eq!(f.count(Region::Depends), 15 * 20 + 19, "{}", f.text_map());
 }
 
 #[test]

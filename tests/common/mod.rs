@@ -3,7 +3,10 @@
 
 use pixelcnn::cpu::Samples;
 use pixelcnn::gpu::{gpu_for_tests_with, Gpu};
-use pixelcnn::model::{Network, PIXELS};
+use pixelcnn::model::Network;
+
+/// Pixels of the default 28×28 image, which most tests use.
+pub const PIXELS: usize = 784;
 use pixelcnn::rng::{self, SplitMix64};
 
 /// Uniform values in [-1, 1): fresh random inputs, never zeros.
@@ -12,10 +15,21 @@ pub fn random_vec(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|_| (rng.next_f64() * 2.0 - 1.0) as f32).collect()
 }
 
-/// Random binary images (0/1 bytes).
+/// Random binary 28×28 images (0/1 bytes).
 pub fn random_images(count: usize, seed: u64) -> Vec<u8> {
+    random_images_of(count, PIXELS, seed)
+}
+
+/// Random binary images of `pixels` pixels (0/1 bytes).
+pub fn random_images_of(count: usize, pixels: usize, seed: u64) -> Vec<u8> {
     let mut rng = SplitMix64::new(seed);
-    (0..count * 784).map(|_| (rng.next_f64() < 0.4) as u8).collect()
+    (0..count * pixels).map(|_| (rng.next_f64() < 0.4) as u8).collect()
+}
+
+/// Random labels below `classes`.
+pub fn random_labels_of(count: usize, classes: usize, seed: u64) -> Vec<u8> {
+    let mut rng = SplitMix64::new(seed);
+    (0..count).map(|_| rng.below(classes as u64) as u8).collect()
 }
 
 /// Random labels 0..9.
@@ -94,17 +108,23 @@ pub fn devices() -> Vec<(String, Gpu)> {
 
 /// Compares two samplers image by image up to the first pixel where the drawn images differ (after that the
 /// conditioning differs). A difference is allowed only where |u − p| is within float tolerance: such near-ties
-/// are counted and reported.
-pub fn compare_samplers(what: &str, a: &Samples, b: &Samples, key: u32, first: u32, start: usize) -> usize {
-    let count = a.images.len() / PIXELS;
+/// are counted and reported. Images of `pixels` pixels.
+pub fn compare_samplers(
+    what: &str,
+    a: &Samples,
+    b: &Samples,
+    pixels: usize,
+    (key, first, start): (u32, u32, usize),
+) -> usize {
+    let count = a.images.len() / pixels;
     let mut max_dp = 0.0f32;
     let mut ties = 0;
     for i in 0..count {
-        for q in start..PIXELS {
-            let (pa, pb) = (a.probs[i * PIXELS + q], b.probs[i * PIXELS + q]);
+        for q in start..pixels {
+            let (pa, pb) = (a.probs[i * pixels + q], b.probs[i * pixels + q]);
             max_dp = max_dp.max((pa - pb).abs());
             assert!((pa - pb).abs() < 1e-4, "{what}: image {i} pixel {q}: p {pa} vs {pb}");
-            if a.images[i * PIXELS + q] != b.images[i * PIXELS + q] {
+            if a.images[i * pixels + q] != b.images[i * pixels + q] {
                 let u = rng::sample_uniform(key, first + i as u32, q as u32);
                 assert!(
                     (u - pa).abs() < 1e-4,
