@@ -1,6 +1,6 @@
 //! `pixelcnn bench peak`, `pixelcnn bench train` and `pixelcnn bench sample`.
 
-use super::ModelArgs;
+use super::{ModelArgs, ShapeArgs};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use pixelcnn::bench::{self, PeakBench, SampleBench, TrainBench};
@@ -91,6 +91,8 @@ pub struct BenchTrainArgs {
     batch_size: u64,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    shape: ShapeArgs,
     /// Timed steps (after 2 warm-up steps).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
     steps: u64,
@@ -106,7 +108,7 @@ pub struct BenchTrainArgs {
 
 impl BenchTrainArgs {
     pub fn run(self) -> Result<()> {
-        let config = self.model.config()?;
+        let config = self.shape.apply(self.model.config()?)?;
         let r = bench::bench_train(
             config,
             self.batch_size as usize,
@@ -172,6 +174,8 @@ pub struct BenchSampleArgs {
     checkpoint: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    shape: ShapeArgs,
     /// Pixel steps the naive sampler runs before its time is extrapolated to 784.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=784))]
     naive_pixels: u64,
@@ -194,7 +198,7 @@ impl BenchSampleArgs {
                 (Network::new(ck.config), ck.params)
             }
             None => {
-                let net = Network::new(self.model.config()?);
+                let net = Network::new(self.shape.apply(self.model.config()?)?);
                 let params = net.init_params(0);
                 (net, params)
             }

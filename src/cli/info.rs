@@ -1,6 +1,6 @@
 //! The small commands: `data`, `download`, `devices`, `summary`, `baselines`, `plot` and `export`.
 
-use super::{DataArgs, ModelArgs};
+use super::{DataArgs, ModelArgs, ShapeArgs};
 use anyhow::{ensure, Result};
 use clap::Args;
 use pixelcnn::model::Network;
@@ -11,6 +11,11 @@ use std::path::PathBuf;
 pub struct DataCmdArgs {
     #[command(flatten)]
     data: DataArgs,
+    /// Also write every image, binarized (0 or 255), as a PNG into a class-folder tree: DIR/train/<class>/ (the
+    /// training and validation images, in order) and DIR/test/<class>/, which `--data DIR` reads back as the same
+    /// splits. DIR must not exist or be empty.
+    #[arg(long, value_name = "DIR")]
+    export_folder: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -23,6 +28,10 @@ impl DataCmdArgs {
             println!("{}", data::report_json(&ds));
         } else {
             print!("{}", data::report_text(&ds));
+        }
+        if let Some(dir) = &self.export_folder {
+            let n = data::export_folder(&ds, dir)?;
+            eprintln!("wrote {n} images into {}", dir.display());
         }
         Ok(())
     }
@@ -90,25 +99,40 @@ impl DevicesArgs {
 
 #[derive(Args)]
 pub struct SummaryArgs {
+    /// Summarise the model of this checkpoint (its shape and class names too) instead of one described by flags.
+    #[arg(long, conflicts_with_all = ["arch", "filters", "blocks", "layers", "dilation_cycle", "conditional", "image_size"])]
+    checkpoint: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    shape: ShapeArgs,
     #[arg(long)]
     json: bool,
 }
 
 impl SummaryArgs {
     pub fn run(self) -> Result<()> {
-        let net = Network::new(self.model.config()?);
+        let (config, names) = match &self.checkpoint {
+            Some(path) => {
+                let ck = checkpoint::load(path)?;
+                (ck.config, ck.meta.class_names)
+            }
+            None => {
+                let config = self.shape.apply(self.model.config()?)?;
+                (config, pixelcnn::model::default_class_names(config.classes))
+            }
+        };
+        let net = Network::new(config);
         if self.json {
-            print_summary_json(&net);
+            print_summary_json(&net, &names);
         } else {
-            print_summary(&net);
+            print_summary(&net, &names);
         }
         Ok(())
     }
 }
 
-fn print_summary_json(net: &Network) {
+fn print_summary_json(net: &Network, names: &[String]) {
     let tensors: Vec<_> = net
         .params
         .tensors
@@ -117,12 +141,15 @@ fn print_summary_json(net: &Network) {
         .collect();
     println!(
         "{}",
-        serde_json::json!({"model": net.config.describe(), "total_params": net.full_param_count(), "live_params": net.live_param_count(), "layers": net.summary_rows(), "tensors": tensors})
+        serde_json::json!({"model": net.config.describe(), "height": net.config.height, "width": net.config.width, "classes": names, "total_params": net.full_param_count(), "live_params": net.live_param_count(), "layers": net.summary_rows(), "tensors": tensors})
     );
 }
 
-fn print_summary(net: &Network) {
+fn print_summary(net: &Network, names: &[String]) {
     println!("{}", net.config.describe());
+    if !names.is_empty() {
+        println!("classes: {}", names.join(", "));
+    }
     println!("{:<22} {:<44} {:<16} {:>10}", "layer", "type", "output shape", "params");
     println!("{}", "-".repeat(95));
     for r in &net.summary_rows() {

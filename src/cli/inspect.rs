@@ -1,6 +1,6 @@
 //! `pixelcnn receptive-field` and `pixelcnn score`.
 
-use super::{styled_bar, ModelArgs};
+use super::{styled_bar, ModelArgs, ShapeArgs};
 use anyhow::{ensure, Result};
 use clap::Args;
 use pixelcnn::inspect::receptive_field::{self, Region};
@@ -19,6 +19,8 @@ pub struct ReceptiveFieldArgs {
     checkpoint: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    shape: ShapeArgs,
     /// The pixel whose prediction is examined: ROW,COLUMN, 0-based (0,0 is the top-left pixel, 27,27 the
     /// bottom-right).
     #[arg(long, value_name = "ROW,COLUMN", value_parser = receptive_field::parse_pixel)]
@@ -47,8 +49,8 @@ pub struct ReceptiveFieldArgs {
 
 impl ReceptiveFieldArgs {
     pub fn run(self) -> Result<()> {
-        let (net, params, source, checkpoint) = if self.model.given() {
-            let config = self.model.config()?;
+        let (net, params, source, checkpoint) = if self.model.given() || self.shape.image_size.is_some() {
+            let config = self.shape.apply(self.model.config()?)?;
             let net = Network::new(config);
             let params = net.init_params(self.seed);
             (net, params, format!("random weights, seed {}", self.seed), None)

@@ -12,7 +12,7 @@ pub mod train;
 use anyhow::{ensure, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use pixelcnn::data;
+use pixelcnn::{checkpoint, data};
 use pixelcnn::model::{Arch, Config, DEFAULT_DEPTH, DEFAULT_FILTERS};
 use std::path::PathBuf;
 
@@ -77,21 +77,111 @@ pub fn parse_minutes(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// `--image-size HxW`.
+pub fn parse_image_size(s: &str) -> Result<(usize, usize), String> {
+    data::parse_image_size(s).map_err(|e| format!("{e:#}"))
+}
+
+/// `--threshold`: a finite number in (0, 1].
+pub fn parse_threshold(s: &str) -> Result<f64, String> {
+    in_unit_interval(s, "--threshold")
+}
+
 #[derive(Args, Clone)]
 pub struct DataArgs {
-    /// A directory with the four Fashion-MNIST IDX files (plain or .gz), or a Kaggle-format CSV file.
-    /// Default: $PIXELCNN_DATA, else data/fashion-mnist.
+    /// The data: a directory with the four IDX files of an MNIST-style set (Fashion-MNIST, MNIST, KMNIST; plain or
+    /// .gz; labels optional), a directory of binarized-MNIST .amat files, a CSV file (label then pixels per line,
+    /// plain or .gz), or a folder of images (class subfolders, optional train/ and test/). Default:
+    /// $PIXELCNN_DATA, else data/fashion-mnist.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Fraction of the training images held out for validation (the last ones, as Keras does).
+    /// Fraction of the training images held out for validation (the last ones, as Keras does). Sets with their
+    /// own validation files (.amat) keep those.
     #[arg(long, default_value_t = 0.1, value_parser = parse_val_split)]
     pub val_split: f64,
+    /// A pixel is 1 when its grey level / the maximum ≥ T. Default 0.33 (the seed's); with a model (eval,
+    /// complete), the threshold it was trained with.
+    #[arg(long, value_parser = parse_threshold)]
+    pub threshold: Option<f64>,
+    /// Invert the grey levels before binarizing (for dark drawings on a light background).
+    #[arg(long)]
+    pub invert: bool,
+    /// The image shape HxW (e.g. 32x32): a folder's images are all resized to it (triangle filter); a CSV whose
+    /// pixel count is not a square needs it.
+    #[arg(long, value_name = "HxW", value_parser = parse_image_size)]
+    pub image_size: Option<(usize, usize)>,
+    /// Class names, comma-separated in label order, for data that carries none (IDX, CSV); default: a
+    /// classes.txt beside the data (one name per line), Fashion-MNIST's names for Fashion-MNIST, else the label
+    /// numbers.
+    #[arg(long, value_name = "A,B,…", value_delimiter = ',')]
+    pub class_names: Option<Vec<String>>,
+    /// A CSV's label column: first (Kaggle), last (scikit-learn's digits) or none (unlabelled).
+    #[arg(long, default_value = "first", value_parser = ["first", "last", "none"])]
+    pub label_column: String,
+    /// A CSV's largest pixel value (255 for 8-bit greys; 16 for scikit-learn's digits).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub max_value: Option<u32>,
 }
 
 impl DataArgs {
+    /// The load options, binarizing with the flags, else `model`'s own threshold and inversion, else the defaults.
+    pub fn options(&self, model: Option<&checkpoint::ModelMeta>) -> Result<data::LoadOptions> {
+        let label_column = self
+            .label_column
+            .parse::<data::LabelColumn>()
+            .map_err(|e| anyhow::anyhow!("--label-column: {e}"))?;
+        Ok(data::LoadOptions {
+            val_split: self.val_split,
+            binarize: data::Binarize {
+                threshold: self
+                    .threshold
+                    .or(model.map(|m| m.threshold))
+                    .unwrap_or(data::DEFAULT_THRESHOLD),
+                invert: self.invert || model.is_some_and(|m| m.invert),
+            },
+            image_size: self.image_size,
+            class_names: self.class_names.clone(),
+            label_column,
+            max_value: self.max_value,
+        })
+    }
+
+    /// The data path: `--data`, else $PIXELCNN_DATA, else data/fashion-mnist.
+    pub fn path(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(data::default_data_path)
+    }
+
+    /// Loads the data, binarized as `model` was trained (unless flags say otherwise); prints the loader's notes.
+    pub fn load_for(&self, model: Option<&checkpoint::ModelMeta>) -> Result<data::Dataset> {
+        let ds = data::load_with(&self.path(), &self.options(model)?)?;
+        for note in &ds.notes {
+            eprintln!("note: {note}");
+        }
+        Ok(ds)
+    }
+
     pub fn load(&self) -> Result<data::Dataset> {
-        let path = self.data.clone().unwrap_or_else(data::default_data_path);
-        data::load(&path, self.val_split)
+        self.load_for(None)
+    }
+}
+
+/// `--image-size` of a model with random weights (receptive-field, bench, summary).
+#[derive(Args, Clone, Copy)]
+pub struct ShapeArgs {
+    /// The images of a fresh model, HxW (default 28x28).
+    #[arg(long, value_name = "HxW", value_parser = parse_image_size)]
+    pub image_size: Option<(usize, usize)>,
+}
+
+impl ShapeArgs {
+    /// `config` for images of the requested shape.
+    pub fn apply(&self, config: Config) -> Result<Config> {
+        let c = match self.image_size {
+            Some((h, w)) => config.with_shape(h, w),
+            None => config,
+        };
+        c.validate()?;
+        Ok(c)
     }
 }
 

@@ -251,9 +251,6 @@ pub struct CompleteArgs {
     /// --help` describes). Repeat for several.
     #[arg(long = "image", value_name = "IMAGE", conflicts_with = "count")]
     images: Vec<PathBuf>,
-    /// With --image: invert the grey levels first (dark drawings on a light background).
-    #[arg(long, requires = "images")]
-    invert: bool,
     /// With --image: pad an image of another size than the model's to its aspect ratio and resize it (triangle
     /// filter), instead of refusing it.
     #[arg(long, requires = "images")]
@@ -336,7 +333,7 @@ impl CompleteArgs {
         };
         grid::check_canvas(layout, net.image(), self.scale, grid::DEFAULT_GAP)?;
         let (split, chosen) = if self.images.is_empty() {
-            let ds = self.data.load()?;
+            let ds = self.data.load_for(Some(&ck.meta))?;
             let mut split = ds.test.take((self.count as usize).min(ds.test.len()));
             ensure!(
                 split.len() == self.count as usize,
@@ -427,7 +424,7 @@ impl CompleteArgs {
         let prep = user_image::Preparation {
             shape: net.image(),
             threshold: ck.meta.threshold,
-            invert: ck.meta.invert != self.invert,
+            invert: ck.meta.invert != self.data.invert,
             resize: self.resize,
         };
         let imgs = user_image::load_all(&self.images, prep)?;
@@ -452,6 +449,11 @@ impl CompleteArgs {
             }
         }
         let labels = chosen.iter().map(|c| c.class.unwrap_or(0) as u8).collect();
-        Ok((pixelcnn::data::Split { images: binary, labels }, chosen))
+        let split = pixelcnn::data::Split {
+            images: binary,
+            labels,
+            pixels: net.pixels(),
+        };
+        Ok((split, chosen))
     }
 }
