@@ -7,6 +7,9 @@
 //   relu_backward  out[o] = a[o] > 0 ? b[o] : 0   (+ out[o] with FLAG_ACCUMULATE): a = the ReLU's output y, b = dy
 //   gate_forward   out[p, c] = tanh(z[p, c] + β[c]) · σ(z[p, h + c] + β[h + c])     (c < c4 = h, the half width)
 //   gate_backward  dz[p, c] = d · (1 − t²) · s,  dz[p, h + c] = d · t · s · (1 − s)  (t, s as above, d = dout)
+//   dropout        out[o] = a[o] · keep / (1 − rate)   (+ out[o] with FLAG_ACCUMULATE), image-major rows only:
+//                  lane l of vec4 o is kept when uniform_draw(key, o, l) ≥ rate, rate = DROP_PERCENT / 100, key =
+//                  the first word of c_in (the training step's, written before each step). Forward and backward alike.
 //   where z = a, β = b[image · bias_stride] (the class bias, only with FLAG_BIAS), dout = c_in, and o = position ·
 //   c4 + c. The gate's input keeps each half padded to h vec4s (the GPU layout of 2-group activations), so both
 //   halves are whole vec4s.
@@ -32,6 +35,9 @@ const FLAGS: u32 = 0u;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> output: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> c_in: array<vec4<f32>>;
+
+// Dropout's rate in percent, fixed when the pipeline is built (a network's dropout never changes).
+const DROP_PERCENT: u32 = 0u;
 
 // The invocation's number, linear over x and y.
 fn invocation(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -146,4 +152,18 @@ fn gate_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let zi = position(g, row_image(g, rc.x), row_pixel(g, rc.x)) * 2u * prm.c4 + rc.y;
     output[zi] = d * (1.0 - t * t) * s;
     output[zi + prm.c4] = d * t * s * (1.0 - s);
+}
+
+@compute @workgroup_size(64)
+fn dropout(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = element_index(gid, nwg);
+    if (i == PAST_THE_END) {
+        return;
+    }
+    let key = bitcast<u32>(c_in[0].x);
+    let rate = f32(DROP_PERCENT) / 100.0;
+    let u = vec4<f32>(uniform_draw(key, i, 0u), uniform_draw(key, i, 1u), uniform_draw(key, i, 2u),
+                      uniform_draw(key, i, 3u));
+    let scale = 1.0 / (1.0 - rate);
+    store(i, select(vec4<f32>(0.0), a[i] * scale, u >= vec4<f32>(rate)));
 }

@@ -7,7 +7,8 @@
 //   for each op of the program, in order:
 //     CONV  out[q, i, n] = act(bias[n] [+ class_bias[label_i, n]] + Σ_t Σ_k in[q + off_t, i, k] · w[t·cin + k, n])
 //     ADD   out = in0 + in1            GATE  out[c] = tanh(z[c] + β[c]) · σ(z[h + c] + β[h + c])
-//     RELU  out = max(in0, 0)          SAMPLE  p = σ(logit[q0, i] / T); x[q0, i] = u(key, first_image + i, q0) < p
+//     RELU  out = max(in0, 0)          COPY  out = in0 (dropout, which sampling does not drop)
+//     SAMPLE  p = σ(logit[q0, i] / T); x[q0, i] = u(key, first_image + i, q0) < p
 //   then storageBarrier + workgroupBarrier, so the next op sees this op's outputs.
 // The convs read earlier positions from the activation caches, which earlier dispatches filled.
 //
@@ -37,6 +38,7 @@ const OP_ADD: u32 = 1u;
 const OP_GATE: u32 = 2u;
 const OP_RELU: u32 = 3u;
 const OP_SAMPLE: u32 = 4u;
+const OP_COPY: u32 = 5u;
 const NONE: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<uniform> prm: NetParams;
@@ -126,6 +128,13 @@ fn pixel_net(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
                     let q = prm.q0 + item / c4;
                     let n = item % c4;
                     acts[at(op0.w, q, i, n)] = max(acts[at(op0.y, q, i, n)], vec4<f32>(0.0));
+                }
+            }
+            case OP_COPY: {
+                for (var item = lid; item < prm.npos * c4; item += 64u) {
+                    let q = prm.q0 + item / c4;
+                    let n = item % c4;
+                    acts[at(op0.w, q, i, n)] = acts[at(op0.y, q, i, n)];
                 }
             }
             case OP_SAMPLE: {

@@ -3,7 +3,7 @@
 //! them. Masked taps are saved as zeros and ignored on load (only live taps are read).
 //!
 //! Metadata: `format` = `pixelcnn`, `arch` (`pixelcnn` | `gated`), `classes` (0, or 2–256), `filters`, `depth`,
-//! `height` and `width`, `dilation_cycle` (only when not 1), `class_names` (a JSON list, conditional models),
+//! `height` and `width`, `dilation_cycle` (only when not 1), `dropout_percent` (only when not 0), `class_names` (a JSON list, conditional models),
 //! `threshold` and `invert` (how the training images were binarized), and for training checkpoints a JSON
 //! `train_state`. A file without `height`/`width` is 28×28, one without `class_names` has Fashion-MNIST's names
 //! (10 classes) or the label numbers, one without `threshold` the seed's 0.33. Training checkpoints also hold Adam's moments as tensors
@@ -354,6 +354,9 @@ pub fn to_bytes_with(
     if c.dilation_cycle != 1 {
         meta.insert("dilation_cycle".to_string(), c.dilation_cycle.to_string());
     }
+    if c.dropout != 0 {
+        meta.insert("dropout_percent".to_string(), c.dropout.to_string());
+    }
     if let Some((state, _)) = train {
         meta.insert("train_state".to_string(), serde_json::to_string(state)?);
     }
@@ -520,6 +523,20 @@ fn infer_config(st: &SafeTensors, meta: Option<&HashMap<String, String>>, file: 
         height: side("height", crate::model::DEFAULT_HEIGHT)?,
         width: side("width", crate::model::DEFAULT_WIDTH)?,
         dilation_cycle,
+        // Training-only: a file that does not say was trained without it.
+        dropout: match meta.and_then(|m| m.get("dropout_percent")) {
+            Some(v) => v
+                .parse::<u8>()
+                .ok()
+                .filter(|&d| d <= crate::model::MAX_DROPOUT)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{file}: metadata `dropout_percent` is {v:?}, expected 0–{}",
+                        crate::model::MAX_DROPOUT
+                    )
+                })?,
+            None => 0,
+        },
     };
     if let Some(m) = meta {
         for (key, value) in [("filters", filters), ("depth", depth)] {

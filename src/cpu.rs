@@ -2,7 +2,7 @@
 //! ground truth the GPU kernels are tested against. Each kernel function shares its name with the WGSL entry point
 //! it mirrors (`conv_forward`, `conv_backward_data`, `conv_backward_weight`, `relu_forward`, `relu_backward`, `add`,
 //! `gate_forward`, `gate_backward`, `class_bias_add`, `image_sums`, `class_bias_backward`, `reduce_chunks`,
-//! `sum_images`, `adam_update`, `ema_update`, `sample_pixel`, `fma_peak`, `read_bandwidth`; `conv_pixel` is the twin
+//! `sum_images`, `adam_update`, `ema_update`, `dropout`, `sample_pixel`, `fma_peak`, `read_bandwidth`; `conv_pixel` is the twin
 //! of `conv_forward` over one pixel's rows, the sampler's step), and [`forward`] / [`backward`] have one match arm
 //! per layer kind, mirrored by `gpu::layers`.
 //!
@@ -302,6 +302,30 @@ pub fn gate_backward(z: &[f32], bias: Option<&[f32]>, dout: &[f32], channels: us
     dz
 }
 
+/// Whether dropout at `rate` keeps element (position `p`, channel `c`) of an activation whose GPU layout has `c4`
+/// vec4 columns, in the step with `key`: u(key, p · c4 + c / 4, c mod 4) ≥ rate — the GPU's `dropout` draws the
+/// same numbers for the same vec4 and lane.
+pub fn dropout_keeps(key: u32, p: usize, c: usize, c4: usize, rate: f32) -> bool {
+    rng::sample_uniform(key, (p * c4 + c / 4) as u32, (c % 4) as u32) >= rate
+}
+
+/// Inverted dropout over `[positions, channels]` values: kept elements scaled by 1 / (1 − rate), the others 0. Its
+/// gradient is the same function of the output's gradient (the same mask and scale).
+pub fn dropout(x: &[f32], channels: usize, key: u32, rate: f32) -> Vec<f32> {
+    let c4 = crate::model::pad4(channels) / 4;
+    let scale = 1.0 / (1.0 - rate);
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if dropout_keeps(key, i / channels, i % channels, c4, rate) {
+                v * scale
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
 /// Binary cross-entropy from a logit, in the stable softplus form: max(z, 0) − z·x + log(1 + e^−|z|).
 pub fn bce_from_logit(z: f32, x: f32) -> f32 {
     z.max(0.0) - z * x + (-z.abs()).exp().ln_1p()
@@ -365,9 +389,22 @@ fn gate_bias(
 }
 
 /// All activations of a forward pass: `acts[0]` is the input, the last is the logits. `labels` (one per image) is
-/// needed by class-conditional networks and ignored by others.
-#[deny(clippy::wildcard_enum_match_arm)]
+/// needed by class-conditional networks and ignored by others. Dropout layers pass their input through (the
+/// network as evaluation and sampling use it); see [`forward_training`].
 pub fn forward(net: &Network, params: &[f32], images: &[f32], labels: Option<&[u8]>, batch: usize) -> Vec<Vec<f32>> {
+    forward_training(net, params, images, labels, batch, None)
+}
+
+/// [`forward`] of a training step: with `dropout_key`, dropout layers drop units with that step's masks.
+#[deny(clippy::wildcard_enum_match_arm)]
+pub fn forward_training(
+    net: &Network,
+    params: &[f32],
+    images: &[f32],
+    labels: Option<&[u8]>,
+    batch: usize,
+    dropout_key: Option<u32>,
+) -> Vec<Vec<f32>> {
     assert_eq!(images.len(), batch * net.pixels());
     let labels = labels_for(net, labels, batch);
     let mut acts = vec![images.to_vec()];
@@ -390,6 +427,10 @@ pub fn forward(net: &Network, params: &[f32], images: &[f32], labels: Option<&[u
                 gate_forward(&acts[input], bias.as_deref(), ch, net.pixels())
             }
             Layer::Relu { input } => relu_forward(&acts[input]),
+            Layer::Dropout { input } => match dropout_key {
+                Some(key) => dropout(&acts[input], net.act_channels[input], key, net.config.dropout_rate()),
+                None => acts[input].clone(),
+            },
         };
         acts.push(out);
     }
@@ -397,8 +438,7 @@ pub fn forward(net: &Network, params: &[f32], images: &[f32], labels: Option<&[u
 }
 
 /// Backward through the layer list. Returns the flat parameter gradient (the CPU layout of the parameters) and the
-/// gradient with respect to the input image.
-#[deny(clippy::wildcard_enum_match_arm)]
+/// gradient with respect to the input image. Dropout layers pass their gradient through; see [`backward_training`].
 pub fn backward(
     net: &Network,
     params: &[f32],
@@ -406,6 +446,20 @@ pub fn backward(
     labels: Option<&[u8]>,
     d_logits: Vec<f32>,
     batch: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    backward_training(net, params, acts, labels, d_logits, batch, None)
+}
+
+/// [`backward`] of a training step whose forward dropped units with `dropout_key`'s masks.
+#[deny(clippy::wildcard_enum_match_arm)]
+pub fn backward_training(
+    net: &Network,
+    params: &[f32],
+    acts: &[Vec<f32>],
+    labels: Option<&[u8]>,
+    d_logits: Vec<f32>,
+    batch: usize,
+    dropout_key: Option<u32>,
 ) -> (Vec<f32>, Vec<f32>) {
     let labels = labels_for(net, labels, batch);
     let mut grads = vec![0.0f32; net.param_len()];
@@ -465,6 +519,13 @@ pub fn backward(
                 accumulate(&mut d_acts[input], dz);
             }
             Layer::Relu { input } => accumulate(&mut d_acts[input], relu_backward(&acts[out], &d_out)),
+            Layer::Dropout { input } => {
+                let d = match dropout_key {
+                    Some(key) => dropout(&d_out, net.act_channels[input], key, net.config.dropout_rate()),
+                    None => d_out,
+                };
+                accumulate(&mut d_acts[input], d);
+            }
         }
     }
     (grads, d_acts[0].take().unwrap_or_default())
@@ -520,7 +581,10 @@ pub fn adam_update(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f3
     }
 }
 
-/// One training step on a batch of binary images (values 0/1 as f32). Returns each image's NLL before the update.
+/// One training step on a batch of binary images (values 0/1 as f32), the run's step `adam.step + 1`, whose dropout
+/// masks come from [`rng::dropout_key`]`(dropout_seed, step)`. Returns each image's NLL (before the update, under
+/// the step's dropout).
+#[allow(clippy::too_many_arguments)]
 pub fn train_step(
     net: &Network,
     params: &mut [f32],
@@ -529,10 +593,12 @@ pub fn train_step(
     images: &[f32],
     labels: Option<&[u8]>,
     batch: usize,
+    dropout_seed: u64,
 ) -> Vec<f32> {
-    let acts = forward(net, params, images, labels, batch);
+    let key = (net.config.dropout > 0).then(|| rng::dropout_key(dropout_seed, adam.step + 1));
+    let acts = forward_training(net, params, images, labels, batch, key);
     let (nll, d_logits) = bce_loss_grad(&acts[net.logits_act()], images, net.pixels());
-    let (grads, _) = backward(net, params, &acts, labels, d_logits, batch);
+    let (grads, _) = backward_training(net, params, &acts, labels, d_logits, batch, key);
     adam.step += 1;
     let lr_t = cfg.step_size(adam.step);
     adam_update(params, &grads, &mut adam.m, &mut adam.v, lr_t, cfg);
@@ -667,6 +733,12 @@ fn layer_at(
                 for k in p * c_out..(p + 1) * c_out {
                     out[k] = before[input][k].max(0.0);
                 }
+            }
+        }
+        // Sampling uses the whole network.
+        Layer::Dropout { input } => {
+            for &p in positions {
+                out[p * c_out..(p + 1) * c_out].copy_from_slice(&before[input][p * c_out..(p + 1) * c_out]);
             }
         }
     }

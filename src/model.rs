@@ -115,7 +115,15 @@ pub struct Config {
     /// 1 (the default, and every file without the field): no dilation.
     #[serde(default = "one")]
     pub dilation_cycle: usize,
+    /// Dropout in training, in percent (0: none): on each gated layer's gate output before `h_out`, or each plain
+    /// block's masked conv output before `conv2` — where openai/pixel-cnn's gated ResNet drops units. Evaluation
+    /// and sampling use the whole network (inverted dropout: kept units are scaled by 1 / (1 − rate) in training).
+    #[serde(default)]
+    pub dropout: u8,
 }
+
+/// The most dropout a network takes, in percent.
+pub const MAX_DROPOUT: u8 = 90;
 
 fn one() -> usize {
     1
@@ -152,6 +160,7 @@ impl Config {
             height: DEFAULT_HEIGHT,
             width: DEFAULT_WIDTH,
             dilation_cycle: 1,
+            dropout: 0,
         }
     }
 
@@ -164,6 +173,7 @@ impl Config {
             height: DEFAULT_HEIGHT,
             width: DEFAULT_WIDTH,
             dilation_cycle: 1,
+            dropout: 0,
         }
     }
 
@@ -192,6 +202,19 @@ impl Config {
     /// The same network with `classes` classes (0: unconditional).
     pub fn with_classes(self, classes: usize) -> Config {
         Config { classes, ..self }
+    }
+
+    /// The same network with `percent`% dropout in training.
+    pub fn with_dropout(self, percent: u8) -> Config {
+        Config {
+            dropout: percent,
+            ..self
+        }
+    }
+
+    /// The dropout rate, 0 to 0.9.
+    pub fn dropout_rate(&self) -> f32 {
+        self.dropout as f32 / 100.0
     }
 
     /// The same network for images of `height × width` pixels.
@@ -254,6 +277,12 @@ impl Config {
             "a class-conditional model has 2 to {MAX_CLASSES} classes (got {})",
             self.classes
         );
+        anyhow::ensure!(
+            self.dropout <= MAX_DROPOUT,
+            "--dropout must be at most {} (got {})",
+            MAX_DROPOUT as f32 / 100.0,
+            self.dropout as f32 / 100.0
+        );
         for (what, side) in [("height", self.height), ("width", self.width)] {
             anyhow::ensure!(
                 (MIN_SIDE..=MAX_SIDE).contains(&side),
@@ -284,8 +313,13 @@ impl Config {
             FASHION_CLASSES => " conditional".to_string(),
             n => format!(" conditional ({n} classes)"),
         };
+        let dropout = if self.dropout > 0 {
+            format!(" dropout {}", self.dropout as f32 / 100.0)
+        } else {
+            String::new()
+        };
         format!(
-            "{} F={} {depth}={}{dilated}{conditional}{shape}",
+            "{} F={} {depth}={}{dilated}{dropout}{conditional}{shape}",
             self.arch.as_str(),
             self.filters,
             self.depth,
@@ -459,13 +493,21 @@ pub enum Layer {
     Gate { input: usize, class_bias: Option<usize> },
     /// `out = max(acts[input], 0)`.
     Relu { input: usize },
+    /// Inverted dropout at rate `config.dropout_rate()` in training (`out = acts[input] · keep / (1 − rate)`, keep
+    /// drawn per element from the step's key); `out = acts[input]` in evaluation and sampling.
+    Dropout { input: usize },
 }
 
 impl Layer {
     /// The activations this layer reads.
     pub fn inputs(&self) -> Vec<usize> {
         match *self {
-            Layer::Conv { input, .. } | Layer::Gate { input, .. } | Layer::Relu { input } => vec![input],
+            Layer::Conv { input, .. }
+            | Layer::Gate { input, .. }
+            | Layer::Relu { input }
+            | Layer::Dropout { input } => {
+                vec![input]
+            }
             Layer::Add { a, b } => vec![a, b],
         }
     }
@@ -755,6 +797,15 @@ impl Builder {
         self.layer(Layer::Conv { conv, input }, cout, groups, name.to_string())
     }
 
+    /// A dropout layer on `input` when the network has dropout, else `input` itself (no layer).
+    fn dropout(&mut self, config: Config, input: usize, name: &str) -> usize {
+        if config.dropout == 0 {
+            return input;
+        }
+        let (c, g) = (self.act_channels[input], self.act_groups[input]);
+        self.layer(Layer::Dropout { input }, c, g, name.to_string())
+    }
+
     /// A square k×k conv with a causal mask (or none), centred on the output pixel.
     fn masked(&mut self, name: &str, input: usize, cout: usize, k: usize, mask: Mask, act: Activation) -> usize {
         let c = (k / 2) as i32;
@@ -975,6 +1026,7 @@ impl Network {
                     None => ("Gate tanh·σ".into(), 0),
                 },
                 Layer::Relu { .. } => ("ReLU".into(), 0),
+                Layer::Dropout { .. } => (format!("Dropout {} (training only)", self.config.dropout_rate()), 0),
             };
             rows.push(SummaryRow {
                 layer: self.act_names[l + 1].clone(),
@@ -1002,6 +1054,7 @@ fn build_pixelcnn(b: &mut Builder, config: Config) {
         let p = format!("blocks.{i}");
         let c1 = b.masked(&format!("{p}.conv1"), x, f, 1, Mask::None, relu);
         let m = b.masked(&format!("{p}.masked"), c1, f / 2, 3, Mask::B, relu);
+        let m = b.dropout(config, m, &format!("{p}.dropout"));
         let c2 = b.masked(&format!("{p}.conv2"), m, f, 1, Mask::None, relu);
         x = b.layer(Layer::Add { a: x, b: c2 }, f, 1, format!("{p}.add"));
     }
@@ -1093,6 +1146,7 @@ fn build_gated(b: &mut Builder, config: Config) {
             1,
             format!("{p}.h_gate"),
         );
+        let u = b.dropout(config, u, &format!("{p}.dropout"));
         let out = b.conv(
             &format!("{p}.h_out"),
             u,
@@ -1279,18 +1333,37 @@ mod tests {
             Layer::Add { .. } => 1,
             Layer::Gate { .. } => 2,
             Layer::Relu { .. } => 3,
+            Layer::Dropout { .. } => 4,
         }
     }
 
     #[test]
     fn the_tested_architectures_use_every_layer_kind() {
-        let mut seen = [false; 4];
-        for config in [Config::pixelcnn(6, 2), Config::gated(5, 3).conditional()] {
+        let mut seen = [false; 5];
+        for config in [
+            Config::pixelcnn(6, 2),
+            Config::gated(5, 3).conditional(),
+            Config::gated(4, 2).with_dropout(50),
+        ] {
             for l in &Network::new(config).layers {
                 seen[kind_index(l)] = true;
             }
         }
-        assert_eq!(seen, [true; 4], "a layer kind is used by no tested network");
+        assert_eq!(seen, [true; 5], "a layer kind is used by no tested network");
+    }
+
+    #[test]
+    fn dropout_adds_layers_only_when_asked() {
+        let plain = Network::new(Config::gated(4, 3));
+        let dropped = Network::new(Config::gated(4, 3).with_dropout(50));
+        assert_eq!(dropped.layers.len(), plain.layers.len() + 3);
+        assert_eq!(
+            dropped.params.cpu_len, plain.params.cpu_len,
+            "dropout has no parameters"
+        );
+        let n = dropped.act_names.iter().filter(|n| n.ends_with(".dropout")).count();
+        assert_eq!(n, 3);
+        assert!(Config::gated(4, 3).with_dropout(95).validate().is_err());
     }
 
     #[test]

@@ -68,7 +68,12 @@ pub fn sample_key(seed: u64) -> u32 {
     pcg(seed as u32 ^ pcg((seed >> 32) as u32 ^ 0x9E37_79B9))
 }
 
-/// The uniform draw for `pixel` (raster index 0..784) of sample `image`.
+/// The key of training step `step` (1-based) of a run seeded `seed`, from which dropout draws its masks.
+pub fn dropout_key(seed: u64, step: u64) -> u32 {
+    sample_key(seed ^ 0xD509_0D7E ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// The uniform draw for `pixel` (raster index) of sample `image`; dropout draws with (vec4 index, lane) instead.
 pub fn sample_uniform(key: u32, image: u32, pixel: u32) -> f32 {
     let bits = pcg(pcg(key ^ pcg(image)) ^ pixel);
     (bits >> 8) as f32 * (1.0 / 16_777_216.0)

@@ -41,6 +41,8 @@ pub enum Backend {
         adam: AdamState,
         cfg: AdamConfig,
         running: f64,
+        /// The run's seed, from which each step's dropout masks come.
+        seed: u64,
     },
     Gpu {
         gpu: Arc<Gpu>,
@@ -52,6 +54,7 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend of a run seeded `seed` (its dropout masks derive from the seed and the step).
     pub fn new(
         device: Device,
         net: &Network,
@@ -59,6 +62,7 @@ impl Backend {
         adam: AdamState,
         cfg: AdamConfig,
         batch: usize,
+        seed: u64,
     ) -> Result<Backend> {
         Ok(match device {
             Device::Cpu => Backend::Cpu {
@@ -67,12 +71,14 @@ impl Backend {
                 adam,
                 cfg,
                 running: 0.0,
+                seed,
             },
             Device::Gpu => {
                 let gpu = Arc::new(Gpu::new()?);
                 let mut model = GpuModel::new(&gpu, net, &params)?;
                 model.upload_adam(&gpu, &adam)?;
-                let trainer = Box::new(Trainer::new(&gpu, model, cfg, batch)?);
+                let mut trainer = Box::new(Trainer::new(&gpu, model, cfg, batch)?);
+                trainer.dropout_seed = seed;
                 Backend::Gpu {
                     gpu,
                     trainer,
@@ -93,9 +99,11 @@ impl Backend {
                 adam,
                 cfg,
                 running,
+                seed,
             } => {
                 let x: Vec<f32> = images.iter().map(|&v| v as f32).collect();
-                let nll = cpu::train_step(net, params, adam, cfg, &x, labels, images.len() / net.pixels());
+                let batch = images.len() / net.pixels();
+                let nll = cpu::train_step(net, params, adam, cfg, &x, labels, batch, *seed);
                 *running += nll.iter().map(|&v| v as f64).sum::<f64>();
                 Ok(adam.step)
             }
@@ -587,7 +595,15 @@ impl<'a> TrainLoop<'a> {
         let net = Network::new(config);
         let out_dir = opts.out.clone();
         // The device first: a run that cannot get one writes nothing.
-        let backend = Backend::new(opts.device, &net, params, adam, state.adam, state.batch_size)?;
+        let backend = Backend::new(
+            opts.device,
+            &net,
+            params,
+            adam,
+            state.adam,
+            state.batch_size,
+            state.seed,
+        )?;
         let metrics_path = prepare_run_dir(&out_dir, opts.resume.as_deref(), &state)?;
         let run = TrainLoop {
             opts,

@@ -543,7 +543,7 @@ fn lr_decay_scales_each_epochs_learning_rate() {
             .iter()
             .flat_map(|&i| ds.train.image(i as usize).iter().map(|&v| v as f32))
             .collect();
-        cpu::train_step(&net, &mut params, &mut adam, &cfg, &x, None, idx.len());
+        cpu::train_step(&net, &mut params, &mut adam, &cfg, &x, None, idx.len(), state.seed);
     }
     let end = load(&out.join("last.safetensors"));
     assert!(
@@ -702,10 +702,22 @@ fn sample_png_is_deterministic() {
     // 5 images: ceil(sqrt(5)) = 3 columns, 2 rows.
     let dummy = vec![0u8; PIXELS];
     let dummies: Vec<&[u8]> = vec![&dummy[..]; 5];
-    let expected = grid::render_grid(&dummies, pixelcnn::model::ImageShape::DEFAULT, 3, grid::DEFAULT_SCALE, grid::DEFAULT_GAP);
+    let expected = grid::render_grid(
+        &dummies,
+        pixelcnn::model::ImageShape::DEFAULT,
+        3,
+        grid::DEFAULT_SCALE,
+        grid::DEFAULT_GAP,
+    );
     let img_a = decode_png(&a);
     assert_eq!(img_a.dimensions(), expected.dimensions());
-    let two_rows = grid::render_grid(&dummies[..2], pixelcnn::model::ImageShape::DEFAULT, 1, grid::DEFAULT_SCALE, grid::DEFAULT_GAP);
+    let two_rows = grid::render_grid(
+        &dummies[..2],
+        pixelcnn::model::ImageShape::DEFAULT,
+        1,
+        grid::DEFAULT_SCALE,
+        grid::DEFAULT_GAP,
+    );
     assert_eq!(img_a.height(), two_rows.height(), "expected 2 rows of cells");
 
     let (c, _) = sample("c.png", "8", device);
@@ -750,7 +762,12 @@ fn complete_writes_grid() {
     let img = decode_png(&out);
     let dummy = vec![0u8; PIXELS];
     let row: Vec<&[u8]> = vec![&dummy[..]; 5];
-    let expected = grid::render_rows(&[row.clone(), row], pixelcnn::model::ImageShape::DEFAULT, grid::DEFAULT_SCALE, grid::DEFAULT_GAP);
+    let expected = grid::render_rows(
+        &[row.clone(), row],
+        pixelcnn::model::ImageShape::DEFAULT,
+        grid::DEFAULT_SCALE,
+        grid::DEFAULT_GAP,
+    );
     assert_eq!(
         img.dimensions(),
         expected.dimensions(),
@@ -1049,7 +1066,12 @@ fn conditional_gated_model_trains_evaluates_and_samples_by_class() {
         if class == "all" {
             let dummy = vec![0u8; PIXELS];
             let rows: Vec<Vec<&[u8]>> = (0..10).map(|_| vec![&dummy[..]; 3]).collect();
-            let plain = grid::render_rows(&rows, pixelcnn::model::ImageShape::DEFAULT, grid::DEFAULT_SCALE, grid::DEFAULT_GAP);
+            let plain = grid::render_rows(
+                &rows,
+                pixelcnn::model::ImageShape::DEFAULT,
+                grid::DEFAULT_SCALE,
+                grid::DEFAULT_GAP,
+            );
             assert_eq!(img.height(), plain.height(), "ten rows");
             assert!(img.width() > plain.width(), "a label column left of the rows");
         }
@@ -2846,7 +2868,13 @@ fn train_writes_a_sample_grid_at_the_end_of_every_epoch() {
                 let p = dir.join(format!("samples_epoch_{e:03}.png"));
                 let img = decode_png(&p);
                 let dummy = vec![0u8; PIXELS];
-                let expected = grid::render_grid(&[&dummy[..]; 16], pixelcnn::model::ImageShape::DEFAULT, 4, grid::DEFAULT_SCALE, grid::DEFAULT_GAP);
+                let expected = grid::render_grid(
+                    &[&dummy[..]; 16],
+                    pixelcnn::model::ImageShape::DEFAULT,
+                    4,
+                    grid::DEFAULT_SCALE,
+                    grid::DEFAULT_GAP,
+                );
                 assert_eq!(
                     img.dimensions(),
                     expected.dimensions(),
@@ -2870,7 +2898,13 @@ fn train_writes_a_sample_grid_at_the_end_of_every_epoch() {
                 Some(k) => {
                     let dummy = vec![0u8; PIXELS];
                     let cells = vec![&dummy[..]; k * k];
-                    let expected = grid::render_grid(&cells, pixelcnn::model::ImageShape::DEFAULT, k, grid::DEFAULT_SCALE, grid::DEFAULT_GAP);
+                    let expected = grid::render_grid(
+                        &cells,
+                        pixelcnn::model::ImageShape::DEFAULT,
+                        k,
+                        grid::DEFAULT_SCALE,
+                        grid::DEFAULT_GAP,
+                    );
                     assert_eq!(decode_png(&p).dimensions(), expected.dimensions());
                 }
                 None => assert!(!p.exists(), "--epoch-samples 0 wrote {}", p.display()),

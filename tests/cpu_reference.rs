@@ -114,6 +114,8 @@ fn logits_f64(net: &Network, params: &[f64], images: &[f64], labels: Option<&[u8
                 out
             }
             Layer::Relu { input } => acts[input].iter().map(|v| v.max(0.0)).collect(),
+            // The reference's forward (which this mirrors) drops nothing outside training.
+            Layer::Dropout { input } => acts[input].clone(),
         };
         acts.push(out);
     }
@@ -546,6 +548,7 @@ fn training_reduces_loss_on_cpu() {
             &images,
             None,
             batch,
+            0,
         )));
     }
     let last = mean(&cpu::image_nll(&net, &params, &images, None, batch));
@@ -708,6 +711,35 @@ fn incremental_sampler_equals_naive_on_cpu() {
     let wide = Config::gated(4, 4).dilated(3).with_classes(5).with_shape(16, 20);
     samplers_agree(&Network::new(wide), Some(&[4, 0, 2]), 29);
     samplers_agree(&Network::new(Config::pixelcnn(6, 1).with_shape(16, 20)), None, 39);
+}
+
+#[test]
+fn dropout_drops_at_its_rate_and_scales_the_rest() {
+    // 2,000 positions × 10 channels at rate 0.3: about 30% zeros, the rest × 1/0.7; the same key gives the same
+    // mask, another key another; the mask is a function of (position, channel) through the GPU layout's vec4 index.
+    let (positions, channels, rate) = (2000, 10, 0.3f32);
+    let x: Vec<f32> = (0..positions * channels).map(|i| 1.0 + (i % 7) as f32).collect();
+    let key = rng::dropout_key(5, 1);
+    let y = cpu::dropout(&x, channels, key, rate);
+    let dropped = y.iter().filter(|&&v| v == 0.0).count() as f64 / y.len() as f64;
+    eprintln!("rate {rate}: dropped {dropped:.4}");
+    assert!((dropped - 0.3).abs() < 0.02, "{dropped}");
+    for (i, (&a, &b)) in x.iter().zip(&y).enumerate() {
+        let keep = cpu::dropout_keeps(key, i / channels, i % channels, 3, rate);
+        assert_eq!(b, if keep { a * (1.0 / (1.0 - rate)) } else { 0.0 }, "element {i}");
+    }
+    assert_eq!(cpu::dropout(&x, channels, key, rate), y);
+    assert_ne!(cpu::dropout(&x, channels, rng::dropout_key(5, 2), rate), y);
+    assert_ne!(cpu::dropout(&x, channels, rng::dropout_key(6, 1), rate), y);
+    // A network with dropout evaluates (and samples) as the whole network: forward without a key drops nothing.
+    let net = Network::new(Config::gated(4, 2).with_dropout(50));
+    let params = perturbed_params(&net, 3, 0.1);
+    let images = as_f32(&random_images(2, 4));
+    let plain = cpu::forward(&net, &params, &images, None, 2);
+    let trained = cpu::forward_training(&net, &params, &images, None, 2, Some(key));
+    let d = net.act_names.iter().position(|n| n == "layers.0.dropout").unwrap();
+    assert_eq!(plain[d], plain[d - 1], "evaluation passes the input through");
+    assert_ne!(trained[d], plain[d], "training drops units");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use pixelcnn::gpu::kernels::conv::{
     self, ConvBackwardData, ConvBackwardWeight, ConvForward, ConvInput, ConvShape, Epilogue,
 };
 use pixelcnn::gpu::kernels::elementwise::{self, Gate, ReluBackward};
-use pixelcnn::gpu::kernels::prelude::{Geometry, Rows};
+use pixelcnn::gpu::kernels::prelude::Rows;
 use pixelcnn::gpu::kernels::reduce::{self, ReduceChunks};
 use pixelcnn::gpu::kernels::sample::{self, SamplePixel, SampleViews};
 use pixelcnn::gpu::record::Program;
@@ -487,123 +487,151 @@ fn conv_family_at_one_pixel_matches_cpu() {
 fn elementwise_family_matches_cpu() {
     // 28×28, and 5×7 images (35 pixels: a per-image class bias changes image at every 35th row).
     for (version, gpu) in devices() {
-      for image in [ImageShape::DEFAULT, ImageShape::new(5, 7)] {
-        // 3 · 784 rows × 2 vec4 columns: 4704 invocations, a part-filled last workgroup of 64.
-        let (batch, channels) = (3, 6);
-        let (pixels, positions) = (image.pixels(), batch * image.pixels());
-        let geo = Rows::image_major(image, batch);
-        let n = positions * channels;
-        let (a, b) = (random_vec(n, 1), random_vec(n, 2));
-        let ga = gpu.upload("a", &gpu_act(&a, channels, 1)).unwrap();
-        let gb = gpu.upload("b", &gpu_act(&b, channels, 1)).unwrap();
-        let c4 = 2;
-        // One workgroup's worth of vec4s past the rows, which no kernel may touch.
-        let out = || gpu.tensor("out", positions * 8 + 256).unwrap();
-        let (sum, relu_b, relu_b_acc, relu_f, acc) = (out(), out(), out(), out(), out());
-        for t in [&sum, &relu_b, &relu_f] {
-            gpu.write(t, positions * 8, &[7.0; 256]);
+        for image in [ImageShape::DEFAULT, ImageShape::new(5, 7)] {
+            // 3 · 784 rows × 2 vec4 columns: 4704 invocations, a part-filled last workgroup of 64.
+            let (batch, channels) = (3, 6);
+            let (pixels, positions) = (image.pixels(), batch * image.pixels());
+            let geo = Rows::image_major(image, batch);
+            let n = positions * channels;
+            let (a, b) = (random_vec(n, 1), random_vec(n, 2));
+            let ga = gpu.upload("a", &gpu_act(&a, channels, 1)).unwrap();
+            let gb = gpu.upload("b", &gpu_act(&b, channels, 1)).unwrap();
+            let c4 = 2;
+            // One workgroup's worth of vec4s past the rows, which no kernel may touch.
+            let out = || gpu.tensor("out", positions * 8 + 256).unwrap();
+            let (sum, relu_b, relu_b_acc, relu_f, acc) = (out(), out(), out(), out(), out());
+            for t in [&sum, &relu_b, &relu_f] {
+                gpu.write(t, positions * 8, &[7.0; 256]);
+            }
+            gpu.write(&relu_b_acc, 0, &gpu_act(&b, channels, 1));
+            gpu.write(&acc, 0, &gpu_act(&a, channels, 1));
+            // A gate over a 2-group input of 2·5 channels (each half padded to 8), with a per-image class bias.
+            let half = 5;
+            let z = random_vec(positions * 2 * half, 3);
+            let dout = random_vec(positions * half, 4);
+            let table = random_vec(batch * 2 * half, 5);
+            let gz = gpu.upload("z", &pad_groups(&z, 2 * half, 2)).unwrap();
+            let gdout = gpu.upload("dout", &gpu_act(&dout, half, 1)).unwrap();
+            let gtable = gpu.upload("table", &pad_groups(&table, 2 * half, 2)).unwrap();
+            let (gate_out, gate_out_b) = (
+                gpu.tensor("gate", positions * 8).unwrap(),
+                gpu.tensor("gate b", positions * 8).unwrap(),
+            );
+            let (dz, dz_b) = (
+                gpu.tensor("dz", positions * 16).unwrap(),
+                gpu.tensor("dz b", positions * 16).unwrap(),
+            );
+            let mut p = Program::new();
+            let relu_b_op = |out: &Tensor, accumulate: bool| ReluBackward {
+                y: ga.view(),
+                dy: gb.view(),
+                out: out.view(),
+                c4,
+                accumulate,
+            };
+            let gate = |bias: Option<&Tensor>| Gate {
+                z: gz.view(),
+                bias: bias.map(Tensor::view),
+                half4: 2,
+            };
+            elementwise::add(&gpu, &mut p, ga.view(), gb.view(), sum.view(), c4, geo).unwrap();
+            elementwise::relu_backward(&gpu, &mut p, relu_b_op(&relu_b, false), geo).unwrap();
+            elementwise::relu_backward(&gpu, &mut p, relu_b_op(&relu_b_acc, true), geo).unwrap();
+            elementwise::relu_forward(&gpu, &mut p, ga.view(), relu_f.view(), c4, geo).unwrap();
+            elementwise::accumulate(&gpu, &mut p, gb.view(), acc.view(), c4, true, geo).unwrap();
+            elementwise::gate_forward(&gpu, &mut p, gate(None), gate_out.view(), geo).unwrap();
+            elementwise::gate_forward(&gpu, &mut p, gate(Some(&gtable)), gate_out_b.view(), geo).unwrap();
+            elementwise::gate_backward(&gpu, &mut p, gate(None), gdout.view(), dz.view(), geo).unwrap();
+            elementwise::gate_backward(&gpu, &mut p, gate(Some(&gtable)), gdout.view(), dz_b.view(), geo).unwrap();
+            run(&gpu, p);
+            let read = |t: &Tensor, ch: usize, g: usize| {
+                unpad_groups(&gpu.read(t).unwrap()[..positions * g * (ch / g).div_ceil(4) * 4], ch, g)
+            };
+            let v = format!("[{version}] {image}");
+            for (name, t) in [("add", &sum), ("relu_backward", &relu_b), ("relu_forward", &relu_f)] {
+                let past = gpu.read(t).unwrap()[positions * 8..].to_vec();
+                assert!(past.iter().all(|&x| x == 7.0), "{v} {name} wrote past its rows");
+            }
+            check(&format!("{v} add"), &read(&sum, channels, 1), &cpu::add(&a, &b), 1e-6);
+            check(
+                &format!("{v} relu_backward"),
+                &read(&relu_b, channels, 1),
+                &cpu::relu_backward(&a, &b),
+                0.0,
+            );
+            let twice: Vec<f32> = cpu::relu_backward(&a, &b).iter().zip(&b).map(|(r, b)| r + b).collect();
+            check(
+                &format!("{v} relu_backward accumulate"),
+                &read(&relu_b_acc, channels, 1),
+                &twice,
+                1e-6,
+            );
+            check(
+                &format!("{v} relu_forward"),
+                &read(&relu_f, channels, 1),
+                &cpu::relu_forward(&a),
+                0.0,
+            );
+            check(
+                &format!("{v} accumulate"),
+                &read(&acc, channels, 1),
+                &cpu::add(&a, &b),
+                1e-6,
+            );
+            // WGSL's tanh and exp are not correctly rounded.
+            check(
+                &format!("{v} gate_forward"),
+                &read(&gate_out, half, 1),
+                &cpu::gate_forward(&z, None, half, pixels),
+                1e-4,
+            );
+            check(
+                &format!("{v} gate_forward class bias"),
+                &read(&gate_out_b, half, 1),
+                &cpu::gate_forward(&z, Some(&table), half, pixels),
+                1e-4,
+            );
+            check(
+                &format!("{v} gate_backward"),
+                &read(&dz, 2 * half, 2),
+                &cpu::gate_backward(&z, None, &dout, half, pixels),
+                1e-4,
+            );
+            check(
+                &format!("{v} gate_backward class bias"),
+                &read(&dz_b, 2 * half, 2),
+                &cpu::gate_backward(&z, Some(&table), &dout, half, pixels),
+                1e-4,
+            );
+            // Dropout at 30% over 6 channels (2 vec4s, the last half padding), and accumulating onto b.
+            let key = pixelcnn::rng::dropout_key(9, 3);
+            let g_key = gpu.tensor("key", 4).unwrap();
+            gpu.write_bytes(&g_key, 0, bytemuck::bytes_of(&key));
+            let (drop, drop_acc) = (out(), gpu.upload("drop acc", &gpu_act(&b, channels, 1)).unwrap());
+            let mut p = Program::new();
+            for (o, accumulate) in [(&drop, false), (&drop_acc, true)] {
+                let op = elementwise::Dropout {
+                    x: ga.view(),
+                    out: o.view(),
+                    key: g_key.view(),
+                    c4,
+                    percent: 30,
+                    accumulate,
+                };
+                elementwise::dropout(&gpu, &mut p, op, geo).unwrap();
+            }
+            run(&gpu, p);
+            let want = cpu::dropout(&a, channels, key, 0.3);
+            check(&format!("{v} dropout"), &read(&drop, channels, 1), &want, 1e-6);
+            check(
+                &format!("{v} dropout accumulate"),
+                &read(&drop_acc, channels, 1),
+                &cpu::add(&want, &b),
+                1e-6,
+            );
+            let zeros = want.iter().filter(|&&x| x == 0.0).count() as f64 / want.len() as f64;
+            assert!((zeros - 0.3).abs() < 0.03, "{v} dropout dropped {zeros}");
         }
-        gpu.write(&relu_b_acc, 0, &gpu_act(&b, channels, 1));
-        gpu.write(&acc, 0, &gpu_act(&a, channels, 1));
-        // A gate over a 2-group input of 2·5 channels (each half padded to 8), with a per-image class bias.
-        let half = 5;
-        let z = random_vec(positions * 2 * half, 3);
-        let dout = random_vec(positions * half, 4);
-        let table = random_vec(batch * 2 * half, 5);
-        let gz = gpu.upload("z", &pad_groups(&z, 2 * half, 2)).unwrap();
-        let gdout = gpu.upload("dout", &gpu_act(&dout, half, 1)).unwrap();
-        let gtable = gpu.upload("table", &pad_groups(&table, 2 * half, 2)).unwrap();
-        let (gate_out, gate_out_b) = (
-            gpu.tensor("gate", positions * 8).unwrap(),
-            gpu.tensor("gate b", positions * 8).unwrap(),
-        );
-        let (dz, dz_b) = (
-            gpu.tensor("dz", positions * 16).unwrap(),
-            gpu.tensor("dz b", positions * 16).unwrap(),
-        );
-        let mut p = Program::new();
-        let relu_b_op = |out: &Tensor, accumulate: bool| ReluBackward {
-            y: ga.view(),
-            dy: gb.view(),
-            out: out.view(),
-            c4,
-            accumulate,
-        };
-        let gate = |bias: Option<&Tensor>| Gate {
-            z: gz.view(),
-            bias: bias.map(Tensor::view),
-            half4: 2,
-        };
-        elementwise::add(&gpu, &mut p, ga.view(), gb.view(), sum.view(), c4, geo).unwrap();
-        elementwise::relu_backward(&gpu, &mut p, relu_b_op(&relu_b, false), geo).unwrap();
-        elementwise::relu_backward(&gpu, &mut p, relu_b_op(&relu_b_acc, true), geo).unwrap();
-        elementwise::relu_forward(&gpu, &mut p, ga.view(), relu_f.view(), c4, geo).unwrap();
-        elementwise::accumulate(&gpu, &mut p, gb.view(), acc.view(), c4, true, geo).unwrap();
-        elementwise::gate_forward(&gpu, &mut p, gate(None), gate_out.view(), geo).unwrap();
-        elementwise::gate_forward(&gpu, &mut p, gate(Some(&gtable)), gate_out_b.view(), geo).unwrap();
-        elementwise::gate_backward(&gpu, &mut p, gate(None), gdout.view(), dz.view(), geo).unwrap();
-        elementwise::gate_backward(&gpu, &mut p, gate(Some(&gtable)), gdout.view(), dz_b.view(), geo).unwrap();
-        run(&gpu, p);
-        let read = |t: &Tensor, ch: usize, g: usize| {
-            unpad_groups(&gpu.read(t).unwrap()[..positions * g * (ch / g).div_ceil(4) * 4], ch, g)
-        };
-        let v = format!("[{version}] {image}");
-        for (name, t) in [("add", &sum), ("relu_backward", &relu_b), ("relu_forward", &relu_f)] {
-            let past = gpu.read(t).unwrap()[positions * 8..].to_vec();
-            assert!(past.iter().all(|&x| x == 7.0), "{v} {name} wrote past its rows");
-        }
-        check(&format!("{v} add"), &read(&sum, channels, 1), &cpu::add(&a, &b), 1e-6);
-        check(
-            &format!("{v} relu_backward"),
-            &read(&relu_b, channels, 1),
-            &cpu::relu_backward(&a, &b),
-            0.0,
-        );
-        let twice: Vec<f32> = cpu::relu_backward(&a, &b).iter().zip(&b).map(|(r, b)| r + b).collect();
-        check(
-            &format!("{v} relu_backward accumulate"),
-            &read(&relu_b_acc, channels, 1),
-            &twice,
-            1e-6,
-        );
-        check(
-            &format!("{v} relu_forward"),
-            &read(&relu_f, channels, 1),
-            &cpu::relu_forward(&a),
-            0.0,
-        );
-        check(
-            &format!("{v} accumulate"),
-            &read(&acc, channels, 1),
-            &cpu::add(&a, &b),
-            1e-6,
-        );
-        // WGSL's tanh and exp are not correctly rounded.
-        check(
-            &format!("{v} gate_forward"),
-            &read(&gate_out, half, 1),
-            &cpu::gate_forward(&z, None, half, pixels),
-            1e-4,
-        );
-        check(
-            &format!("{v} gate_forward class bias"),
-            &read(&gate_out_b, half, 1),
-            &cpu::gate_forward(&z, Some(&table), half, pixels),
-            1e-4,
-        );
-        check(
-            &format!("{v} gate_backward"),
-            &read(&dz, 2 * half, 2),
-            &cpu::gate_backward(&z, None, &dout, half, pixels),
-            1e-4,
-        );
-        check(
-            &format!("{v} gate_backward class bias"),
-            &read(&dz_b, 2 * half, 2),
-            &cpu::gate_backward(&z, Some(&table), &dout, half, pixels),
-            1e-4,
-        );
-    }
     }
 }
 
@@ -618,7 +646,11 @@ fn class_bias_family_matches_cpu() {
         let table = random_vec(classes * channels, 3);
         let grad = random_vec(images * image.pixels() * channels, 4);
         let g_labels = gpu.tensor("labels", images).unwrap();
-        gpu.write_bytes(&g_labels, 0, &pixelcnn::gpu::layers::label_words(&labels, images, classes));
+        gpu.write_bytes(
+            &g_labels,
+            0,
+            &pixelcnn::gpu::layers::label_words(&labels, images, classes),
+        );
         let g_bias = gpu.upload("bias", &gpu_act(&bias, channels, 1)).unwrap();
         let g_table = gpu.upload("class bias", &gpu_act(&table, channels, 1)).unwrap();
         let g_grad = gpu.upload("grad", &gpu_act(&grad, channels, 1)).unwrap();
@@ -668,7 +700,12 @@ fn class_bias_family_matches_cpu() {
         let want_sums = cpu::image_sums(&grad, channels, image.pixels());
         check(&format!("[{version}] image_sums"), &un(&sums, images), &want_sums, 1e-5);
         let want = cpu::class_bias_backward(&grad, &labels, channels, classes, image.pixels());
-        check(&format!("[{version}] class_bias_backward"), &un(&d, classes), &want, 1e-5);
+        check(
+            &format!("[{version}] class_bias_backward"),
+            &un(&d, classes),
+            &want,
+            1e-5,
+        );
         assert!(
             want.contains(&0.0) && want.iter().any(|&v| v != 0.0),
             "some classes absent, some present"
@@ -679,76 +716,79 @@ fn class_bias_family_matches_cpu() {
 #[test]
 fn conv_family_loss_epilogue_matches_cpu() {
     for (version, gpu) in devices() {
-      // 28×28 images (784 pixels: whole vec4s of losses per image), and 5×7 (35: images straddle vec4s).
-      for image in [ImageShape::DEFAULT, ImageShape::new(5, 7)] {
-        let batch = 5;
-        let positions = batch * image.pixels();
-        // The logits conv: 1×1 from 6 channels to 1, with weights large enough that logits sweep ±8.
-        let c = Conv::with_taps("conv_out", 6, 1, &[(0, 0)], Activation::Identity).on(image);
-        let shape = ConvShape::of(&c, 1, 1, 0);
-        let weight: Vec<f32> = random_vec(6, 3).iter().map(|v| v * 3.0).collect();
-        let bias = vec![0.25f32];
-        let input = random_vec(positions * 6, 4);
-        let target: Vec<f32> = random_images_of(batch, image.pixels(), 5).iter().map(|&v| v as f32).collect();
-        let target_bytes: Vec<u8> = target.iter().map(|&v| v as u8).collect();
-        let g_w = gpu.upload("w", &to_padded(&[(1, 1), (6, 8), (1, 4)], &weight)).unwrap();
-        let g_b = gpu.upload("b", &to_padded(&[(1, 4)], &bias)).unwrap();
-        let g_taps = gpu.tensor("taps", 2).unwrap();
-        let g_in = gpu.upload("in", &gpu_act(&input, 6, 1)).unwrap();
-        let g_target = gpu.tensor("target", positions.div_ceil(4)).unwrap();
-        gpu.write_bytes(&g_target, 0, &target_bytes);
-        let (grad, logits) = (
-            gpu.tensor("grad", positions * 4).unwrap(),
-            gpu.tensor("logits", positions * 4).unwrap(),
-        );
-        let (loss, loss2) = (
-            gpu.tensor("loss", positions).unwrap(),
-            gpu.tensor("loss 2", positions).unwrap(),
-        );
-        let nll = gpu.tensor("nll", 8).unwrap();
-        let mut p = Program::new();
-        for (out, l, grad_flag) in [(&grad, &loss, true), (&logits, &loss2, false)] {
-            let op = ConvForward {
-                input: ConvInput::Floats(g_in.view()),
-                weight: g_w.view(),
-                bias: g_b.view(),
-                per_image_bias: false,
-                taps: g_taps.view(),
-                output: out.view(),
-                epilogue: Epilogue::Loss {
-                    target: g_target.view(),
-                    loss: l.view(),
-                    grad: grad_flag,
-                    scale: 1.0 / positions as f32,
-                },
-            };
-            conv::conv_forward(&gpu, &mut p, &shape, op, Rows::image_major(image, batch)).unwrap();
+        // 28×28 images (784 pixels: whole vec4s of losses per image), and 5×7 (35: images straddle vec4s).
+        for image in [ImageShape::DEFAULT, ImageShape::new(5, 7)] {
+            let batch = 5;
+            let positions = batch * image.pixels();
+            // The logits conv: 1×1 from 6 channels to 1, with weights large enough that logits sweep ±8.
+            let c = Conv::with_taps("conv_out", 6, 1, &[(0, 0)], Activation::Identity).on(image);
+            let shape = ConvShape::of(&c, 1, 1, 0);
+            let weight: Vec<f32> = random_vec(6, 3).iter().map(|v| v * 3.0).collect();
+            let bias = vec![0.25f32];
+            let input = random_vec(positions * 6, 4);
+            let target: Vec<f32> = random_images_of(batch, image.pixels(), 5)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let target_bytes: Vec<u8> = target.iter().map(|&v| v as u8).collect();
+            let g_w = gpu.upload("w", &to_padded(&[(1, 1), (6, 8), (1, 4)], &weight)).unwrap();
+            let g_b = gpu.upload("b", &to_padded(&[(1, 4)], &bias)).unwrap();
+            let g_taps = gpu.tensor("taps", 2).unwrap();
+            let g_in = gpu.upload("in", &gpu_act(&input, 6, 1)).unwrap();
+            let g_target = gpu.tensor("target", positions.div_ceil(4)).unwrap();
+            gpu.write_bytes(&g_target, 0, &target_bytes);
+            let (grad, logits) = (
+                gpu.tensor("grad", positions * 4).unwrap(),
+                gpu.tensor("logits", positions * 4).unwrap(),
+            );
+            let (loss, loss2) = (
+                gpu.tensor("loss", positions).unwrap(),
+                gpu.tensor("loss 2", positions).unwrap(),
+            );
+            let nll = gpu.tensor("nll", 8).unwrap();
+            let mut p = Program::new();
+            for (out, l, grad_flag) in [(&grad, &loss, true), (&logits, &loss2, false)] {
+                let op = ConvForward {
+                    input: ConvInput::Floats(g_in.view()),
+                    weight: g_w.view(),
+                    bias: g_b.view(),
+                    per_image_bias: false,
+                    taps: g_taps.view(),
+                    output: out.view(),
+                    epilogue: Epilogue::Loss {
+                        target: g_target.view(),
+                        loss: l.view(),
+                        grad: grad_flag,
+                        scale: 1.0 / positions as f32,
+                    },
+                };
+                conv::conv_forward(&gpu, &mut p, &shape, op, Rows::image_major(image, batch)).unwrap();
+            }
+            reduce::sum_images(&gpu, &mut p, loss.view(), nll.view(), batch, image, false).unwrap();
+            run(&gpu, p);
+            let z = cpu::conv_forward(&c, &weight, &bias, &input, batch);
+            let (cpu_nll, cpu_grad) = cpu::bce_loss_grad(&z, &target, image.pixels());
+            let v = format!("[{version}] {image}");
+            check(
+                &format!("{v} conv_forward logits"),
+                &unpad_groups(&gpu.read(&logits).unwrap(), 1, 1),
+                &z,
+                1e-5,
+            );
+            check(
+                &format!("{v} bce_loss_grad (gradient, fused)"),
+                &unpad_groups(&gpu.read(&grad).unwrap(), 1, 1),
+                &cpu_grad,
+                1e-4,
+            );
+            check(
+                &format!("{v} sum_images (per-image NLL)"),
+                &gpu.read_range(&nll, 0, batch).unwrap(),
+                &cpu_nll,
+                1e-4,
+            );
         }
-        reduce::sum_images(&gpu, &mut p, loss.view(), nll.view(), batch, image, false).unwrap();
-        run(&gpu, p);
-        let z = cpu::conv_forward(&c, &weight, &bias, &input, batch);
-        let (cpu_nll, cpu_grad) = cpu::bce_loss_grad(&z, &target, image.pixels());
-        let v = format!("[{version}] {image}");
-        check(
-            &format!("{v} conv_forward logits"),
-            &unpad_groups(&gpu.read(&logits).unwrap(), 1, 1),
-            &z,
-            1e-5,
-        );
-        check(
-            &format!("{v} bce_loss_grad (gradient, fused)"),
-            &unpad_groups(&gpu.read(&grad).unwrap(), 1, 1),
-            &cpu_grad,
-            1e-4,
-        );
-        check(
-            &format!("{v} sum_images (per-image NLL)"),
-            &gpu.read_range(&nll, 0, batch).unwrap(),
-            &cpu_nll,
-            1e-4,
-        );
     }
-      }
 }
 
 #[test]
@@ -911,7 +951,10 @@ fn pixel_net_family_matches_cpu() {
         pixelcnn::model::Config::pixelcnn(6, 2).conditional(),
         pixelcnn::model::Config::gated(5, 3),
         // 16×20 images, a dilated gated net with 4 classes: the HEIGHT/WIDTH/PIXELS constants of pixel_net.
-        pixelcnn::model::Config::gated(4, 3).dilated(2).with_classes(4).with_shape(16, 20),
+        pixelcnn::model::Config::gated(4, 3)
+            .dilated(2)
+            .with_classes(4)
+            .with_shape(16, 20),
     ]
     .into_iter()
     .enumerate()

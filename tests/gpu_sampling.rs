@@ -58,7 +58,13 @@ fn check_samplers(gpu: &Gpu, version: &str, net: &Network, params: &[f32]) {
     let inc = sample(gpu, &g, request(spec, false), |_| {}).unwrap();
     // The CPU's incremental sampler (itself checked against its naive one in cpu_reference.rs).
     let cpu = cpu::sample_incremental(net, params, spec);
-    let mut ties = compare_samplers(&format!("{what} incremental GPU vs CPU"), &inc, &cpu, pixels, (key, 0, 0));
+    let mut ties = compare_samplers(
+        &format!("{what} incremental GPU vs CPU"),
+        &inc,
+        &cpu,
+        pixels,
+        (key, 0, 0),
+    );
     // The naive GPU sampler runs one whole forward pass per pixel: only with the raster kernels, which lavapipe runs
     // in seconds (the tiled ones, shaped for GPUs, take a minute there).
     if version == "raster" {

@@ -30,19 +30,23 @@ fn three_adam_steps(gpu: &Gpu, version: &str, config: Config) {
     let mut params = start.clone();
     let mut adam = AdamState::for_run(&start, &cfg);
     let mut first_grads = None;
+    // Dropout's masks (networks that have it) come from the run's seed and the step.
+    let seed = 77;
     for (i, b) in batches.iter().enumerate() {
         let x: Vec<f32> = b.iter().map(|&v| v as f32).collect();
         if i == 0 {
-            let acts = cpu::forward(&net, &params, &x, label(0), 3);
+            let key = (config.dropout > 0).then(|| pixelcnn::rng::dropout_key(seed, 1));
+            let acts = cpu::forward_training(&net, &params, &x, label(0), 3, key);
             let (_, d_logits) = cpu::bce_loss_grad(&acts[net.logits_act()], &x, pixels);
-            first_grads = Some(cpu::backward(&net, &params, &acts, label(0), d_logits, 3).0);
+            first_grads = Some(cpu::backward_training(&net, &params, &acts, label(0), d_logits, 3, key).0);
         }
-        cpu::train_step(&net, &mut params, &mut adam, &cfg, &x, label(i), 3);
+        cpu::train_step(&net, &mut params, &mut adam, &cfg, &x, label(i), 3, seed);
     }
 
     let mut model = GpuModel::new(gpu, &net, &start).unwrap();
     model.upload_adam(gpu, &AdamState::for_run(&start, &cfg)).unwrap();
     let mut trainer = Trainer::new(gpu, model, cfg, 3).unwrap();
+    trainer.dropout_seed = seed;
     for (i, b) in batches.iter().enumerate() {
         trainer.step(gpu, b, label(i), i as u64 + 1).unwrap();
         if i == 0 {
@@ -107,7 +111,7 @@ fn three_adam_steps(gpu: &Gpu, version: &str, config: Config) {
     let mut cpu_total = 0.0f64;
     for (i, b) in batches.iter().enumerate() {
         let x: Vec<f32> = b.iter().map(|&v| v as f32).collect();
-        cpu_total += cpu::train_step(&net, &mut p, &mut a, &cfg, &x, label(i), 3)
+        cpu_total += cpu::train_step(&net, &mut p, &mut a, &cfg, &x, label(i), 3, seed)
             .iter()
             .map(|&v| v as f64)
             .sum::<f64>();
@@ -125,6 +129,9 @@ fn three_adam_steps_match_cpu() {
             Config::pixelcnn(6, 1).conditional(),
             Config::gated(5, 3),
             Config::gated(6, 2).conditional(),
+            // Dropout: the GPU's masks are the CPU's, step by step.
+            Config::gated(5, 3).dilated(2).with_dropout(50),
+            Config::pixelcnn(6, 2).with_dropout(20),
         ] {
             three_adam_steps(&gpu, &version, config);
         }
@@ -153,7 +160,11 @@ fn three_adam_steps_match_cpu_at_other_sizes() {
 #[test]
 fn gpu_training_is_bitwise_deterministic() {
     for (version, gpu) in devices() {
-        for config in [Config::pixelcnn(8, 1), Config::gated(6, 2).conditional()] {
+        for config in [
+            Config::pixelcnn(8, 1),
+            Config::gated(6, 2).conditional(),
+            Config::gated(6, 2).with_dropout(30),
+        ] {
             let net = Network::new(config);
             let start = perturbed_params(&net, 2, 0.05);
             let labels = random_labels(4, 9);

@@ -5,10 +5,10 @@
 mod common;
 
 use common::perturbed_params;
+use common::PIXELS;
 use pixelcnn::cpu::SampleSpec;
 use pixelcnn::inspect::receptive_field::{receptive_field, ReceptiveField, Region};
 use pixelcnn::inspect::score;
-use common::PIXELS;
 use pixelcnn::model::{Config, Network};
 
 /// Columns of the 28×28 images most of these tests use.

@@ -12,8 +12,8 @@ pub mod train;
 use anyhow::{ensure, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use pixelcnn::{checkpoint, data};
 use pixelcnn::model::{Arch, Config, DEFAULT_DEPTH, DEFAULT_FILTERS};
+use pixelcnn::{checkpoint, data};
 use std::path::PathBuf;
 
 /// A finite float in `[lo, hi]` (`hi_open`: `[lo, hi)`), for clap.
@@ -62,6 +62,15 @@ pub fn parse_temperature(s: &str) -> Result<f64, String> {
 /// `--ema`: a decay in [0, 1) (0: no average).
 pub fn parse_ema(s: &str) -> Result<f64, String> {
     float_in(s, 0.0, 1.0, true, "--ema")
+}
+
+/// `--dropout`: a rate in [0, 0.9] in whole percent.
+pub fn parse_dropout(s: &str) -> Result<f64, String> {
+    let v = float_in(s, 0.0, 0.9, false, "--dropout")?;
+    if ((v * 100.0).round() - v * 100.0).abs() > 1e-9 {
+        return Err(format!("--dropout takes whole percent (0.5, 0.05; got {s})"));
+    }
+    Ok(v)
 }
 
 /// `--beta1`: Adam's first-moment decay in [0, 1).
@@ -204,6 +213,11 @@ pub struct ModelArgs {
     /// image.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=pixelcnn::model::MAX_DILATION_CYCLE as u64))]
     pub dilation_cycle: Option<u64>,
+    /// Dropout rate in training (0–0.9, in steps of 0.01; default 0): on each gated layer's gate output, or each
+    /// plain block's masked conv output, as openai/pixel-cnn does (it uses 0.5). Evaluation and sampling use every
+    /// unit.
+    #[arg(long, value_parser = parse_dropout)]
+    pub dropout: Option<f64>,
     /// Class-conditional: a per-class bias table in every ReLU conv (pixelcnn) or gate (gated).
     #[arg(long)]
     pub conditional: bool,
@@ -216,6 +230,7 @@ impl ModelArgs {
             || self.blocks.is_some()
             || self.layers.is_some()
             || self.dilation_cycle.is_some()
+            || self.dropout.is_some()
             || self.conditional
     }
 
@@ -244,6 +259,7 @@ impl ModelArgs {
             height: pixelcnn::model::DEFAULT_HEIGHT,
             width: pixelcnn::model::DEFAULT_WIDTH,
             dilation_cycle: self.dilation_cycle.map_or(1, |k| k as usize),
+            dropout: self.dropout.map_or(0, |d| (d * 100.0).round() as u8),
         };
         let c = if self.conditional { c.conditional() } else { c };
         c.validate()?;

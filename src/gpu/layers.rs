@@ -11,7 +11,7 @@
 use super::buffers::{Tensor, View};
 use super::kernels::class_bias::{self, ClassBiasAdd, ClassBiasBackward};
 use super::kernels::conv::{self, ConvBackwardData, ConvBackwardWeight, ConvForward, ConvInput, ConvShape, Epilogue};
-use super::kernels::elementwise::{self, Gate, ReluBackward};
+use super::kernels::elementwise::{self, Dropout, Gate, ReluBackward};
 use super::kernels::prelude::Rows;
 use super::record::Program;
 use super::Gpu;
@@ -168,6 +168,9 @@ pub struct Pass<'a> {
     pub rows: Rows,
     /// Images of the pass (the batch, or the sampler's padded count).
     pub images: usize,
+    /// A training pass: the buffer holding the step's dropout key (dropout layers drop units). None: dropout
+    /// layers pass their input through (evaluation, sampling).
+    pub dropout_key: Option<View>,
 }
 
 impl Pass<'_> {
@@ -337,6 +340,29 @@ pub fn relu_forward(gpu: &Gpu, p: &mut Program, pass: &Pass, l: usize) -> Result
     )
 }
 
+/// Forward of a Dropout layer: in a training pass `acts[l + 1] = acts[input] · keep / (1 − rate)` with the step's
+/// masks, else a copy of its input.
+pub fn dropout_forward(gpu: &Gpu, p: &mut Program, pass: &Pass, l: usize) -> Result<()> {
+    let Layer::Dropout { input } = pass.net().layers[l] else {
+        unreachable!("dropout_forward on a non-dropout layer")
+    };
+    let (x, out, c4) = (pass.acts[input].clone(), pass.acts[l + 1].clone(), pass.c4(l + 1));
+    match &pass.dropout_key {
+        Some(key) => {
+            let op = Dropout {
+                x,
+                out,
+                key: key.clone(),
+                c4,
+                percent: pass.net().config.dropout,
+                accumulate: false,
+            };
+            elementwise::dropout(gpu, p, op, pass.rows)
+        }
+        None => elementwise::accumulate(gpu, p, x, out, c4, false, pass.rows),
+    }
+}
+
 /// One layer's forward, by kind (the match of `cpu::forward`).
 #[deny(clippy::wildcard_enum_match_arm)]
 pub fn layer_forward(
@@ -353,6 +379,7 @@ pub fn layer_forward(
         (Layer::Add { .. }, _) => add_forward(gpu, p, pass, l),
         (Layer::Gate { .. }, _) => gate_forward(gpu, p, pass, l),
         (Layer::Relu { .. }, _) => relu_forward(gpu, p, pass, l),
+        (Layer::Dropout { .. }, _) => dropout_forward(gpu, p, pass, l),
     }
 }
 
@@ -658,6 +685,37 @@ pub fn relu_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) ->
     Ok(())
 }
 
+/// Backward of a Dropout layer: its input's gradient gets `d out · keep / (1 − rate)` with the step's masks (through
+/// a scratch buffer, which [`Backward::contribute`] adds in, masked where the input is a ReLU conv's output).
+pub fn dropout_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) -> Result<()> {
+    let (pass, positions) = (bw.pass, bw.positions());
+    let net = pass.net();
+    let Layer::Dropout { input } = net.layers[l] else {
+        unreachable!("dropout_backward on a non-dropout layer")
+    };
+    let key = pass
+        .dropout_key
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("a backward pass of a network with dropout needs the step's key"))?;
+    let dout = bw.slots.complete(net, l + 1, positions);
+    let c4 = net.gpu_channels(input) / 4;
+    let s = bw.slots.take(gpu, c4 * 4)?;
+    let dx = bw.slots.view(s, positions, c4 * 4);
+    let op = Dropout {
+        x: dout,
+        out: dx.clone(),
+        key,
+        c4,
+        percent: net.config.dropout,
+        accumulate: false,
+    };
+    elementwise::dropout(gpu, p, op, pass.rows)?;
+    bw.contribute(gpu, p, input, dx)?;
+    bw.slots.free.push(s);
+    bw.slots.release(l + 1);
+    Ok(())
+}
+
 /// One layer's backward, by kind (the match of `cpu::backward`).
 #[deny(clippy::wildcard_enum_match_arm)]
 pub fn layer_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) -> Result<()> {
@@ -666,6 +724,7 @@ pub fn layer_backward(gpu: &Gpu, p: &mut Program, bw: &mut Backward, l: usize) -
         Layer::Add { .. } => add_backward(gpu, p, bw, l),
         Layer::Gate { .. } => gate_backward(gpu, p, bw, l),
         Layer::Relu { .. } => relu_backward(gpu, p, bw, l),
+        Layer::Dropout { .. } => dropout_backward(gpu, p, bw, l),
     }
 }
 

@@ -381,6 +381,7 @@ impl<'a> Batch<'a> {
             tables: &self.tables,
             rows,
             images: self.rows,
+            dropout_key: None,
         }
     }
 

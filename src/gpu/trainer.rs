@@ -44,6 +44,10 @@ pub struct Trainer {
     epoch_nll: Tensor,
     step_programs: HashMap<usize, (Program, usize)>,
     eval_programs: HashMap<usize, Program>,
+    /// The training step's dropout key (its first word), written before each step.
+    dropout_key: Tensor,
+    /// Dropout's masks in step t come from `rng::dropout_key(dropout_seed, t)` (the run's seed).
+    pub dropout_seed: u64,
 }
 
 impl Trainer {
@@ -82,6 +86,8 @@ impl Trainer {
             model,
             step_programs: HashMap::new(),
             eval_programs: HashMap::new(),
+            dropout_key: gpu.tensor("dropout key", 4)?,
+            dropout_seed: 0,
         })
     }
 
@@ -162,6 +168,7 @@ impl Trainer {
         let pass = Pass {
             acts: &out_views,
             labels: pass.labels.clone(),
+            dropout_key: pass.dropout_key.clone(),
             ..*pass
         };
         layers::record_forward(gpu, p, &pass, fused, Some(epilogue))?;
@@ -190,6 +197,7 @@ impl Trainer {
                 tables: &tables,
                 rows: Rows::image_major(self.model.net.image(), batch),
                 images: batch,
+                dropout_key: (self.model.net.config.dropout > 0).then(|| self.dropout_key.view()),
             };
             let nll = self.epoch_nll.slice(0, batch.next_multiple_of(4));
             let out = LossOut {
@@ -273,6 +281,7 @@ impl Trainer {
             tables: &tables,
             rows: Rows::image_major(self.model.net.image(), batch),
             images: batch,
+            dropout_key: None,
         };
         let fused = layers::fuse_residuals(net, false);
         let mut p = Program::new();
@@ -302,6 +311,10 @@ impl Trainer {
         if !self.step_programs.contains_key(&batch) {
             let built = self.build_step(gpu, batch)?;
             self.step_programs.insert(batch, built);
+        }
+        if self.model.net.config.dropout > 0 {
+            let key = crate::rng::dropout_key(self.dropout_seed, step);
+            gpu.write_bytes(&self.dropout_key, 0, bytemuck::bytes_of(&key));
         }
         let (program, adam) = &self.step_programs[&batch];
         let lr_t = self.adam_cfg.step_size(step);

@@ -1,5 +1,5 @@
 //! The layers and gradients that are not convolutions (`shaders/elementwise.wgsl`): residual add, gradient
-//! accumulation, ReLU and the gated unit, forward and backward. CPU twins of the same names in `cpu.rs`.
+//! accumulation, ReLU, the gated unit and dropout, forward and backward. CPU twins of the same names in `cpu.rs`.
 
 use super::prelude::{flags, Geometry, Rows};
 use super::{groups64, Family, Launch, Uniform};
@@ -43,12 +43,17 @@ struct Elementwise {
     c4: usize,
     flags: u32,
     bias_stride: usize,
+    /// Dropout's rate in percent (the DROP_PERCENT pipeline constant; only the `dropout` entry reads it).
+    drop_percent: u8,
 }
 
 impl Elementwise {
     fn record(self, gpu: &Gpu, p: &mut Program, rows: Rows) -> Result<()> {
         let mut consts = vec![("FLAGS", self.flags)];
         consts.extend(rows.consts());
+        if self.entry == "dropout" {
+            consts.push(("DROP_PERCENT", self.drop_percent as u32));
+        }
         Launch {
             family: FAMILY.name,
             entry: self.entry,
@@ -97,6 +102,7 @@ pub fn add(gpu: &Gpu, p: &mut Program, a: View, b: View, out: View, c4: usize, r
         c4,
         flags: 0,
         bias_stride: 0,
+        drop_percent: 0,
     }
     .record(gpu, p, rows)
 }
@@ -109,6 +115,7 @@ pub fn accumulate(gpu: &Gpu, p: &mut Program, src: View, out: View, c4: usize, a
         c4,
         flags: accumulate_flag(acc),
         bias_stride: 0,
+        drop_percent: 0,
     }
     .record(gpu, p, rows)
 }
@@ -121,6 +128,7 @@ pub fn relu_forward(gpu: &Gpu, p: &mut Program, x: View, out: View, c4: usize, r
         c4,
         flags: 0,
         bias_stride: 0,
+        drop_percent: 0,
     }
     .record(gpu, p, rows)
 }
@@ -143,6 +151,7 @@ pub fn relu_backward(gpu: &Gpu, p: &mut Program, op: ReluBackward, rows: Rows) -
         c4: op.c4,
         flags: accumulate_flag(op.accumulate),
         bias_stride: 0,
+        drop_percent: 0,
     }
     .record(gpu, p, rows)
 }
@@ -175,6 +184,7 @@ pub fn gate_forward(gpu: &Gpu, p: &mut Program, gate: Gate, out: View, rows: Row
         c4: gate.half4,
         flags: fl,
         bias_stride: 2 * gate.half4,
+        drop_percent: 0,
     }
     .record(gpu, p, rows)
 }
@@ -188,6 +198,37 @@ pub fn gate_backward(gpu: &Gpu, p: &mut Program, gate: Gate, dout: View, dz: Vie
         c4: gate.half4,
         flags: fl,
         bias_stride: 2 * gate.half4,
+        drop_percent: 0,
+    }
+    .record(gpu, p, rows)
+}
+
+/// The operands of inverted dropout `out (+)= x · keep / (1 − rate)` (see elementwise.wgsl's `dropout`).
+#[derive(Clone, Debug)]
+pub struct Dropout {
+    pub x: View,
+    pub out: View,
+    /// A buffer whose first word is the step's key (`rng::dropout_key`).
+    pub key: View,
+    pub c4: usize,
+    /// The rate in percent (`Config::dropout`).
+    pub percent: u8,
+    pub accumulate: bool,
+}
+
+/// Dropout's forward, or its backward (the same mask and scale on the gradient), on image-major `rows`.
+pub fn dropout(gpu: &Gpu, p: &mut Program, op: Dropout, rows: Rows) -> Result<()> {
+    anyhow::ensure!(
+        rows.geo.order == super::prelude::IMAGE_MAJOR,
+        "dropout runs in training passes, whose rows are image-major"
+    );
+    Elementwise {
+        entry: "dropout",
+        views: views(gpu, op.x, None, op.out, Some(op.key)),
+        c4: op.c4,
+        flags: accumulate_flag(op.accumulate),
+        bias_stride: 0,
+        drop_percent: op.percent,
     }
     .record(gpu, p, rows)
 }

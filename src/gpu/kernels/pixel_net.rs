@@ -73,6 +73,7 @@ const OP_ADD: u32 = 1;
 const OP_GATE: u32 = 2;
 const OP_RELU: u32 = 3;
 const OP_SAMPLE: u32 = 4;
+const OP_COPY: u32 = 5;
 const NONE: u32 = u32::MAX;
 
 /// The program `pixel_net` walks: every activation's (base, C4) in the shared cache, then the ops of the
@@ -122,6 +123,8 @@ pub fn net_program(net: &Network, rows: usize) -> Result<NetProgram> {
                     [[OP_GATE, input as u32, NONE, out], [0; 4], [0, 0, 0, cb]]
                 }
                 Layer::Relu { input } => [[OP_RELU, input as u32, NONE, out], [0; 4], [0, 0, 0, NONE]],
+                // Sampling uses the whole network: dropout is a copy.
+                Layer::Dropout { input } => [[OP_COPY, input as u32, NONE, out], [0; 4], [0, 0, 0, NONE]],
             };
             if schedule[l + 1] == which {
                 words.extend(op);
