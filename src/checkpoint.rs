@@ -313,7 +313,7 @@ pub fn to_bytes(net: &Network, params: &[f32], train: Option<(&TrainState, &Adam
 
 /// Writes a checkpoint atomically (temp file + rename).
 pub fn save(path: &Path, net: &Network, params: &[f32], train: Option<(&TrainState, &AdamState)>) -> Result<()> {
-    crate::util::write_atomic(path, &to_bytes(net, params, train)?)
+    crate::fsio::write_atomic(path, &to_bytes(net, params, train)?)
         .with_context(|| format!("saving checkpoint {}", path.display()))
 }
 
@@ -564,7 +564,7 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 pub fn load(path: &Path) -> Result<Checkpoint> {
     use std::io::Read;
     let file = path.display().to_string();
-    let (mut f, len) = crate::util::open_regular(path, "checkpoint")?;
+    let (mut f, len) = crate::fsio::open_regular(path, "checkpoint")?;
     let mut bytes = Vec::with_capacity(len.min(1 << 30) as usize);
     (&mut f)
         .take(8)

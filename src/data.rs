@@ -387,7 +387,7 @@ impl IdxKind {
 /// Opens a data file and returns it with its length; a FIFO, device or directory (never read, so never waited
 /// on) and an empty file are errors naming it.
 fn open_nonempty(path: &Path) -> Result<(File, u64)> {
-    let (file, len) = crate::util::open_regular(path, "data file")?;
+    let (file, len) = crate::fsio::open_regular(path, "data file")?;
     if len == 0 {
         bail!("{}: file is empty (0 bytes)", path.display());
     }

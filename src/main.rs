@@ -154,8 +154,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // Before any thread or driver call: a private XDG_RUNTIME_DIR where none is set (see util::ensure_runtime_dir).
-    pixelcnn::util::ensure_runtime_dir();
+    // Before any thread or driver call: a private XDG_RUNTIME_DIR where none is set (see runtime_dir::ensure_runtime_dir).
+    pixelcnn::runtime_dir::ensure_runtime_dir();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     match run(cli) {

@@ -352,7 +352,7 @@ fn append_metrics(path: &Path, record: &EpochRecord) -> Result<()> {
         meta.is_file(),
         "{} is {}, not a regular file; refusing to append to it",
         path.display(),
-        crate::util::file_kind(&meta)
+        crate::fsio::file_kind(&meta)
     );
     let line = format!("{}\n", serde_json::to_string(record)?);
     f.write_all(line.as_bytes())
@@ -374,7 +374,7 @@ pub const MAX_METRICS_LINE: usize = 64 << 10;
 fn repair_metrics(src: &Path, dst: &Path, state: &TrainState) -> Result<()> {
     let text = match std::fs::symlink_metadata(src) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        _ => crate::util::read_regular(src, "metrics file", MAX_METRICS_BYTES)?,
+        _ => crate::fsio::read_regular(src, "metrics file", MAX_METRICS_BYTES)?,
     };
     let mut notes = Vec::new();
     let mut kept: Vec<String> = Vec::new();
@@ -436,7 +436,7 @@ fn repair_metrics(src: &Path, dst: &Path, state: &TrainState) -> Result<()> {
         out.push('\n');
     }
     if out.as_bytes() != text.as_slice() || (src != dst && !out.is_empty()) {
-        crate::util::write_atomic(dst, out.as_bytes())?;
+        crate::fsio::write_atomic(dst, out.as_bytes())?;
     }
     for n in notes {
         eprintln!("{}: {n}", dst.display());
@@ -923,7 +923,7 @@ fn remove_stale_temp_files(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let name = e.file_name();
-        if name.to_str().is_some_and(crate::util::is_temp_name)
+        if name.to_str().is_some_and(crate::fsio::is_temp_name)
             && e.file_type().is_ok_and(|t| t.is_file())
             && std::fs::remove_file(e.path()).is_ok()
         {
@@ -961,7 +961,7 @@ fn check_run_dir(out: &Path, resume: Option<&Path>) -> Result<()> {
             meta.is_dir(),
             "{} is {}; a run directory must be a directory",
             out.display(),
-            crate::util::file_kind(&meta)
+            crate::fsio::file_kind(&meta)
         );
     }
     let holds = RUN_FILES
@@ -983,7 +983,7 @@ fn check_run_dir(out: &Path, resume: Option<&Path>) -> Result<()> {
         _ => {}
     }
     for f in RUN_FILES {
-        crate::util::output_target(&out.join(f))?;
+        crate::fsio::output_target(&out.join(f))?;
     }
     Ok(())
 }
@@ -1021,7 +1021,7 @@ pub struct RunPlan {
     pub start: Option<Start>,
     pub train: Split,
     pub val: Split,
-    pub lock: crate::util::DirLock,
+    pub lock: crate::dir_lock::DirLock,
 }
 
 /// The decay of the Polyak average a fresh run keeps (openai/pixel-cnn's).
@@ -1072,7 +1072,7 @@ pub fn plan_run(req: RunRequest) -> Result<RunPlan> {
         }
         None => None,
     };
-    let lock = crate::util::lock_dir(&opts.out)?;
+    let lock = crate::dir_lock::lock_dir(&opts.out)?;
     check_run_dir(&opts.out, req.resume.as_deref())?;
     let opts = TrainOptions {
         data: Some(data_path),

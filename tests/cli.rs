@@ -1276,7 +1276,7 @@ fn a_diverging_run_stops_with_an_error_and_keeps_the_last_good_checkpoint() {
         assert!(
             leftovers
                 .iter()
-                .all(|n| n == "last.safetensors" || n == "metrics.jsonl" || n == pixelcnn::util::LOCK_FILE),
+                .all(|n| n == "last.safetensors" || n == "metrics.jsonl" || n == pixelcnn::dir_lock::LOCK_FILE),
             "{leftovers:?}"
         );
     }
@@ -1402,7 +1402,7 @@ fn assert_no_temp_files(dir: &Path) {
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
             let name = e.file_name().to_string_lossy().into_owned();
-            if pixelcnn::util::is_temp_name(&name) || name.contains(".tmp-") {
+            if pixelcnn::fsio::is_temp_name(&name) || name.contains(".tmp-") {
                 temps.push(e.path());
             }
             if e.file_type().unwrap().is_dir() {
@@ -1636,7 +1636,7 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
-        .filter(|e| e.file_type().unwrap().is_file() && e.file_name() != pixelcnn::util::LOCK_FILE)
+        .filter(|e| e.file_type().unwrap().is_file() && e.file_name() != pixelcnn::dir_lock::LOCK_FILE)
         .map(|e| {
             (
                 e.file_name().to_string_lossy().into_owned(),
@@ -1673,9 +1673,9 @@ fn a_run_directory_has_one_writer_at_a_time() {
     // run into it and a resume of the run in it are refused, naming the holder's pid; nothing there changes.
     let pid = format!("pid {}", std::process::id());
     {
-        let _lock = pixelcnn::util::lock_dir(&run).unwrap();
+        let _lock = pixelcnn::dir_lock::lock_dir(&run).unwrap();
         let empty = f.root.join("empty");
-        let _empty_lock = pixelcnn::util::lock_dir(&empty).unwrap();
+        let _empty_lock = pixelcnn::dir_lock::lock_dir(&empty).unwrap();
         let before = snapshot(&run);
         let err = fails(&f.root, &train_args(&f, "cpu", &empty));
         assert!(err.contains(&pid) && err.contains("in use"), "{err}");

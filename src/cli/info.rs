@@ -4,7 +4,7 @@ use super::{DataArgs, ModelArgs};
 use anyhow::{ensure, Result};
 use clap::Args;
 use pixelcnn::model::Network;
-use pixelcnn::{baselines, checkpoint, data, download, gpu, plot, util};
+use pixelcnn::{baselines, checkpoint, data, download, fsio, gpu, image_out, plot};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -185,7 +185,7 @@ pub struct PlotArgs {
 
 impl PlotArgs {
     pub fn run(self) -> Result<()> {
-        util::check_image_output(&self.out, &[&self.metrics])?;
+        image_out::check_image_output(&self.out, &[&self.metrics])?;
         let m = plot::read_metrics(&self.metrics)?;
         plot::plot_training_curve(&m, &self.out, &self.title)?;
         eprintln!("wrote {}", self.out.display());
@@ -205,7 +205,7 @@ pub struct ExportArgs {
 
 impl ExportArgs {
     pub fn run(self) -> Result<()> {
-        util::check_output(&self.out, &[&self.checkpoint])?;
+        fsio::check_output(&self.out, &[&self.checkpoint])?;
         let ck = checkpoint::load(&self.checkpoint)?;
         let net = Network::new(ck.config);
         checkpoint::save(&self.out, &net, ck.weights(self.raw_weights), None)?;

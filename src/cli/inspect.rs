@@ -8,7 +8,7 @@ use pixelcnn::inspect::score::{self, HeatmapRow};
 use pixelcnn::inspect::user_image;
 use pixelcnn::model::{Network, CLASS_NAMES, PIXELS};
 use pixelcnn::train::Device;
-use pixelcnn::{checkpoint, sampling, util};
+use pixelcnn::{checkpoint, image_out, sampling};
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -55,7 +55,7 @@ impl ReceptiveFieldArgs {
         } else {
             let path = sampling::model_path(self.checkpoint.as_deref())?;
             if let Some(out) = &self.out {
-                util::check_image_output(out, &[&path])?;
+                image_out::check_image_output(out, &[&path])?;
             }
             let ck = checkpoint::load(&path)?;
             (
@@ -66,7 +66,7 @@ impl ReceptiveFieldArgs {
             )
         };
         if let Some(out) = &self.out {
-            util::check_image_output(out, &[])?;
+            image_out::check_image_output(out, &[])?;
         }
         let field = receptive_field::receptive_field(&net, &params, self.pixel, self.inputs as usize, self.seed)?;
         let title = format!("{} ({source})", net.config.describe());
@@ -158,7 +158,7 @@ impl ScoreArgs {
             );
             let mut inputs: Vec<&Path> = self.images.iter().map(PathBuf::as_path).collect();
             inputs.push(&path);
-            util::check_image_output(h, &inputs)?;
+            image_out::check_image_output(h, &inputs)?;
         }
         let images = user_image::load_all(&self.images, self.invert)?;
         let ck = checkpoint::load(&path)?;

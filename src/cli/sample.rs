@@ -9,7 +9,7 @@ use pixelcnn::inspect::{score, user_image};
 use pixelcnn::model::{Network, CLASS_NAMES, PIXELS, WIDTH};
 use pixelcnn::sampling::{self, ClassRequest, CompleteRequest, StreamRequest};
 use pixelcnn::train::Device;
-use pixelcnn::{checkpoint, grid, util};
+use pixelcnn::{checkpoint, fsio, grid, image_out};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -69,9 +69,9 @@ impl SampleArgs {
     pub fn run(self) -> Result<()> {
         let count = self.count as usize;
         let path = sampling::model_path(self.checkpoint.as_deref())?;
-        util::check_image_output(&self.out, &[&path])?;
+        image_out::check_image_output(&self.out, &[&path])?;
         if let Some(dir) = &self.save_each {
-            util::check_output_dir(dir)?;
+            fsio::check_output_dir(dir)?;
         }
         let ck = checkpoint::load(&path)?;
         let net = Network::new(ck.config);
@@ -91,7 +91,7 @@ impl SampleArgs {
         }
         if let (Some(gif), Some(steps)) = (&self.animate, &steps) {
             let bytes = animation::encode_gif(steps, |k| self.render(&animation::partial_images(&kept, k), &request))?;
-            util::write_atomic(gif, &bytes)?;
+            fsio::write_atomic(gif, &bytes)?;
         }
         self.report(total, grid, seconds);
         Ok(())
@@ -117,7 +117,7 @@ impl SampleArgs {
             grid,
             "--animate animates the grid, and there is no grid above {MAX_GRID_IMAGES} images"
         );
-        util::check_output(gif, &[model, &self.out])?;
+        fsio::check_output(gif, &[model, &self.out])?;
         ensure!(
             gif.as_path() != self.out.as_path(),
             "--animate and --out name the same file"
@@ -280,7 +280,7 @@ impl CompleteArgs {
         let path = sampling::model_path(self.checkpoint.as_deref())?;
         let mut inputs: Vec<&std::path::Path> = self.images.iter().map(PathBuf::as_path).collect();
         inputs.push(&path);
-        util::check_image_output(out, &inputs)?;
+        image_out::check_image_output(out, &inputs)?;
         let ck = checkpoint::load(&path)?;
         let net = Network::new(ck.config);
         let conditional = net.config.is_conditional();

@@ -57,7 +57,7 @@ impl UserImage {
 
 /// Reads and prepares the image at `path` (see the module documentation).
 pub fn load(path: &Path, invert: bool) -> Result<UserImage> {
-    let bytes = crate::util::read_regular(path, "image", MAX_IMAGE_BYTES)?;
+    let bytes = crate::fsio::read_regular(path, "image", MAX_IMAGE_BYTES)?;
     let image = decode(path, &bytes)?;
     let (width, height) = (image.width(), image.height());
     let grey = prepare(&image, invert);
