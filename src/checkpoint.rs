@@ -55,7 +55,7 @@ pub struct TrainState {
     /// The last record the run appended to `metrics.jsonl` before this checkpoint (the record of the epoch this
     /// checkpoint ends, at an epoch's end): a resume re-appends it if a crash between the save and the append lost it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_record: Option<crate::train::EpochRecord>,
+    pub last_record: Option<crate::metrics::EpochRecord>,
 }
 
 fn no_decay() -> f64 {

@@ -5,9 +5,12 @@
 use crate::checkpoint::{self, TrainState};
 use crate::cpu::{self, AdamConfig, AdamState};
 use crate::data::Split;
+use crate::device::Device;
+use crate::evaluate::evaluate_cpu;
 use crate::gpu::layers::GpuModel;
 use crate::gpu::trainer::Trainer;
 use crate::gpu::Gpu;
+use crate::metrics::{EpochRecord, MAX_METRICS_BYTES, MAX_METRICS_LINE};
 use crate::model::{bits_per_dim, Config, Network, PIXELS};
 use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,15 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Which backend runs the math.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-pub enum Device {
-    /// WGSL compute shaders through wgpu (Vulkan, Metal, DX12).
-    Gpu,
-    /// The plain Rust reference (slow; for tests and machines without any GPU driver).
-    Cpu,
-}
 
 /// The loss is checked every this many optimizer steps (and before every checkpoint): a diverged run stops within
 /// this many steps, whatever the timing.
@@ -202,25 +196,6 @@ impl Backend {
     }
 }
 
-/// Per-image NLL on the CPU, in small batches.
-pub fn evaluate_cpu(
-    net: &Network,
-    params: &[f32],
-    images: &[u8],
-    labels: Option<&[u8]>,
-    mut progress: impl FnMut(usize),
-) -> Vec<f32> {
-    let mut out = Vec::new();
-    for (i, chunk) in images.chunks(8 * PIXELS).enumerate() {
-        let n = chunk.len() / PIXELS;
-        let x: Vec<f32> = chunk.iter().map(|&v| v as f32).collect();
-        let l = labels.map(|l| &l[i * 8..i * 8 + n]);
-        out.extend(cpu::image_nll(net, params, &x, l, n));
-        progress(n);
-    }
-    out
-}
-
 /// The data order of one epoch: a permutation seeded by (seed, epoch).
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
     crate::rng::permutation(n, seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
@@ -254,30 +229,6 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Images in the sample grid written at the end of every epoch (`samples_epoch_NNN.png`); 0: none.
     pub epoch_samples: usize,
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub step: u64,
-    /// True when the epoch was cut short by --steps.
-    pub partial: bool,
-    pub train_nll: f64,
-    pub train_bpd: f64,
-    /// None when there are no validation images (JSON `null`, never NaN).
-    pub val_nll: Option<f64>,
-    pub val_bpd: Option<f64>,
-    /// The same under the Polyak average of the parameters, when the run keeps one (`--ema`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub val_nll_ema: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub val_bpd_ema: Option<f64>,
-    pub seconds: f64,
-    pub images_per_second: f64,
-    /// The epoch's learning rate (`--lr` · `--lr-decay`^(epoch − 1), or from a branch's own start: see
-    /// `TrainState::lr_epoch0`).
-    pub lr: f64,
 }
 
 /// What a finished (or stopped) run reports.
@@ -360,11 +311,6 @@ fn append_metrics(path: &Path, record: &EpochRecord) -> Result<()> {
     f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
     Ok(())
 }
-
-/// The largest `metrics.jsonl` read back (a record is about 300 bytes: this is over 200,000 epochs).
-pub const MAX_METRICS_BYTES: u64 = 64 << 20;
-/// The longest line of `metrics.jsonl` read back.
-pub const MAX_METRICS_LINE: usize = 64 << 10;
 
 /// Brings a resumed run's log in line with its checkpoint before the run appends to it: reads `src` (the log
 /// beside the checkpoint), completes a last line whose newline a crash lost or drops one torn mid-write, drops the

@@ -6,10 +6,10 @@ mod common;
 
 use common::perturbed_params;
 use pixelcnn::cpu::SampleSpec;
+use pixelcnn::device::Device;
 use pixelcnn::inspect::receptive_field::{receptive_field, ReceptiveField, Region};
 use pixelcnn::inspect::score;
 use pixelcnn::model::{Config, Network, PIXELS, WIDTH};
-use pixelcnn::train::Device;
 
 fn field(config: Config, pixel: (usize, usize), seed: u64) -> ReceptiveField {
     let net = Network::new(config);

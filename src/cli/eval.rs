@@ -3,10 +3,10 @@
 use super::{styled_bar, DataArgs};
 use anyhow::{ensure, Result};
 use clap::Args;
+use pixelcnn::device::Device;
 use pixelcnn::evaluate::{self, EvalReport};
 use pixelcnn::model::{bits_per_dim, Network};
 use pixelcnn::sampling;
-use pixelcnn::train::Device;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]

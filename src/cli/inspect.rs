@@ -3,11 +3,11 @@
 use super::{styled_bar, ModelArgs};
 use anyhow::{ensure, Result};
 use clap::Args;
+use pixelcnn::device::Device;
 use pixelcnn::inspect::receptive_field::{self, Region};
 use pixelcnn::inspect::score::{self, HeatmapRow};
 use pixelcnn::inspect::user_image;
 use pixelcnn::model::{Network, CLASS_NAMES, PIXELS};
-use pixelcnn::train::Device;
 use pixelcnn::{checkpoint, image_out, sampling};
 use std::path::{Path, PathBuf};
 

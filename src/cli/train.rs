@@ -3,7 +3,8 @@
 use super::{parse_beta1, parse_ema, parse_lr, parse_lr_decay, parse_minutes, DataArgs, ModelArgs};
 use anyhow::Result;
 use clap::Args;
-use pixelcnn::train::{self, Device};
+use pixelcnn::device::Device;
+use pixelcnn::train;
 use std::path::PathBuf;
 
 #[derive(Args)]
