@@ -5,6 +5,7 @@
 pub mod baselines;
 pub mod bench;
 pub mod checkpoint;
+pub mod cli;
 pub mod cpu;
 pub mod data;
 pub mod device;

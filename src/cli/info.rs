@@ -1,10 +1,10 @@
 //! The small commands: `data`, `download`, `devices`, `summary`, `baselines`, `plot` and `export`.
 
 use super::{DataArgs, ModelArgs};
+use crate::model::Network;
+use crate::{baselines, checkpoint, data, download, fsio, gpu, image_out, plot};
 use anyhow::{ensure, Result};
 use clap::Args;
-use pixelcnn::model::Network;
-use pixelcnn::{baselines, checkpoint, data, download, fsio, gpu, image_out, plot};
 use std::path::PathBuf;
 
 #[derive(Args)]

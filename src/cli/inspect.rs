@@ -1,14 +1,14 @@
 //! `pixelcnn receptive-field` and `pixelcnn score`.
 
 use super::{styled_bar, ModelArgs};
+use crate::device::Device;
+use crate::inspect::receptive_field::{self, Region};
+use crate::inspect::score::{self, HeatmapRow};
+use crate::inspect::user_image;
+use crate::model::{Network, CLASS_NAMES, PIXELS};
+use crate::{checkpoint, image_out, sampling};
 use anyhow::{ensure, Result};
 use clap::Args;
-use pixelcnn::device::Device;
-use pixelcnn::inspect::receptive_field::{self, Region};
-use pixelcnn::inspect::score::{self, HeatmapRow};
-use pixelcnn::inspect::user_image;
-use pixelcnn::model::{Network, CLASS_NAMES, PIXELS};
-use pixelcnn::{checkpoint, image_out, sampling};
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]

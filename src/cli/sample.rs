@@ -1,15 +1,15 @@
 //! `pixelcnn sample` and `pixelcnn complete`.
 
 use super::{parse_temperature, styled_bar, DataArgs};
+use crate::device::Device;
+use crate::inspect::animation;
+use crate::inspect::{score, user_image};
+use crate::model::{Network, CLASS_NAMES, PIXELS, WIDTH};
+use crate::sampling::{self, ClassRequest, CompleteRequest, StreamRequest};
+use crate::{checkpoint, fsio, grid, image_out};
 use anyhow::{bail, ensure, Result};
 use clap::Args;
 use image::GrayImage;
-use pixelcnn::device::Device;
-use pixelcnn::inspect::animation;
-use pixelcnn::inspect::{score, user_image};
-use pixelcnn::model::{Network, CLASS_NAMES, PIXELS, WIDTH};
-use pixelcnn::sampling::{self, ClassRequest, CompleteRequest, StreamRequest};
-use pixelcnn::{checkpoint, fsio, grid, image_out};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -291,7 +291,7 @@ impl CompleteArgs {
                     "--class needs a class-conditional model; this one ({}) is unconditional",
                     net.config.describe()
                 );
-                Some(pixelcnn::model::parse_class(c)?)
+                Some(crate::model::parse_class(c)?)
             }
             None => None,
         };
@@ -390,7 +390,7 @@ impl CompleteArgs {
         params: &[f32],
         class: Option<usize>,
         rows: usize,
-    ) -> Result<(pixelcnn::data::Split, Vec<Chosen>)> {
+    ) -> Result<(crate::data::Split, Vec<Chosen>)> {
         let imgs = user_image::load_all(&self.images, self.invert)?;
         let binary: Vec<u8> = imgs.iter().flat_map(|i| i.binary.iter().copied()).collect();
         let mut chosen: Vec<Chosen> = imgs
@@ -413,6 +413,6 @@ impl CompleteArgs {
             }
         }
         let labels = chosen.iter().map(|c| c.class.unwrap_or(0) as u8).collect();
-        Ok((pixelcnn::data::Split { images: binary, labels }, chosen))
+        Ok((crate::data::Split { images: binary, labels }, chosen))
     }
 }

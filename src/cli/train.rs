@@ -1,11 +1,11 @@
 //! `pixelcnn train`.
 
 use super::{parse_beta1, parse_ema, parse_lr, parse_lr_decay, parse_minutes, DataArgs, ModelArgs};
+use crate::device::Device;
+use crate::inspect::epoch_samples;
+use crate::train;
 use anyhow::{Context, Result};
 use clap::Args;
-use pixelcnn::device::Device;
-use pixelcnn::inspect::epoch_samples;
-use pixelcnn::train;
 use std::path::PathBuf;
 
 #[derive(Args)]
