@@ -1461,23 +1461,42 @@ fn pixelcnn_env(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
     stdout(&o)
 }
 
+/// Whether the binary finds an adapter of wgpu's `backend` (`Vulkan`, `Gl`, as `devices --json` names them) when
+/// WGPU_BACKEND selects that backend alone.
+fn has_backend(cwd: &Path, backend: &str) -> bool {
+    let o = Command::new(env!("CARGO_BIN_EXE_pixelcnn"))
+        .args(["devices", "--json"])
+        .current_dir(cwd)
+        .env_remove("PIXELCNN_DATA")
+        .env("WGPU_BACKEND", backend.to_lowercase())
+        .output()
+        .expect("running the pixelcnn binary");
+    // Without an adapter `devices --json` prints `[]` and exits 1.
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .is_some_and(|a| a.iter().any(|d| d["backend"] == backend))
+}
+
 #[test]
 fn the_gl_backend_gives_the_same_samples_nll_and_training_as_vulkan() {
     if !have_gpu() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let gl_devices = pixelcnn_env(tmp.path(), &[("WGPU_BACKEND", "gl")], &["devices", "--json"]);
-    let gl_ok = json(&gl_devices)
-        .as_array()
-        .is_some_and(|a| a.iter().any(|d| d["backend"] == "Gl"));
-    if !gl_ok {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "CI=true but no GL adapter"
-        );
-        eprintln!("SKIPPING: no GL adapter");
-        return;
+    // The comparison needs both: a machine with only one of them (a GL driver without a Vulkan one, say) skips.
+    for (backend, name) in [("Gl", "GL"), ("Vulkan", "Vulkan")] {
+        if !has_backend(tmp.path(), backend) {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true"),
+                "CI=true but no {name} adapter"
+            );
+            eprintln!(
+                "SKIPPING: no {name} adapter (WGPU_BACKEND={} finds none)",
+                backend.to_lowercase()
+            );
+            return;
+        }
     }
     let f = fixture();
     let ck = tiny_model(
@@ -2645,8 +2664,9 @@ fn score_of_test_images_saved_as_png_equals_evals_nll() {
             assert!(h.height() > 5 * 28 && h.width() > 2 * 28, "{:?}", h.dimensions());
         }
     }
-    // The shipped model scores them too (text output names each file).
-    let text = ok(&f.root, &["score", s(&pngs[0]), s(&pngs[1])]);
+    // The shipped model scores them too (text output names each file), on the GPU where there is one.
+    let device = devices.last().expect("the CPU at least");
+    let text = ok(&f.root, &["score", "--device", device, s(&pngs[0]), s(&pngs[1])]);
     assert!(
         text.contains("test_0.png") && text.contains("bits/dim") && text.contains("p(class | image)"),
         "{text}"

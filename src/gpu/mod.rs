@@ -326,7 +326,7 @@ pub fn gpu_for_tests_with(force: Option<&str>) -> Option<Gpu> {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("CI=true but no GPU adapter: {e:#}");
             }
-            eprintln!("SKIPPING GPU test: {e:#}");
+            eprintln!("SKIPPING: {e:#}");
             None
         }
     }
