@@ -58,7 +58,7 @@ pub struct TrainState {
     /// The last record the run appended to `metrics.jsonl` before this checkpoint (the record of the epoch this
     /// checkpoint ends, at an epoch's end): a resume re-appends it if a crash between the save and the append lost it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_record: Option<crate::train::EpochRecord>,
+    pub last_record: Option<crate::metrics::EpochRecord>,
 }
 
 fn no_decay() -> f64 {
@@ -381,7 +381,7 @@ pub fn save_with(
     train: Option<(&TrainState, &AdamState)>,
     info: &ModelMeta,
 ) -> Result<()> {
-    crate::util::write_atomic(path, &to_bytes_with(net, params, train, info)?)
+    crate::fsio::write_atomic(path, &to_bytes_with(net, params, train, info)?)
         .with_context(|| format!("saving checkpoint {}", path.display()))
 }
 
@@ -699,7 +699,7 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 pub fn load(path: &Path) -> Result<Checkpoint> {
     use std::io::Read;
     let file = path.display().to_string();
-    let (mut f, len) = crate::util::open_regular(path, "checkpoint")?;
+    let (mut f, len) = crate::fsio::open_regular(path, "checkpoint")?;
     let mut bytes = Vec::with_capacity(len.min(1 << 30) as usize);
     (&mut f)
         .take(8)

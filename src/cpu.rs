@@ -799,12 +799,16 @@ pub fn sample_incremental(net: &Network, params: &[f32], spec: SampleSpec) -> Sa
     Samples { images, probs }
 }
 
-/// What `fma_peak` (peak.wgsl) computes for invocation `id`: the sum of its [`CHAINS`](crate::gpu::kernels::peak::CHAINS)
-/// chains after `4 · iters` steps of `a ← a · m + c`.
+/// Independent multiply-add chains per invocation in `fma_peak` (peak.wgsl's `CHAINS`, which the GPU family sets
+/// from this).
+pub const PEAK_CHAINS: u32 = 8;
+
+/// What `fma_peak` (peak.wgsl) computes for invocation `id`: the sum of its [`PEAK_CHAINS`] chains after
+/// `4 · iters` steps of `a ← a · m + c`.
 pub fn fma_peak(id: u32, iters: usize, m: f32, c: f32) -> [f32; 4] {
     let seed = (id & 1023) as f32 * 1e-6;
     let mut sum = [0.0f32; 4];
-    for k in 0..crate::gpu::kernels::peak::CHAINS {
+    for k in 0..PEAK_CHAINS {
         let mut a = [seed + k as f32, seed + 0.25, seed + 0.5, seed + 0.75];
         for _ in 0..4 * iters {
             for x in &mut a {

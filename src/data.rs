@@ -661,7 +661,7 @@ fn choose_class_names(
 
 /// Reads `classes.txt`: one name per line, surrounding spaces trimmed, blank lines skipped.
 fn read_classes_txt(path: &Path) -> Result<Vec<String>> {
-    let bytes = crate::util::read_regular(path, "class names file", MAX_CLASSES_TXT_BYTES)?;
+    let bytes = crate::fsio::read_regular(path, "class names file", MAX_CLASSES_TXT_BYTES)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
             .iter()
@@ -941,7 +941,7 @@ struct IdxData {
 /// Opens a data file and returns it with its length; a FIFO, device or directory (never read, so never waited
 /// on) and an empty file are errors naming it.
 fn open_nonempty(path: &Path) -> Result<(File, u64)> {
-    let (file, len) = crate::util::open_regular(path, "data file")?;
+    let (file, len) = crate::fsio::open_regular(path, "data file")?;
     if len == 0 {
         bail!("{}: file is empty (0 bytes)", path.display());
     }
@@ -1981,7 +1981,7 @@ impl FolderDecoder<'_> {
 /// EXIF orientation is not applied: the pixels are taken as stored.
 fn decode_levels(path: &Path, invert: bool) -> Result<(u32, u32, Vec<u8>)> {
     use image::ImageDecoder;
-    let bytes = crate::util::read_regular(path, "data image", MAX_IMAGE_FILE_BYTES)?;
+    let bytes = crate::fsio::read_regular(path, "data image", MAX_IMAGE_FILE_BYTES)?;
     let mut reader = image::ImageReader::new(Cursor::new(&bytes[..]));
     // The extension is the fallback; the content decides when it is recognizable (a PNG named .jpg loads).
     if let Some(format) = path.extension().and_then(image::ImageFormat::from_extension) {

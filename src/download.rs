@@ -37,7 +37,7 @@ pub struct FileStatus {
 pub fn download(dir: &Path, base_url: &str, expected: &[(&str, &str)], progress: bool) -> Result<Vec<FileStatus>> {
     // Every target is a new name or a regular file (or a link to one): checked before anything is fetched.
     for &(name, _) in expected {
-        crate::util::output_target(&dir.join(name))?;
+        crate::fsio::output_target(&dir.join(name))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
     let agent = ureq::AgentBuilder::new()
@@ -73,7 +73,7 @@ pub fn download(dir: &Path, base_url: &str, expected: &[(&str, &str)], progress:
         if !got.eq_ignore_ascii_case(md5) {
             bail!("{name} downloaded from {url} has MD5 {got}, expected {md5}; not saved");
         }
-        crate::util::write_atomic(&path, &bytes)?;
+        crate::fsio::write_atomic(&path, &bytes)?;
         log::info!("downloaded {} ({} bytes) from {url}", path.display(), bytes.len());
         statuses.push(FileStatus {
             name: name.to_string(),
@@ -95,7 +95,7 @@ fn md5_hex(bytes: &[u8]) -> String {
 
 /// The MD5 (hex) and length of a file already present, read in chunks (constant memory, whatever its size).
 fn md5_of_file(path: &Path) -> Result<(String, u64)> {
-    let (mut file, _) = crate::util::open_regular(path, "file")?;
+    let (mut file, _) = crate::fsio::open_regular(path, "file")?;
     let mut hasher = Md5::new();
     let mut chunk = vec![0u8; 1 << 16];
     let mut len = 0u64;

@@ -4,12 +4,13 @@
 //! (computed stably in log space; the figure to compare with unconditional models), and the accuracy of the Bayes
 //! classifier argmax_y p(x|y).
 
+use crate::cpu;
 use crate::data::Split;
+use crate::device::Device;
 use crate::gpu::layers::GpuModel;
 use crate::gpu::trainer::Trainer;
 use crate::gpu::Gpu;
 use crate::model::{bits_per_dim, Network};
-use crate::train::{evaluate_cpu, Device};
 use anyhow::{ensure, Result};
 
 /// Images per evaluation batch on the GPU.
@@ -138,4 +139,23 @@ pub fn evaluate(
 /// Image passes [`evaluate`] makes over `n` images (for its progress bar).
 pub fn progress_units(net: &Network, n: usize) -> u64 {
     (n * net.config.classes.max(1)) as u64
+}
+
+/// Per-image NLL on the CPU, in small batches.
+pub fn evaluate_cpu(
+    net: &Network,
+    params: &[f32],
+    images: &[u8],
+    labels: Option<&[u8]>,
+    mut progress: impl FnMut(usize),
+) -> Vec<f32> {
+    let mut out = Vec::new();
+    for (i, chunk) in images.chunks(8 * net.pixels()).enumerate() {
+        let n = chunk.len() / net.pixels();
+        let x: Vec<f32> = chunk.iter().map(|&v| v as f32).collect();
+        let l = labels.map(|l| &l[i * 8..i * 8 + n]);
+        out.extend(cpu::image_nll(net, params, &x, l, n));
+        progress(n);
+    }
+    out
 }

@@ -284,7 +284,7 @@ fn check_inputs<'a>(images: impl Iterator<Item = &'a [u8]>, shape: ImageShape, s
 /// Encodes in the format the path's extension names (`.png`, `.jpg`/`.jpeg`, `.bmp`, `.gif`; anything else is an
 /// error) in memory, then writes atomically so a reader never sees a half-written file.
 fn write_png(path: &Path, image: GrayImage) -> Result<()> {
-    crate::util::write_image(path, image.into())
+    crate::image_out::write_image(path, image.into())
 }
 
 #[cfg(test)]

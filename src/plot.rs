@@ -38,13 +38,13 @@ pub struct EpochMetrics {
 }
 
 /// Reads `metrics.jsonl`: one JSON object per line, blank lines skipped. The file must be a regular file (a FIFO or
-/// device is refused before reading) of at most [`MAX_METRICS_BYTES`](crate::train::MAX_METRICS_BYTES), with lines
-/// of at most [`MAX_METRICS_LINE`](crate::train::MAX_METRICS_LINE) bytes.
+/// device is refused before reading) of at most [`MAX_METRICS_BYTES`](crate::metrics::MAX_METRICS_BYTES), with lines
+/// of at most [`MAX_METRICS_LINE`](crate::metrics::MAX_METRICS_LINE) bytes.
 /// A line that does not parse is an error naming the file and the 1-based line number, except a last line without
 /// its newline (a run that crashed while writing it), which is skipped with a note.
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
-    use crate::train::{MAX_METRICS_BYTES, MAX_METRICS_LINE};
-    let bytes = crate::util::read_regular(path, "metrics file", MAX_METRICS_BYTES)?;
+    use crate::metrics::{MAX_METRICS_BYTES, MAX_METRICS_LINE};
+    let bytes = crate::fsio::read_regular(path, "metrics file", MAX_METRICS_BYTES)?;
     let text = String::from_utf8_lossy(&bytes);
     let torn = !text.is_empty() && !text.ends_with('\n');
     let count = text.lines().count();
@@ -116,7 +116,7 @@ pub fn plot_training_curve(metrics: &[EpochMetrics], out: &Path, title: &str) ->
         .map_err(|e| anyhow!("drawing training curve {}: {e}", out.display()))?;
 
     let image = image::RgbImage::from_raw(width, height, rgb).context("plot buffer has the wrong size")?;
-    crate::util::write_image(out, image.into())
+    crate::image_out::write_image(out, image.into())
 }
 
 /// One curve: its (epoch, NLL) points, colour and legend label.

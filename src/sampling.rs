@@ -4,9 +4,9 @@
 use crate::checkpoint::{self, Checkpoint};
 use crate::cpu::{self, SampleSpec, Samples};
 use crate::data::Split;
+use crate::device::Device;
 use crate::gpu::sampler::{SampleRequest, Sampler};
 use crate::model::Network;
-use crate::train::Device;
 use anyhow::{bail, ensure, Result};
 use std::path::{Path, PathBuf};
 

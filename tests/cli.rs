@@ -1298,7 +1298,7 @@ fn a_diverging_run_stops_with_an_error_and_keeps_the_last_good_checkpoint() {
         assert!(
             leftovers
                 .iter()
-                .all(|n| n == "last.safetensors" || n == "metrics.jsonl" || n == pixelcnn::util::LOCK_FILE),
+                .all(|n| n == "last.safetensors" || n == "metrics.jsonl" || n == pixelcnn::dir_lock::LOCK_FILE),
             "{leftovers:?}"
         );
     }
@@ -1424,7 +1424,7 @@ fn assert_no_temp_files(dir: &Path) {
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
             let name = e.file_name().to_string_lossy().into_owned();
-            if pixelcnn::util::is_temp_name(&name) || name.contains(".tmp-") {
+            if pixelcnn::fsio::is_temp_name(&name) || name.contains(".tmp-") {
                 temps.push(e.path());
             }
             if e.file_type().unwrap().is_dir() {
@@ -1483,23 +1483,42 @@ fn pixelcnn_env(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
     stdout(&o)
 }
 
+/// Whether the binary finds an adapter of wgpu's `backend` (`Vulkan`, `Gl`, as `devices --json` names them) when
+/// WGPU_BACKEND selects that backend alone.
+fn has_backend(cwd: &Path, backend: &str) -> bool {
+    let o = Command::new(env!("CARGO_BIN_EXE_pixelcnn"))
+        .args(["devices", "--json"])
+        .current_dir(cwd)
+        .env_remove("PIXELCNN_DATA")
+        .env("WGPU_BACKEND", backend.to_lowercase())
+        .output()
+        .expect("running the pixelcnn binary");
+    // Without an adapter `devices --json` prints `[]` and exits 1.
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .is_some_and(|a| a.iter().any(|d| d["backend"] == backend))
+}
+
 #[test]
 fn the_gl_backend_gives_the_same_samples_nll_and_training_as_vulkan() {
     if !have_gpu() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let gl_devices = pixelcnn_env(tmp.path(), &[("WGPU_BACKEND", "gl")], &["devices", "--json"]);
-    let gl_ok = json(&gl_devices)
-        .as_array()
-        .is_some_and(|a| a.iter().any(|d| d["backend"] == "Gl"));
-    if !gl_ok {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "CI=true but no GL adapter"
-        );
-        eprintln!("SKIPPING: no GL adapter");
-        return;
+    // The comparison needs both: a machine with only one of them (a GL driver without a Vulkan one, say) skips.
+    for (backend, name) in [("Gl", "GL"), ("Vulkan", "Vulkan")] {
+        if !has_backend(tmp.path(), backend) {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true"),
+                "CI=true but no {name} adapter"
+            );
+            eprintln!(
+                "SKIPPING: no {name} adapter (WGPU_BACKEND={} finds none)",
+                backend.to_lowercase()
+            );
+            return;
+        }
     }
     let f = fixture();
     let ck = tiny_model(
@@ -1658,7 +1677,7 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
-        .filter(|e| e.file_type().unwrap().is_file() && e.file_name() != pixelcnn::util::LOCK_FILE)
+        .filter(|e| e.file_type().unwrap().is_file() && e.file_name() != pixelcnn::dir_lock::LOCK_FILE)
         .map(|e| {
             (
                 e.file_name().to_string_lossy().into_owned(),
@@ -1695,9 +1714,9 @@ fn a_run_directory_has_one_writer_at_a_time() {
     // run into it and a resume of the run in it are refused, naming the holder's pid; nothing there changes.
     let pid = format!("pid {}", std::process::id());
     {
-        let _lock = pixelcnn::util::lock_dir(&run).unwrap();
+        let _lock = pixelcnn::dir_lock::lock_dir(&run).unwrap();
         let empty = f.root.join("empty");
-        let _empty_lock = pixelcnn::util::lock_dir(&empty).unwrap();
+        let _empty_lock = pixelcnn::dir_lock::lock_dir(&empty).unwrap();
         let before = snapshot(&run);
         let err = fails(&f.root, &train_args(&f, "cpu", &empty));
         assert!(err.contains(&pid) && err.contains("in use"), "{err}");
@@ -2667,8 +2686,9 @@ fn score_of_test_images_saved_as_png_equals_evals_nll() {
             assert!(h.height() > 5 * 28 && h.width() > 2 * 28, "{:?}", h.dimensions());
         }
     }
-    // The shipped model scores them too (text output names each file).
-    let text = ok(&f.root, &["score", s(&pngs[0]), s(&pngs[1])]);
+    // The shipped model scores them too (text output names each file), on the GPU where there is one.
+    let device = devices.last().expect("the CPU at least");
+    let text = ok(&f.root, &["score", "--device", device, s(&pngs[0]), s(&pngs[1])]);
     assert!(
         text.contains("test_0.png") && text.contains("bits/dim") && text.contains("p(class | image)"),
         "{text}"

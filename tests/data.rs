@@ -671,7 +671,7 @@ fn malformed_inputs_are_clear_errors() {
 // ------------------------------------------------------------------------------------------------
 // The real data set
 
-/// The real Fashion-MNIST directory, or None (after a note) when it is not there outside CI.
+/// The real Fashion-MNIST directory, or None (after a `SKIPPING:` line) when it is not there outside CI.
 fn real_data_dir() -> Option<PathBuf> {
     let dir = match std::env::var("PIXELCNN_DATA") {
         Ok(v) if !v.is_empty() => PathBuf::from(v),
@@ -686,7 +686,10 @@ fn real_data_dir() -> Option<PathBuf> {
             dir.display()
         );
     }
-    eprintln!("note: {} not found; skipping the real-data test", dir.display());
+    eprintln!(
+        "SKIPPING: the real data set is not at {} (set PIXELCNN_DATA)",
+        dir.display()
+    );
     None
 }
 

@@ -7,13 +7,13 @@ mod common;
 use common::perturbed_params;
 use common::PIXELS;
 use pixelcnn::cpu::SampleSpec;
+use pixelcnn::device::Device;
 use pixelcnn::inspect::receptive_field::{receptive_field, ReceptiveField, Region};
 use pixelcnn::inspect::score;
 use pixelcnn::model::{Config, Network};
 
 /// Columns of the 28×28 images most of these tests use.
 const WIDTH: usize = 28;
-use pixelcnn::train::Device;
 
 fn field(config: Config, pixel: (usize, usize), seed: u64) -> ReceptiveField {
     let net = Network::new(config);

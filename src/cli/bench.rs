@@ -1,12 +1,12 @@
 //! `pixelcnn bench peak`, `pixelcnn bench train` and `pixelcnn bench sample`.
 
 use super::{ModelArgs, ShapeArgs};
+use crate::bench::{self, PeakBench, SampleBench, TrainBench};
+use crate::checkpoint;
+use crate::gpu::record::ProfileLine;
+use crate::model::Network;
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use pixelcnn::bench::{self, PeakBench, SampleBench, TrainBench};
-use pixelcnn::checkpoint;
-use pixelcnn::gpu::record::ProfileLine;
-use pixelcnn::model::Network;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -44,7 +44,7 @@ pub struct BenchPeakArgs {
 
 impl BenchPeakArgs {
     pub fn run(self) -> Result<()> {
-        let gpu = pixelcnn::gpu::Gpu::new()?;
+        let gpu = crate::gpu::Gpu::new()?;
         let r = bench::bench_peak(&gpu, self.runs as usize, 0.1)?;
         if self.json {
             println!("{}", serde_json::to_string(&r)?);
@@ -65,7 +65,7 @@ fn print_peak(r: &PeakBench) {
             r.runs,
             f.invocations,
             f.iters,
-            4 * pixelcnn::gpu::kernels::peak::CHAINS
+            4 * crate::gpu::kernels::peak::CHAINS
         );
     }
     println!(

@@ -1,12 +1,12 @@
 //! `pixelcnn eval`.
 
 use super::{styled_bar, DataArgs};
+use crate::device::Device;
+use crate::evaluate::{self, EvalReport};
+use crate::model::Network;
+use crate::sampling;
 use anyhow::{ensure, Result};
 use clap::Args;
-use pixelcnn::evaluate::{self, EvalReport};
-use pixelcnn::model::Network;
-use pixelcnn::sampling;
-use pixelcnn::train::Device;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]

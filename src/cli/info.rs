@@ -1,10 +1,10 @@
 //! The small commands: `data`, `download`, `devices`, `summary`, `baselines`, `plot` and `export`.
 
 use super::{DataArgs, ModelArgs, ShapeArgs};
+use crate::model::Network;
+use crate::{baselines, checkpoint, data, download, fsio, gpu, image_out, plot};
 use anyhow::{ensure, Result};
 use clap::Args;
-use pixelcnn::model::Network;
-use pixelcnn::{baselines, checkpoint, data, download, gpu, plot, util};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -119,7 +119,7 @@ impl SummaryArgs {
             }
             None => {
                 let config = self.shape.apply(self.model.config()?)?;
-                (config, pixelcnn::model::default_class_names(config.classes))
+                (config, crate::model::default_class_names(config.classes))
             }
         };
         let net = Network::new(config);
@@ -212,7 +212,7 @@ pub struct PlotArgs {
 
 impl PlotArgs {
     pub fn run(self) -> Result<()> {
-        util::check_image_output(&self.out, &[&self.metrics])?;
+        image_out::check_image_output(&self.out, &[&self.metrics])?;
         let m = plot::read_metrics(&self.metrics)?;
         plot::plot_training_curve(&m, &self.out, &self.title)?;
         eprintln!("wrote {}", self.out.display());
@@ -232,7 +232,7 @@ pub struct ExportArgs {
 
 impl ExportArgs {
     pub fn run(self) -> Result<()> {
-        util::check_output(&self.out, &[&self.checkpoint])?;
+        fsio::check_output(&self.out, &[&self.checkpoint])?;
         let ck = checkpoint::load(&self.checkpoint)?;
         let net = Network::new(ck.config);
         checkpoint::save(&self.out, &net, ck.weights(self.raw_weights), None)?;

@@ -1,14 +1,14 @@
 //! `pixelcnn receptive-field` and `pixelcnn score`.
 
 use super::{styled_bar, ModelArgs, ShapeArgs};
+use crate::device::Device;
+use crate::inspect::receptive_field::{self, Region};
+use crate::inspect::score::{self, HeatmapRow};
+use crate::inspect::user_image;
+use crate::model::Network;
+use crate::{checkpoint, image_out, sampling};
 use anyhow::{ensure, Result};
 use clap::Args;
-use pixelcnn::inspect::receptive_field::{self, Region};
-use pixelcnn::inspect::score::{self, HeatmapRow};
-use pixelcnn::inspect::user_image;
-use pixelcnn::model::Network;
-use pixelcnn::train::Device;
-use pixelcnn::{checkpoint, sampling, util};
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -57,7 +57,7 @@ impl ReceptiveFieldArgs {
         } else {
             let path = sampling::model_path(self.checkpoint.as_deref())?;
             if let Some(out) = &self.out {
-                util::check_image_output(out, &[&path])?;
+                image_out::check_image_output(out, &[&path])?;
             }
             let ck = checkpoint::load(&path)?;
             (
@@ -68,7 +68,7 @@ impl ReceptiveFieldArgs {
             )
         };
         if let Some(out) = &self.out {
-            util::check_image_output(out, &[])?;
+            image_out::check_image_output(out, &[])?;
         }
         let field = receptive_field::receptive_field(&net, &params, self.pixel, self.inputs as usize, self.seed)?;
         let title = format!("{} ({source})", net.config.describe());
@@ -164,7 +164,7 @@ impl ScoreArgs {
             );
             let mut inputs: Vec<&Path> = self.images.iter().map(PathBuf::as_path).collect();
             inputs.push(&path);
-            util::check_image_output(h, &inputs)?;
+            image_out::check_image_output(h, &inputs)?;
         }
         let ck = checkpoint::load(&path)?;
         let net = Network::new(ck.config);

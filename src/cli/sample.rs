@@ -1,15 +1,15 @@
 //! `pixelcnn sample` and `pixelcnn complete`.
 
 use super::{parse_temperature, styled_bar, DataArgs};
+use crate::device::Device;
+use crate::inspect::animation;
+use crate::inspect::{score, user_image};
+use crate::model::Network;
+use crate::sampling::{self, ClassRequest, CompleteRequest, StreamRequest};
+use crate::{checkpoint, fsio, grid, image_out};
 use anyhow::{bail, ensure, Result};
 use clap::Args;
 use image::GrayImage;
-use pixelcnn::inspect::animation;
-use pixelcnn::inspect::{score, user_image};
-use pixelcnn::model::Network;
-use pixelcnn::sampling::{self, ClassRequest, CompleteRequest, StreamRequest};
-use pixelcnn::train::Device;
-use pixelcnn::{checkpoint, grid, util};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -70,9 +70,9 @@ impl SampleArgs {
     pub fn run(self) -> Result<()> {
         let count = self.count as usize;
         let path = sampling::model_path(self.checkpoint.as_deref())?;
-        util::check_image_output(&self.out, &[&path])?;
+        image_out::check_image_output(&self.out, &[&path])?;
         if let Some(dir) = &self.save_each {
-            util::check_output_dir(dir)?;
+            fsio::check_output_dir(dir)?;
         }
         let ck = checkpoint::load(&path)?;
         let net = Network::new(ck.config);
@@ -96,7 +96,7 @@ impl SampleArgs {
             let bytes = animation::encode_gif(steps, |k| {
                 self.render(&net, names, &animation::partial_images(&kept, k, pixels), &request)
             })?;
-            util::write_atomic(gif, &bytes)?;
+            fsio::write_atomic(gif, &bytes)?;
         }
         self.report(total, grid, seconds);
         Ok(())
@@ -124,7 +124,7 @@ impl SampleArgs {
             grid,
             "--animate animates the grid, and there is no grid above {MAX_GRID_IMAGES} images"
         );
-        util::check_output(gif, &[model, &self.out])?;
+        fsio::check_output(gif, &[model, &self.out])?;
         ensure!(
             gif.as_path() != self.out.as_path(),
             "--animate and --out name the same file"
@@ -299,7 +299,7 @@ impl CompleteArgs {
         let path = sampling::model_path(self.checkpoint.as_deref())?;
         let mut inputs: Vec<&std::path::Path> = self.images.iter().map(PathBuf::as_path).collect();
         inputs.push(&path);
-        util::check_image_output(out, &inputs)?;
+        image_out::check_image_output(out, &inputs)?;
         let ck = checkpoint::load(&path)?;
         let net = Network::new(ck.config);
         let conditional = net.config.is_conditional();
@@ -310,7 +310,7 @@ impl CompleteArgs {
                     "--class needs a class-conditional model; this one ({}) is unconditional",
                     net.config.describe()
                 );
-                Some(pixelcnn::model::parse_class(c, &ck.meta.class_names)?)
+                Some(crate::model::parse_class(c, &ck.meta.class_names)?)
             }
             None => None,
         };
@@ -419,7 +419,7 @@ impl CompleteArgs {
         ck: &checkpoint::Checkpoint,
         class: Option<usize>,
         rows: usize,
-    ) -> Result<(pixelcnn::data::Split, Vec<Chosen>)> {
+    ) -> Result<(crate::data::Split, Vec<Chosen>)> {
         let params = ck.weights(self.raw_weights);
         let prep = user_image::Preparation {
             shape: net.image(),
@@ -449,7 +449,7 @@ impl CompleteArgs {
             }
         }
         let labels = chosen.iter().map(|c| c.class.unwrap_or(0) as u8).collect();
-        let split = pixelcnn::data::Split {
+        let split = crate::data::Split {
             images: binary,
             labels,
             pixels: net.pixels(),

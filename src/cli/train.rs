@@ -1,9 +1,11 @@
 //! `pixelcnn train`.
 
 use super::{parse_beta1, parse_ema, parse_lr, parse_lr_decay, parse_minutes, DataArgs, ModelArgs};
-use anyhow::Result;
+use crate::device::Device;
+use crate::inspect::epoch_samples;
+use crate::train;
+use anyhow::{Context, Result};
 use clap::Args;
-use pixelcnn::train::{self, Device};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -61,7 +63,7 @@ pub struct TrainArgs {
     /// Images in the sample grid written into the run directory at the end of every epoch
     /// (samples_epoch_NNN.png, always the same seed, so that successive grids show what the model learned); 0 turns
     /// it off.
-    #[arg(long, default_value_t = pixelcnn::inspect::epoch_samples::DEFAULT_COUNT as u64,
+    #[arg(long, default_value_t = epoch_samples::DEFAULT_COUNT as u64,
           value_parser = clap::value_parser!(u64).range(0..=256))]
     epoch_samples: u64,
     /// Print each epoch's metrics as a JSON line on stdout, and a final JSON summary.
@@ -89,14 +91,24 @@ impl TrainArgs {
             device: self.device,
             save_every_minutes: self.save_every,
             quiet: self.json,
-            epoch_samples: self.epoch_samples as usize,
         })
     }
 
     pub fn run(self) -> Result<()> {
-        let json = self.json;
+        let (json, count) = (self.json, self.epoch_samples as usize);
         let plan = train::plan_run(self.request()?)?;
-        let summary = train::run(&plan)?;
+        // At the end of every epoch, after the checkpoint and the metrics are written: the epoch's sample grid in the
+        // run directory, said unless --json. The loop reports a failure as a warning and trains on: the checkpoint is
+        // already safe, and a picture is not worth a training run.
+        let mut draw_grid = |end: &train::EpochEnd| -> Result<()> {
+            let written = epoch_samples::write(end.gpu, end.net, end.weights, end.run_dir, end.epoch, count)
+                .context("the epoch's sample grid was not written")?;
+            if let Some((path, seconds)) = written.filter(|_| !json) {
+                eprintln!("  samples: {} ({seconds:.2} s)", path.display());
+            }
+            Ok(())
+        };
+        let summary = train::run(&plan, &mut draw_grid)?;
         if json {
             println!("{}", serde_json::to_string(&summary)?);
         } else {

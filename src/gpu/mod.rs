@@ -59,7 +59,7 @@ fn summarize(info: &wgpu::AdapterInfo, selected: bool) -> AdapterSummary {
 
 fn instance() -> wgpu::Instance {
     // Before the first driver call: without XDG_RUNTIME_DIR, Mesa prints an error line on every device open.
-    crate::util::ensure_runtime_dir();
+    crate::runtime_dir::ensure_runtime_dir();
     // Honours WGPU_BACKEND (and WGPU_VALIDATION, WGPU_DEBUG, ...).
     wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
 }
@@ -326,7 +326,7 @@ pub fn gpu_for_tests_with(force: Option<&str>) -> Option<Gpu> {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("CI=true but no GPU adapter: {e:#}");
             }
-            eprintln!("SKIPPING GPU test: {e:#}");
+            eprintln!("SKIPPING: {e:#}");
             None
         }
     }

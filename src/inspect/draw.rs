@@ -1,6 +1,6 @@
 //! Colour pictures for the inspection commands: an RGB canvas with filled cells, text in the embedded DejaVu Sans
 //! ([`crate::plot::FONT`]), a perceptual colour map and its colour bar, written atomically in the format the file's
-//! extension names ([`crate::util::write_image`]).
+//! extension names ([`crate::image_out::write_image`]).
 
 use anyhow::{anyhow, Result};
 use image::{Rgb, RgbImage};
@@ -83,7 +83,7 @@ impl Canvas {
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
-        crate::util::write_image(path, image::DynamicImage::ImageRgb8(self.image.clone()))
+        crate::image_out::write_image(path, image::DynamicImage::ImageRgb8(self.image.clone()))
     }
 }
 

@@ -2,15 +2,16 @@
 //! that a user can watch the model learn: `--epoch-samples N` images (default 16; 0 turns it off) drawn with the
 //! fixed seed [`SEED`], so that the grids of successive epochs differ only by what the model learned; a
 //! conditional model draws an even mix of classes. It samples on the training device: the GPU run's own device
-//! (no second adapter is opened), or the CPU reference.
+//! (no second adapter is opened), or the CPU reference. `pixelcnn train` hands the training loop a hook that
+//! calls [`write`] at the end of each epoch.
 
 use crate::cpu::{self, SampleSpec};
 use crate::gpu::layers::GpuModel;
 use crate::gpu::sampler::{self, SampleRequest};
+use crate::gpu::Gpu;
 use crate::grid;
 use crate::model::Network;
 use crate::sampling;
-use crate::train::Backend;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,8 +26,8 @@ pub fn file_name(epoch: usize) -> String {
     format!("samples_epoch_{epoch:03}.png")
 }
 
-/// Samples `count` images of `net` with `params` on `backend`'s device (seed [`SEED`]).
-pub fn draw(backend: &Backend, net: &Network, params: &[f32], count: usize) -> Result<Vec<u8>> {
+/// Samples `count` images of `net` with `params` on `gpu`, or on the CPU reference for None (seed [`SEED`]).
+pub fn draw(gpu: Option<&Gpu>, net: &Network, params: &[f32], count: usize) -> Result<Vec<u8>> {
     let labels = sampling::sample_labels(net, &[], count)?;
     let spec = SampleSpec {
         count,
@@ -37,8 +38,8 @@ pub fn draw(backend: &Backend, net: &Network, params: &[f32], count: usize) -> R
         start_pixel: 0,
         temperature: 1.0,
     };
-    let images = match backend {
-        Backend::Gpu { gpu, .. } => {
+    let images = match gpu {
+        Some(gpu) => {
             let model = GpuModel::new(gpu, net, params)?;
             let req = SampleRequest {
                 spec,
@@ -47,15 +48,15 @@ pub fn draw(backend: &Backend, net: &Network, params: &[f32], count: usize) -> R
             };
             sampler::sample(gpu, &model, req, |_| {})?.images
         }
-        Backend::Cpu { .. } => cpu::sample_incremental(net, params, spec).images,
+        None => cpu::sample_incremental(net, params, spec).images,
     };
     Ok(images)
 }
 
-/// Draws the grid for the epoch numbered `epoch` (1-based, as in `metrics.jsonl`) into `dir`; returns its path and
-/// the seconds it took. Nothing is written for `count` 0.
+/// Draws the grid for the epoch numbered `epoch` (1-based, as in `metrics.jsonl`) into `dir`, on `gpu` (None: the
+/// CPU reference); returns its path and the seconds it took. Nothing is written for `count` 0.
 pub fn write(
-    backend: &Backend,
+    gpu: Option<&Gpu>,
     net: &Network,
     params: &[f32],
     dir: &Path,
@@ -66,7 +67,7 @@ pub fn write(
         return Ok(None);
     }
     let t = Instant::now();
-    let images = draw(backend, net, params, count)?;
+    let images = draw(gpu, net, params, count)?;
     let cells: Vec<&[u8]> = images.chunks(net.pixels()).collect();
     let path = dir.join(file_name(epoch));
     grid::write_grid_png(
@@ -78,18 +79,4 @@ pub fn write(
         grid::DEFAULT_GAP,
     )?;
     Ok(Some((path, t.elapsed().as_secs_f64())))
-}
-
-/// What `train` calls at the end of each epoch, after the checkpoint and the metrics are written: writes the grid
-/// of `opts.epoch_samples` images for epoch `epoch` into the run directory and says so (unless `--json`). A
-/// failure is a warning, not the end of the run: the checkpoint is already safe, and a picture is not worth a
-/// training run.
-pub fn after_epoch(opts: &crate::train::TrainOptions, backend: &Backend, net: &Network, params: &[f32], epoch: usize) {
-    match write(backend, net, params, &opts.out, epoch, opts.epoch_samples) {
-        Ok(Some((path, seconds))) if !opts.quiet => {
-            eprintln!("  samples: {} ({seconds:.2} s)", path.display())
-        }
-        Ok(_) => {}
-        Err(e) => eprintln!("warning: the epoch's sample grid was not written: {e:#}"),
-    }
 }

@@ -13,12 +13,12 @@
 
 use super::draw::{self, Canvas, INK, PAPER, TEXT_SIZE};
 use crate::cpu;
+use crate::device::Device;
 use crate::evaluate::{log_sum_exp, EVAL_BATCH};
 use crate::gpu::layers::GpuModel;
 use crate::gpu::trainer::Trainer;
 use crate::gpu::Gpu;
 use crate::model::{bits_per_dim, ImageShape, Network};
-use crate::train::Device;
 use anyhow::{ensure, Result};
 use std::path::Path;
 

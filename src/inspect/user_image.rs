@@ -81,7 +81,7 @@ pub fn binarize(grey: u8, threshold: f64) -> u8 {
 
 /// Reads and prepares the image at `path` (see the module documentation).
 pub fn load(path: &Path, prep: Preparation) -> Result<UserImage> {
-    let bytes = crate::util::read_regular(path, "image", MAX_IMAGE_BYTES)?;
+    let bytes = crate::fsio::read_regular(path, "image", MAX_IMAGE_BYTES)?;
     let image = decode(path, &bytes)?;
     let (width, height) = (image.width(), image.height());
     let grey = prepare(path, &image, prep)?;

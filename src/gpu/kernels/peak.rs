@@ -34,8 +34,9 @@ bindings! {
     }
 }
 
-/// Independent multiply-add chains per invocation in `fma_peak`.
-pub const CHAINS: u32 = 8;
+/// Independent multiply-add chains per invocation in `fma_peak`: the CPU twin's
+/// [`PEAK_CHAINS`](crate::cpu::PEAK_CHAINS), which the reference defines so that it imports nothing from the GPU backend.
+pub const CHAINS: u32 = crate::cpu::PEAK_CHAINS;
 
 /// The multiplier and addend of every chain step (a contraction towards c / (1 − m), so values stay finite).
 pub const FMA_M: f32 = 0.999;

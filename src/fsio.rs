@@ -1,10 +1,10 @@
-//! Small helpers shared by every command: reading inputs that must be regular files (never blocking on a FIFO or
-//! reading a device without end), atomic file writes that never replace anything but a regular file, output-path
-//! and image-format checks, the run-directory lock, and a private XDG_RUNTIME_DIR on headless machines.
+//! Safe file I/O shared by every command: reading inputs that must be regular files (never blocking on a FIFO or
+//! reading a device without end), atomic file writes that never replace anything but a regular file, and output-path
+//! checks.
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::fs::{File, Metadata};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// What kind of file `meta` describes, for messages ("a FIFO (named pipe)", "a character device", ...).
@@ -284,52 +284,6 @@ pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
     Ok(())
 }
 
-/// The image formats outputs can be written in, by file extension.
-pub const IMAGE_EXTENSIONS: &str = ".png, .jpg, .jpeg, .bmp or .gif";
-
-/// The image format an output's extension names (case-insensitive): `.png`, `.jpg`/`.jpeg`, `.bmp`, `.gif`.
-pub fn image_format(path: &Path) -> Result<image::ImageFormat> {
-    let Some(ext) = path.extension() else {
-        bail!(
-            "{} has no file extension to choose the image format by; name it {IMAGE_EXTENSIONS}",
-            path.display()
-        );
-    };
-    Ok(match ext.to_string_lossy().to_ascii_lowercase().as_str() {
-        "png" => image::ImageFormat::Png,
-        "jpg" | "jpeg" => image::ImageFormat::Jpeg,
-        "bmp" => image::ImageFormat::Bmp,
-        "gif" => image::ImageFormat::Gif,
-        other => bail!(
-            "{}: .{other} is not an image format pixelcnn writes; name it {IMAGE_EXTENSIONS}",
-            path.display()
-        ),
-    })
-}
-
-/// [`check_output`] for an image, and its format from the extension ([`image_format`]): both before any work.
-pub fn check_image_output(out: &Path, inputs: &[&Path]) -> Result<image::ImageFormat> {
-    check_output(out, inputs)?;
-    image_format(out)
-}
-
-/// Encodes `image` in the format `path`'s extension names and writes it atomically.
-pub fn write_image(path: &Path, image: image::DynamicImage) -> Result<()> {
-    let format = image_format(path)?;
-    // GIF holds RGB(A) frames only (a palette of their colours, exact up to 256 of them).
-    let image = match (&image, format) {
-        (image::DynamicImage::ImageLuma8(_), image::ImageFormat::Gif) => {
-            image::DynamicImage::ImageRgb8(image.to_rgb8())
-        }
-        _ => image,
-    };
-    let mut bytes = Vec::new();
-    image
-        .write_to(&mut std::io::Cursor::new(&mut bytes), format)
-        .with_context(|| format!("encoding {} as {format:?}", path.display()))?;
-    write_atomic(path, &bytes)
-}
-
 /// Checks an output directory: it may exist (as a directory, or a link to one) or be created.
 pub fn check_output_dir(dir: &Path) -> Result<()> {
     ensure!(!dir.as_os_str().is_empty(), "the output directory is empty");
@@ -342,115 +296,6 @@ pub fn check_output_dir(dir: &Path) -> Result<()> {
         );
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
-}
-
-/// The lock file of a run directory (see [`lock_dir`]).
-pub const LOCK_FILE: &str = ".pixelcnn.lock";
-
-/// An exclusive lock on a directory, held until this is dropped or the process ends in any way (the operating
-/// system releases it, even after `kill -9`).
-#[derive(Debug)]
-pub struct DirLock {
-    _file: File,
-    pub path: PathBuf,
-}
-
-/// Takes the exclusive lock of `dir` (created if needed): an advisory `flock` on `dir/.pixelcnn.lock`, which then
-/// holds this process's id. A directory locked by another process is refused with a message naming its pid.
-pub fn lock_dir(dir: &Path) -> Result<DirLock> {
-    if let Ok(meta) = std::fs::metadata(dir) {
-        ensure!(
-            meta.is_dir(),
-            "{} is {}; a run directory must be a directory",
-            dir.display(),
-            file_kind(&meta)
-        );
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating run directory {}", dir.display()))?;
-    let path = dir.join(LOCK_FILE);
-    if let Ok(meta) = std::fs::symlink_metadata(&path) {
-        ensure!(
-            meta.is_file(),
-            "the lock file {} is {}, not a regular file; remove it",
-            path.display(),
-            file_kind(&meta)
-        );
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    }
-    let mut file = options
-        .open(&path)
-        .with_context(|| format!("opening the lock file {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsRawFd;
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::WouldBlock {
-                bail!("cannot lock {}: {e}", path.display());
-            }
-            // The holder writes its pid right after locking: give it a moment.
-            let mut holder = String::new();
-            for _ in 0..20 {
-                holder = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
-                if !holder.is_empty() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            let who = if holder.parse::<u32>().is_ok() {
-                format!("pid {holder}")
-            } else {
-                "a process whose pid it has not written yet".to_string()
-            };
-            bail!(
-                "{} is in use by another pixelcnn train ({who}, holding {}); wait for it to finish or stop it, or choose another directory",
-                dir.display(),
-                path.display()
-            );
-        }
-    }
-    file.set_len(0)
-        .and_then(|_| writeln!(file, "{}", std::process::id()))
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(DirLock { _file: file, path })
-}
-
-/// On a machine without `XDG_RUNTIME_DIR` (a container, a CI job, ssh without a login session), points it at a
-/// private directory, `<tmp>/pixelcnn-runtime-<uid>` (created with mode 0700, used only if this user owns it and
-/// nobody else can enter it), so that the drivers do not print `error: XDG_RUNTIME_DIR is invalid or not set` on
-/// every device open. Call before the first driver call; it acts once per process.
-pub fn ensure_runtime_dir() {
-    #[cfg(unix)]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-            if std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|v| !v.is_empty()) {
-                return;
-            }
-            let uid = unsafe { libc::getuid() };
-            let dir = std::env::temp_dir().join(format!("pixelcnn-runtime-{uid}"));
-            let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
-            let Ok(meta) = std::fs::symlink_metadata(&dir) else {
-                return;
-            };
-            if !meta.is_dir() || meta.uid() != uid {
-                return;
-            }
-            if meta.mode() & 0o077 != 0
-                && std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).is_err()
-            {
-                return;
-            }
-            std::env::set_var("XDG_RUNTIME_DIR", &dir);
-        });
-    }
 }
 
 #[cfg(all(test, unix))]
@@ -511,19 +356,6 @@ mod tests {
     }
 
     #[test]
-    fn image_formats_by_extension() {
-        assert_eq!(image_format(Path::new("a.PNG")).unwrap(), image::ImageFormat::Png);
-        assert_eq!(image_format(Path::new("a.jpeg")).unwrap(), image::ImageFormat::Jpeg);
-        assert_eq!(image_format(Path::new("a.jpg")).unwrap(), image::ImageFormat::Jpeg);
-        assert_eq!(image_format(Path::new("a.bmp")).unwrap(), image::ImageFormat::Bmp);
-        assert_eq!(image_format(Path::new("a.gif")).unwrap(), image::ImageFormat::Gif);
-        for bad in ["a.txt", "a", "a.tiff"] {
-            let err = image_format(Path::new(bad)).unwrap_err().to_string();
-            assert!(err.contains(bad) && err.contains(".png"), "{err}");
-        }
-    }
-
-    #[test]
     fn reads_are_bounded_and_special_files_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
@@ -537,16 +369,5 @@ mod tests {
         assert!(err.contains("/dev/zero") && err.contains("character device"), "{err}");
         let err = read_regular(dir.path(), "thing", 1).unwrap_err().to_string();
         assert!(err.contains("directory"), "{err}");
-    }
-
-    #[test]
-    fn a_locked_directory_is_refused_until_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = lock_dir(dir.path()).unwrap();
-        // flock locks belong to the open file description: a second open in this process conflicts too.
-        let err = lock_dir(dir.path()).unwrap_err().to_string();
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
-        drop(first);
-        lock_dir(dir.path()).unwrap();
     }
 }
