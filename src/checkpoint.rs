@@ -55,6 +55,10 @@ pub struct TrainState {
     /// averaged `step − ema_start` updates.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub ema_start: u64,
+    /// How the run loads its data (binarization, image size, class names, a CSV's columns); None for runs made
+    /// before runs recorded them, which loaded with the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_options: Option<crate::data::LoadOptions>,
     /// The last record the run appended to `metrics.jsonl` before this checkpoint (the record of the epoch this
     /// checkpoint ends, at an epoch's end): a resume re-appends it if a crash between the save and the append lost it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

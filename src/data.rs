@@ -137,7 +137,7 @@ impl Format {
 /// How grey values become 0 or 1: a pixel is 1 when `grey' / max >= threshold`, where `grey'` is `max - grey` when
 /// `invert` (dark ink on a light background) and `grey` otherwise, and `max` is the data's maximum value (255 for
 /// IDX files, image files and CSV by default; [`LoadOptions::max_value`] for CSV).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Binarize {
     /// In (0, 1].
     pub threshold: f64,
@@ -176,7 +176,8 @@ impl Binarize {
 }
 
 /// Which CSV column holds the label.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LabelColumn {
     /// The Kaggle layout: `label,pixel1,...`.
     #[default]
@@ -222,8 +223,9 @@ fn check_image_size((h, w): (usize, usize)) -> Result<()> {
     Ok(())
 }
 
-/// How to load a data set. `Default` gives the behaviour of [`load`].
-#[derive(Clone, Debug)]
+/// How to load a data set. `Default` gives the behaviour of [`load`]. A training run records them (its
+/// checkpoint's `train_state`), so that `--resume` loads the same images.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoadOptions {
     /// Fraction of the training images held out for validation (the last ones, as Keras does), in [0, 1).
     pub val_split: f64,

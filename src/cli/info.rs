@@ -235,7 +235,7 @@ impl ExportArgs {
         fsio::check_output(&self.out, &[&self.checkpoint])?;
         let ck = checkpoint::load(&self.checkpoint)?;
         let net = Network::new(ck.config);
-        checkpoint::save(&self.out, &net, ck.weights(self.raw_weights), None)?;
+        checkpoint::save_with(&self.out, &net, ck.weights(self.raw_weights), None, &ck.meta)?;
         eprintln!(
             "wrote {} (model only, {}{})",
             self.out.display(),

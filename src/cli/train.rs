@@ -85,6 +85,7 @@ impl TrainArgs {
             steps: self.steps,
             limit: self.limit.map(|l| l as usize),
             val_split: self.data.val_split,
+            data_options: self.data.options(None)?,
             data: self.data.data,
             out: self.out,
             resume: self.resume,

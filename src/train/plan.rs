@@ -3,7 +3,7 @@
 //! locked.
 
 use super::run_dir::{check_run_dir, default_run_dir, run_dir_of, same_dir};
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint::{self, ModelMeta, TrainState};
 use crate::cpu::{AdamConfig, AdamState};
 use crate::data::{self, Split};
 use crate::device::Device;
@@ -34,6 +34,11 @@ pub struct TrainOptions {
     pub limit: Option<usize>,
     /// Where the data came from (recorded in checkpoints for --resume).
     pub data: Option<PathBuf>,
+    /// How the data is loaded (`val_split` is the field above).
+    pub data_options: data::LoadOptions,
+    /// The model's class names and binarization, which its checkpoints carry (from the data on a fresh run, from
+    /// the checkpoint on a resumed one).
+    pub meta: ModelMeta,
     /// Minutes between periodic checkpoints (`last.safetensors`, with the position inside the epoch).
     pub save_every_minutes: f64,
     /// Print a JSON line per epoch on stdout instead of the human summary.
@@ -58,6 +63,9 @@ pub struct RunRequest {
     pub limit: Option<usize>,
     pub val_split: f64,
     pub data: Option<PathBuf>,
+    /// How to load the data (`--threshold`, `--invert`, `--image-size`, `--class-names`, `--label-column`,
+    /// `--max-value`); a resumed run keeps its own.
+    pub data_options: data::LoadOptions,
     pub out: Option<PathBuf>,
     pub resume: Option<PathBuf>,
     pub device: Device,
@@ -102,19 +110,28 @@ pub fn plan_run(req: RunRequest) -> Result<RunPlan> {
     let given = opts.data.clone().unwrap_or_else(data::default_data_path);
     let data_path =
         std::path::absolute(&given).with_context(|| format!("resolving the data path {}", given.display()))?;
-    let ds = data::load(&data_path, opts.val_split)?;
+    let load_options = data::LoadOptions {
+        val_split: opts.val_split,
+        ..opts.data_options.clone()
+    };
+    let ds = data::load_with(&data_path, &load_options)?;
+    for note in &ds.notes {
+        eprintln!("note: {note}");
+    }
     ensure!(
         ds.labelled || !opts.config.is_conditional(),
         "{}: the images have no labels, so a class-conditional model ({}) cannot train on them; drop --conditional",
         data_path.display(),
         opts.config.describe()
     );
+    let opts = fit_to_data(opts, &ds, start.is_some())?;
     let train = match opts.limit {
         Some(n) => ds.train.take(n),
         None => ds.train.clone(),
     };
     let start = match start {
         Some((config, params, adam, mut state)) => {
+            state.data_options = Some(load_options.clone());
             let file = req
                 .resume
                 .as_deref()
@@ -130,6 +147,7 @@ pub fn plan_run(req: RunRequest) -> Result<RunPlan> {
     check_run_dir(&opts.out, req.resume.as_deref())?;
     let opts = TrainOptions {
         data: Some(data_path),
+        data_options: load_options,
         ..opts
     };
     Ok(RunPlan {
@@ -139,6 +157,47 @@ pub fn plan_run(req: RunRequest) -> Result<RunPlan> {
         val: ds.val,
         lock,
     })
+}
+
+/// A fresh run's model takes the data's image shape and, when class-conditional, its classes and their names; a
+/// resumed run's model must fit the data as it is.
+fn fit_to_data(opts: TrainOptions, ds: &data::Dataset, resumed: bool) -> Result<TrainOptions> {
+    let c = opts.config;
+    let conditional = c.is_conditional();
+    if resumed {
+        ensure!(
+            (c.height, c.width) == (ds.height, ds.width),
+            "{}: the images are {}×{}, but the run's model ({}) takes {}×{} images; the data is not the run's",
+            ds.source.display(),
+            ds.height,
+            ds.width,
+            c.describe(),
+            c.height,
+            c.width
+        );
+        ensure!(
+            !conditional || c.classes == ds.classes(),
+            "{}: the data has {} classes, but the run's model ({}) has {}; the data is not the run's",
+            ds.source.display(),
+            ds.classes(),
+            c.describe(),
+            c.classes
+        );
+        return Ok(opts);
+    }
+    let mut config = c.with_shape(ds.height, ds.width);
+    if conditional {
+        config = config.with_classes(ds.classes());
+    }
+    config
+        .validate()
+        .with_context(|| format!("{}: a model for these images", ds.source.display()))?;
+    let meta = ModelMeta {
+        class_names: if conditional { ds.class_names.clone() } else { Vec::new() },
+        threshold: ds.binarize.threshold,
+        invert: ds.binarize.invert,
+    };
+    Ok(TrainOptions { config, meta, ..opts })
 }
 
 /// The options and starting state of a run resumed from the checkpoint `path`.
@@ -225,10 +284,47 @@ fn resume_options(req: &RunRequest, path: &Path) -> Result<(TrainOptions, Option
         val_split: state.val_split,
         limit: state.limit,
         data: req.data.clone().or(state.data_path()),
+        data_options: data_options_of(req, &state)?,
+        meta: ck.meta.clone(),
         save_every_minutes: req.save_every_minutes,
         quiet: req.quiet,
     };
     Ok((opts, Some((ck.config, ck.params, adam, state))))
+}
+
+/// A resumed run loads its data as it did (runs made before runs recorded how: the defaults); data flags that ask
+/// for something else are an error.
+fn data_options_of(req: &RunRequest, state: &TrainState) -> Result<data::LoadOptions> {
+    let saved = state.data_options.clone().unwrap_or_default();
+    let (given, defaults) = (&req.data_options, data::LoadOptions::default());
+    let same = |a: &data::LoadOptions, b: &data::LoadOptions| data::LoadOptions {
+        val_split: 0.0,
+        ..a.clone()
+    } == data::LoadOptions {
+        val_split: 0.0,
+        ..b.clone()
+    };
+    ensure!(
+        same(given, &defaults) || same(given, &saved),
+        "--resume loads the data as the run did ({}); the data flags ask for {} (start a fresh run with --out to \
+         change them)",
+        describe_options(&saved),
+        describe_options(given)
+    );
+    Ok(saved)
+}
+
+/// "threshold 0.33, not inverted, image size as stored, …" for errors.
+fn describe_options(o: &data::LoadOptions) -> String {
+    format!(
+        "threshold {}, {}, image size {}, class names {}, label column {:?}, max value {}",
+        o.binarize.threshold,
+        if o.binarize.invert { "inverted" } else { "not inverted" },
+        o.image_size.map_or("as stored".to_string(), |(h, w)| format!("{h}x{w}")),
+        o.class_names.as_ref().map_or("from the data".to_string(), |n| n.join(",")),
+        o.label_column,
+        o.max_value.map_or("default".to_string(), |m| m.to_string())
+    )
 }
 
 /// A resume takes its settings from the checkpoint: a flag that asks for another value is an error, except the
@@ -294,6 +390,9 @@ fn fresh_options(req: &RunRequest) -> Result<TrainOptions> {
         val_split: req.val_split,
         limit: req.limit,
         data: req.data.clone(),
+        data_options: req.data_options.clone(),
+        // Replaced from the data once it is loaded (fit_to_data).
+        meta: ModelMeta::default_for(&req.config.unwrap_or_default()),
         save_every_minutes: req.save_every_minutes,
         quiet: req.quiet,
     })
@@ -321,6 +420,7 @@ pub fn fresh_state(opts: &TrainOptions) -> TrainState {
         data: None,
         data_bytes: None,
         lr_decay: opts.lr_decay,
+        data_options: Some(opts.data_options.clone()),
         last_record: None,
         lr_epoch0: 0,
         ema_start: 0,

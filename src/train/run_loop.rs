@@ -515,7 +515,7 @@ impl<'a> TrainLoop<'a> {
             ));
         }
         let path = self.out_dir.join(name);
-        checkpoint::save(&path, &self.net, params, Some((state, adam)))?;
+        checkpoint::save_with(&path, &self.net, params, Some((state, adam)), &self.opts.meta)?;
         Ok(path)
     }
 }
