@@ -462,6 +462,14 @@ fn infer_config(st: &SafeTensors, meta: Option<&HashMap<String, String>>, file: 
             None => 0,
         },
     };
+    if let (Some(t), Some(c)) = (class_bias, meta.and_then(|m| m.get("classes"))) {
+        let rows = dim0(st, file, t, 2)?;
+        ensure!(
+            rows == classes,
+            "{file}: metadata `classes` is {c:?} but `{t}` has {rows} rows (one per class); the metadata contradicts \
+             the tensors"
+        );
+    }
     match (classes, class_bias) {
         (0, Some(t)) => bail!(
             "{file}: metadata `classes` is \"0\" but the file holds class-bias tensors (`{t}`); the metadata contradicts the tensors"

@@ -122,6 +122,7 @@ fn train_state(net: &Network, seed: u64) -> (TrainState, AdamState) {
         data: Some("some/data/dir".into()),
         data_bytes: None,
         lr_decay: 0.9,
+        data_options: None,
         last_record: None,
         lr_epoch0: 0,
         ema_start: 0,

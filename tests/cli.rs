@@ -171,7 +171,7 @@ fn csv_text(images: &[u8], labels: &[u8]) -> String {
 fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
-    let idx = root.join("fmnist");
+    let idx = root.join("fashion-mnist");
     std::fs::create_dir_all(&idx).unwrap();
     let train = raw_images(TRAIN_IMAGES, 1);
     let train_labels = raw_labels(TRAIN_IMAGES, 2);
@@ -1929,7 +1929,7 @@ fn resume_finds_relative_and_non_utf8_data_paths_from_any_directory() {
     std::fs::create_dir_all(&elsewhere).unwrap();
     // A relative --data is recorded absolute.
     #[rustfmt::skip]
-    let args = ["train", "--device", "cpu", "--data", "fmnist", "--val-split", "0.25", "--batch-size", "8", "--steps", "2",
+    let args = ["train", "--device", "cpu", "--data", "fashion-mnist", "--val-split", "0.25", "--batch-size", "8", "--steps", "2",
         "--out", "rel", "--filters", "4", "--blocks", "1"];
     ok(&f.root, &args);
     let last = f.root.join("rel").join("last.safetensors");
@@ -2597,7 +2597,7 @@ fn receptive_field_shows_the_blind_spot_of_the_plain_network_only() {
     );
     // Bad pixels and conflicting flags are refused.
     for (args, word) in [
-        (vec!["--pixel", "30,3"], "outside the 28×28 image"),
+        (vec!["--pixel", "30,3"], "outside the model's 28×28 image"),
         (vec!["--pixel", "3,28"], "outside"),
         (vec!["--pixel", "3"], "ROW,COLUMN"),
         (
@@ -2724,9 +2724,15 @@ fn complete_and_score_take_the_users_own_images() {
     let device = if have_gpu() { "gpu" } else { "cpu" };
     // Inverted, the drawing is a light shape on black; not inverted, mostly light background.
     #[rustfmt::skip]
-    let score = |extra: &[&str]| json(&ok(&f.root, &[&["score", s(&bmp), "--json", "--device", device][..], extra].concat()));
+    let score = |extra: &[&str]| json(&ok(&f.root, &[&["score", s(&bmp), "--json", "--device", device, "--resize"][..], extra].concat()));
     let inv = score(&["--invert"]);
     let raw = score(&[]);
+    // An image of another size than the model's is refused unless --resize asks for the resize.
+    let err = fails(&f.root, &["score", s(&bmp), "--device", device]);
+    assert!(
+        err.contains("drawing.bmp") && err.contains("60×40") && err.contains("--resize"),
+        "{err}"
+    );
     let ones = |v: &serde_json::Value| v["images"][0]["ones"].as_u64().unwrap();
     // The shape covers about 170 of the 784 pixels, the light background about 350 (the padding is black).
     assert!((100..300).contains(&ones(&inv)), "{inv}");
@@ -2736,8 +2742,8 @@ fn complete_and_score_take_the_users_own_images() {
     for (ck, conditional) in [(&plain, false), (&gated, true)] {
         let out = f.root.join("done.png");
         #[rustfmt::skip]
-        let args = ["complete", "--checkpoint", s(ck), "--image", s(&jpg), "--image", s(&bmp), "--invert", "--rows", "10",
-            "--samples", "2", "--out", s(&out), "--device", device, "--json"];
+        let args = ["complete", "--checkpoint", s(ck), "--image", s(&jpg), "--image", s(&bmp), "--invert", "--resize",
+            "--rows", "10", "--samples", "2", "--out", s(&out), "--device", device, "--json"];
         let v = json(&ok(&f.root, &args));
         assert_eq!(v["count"], 2, "{v}");
         let imgs = v["images"].as_array().unwrap();

@@ -295,6 +295,7 @@ fn checkpoint_bytes(gated: bool) -> Vec<u8> {
         data: None,
         data_bytes: None,
         lr_decay: 1.0,
+        data_options: None,
         last_record: None,
         lr_epoch0: 0,
         ema_start: 0,

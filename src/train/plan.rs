@@ -193,7 +193,11 @@ fn fit_to_data(opts: TrainOptions, ds: &data::Dataset, resumed: bool) -> Result<
         .validate()
         .with_context(|| format!("{}: a model for these images", ds.source.display()))?;
     let meta = ModelMeta {
-        class_names: if conditional { ds.class_names.clone() } else { Vec::new() },
+        class_names: if conditional {
+            ds.class_names.clone()
+        } else {
+            Vec::new()
+        },
         threshold: ds.binarize.threshold,
         invert: ds.binarize.invert,
     };
@@ -297,12 +301,14 @@ fn resume_options(req: &RunRequest, path: &Path) -> Result<(TrainOptions, Option
 fn data_options_of(req: &RunRequest, state: &TrainState) -> Result<data::LoadOptions> {
     let saved = state.data_options.clone().unwrap_or_default();
     let (given, defaults) = (&req.data_options, data::LoadOptions::default());
-    let same = |a: &data::LoadOptions, b: &data::LoadOptions| data::LoadOptions {
-        val_split: 0.0,
-        ..a.clone()
-    } == data::LoadOptions {
-        val_split: 0.0,
-        ..b.clone()
+    let same = |a: &data::LoadOptions, b: &data::LoadOptions| {
+        data::LoadOptions {
+            val_split: 0.0,
+            ..a.clone()
+        } == data::LoadOptions {
+            val_split: 0.0,
+            ..b.clone()
+        }
     };
     ensure!(
         same(given, &defaults) || same(given, &saved),
@@ -320,8 +326,11 @@ fn describe_options(o: &data::LoadOptions) -> String {
         "threshold {}, {}, image size {}, class names {}, label column {:?}, max value {}",
         o.binarize.threshold,
         if o.binarize.invert { "inverted" } else { "not inverted" },
-        o.image_size.map_or("as stored".to_string(), |(h, w)| format!("{h}x{w}")),
-        o.class_names.as_ref().map_or("from the data".to_string(), |n| n.join(",")),
+        o.image_size
+            .map_or("as stored".to_string(), |(h, w)| format!("{h}x{w}")),
+        o.class_names
+            .as_ref()
+            .map_or("from the data".to_string(), |n| n.join(",")),
         o.label_column,
         o.max_value.map_or("default".to_string(), |m| m.to_string())
     )
