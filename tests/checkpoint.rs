@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use pixelcnn::checkpoint::{self, TrainState};
+use pixelcnn::checkpoint::{self, ModelMeta, TrainState};
 use pixelcnn::cpu::{AdamConfig, AdamState};
 use pixelcnn::model::{Config, Conv, Network};
 use pixelcnn::rng::SplitMix64;
@@ -141,9 +141,72 @@ fn round_trip_is_exact_with_and_without_training_state() {
         Config::pixelcnn(6, 2),
         Config::gated(5, 3).conditional(),
         Config::pixelcnn(6, 1).conditional(),
+        // Another shape, class count, dilation and dropout: all in the metadata.
+        Config::gated(4, 3)
+            .dilated(2)
+            .with_dropout(25)
+            .with_classes(3)
+            .with_shape(16, 20),
     ] {
         round_trip(config);
     }
+}
+
+/// Files made before models carried their shape, class names and binarization (the shipped model among them) load
+/// as what they were: 28×28 Fashion-MNIST models with its class names and the seed's threshold; a file that names
+/// its own classes keeps them, and its metadata round-trips.
+#[test]
+fn files_without_shape_or_names_load_as_28x28_fashion_mnist_models() {
+    let shipped = checkpoint::load(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets/pixelcnn.safetensors")
+            .as_path(),
+    )
+    .unwrap();
+    let (_, meta) = parse(
+        &std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/pixelcnn.safetensors")).unwrap(),
+    );
+    let meta = meta.unwrap();
+    assert!(
+        !meta.contains_key("height") && !meta.contains_key("class_names"),
+        "the shipped file predates them"
+    );
+    assert_eq!((shipped.config.height, shipped.config.width), (28, 28));
+    assert_eq!(shipped.config.classes, 10);
+    assert_eq!(shipped.meta.class_names[0], "t-shirt");
+    assert_eq!(shipped.meta.class_names[9], "ankle-boot");
+    assert_eq!((shipped.meta.threshold, shipped.meta.invert), (0.33, false));
+    // The same tensors with today's metadata, minus the new keys: still 28×28 Fashion-MNIST.
+    let net = Network::new(Config::gated(3, 2).conditional());
+    let params = random_params(&net, 9);
+    let (tensors, meta) = parse(&checkpoint::to_bytes(&net, &params, None).unwrap());
+    let mut old = meta.unwrap();
+    for key in ["height", "width", "class_names", "threshold", "invert"] {
+        assert!(old.remove(key).is_some(), "{key} is written");
+    }
+    let loaded = checkpoint::from_bytes(&write(&tensors, Some(old)), FILE).unwrap();
+    assert_eq!(loaded.config, Config::gated(3, 2).conditional());
+    assert_eq!(loaded.meta, ModelMeta::default_for(&loaded.config));
+    assert_eq!(loaded.meta.class_names[7], "sneaker");
+    // A model of its own classes, shape and binarization keeps them.
+    let config = Config::gated(3, 2).with_classes(3).with_shape(8, 12);
+    let net = Network::new(config);
+    let own = ModelMeta {
+        class_names: vec!["cat".into(), "dog".into(), "bird".into()],
+        threshold: 0.5,
+        invert: true,
+    };
+    let bytes = checkpoint::to_bytes_with(&net, &random_params(&net, 2), None, &own).unwrap();
+    let loaded = checkpoint::from_bytes(&bytes, FILE).unwrap();
+    assert_eq!((loaded.config, &loaded.meta), (config, &own));
+    // Names that do not match the classes are an error naming the file.
+    let mut bad = parse(&bytes).1.unwrap();
+    bad.insert("class_names".into(), "[\"cat\"]".into());
+    let err = checkpoint::from_bytes(&write(&parse(&bytes).0, Some(bad)), FILE)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains(FILE) && err.contains("class_names"), "{err}");
 }
 
 fn round_trip(config: Config) {
@@ -328,6 +391,8 @@ fn pytorch_style_file_without_metadata_loads_and_infers_the_config() {
         Config::pixelcnn(4, 2).conditional(),
         Config::gated(6, 4),
         Config::gated(3, 1).conditional(),
+        // Without metadata the class count comes from the class-bias tables' rows.
+        Config::gated(3, 2).with_classes(4),
     ] {
         let net = Network::new(config);
         let params = random_params(&net, 4);

@@ -503,6 +503,44 @@ fn train_cpu_resume_is_exact() {
     }
 }
 
+/// `data --export-folder` writes the data set as a class-folder tree of PNGs; training from that folder is training
+/// from the IDX files: the same images in the same order and split, the same labels, so the same per-epoch NLL for
+/// the same seed, bit for bit (a class-conditional model, so that the labels count too).
+#[test]
+fn a_model_trained_from_the_exported_folder_matches_one_trained_from_idx() {
+    let f = fixture();
+    // Every class among the training images (a folder set cannot hold an empty class folder).
+    let labels: Vec<u8> = (0..TRAIN_IMAGES).map(|i| (i * 7 % 10) as u8).collect();
+    std::fs::write(f.idx.join("train-labels-idx1-ubyte"), idx_labels(&labels)).unwrap();
+    let folder = f.root.join("exported");
+    let o = pixelcnn(&f.root, &["data", "--data", s(&f.idx), "--export-folder", s(&folder)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let wrote = format!("wrote {} images", TRAIN_IMAGES + TEST_IMAGES);
+    assert!(stderr(&o).contains(&wrote), "{}", stderr(&o));
+    let summary = json(&ok(&f.root, &["data", "--data", s(&folder), "--json"]));
+    assert_eq!(summary["format"], "folder", "{summary}");
+    let mut runs = Vec::new();
+    for (name, data) in [("from_idx", &f.idx), ("from_folder", &folder)] {
+        let out = f.root.join(name);
+        #[rustfmt::skip]
+        let args = ["train", "--device", "cpu", "--data", s(data), "--val-split", "0.25", "--batch-size", "8",
+            "--epochs", "2", "--seed", "3", "--out", s(&out), "--filters", "4", "--blocks", "1", "--conditional",
+            "--epoch-samples", "0"];
+        ok(&f.root, &args);
+        runs.push(metrics_lines(&out));
+    }
+    assert_eq!(runs[0].len(), 2);
+    for (a, b) in runs[0].iter().zip(&runs[1]) {
+        for key in ["epoch", "step", "train_nll", "val_nll", "val_nll_ema"] {
+            assert_eq!(a[key], b[key], "{key}: from IDX {a} vs from the folder {b}");
+        }
+    }
+    eprintln!(
+        "per-epoch NLL from the IDX files and from the exported folder: {:?}",
+        runs[0]
+    );
+}
+
 /// `--lr-decay`: epoch e trains at lr · decay^e. The run's second epoch equals the CPU reference's steps from its
 /// epoch-1 checkpoint at the decayed rate, bit for bit; the metrics record each epoch's rate; a resume keeps the
 /// decay and refuses another.
