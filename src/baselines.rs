@@ -8,7 +8,7 @@
 //!
 //! All use Laplace-style smoothing so that no probability is exactly 0 or 1.
 
-use crate::data::Dataset;
+use crate::data::{Dataset, Split};
 use crate::model::{bits_per_dim, ImageShape};
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -52,11 +52,10 @@ pub fn context(img: &[u8], shape: ImageShape, q: usize) -> usize {
     at(0, -1) | at(0, -2) << 1 | at(-1, -1) << 2 | at(-1, 0) << 3 | at(-1, 1) << 4 | at(-2, 0) << 5
 }
 
-/// Mean test NLL (nats/image) of a model giving p(x_q = 1) = `p(img, q)`.
-fn nll(ds: &Dataset, p: impl Fn(&[u8], usize) -> f64) -> f64 {
+/// Mean NLL (nats/image) over `split` of a model giving p(x_q = 1) = `p(img, q)`.
+fn nll(ds: &Dataset, split: &Split, p: impl Fn(&[u8], usize) -> f64) -> f64 {
     let pixels = ds.height * ds.width;
-    let total: f64 = ds
-        .test
+    let total: f64 = split
         .images
         .chunks(pixels)
         .map(|img| {
@@ -72,11 +71,16 @@ fn nll(ds: &Dataset, p: impl Fn(&[u8], usize) -> f64) -> f64 {
                 .sum::<f64>()
         })
         .sum();
-    total / ds.test.len().max(1) as f64
+    total / split.len().max(1) as f64
 }
 
 /// Fits every baseline on `ds.train` and evaluates it on `ds.test`.
 pub fn baselines(ds: &Dataset) -> Baselines {
+    baselines_on(ds, &ds.test)
+}
+
+/// Fits every baseline on `ds.train` and evaluates it on `eval` (a split of `ds`).
+pub fn baselines_on(ds: &Dataset, eval: &Split) -> Baselines {
     let train = &ds.train;
     let shape = ImageShape::new(ds.height, ds.width);
     let pixels = shape.pixels();
@@ -99,15 +103,15 @@ pub fn baselines(ds: &Dataset) -> Baselines {
         bits_per_dim: bits_per_dim(nll, pixels),
         p: None,
     };
-    let constant = nll(ds, |_, _| p_const);
-    let per_pixel = nll(ds, |_, q| p_pixel[q]);
-    let count_table = nll(ds, |img, q| {
+    let constant = nll(ds, eval, |_, _| p_const);
+    let per_pixel = nll(ds, eval, |_, q| p_pixel[q]);
+    let count_table = nll(ds, eval, |img, q| {
         let [z, o] = table[q * 64 + context(img, shape, q)];
         (o + 0.5) / (z + o + 1.0)
     });
     Baselines {
         train_images: train.len(),
-        test_images: ds.test.len(),
+        test_images: eval.len(),
         constant: Baseline {
             p: Some(p_const),
             ..make("constant", constant)

@@ -172,6 +172,9 @@ fn print_summary(net: &Network, names: &[String]) {
 pub struct BaselinesArgs {
     #[command(flatten)]
     data: DataArgs,
+    /// Which split to evaluate on (a single CSV file's test split is the whole file: use val for held-out images).
+    #[arg(long, default_value = "test", value_parser = ["val", "test"])]
+    split: String,
     #[arg(long)]
     json: bool,
 }
@@ -179,15 +182,16 @@ pub struct BaselinesArgs {
 impl BaselinesArgs {
     pub fn run(self) -> Result<()> {
         let ds = self.data.load()?;
-        ensure!(!ds.test.is_empty(), "no test images");
-        let b = baselines::baselines(&ds);
+        let split = ds.split(&self.split)?;
+        ensure!(!split.is_empty(), "no {} images", self.split);
+        let b = baselines::baselines_on(&ds, split);
         if self.json {
             println!("{}", serde_json::to_string(&b)?);
             return Ok(());
         }
         println!(
-            "baselines fitted on {} training images, evaluated on {} test images:",
-            b.train_images, b.test_images
+            "baselines fitted on {} training images, evaluated on {} {} images:",
+            b.train_images, b.test_images, self.split
         );
         for x in b.all() {
             println!(

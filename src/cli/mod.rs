@@ -32,15 +32,18 @@ Quick start:
   pixelcnn sample --animate draw.gif   also an animation of the sampler drawing the grid, pixel by pixel
   pixelcnn receptive-field --pixel 14,14 --out field.png
                                        which pixels the prediction at row 14, column 14 can see
-  pixelcnn score my-shoe.png --heatmap surprise.png
+  pixelcnn score my-shoe.png --resize --heatmap surprise.png
                                        the model's NLL of your own image, its surprise per pixel, its class
-  pixelcnn complete --image my-shoe.png
+  pixelcnn complete --image my-shoe.png --resize
                                        completions of the bottom half of your own image
-  pixelcnn download && pixelcnn train  trains the seed's model (50 epochs, batch 128)";
+  pixelcnn download && pixelcnn train  trains the seed's model (50 epochs, batch 128)
+  pixelcnn train --data my-images --conditional --arch gated --dilation-cycle 5
+                                       a model of your own images (class folders, any size; see data --help)";
 
-/// Train, evaluate and sample PixelCNNs on binarized Fashion-MNIST — the seed's network or a blind-spot-free
-/// Gated PixelCNN, optionally class-conditional — with every piece of math in WGSL compute shaders (any Vulkan,
-/// Metal or DX12 GPU; on a machine without one, Mesa's lavapipe runs them on the CPU).
+/// Train, evaluate and sample PixelCNNs on binarized images — Fashion-MNIST, binarized MNIST or your own, at any
+/// size — with the seed's network or a blind-spot-free Gated PixelCNN (dilated to see the whole image), optionally
+/// class-conditional, and every piece of math in WGSL compute shaders (any Vulkan, Metal or DX12 GPU; on a machine
+/// without one, Mesa's lavapipe runs them on the CPU).
 #[derive(Parser)]
 #[command(name = "pixelcnn", version, max_term_width = 110, after_help = QUICK_START)]
 pub struct Cli {
@@ -107,22 +110,23 @@ enum Command {
     ReceptiveField(ReceptiveFieldArgs),
     /// The model's opinion of your own images: NLL, bits/dim, surprise per pixel, and the class it sees
     ///
-    /// What the model sees: each image (PNG, JPEG, GIF or BMP, grey or colour, any size) is
-    ///   1. made grey (Rec. 709 luminance) and, with --invert, inverted: Fashion-MNIST is light garments on
-    ///      black, so a dark drawing on white needs --invert (nothing is inverted unless asked);
-    ///   2. transparent pixels become background; a non-square image is padded to a square with background,
-    ///      centred, so its shape is not stretched;
-    ///   3. resized to 28×28 with a triangle filter (bilinear, averaging all pixels when shrinking); an image that
-    ///      is already 28×28 is not resampled;
-    ///   4. binarized like the data set: grey < 85 (0.33 · 256) is 0, else 1.
+    /// What the model sees: each image (PNG, JPEG, GIF or BMP, grey or colour) is
+    ///   1. made grey (Rec. 709 luminance) and inverted when the model was trained on inverted images
+    ///      (`train --invert`), and once more with --invert: Fashion-MNIST is light garments on black, so a dark
+    ///      drawing on white needs --invert with its models;
+    ///   2. transparent pixels become background;
+    ///   3. of the model's size (28×28 for Fashion-MNIST's), or refused: --resize pads it with background to the
+    ///      model's aspect ratio, centred so its shape is not stretched, and resizes it with a triangle filter
+    ///      (bilinear, averaging all pixels when shrinking);
+    ///   4. binarized as the model's data was: grey / 255 ≥ its threshold (0.33: grey < 85 is 0, else 1).
     ///
-    /// What it prints: the NLL −log p(x) in nats (lower is more typical: test images average 90.5 under the
+    /// What it prints: the NLL −log p(x) in nats (lower is more typical: test images average 88.2 under the
     /// shipped model) and in bits per pixel, computed as `eval` computes it (for a class-conditional model the
-    /// marginal over the ten classes, so a test image saved as PNG scores what `eval --json` reports for it); and
+    /// marginal over its classes, so a test image saved as PNG scores what `eval --json` reports for it); and
     /// for a class-conditional model p(class | image) ∝ p(image | class), what the model thinks the image is.
     /// --heatmap draws each pixel's surprise −log p(x_q | earlier pixels): where the model did not expect what it
     /// saw. The surprises add up to the NLL.
-    ///   pixelcnn score my-shoe.png --invert --heatmap surprise.png
+    ///   pixelcnn score my-shoe.png --invert --resize --heatmap surprise.png
     #[command(verbatim_doc_comment)]
     Score(ScoreArgs),
     /// Benchmarks on the selected GPU adapter.
