@@ -259,6 +259,41 @@ mod tests {
         assert_eq!(grey[14 * 28 + 22], 0);
     }
 
+    /// A PNG whose header declares `w` × `h` grey pixels, with one tiny IDAT: decodable only by reading far past it.
+    fn lying_png(w: u32, h: u32) -> Vec<u8> {
+        use std::io::Write;
+        let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+            let mut crc = flate2::Crc::new();
+            crc.update(kind);
+            crc.update(data);
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            out.extend_from_slice(kind);
+            out.extend_from_slice(data);
+            out.extend_from_slice(&crc.sum().to_be_bytes());
+        };
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = w.to_be_bytes().to_vec();
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+        chunk(&mut out, b"IHDR", &ihdr);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&[0; 17]).unwrap();
+        chunk(&mut out, b"IDAT", &z.finish().unwrap());
+        chunk(&mut out, b"IEND", &[]);
+        out
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_from_its_header() {
+        let bomb = lying_png(100_000, 100_000);
+        assert!(bomb.len() < 200);
+        let err = decode(Path::new("dir/bomb.png"), &bomb).unwrap_err().to_string();
+        assert!(err.contains("dir/bomb.png") && err.contains("100000×100000"), "{err}");
+        // A header within the limit is decoded (and this one is then found truncated).
+        let err = decode(Path::new("dir/short.png"), &lying_png(64, 64)).unwrap_err().to_string();
+        assert!(err.contains("dir/short.png") && !err.contains("declares"), "{err}");
+    }
+
     #[test]
     fn bad_files_are_errors_naming_the_file() {
         let p = Path::new("dir/shoe.png");
