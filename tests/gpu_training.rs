@@ -140,19 +140,21 @@ fn three_adam_steps_match_cpu() {
 
 /// Images other than 28×28, square and not, small enough that a lane's rows span more than two images (8×8) and
 /// large enough that an image spans many workgroups (64×64): both architectures, conditional (with a class count
-/// other than 10) and not.
+/// other than 10) and not. On the device's default kernel version only: every pipeline is built anew for each image
+/// shape, and the kernel families' own tests run both versions at other shapes.
 #[test]
 fn three_adam_steps_match_cpu_at_other_sizes() {
-    for (version, gpu) in devices() {
-        for (h, w) in [(8, 8), (16, 20), (64, 64)] {
-            for config in [
-                Config::pixelcnn(6, 1),
-                Config::pixelcnn(4, 1).with_classes(3),
-                Config::gated(5, 2).dilated(2),
-                Config::gated(4, 2).with_classes(7),
-            ] {
-                three_adam_steps(&gpu, &version, config.with_shape(h, w));
-            }
+    let Some((version, gpu)) = devices().into_iter().next() else {
+        return;
+    };
+    for (h, w) in [(8, 8), (16, 20), (64, 64)] {
+        for config in [
+            Config::pixelcnn(4, 1),
+            Config::pixelcnn(4, 1).with_classes(3),
+            Config::gated(4, 2).dilated(2),
+            Config::gated(4, 2).dilated(2).with_classes(7),
+        ] {
+            three_adam_steps(&gpu, &version, config.with_shape(h, w));
         }
     }
 }

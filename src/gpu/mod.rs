@@ -200,7 +200,9 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub kernels: KernelChoice,
-    pipelines: Mutex<HashMap<String, std::sync::Arc<kernels::Pipeline>>>,
+    /// Compiled pipelines by [`kernels::pipeline_key`] (a hash of the family, entry point and constants; the
+    /// pipeline's own name is compared on a hit, so a collision can never hand out the wrong one).
+    pipelines: Mutex<HashMap<u64, Vec<std::sync::Arc<kernels::Pipeline>>>>,
     variants: Mutex<Vec<kernels::Variant>>,
     /// A dry-run device builds pipelines' layouts and records programs, but compiles no compute pipeline and must
     /// never submit: for enumerating every pipeline variant cheaply.

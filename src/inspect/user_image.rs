@@ -290,7 +290,9 @@ mod tests {
         let err = decode(Path::new("dir/bomb.png"), &bomb).unwrap_err().to_string();
         assert!(err.contains("dir/bomb.png") && err.contains("100000×100000"), "{err}");
         // A header within the limit is decoded (and this one is then found truncated).
-        let err = decode(Path::new("dir/short.png"), &lying_png(64, 64)).unwrap_err().to_string();
+        let err = decode(Path::new("dir/short.png"), &lying_png(64, 64))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("dir/short.png") && !err.contains("declares"), "{err}");
     }
 

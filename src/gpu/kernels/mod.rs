@@ -185,8 +185,11 @@ pub fn family(name: &str) -> Result<&'static Family> {
 
 /// A compiled entry point with its explicit bind-group layout (explicit, so the uniform can use dynamic offsets).
 pub struct Pipeline {
-    /// `family:entry CONST=value ...`, the cache key.
+    /// `family:entry CONST=value ...`, for labels and errors.
     pub name: String,
+    pub family: String,
+    /// The template constants it was built with.
+    pub consts: Vec<(String, u32)>,
     pub entry: String,
     /// The storage and window bindings, in the order a dispatch passes its views.
     pub bindings: Vec<(u32, Access)>,
@@ -204,6 +207,24 @@ pub struct Variant {
     pub consts: Vec<(String, u32)>,
     pub source: String,
     pub bindings: Vec<(u32, Access)>,
+}
+
+/// The pipeline cache's key: FNV-1a over the family, the entry point and the constants (names and values).
+pub fn pipeline_key(family: &str, entry: &str, consts: &[(&str, u32)]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        h = (h ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    };
+    eat(family.as_bytes());
+    eat(entry.as_bytes());
+    for (c, v) in consts {
+        eat(c.as_bytes());
+        eat(&v.to_le_bytes());
+    }
+    h
 }
 
 /// Workgroups of 64 invocations covering `invocations`.
@@ -230,18 +251,34 @@ impl Gpu {
         consts: &[(&str, u32)],
         bindings: &[(u32, Access)],
     ) -> Result<Arc<Pipeline>> {
-        let mut name = format!("{family}:{entry}");
-        for (c, v) in consts {
-            name.push_str(&format!(" {c}={v}"));
-        }
-        if let Some(p) = self.pipelines.lock().unwrap().get(&name) {
+        // The sampler looks a pipeline up for every dispatch it records (thousands per image row), so a lookup only
+        // hashes; the name is built (and compared, against a collision) on a hit or to compile.
+        let key = pipeline_key(family, entry, consts);
+        let named = |p: &Pipeline| {
+            p.family == family
+                && p.entry == entry
+                && p.consts.len() == consts.len()
+                && p.consts.iter().zip(consts).all(|((a, x), (b, y))| a == b && x == y)
+        };
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .unwrap()
+            .get(&key)
+            .and_then(|v| v.iter().find(|p| named(p)))
+        {
             if p.bindings != bindings {
                 bail!(
-                    "{name} was built with bindings {:?}, now asked for {bindings:?}",
+                    "{} was built with bindings {:?}, now asked for {bindings:?}",
+                    p.name,
                     p.bindings
                 );
             }
             return Ok(p.clone());
+        }
+        let mut name = format!("{family}:{entry}");
+        for (c, v) in consts {
+            name.push_str(&format!(" {c}={v}"));
         }
         let src = super::shader::source(family, consts)?;
         self.variants.lock().unwrap().push(Variant {
@@ -299,12 +336,14 @@ impl Gpu {
         }
         let p = Arc::new(Pipeline {
             name: name.clone(),
+            family: family.to_string(),
+            consts: consts.iter().map(|(c, v)| (c.to_string(), *v)).collect(),
             entry: entry.to_string(),
             bindings: bindings.to_vec(),
             layout,
             pipeline,
         });
-        self.pipelines.lock().unwrap().insert(name, p.clone());
+        self.pipelines.lock().unwrap().entry(key).or_default().push(p.clone());
         Ok(p)
     }
 
