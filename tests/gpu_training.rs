@@ -151,7 +151,7 @@ fn three_adam_steps_match_cpu_at_other_sizes() {
         for config in [
             Config::pixelcnn(4, 1),
             Config::pixelcnn(4, 1).with_classes(3),
-            Config::gated(4, 2).dilated(2),
+            Config::gated(5, 2).dilated(2),
             Config::gated(4, 2).dilated(2).with_classes(7),
         ] {
             three_adam_steps(&gpu, &version, config.with_shape(h, w));
