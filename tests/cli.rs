@@ -539,6 +539,22 @@ fn a_model_trained_from_the_exported_folder_matches_one_trained_from_idx() {
         "per-epoch NLL from the IDX files and from the exported folder: {:?}",
         runs[0]
     );
+    // The folder resized to another shape is not what the 28×28 model scores: eval and complete say how to fit it.
+    let ck = f.root.join("from_idx").join("last.safetensors");
+    let png = f.root.join("completions.png");
+    for cmd in ["eval", "complete"] {
+        #[rustfmt::skip]
+        let mut args = vec![cmd, "--device", "cpu", "--checkpoint", s(&ck), "--data", s(&folder), "--image-size", "16x20"];
+        if cmd == "complete" {
+            args.extend(["--out", s(&png)]);
+        }
+        let err = refused(&f.root, &args);
+        assert!(
+            err.contains("16x20") && err.contains("--image-size 28x28") && err.contains(s(&folder)),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(!png.exists(), "a refused complete wrote its output");
 }
 
 /// `--lr-decay`: epoch e trains at lr · decay^e. The run's second epoch equals the CPU reference's steps from its

@@ -35,7 +35,7 @@ pub struct EvalArgs {
 impl EvalArgs {
     pub fn run(self) -> Result<()> {
         let (path, ck) = sampling::load_model(self.checkpoint.as_deref())?;
-        let ds = self.data.load_for(Some(&ck.meta))?;
+        let ds = self.data.load_for_model(&ck.meta, &ck.config, &path)?;
         let split = &self.split;
         let split_data = ds.split(split)?;
         ensure!(!split_data.is_empty(), "no {split} images (the {split} split is empty)");

@@ -99,13 +99,15 @@ enum Command {
     /// target on its own row). The plain network (--arch pixelcnn) also has a blind spot: earlier pixels above and
     /// to the right of the target, inside the reach of its convolutions, that it never sees (one row up, five
     /// columns right is always one of them). The Gated PixelCNN (--arch gated) has none; 12 gated layers see every
-    /// earlier pixel of row 14, column 14.
+    /// earlier pixel of row 14, column 14, and 6 dilated ones (--dilation-cycle 5) every earlier pixel of a 28×28
+    /// image, even at row 27, column 27.
     ///
     /// The map: `X` the target, `#` pixels it depends on, `o` the blind spot, `.` earlier pixels out of reach;
-    /// --out draws it as a PNG, --json gives the 28×28 mask. Examine the shipped model, a --checkpoint, or a
-    /// model with random weights of any architecture:
+    /// --out draws it as a PNG, --json gives the mask (the model's height × width). Examine the shipped model, a
+    /// --checkpoint, or a model with random weights of any architecture:
     ///   pixelcnn receptive-field --pixel 14,14
     ///   pixelcnn receptive-field --pixel 14,14 --arch gated --layers 12 --out gated.png
+    ///   pixelcnn receptive-field --pixel 27,27 --arch gated --layers 6 --dilation-cycle 5
     #[command(verbatim_doc_comment)]
     ReceptiveField(ReceptiveFieldArgs),
     /// The model's opinion of your own images: NLL, bits/dim, surprise per pixel, and the class it sees
@@ -317,6 +319,29 @@ impl DataArgs {
 
     pub fn load(&self) -> Result<data::Dataset> {
         self.load_for(None)
+    }
+
+    /// [`DataArgs::load_for`] a model of `config` (the file `model`), refusing images of another shape: a model
+    /// only scores images of the shape it was built for.
+    pub fn load_for_model(
+        &self,
+        meta: &checkpoint::ModelMeta,
+        config: &Config,
+        model: &std::path::Path,
+    ) -> Result<data::Dataset> {
+        let ds = self.load_for(Some(meta))?;
+        let (h, w) = (config.height, config.width);
+        ensure!(
+            (ds.height, ds.width) == (h, w),
+            "{}: the images are {}x{}, but {} is a model of {h}x{w} images ({}); --image-size {h}x{w} resizes a \
+             folder's images",
+            ds.source.display(),
+            ds.height,
+            ds.width,
+            model.display(),
+            config.describe()
+        );
+        Ok(ds)
     }
 }
 

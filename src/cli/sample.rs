@@ -333,7 +333,7 @@ impl CompleteArgs {
         };
         grid::check_canvas(layout, net.image(), self.scale, grid::DEFAULT_GAP)?;
         let (split, chosen) = if self.images.is_empty() {
-            let ds = self.data.load_for(Some(&ck.meta))?;
+            let ds = self.data.load_for_model(&ck.meta, &ck.config, &path)?;
             let mut split = ds.test.take((self.count as usize).min(ds.test.len()));
             ensure!(
                 split.len() == self.count as usize,
