@@ -109,6 +109,14 @@ impl TrainState {
         }
     }
 
+    /// Updates the Polyak average has taken, and the number it needs to count (one time constant, 1 / (1 − decay)):
+    /// before that it is still mostly the parameters it started from, so `eval`, `sample` and the epoch grids use the
+    /// raw parameters.
+    pub fn average_updates(&self) -> (u64, u64) {
+        let needed = (1.0 / (1.0 - self.adam.ema_decay)).round() as u64;
+        (self.step.saturating_sub(self.ema_start), needed)
+    }
+
     /// Checks every value against its range and the counters against each other (what can be checked without the
     /// data; [`TrainState::check_against_data`] does the rest). `file` names the checkpoint in errors.
     pub fn validate(&self, file: &str) -> Result<()> {
@@ -260,8 +268,7 @@ impl Checkpoint {
     pub fn average_updates(&self) -> Option<(u64, u64)> {
         let (state, adam) = self.train.as_ref()?;
         adam.ema.as_ref()?;
-        let needed = (1.0 / (1.0 - state.adam.ema_decay)).round() as u64;
-        Some((state.step.saturating_sub(state.ema_start), needed))
+        Some(state.average_updates())
     }
 }
 

@@ -3002,6 +3002,44 @@ fn train_writes_a_sample_grid_at_the_end_of_every_epoch() {
     assert!(err.contains("epoch-samples"), "{err}");
 }
 
+/// The epoch's grid is what `sample --seed 0` draws from that epoch's checkpoint: from the Polyak average once it
+/// has taken the updates it needs to count (`--ema 0.5`: 2), from the raw parameters before that (`--ema 0.99`:
+/// 100, more than the run's 4 steps), as `sample` and `eval` choose.
+#[test]
+fn the_epoch_grid_uses_the_weights_sample_uses() {
+    let f = fixture();
+    for ema in ["0.5", "0.99"] {
+        let out = f.root.join(format!("grid_ema_{ema}"));
+        let mut args = train_args(&f, "cpu", &out);
+        let e = args.iter().position(|a| *a == "--epochs").unwrap();
+        args[e + 1] = "1";
+        ok(&f.root, &[&args[..], &["--ema", ema]].concat());
+        let drawn = f.root.join(format!("sampled_{ema}.png"));
+        let epoch_1 = out.join("epoch_001.safetensors");
+        #[rustfmt::skip]
+        let sample = ["sample", "--device", "cpu", "--checkpoint", s(&epoch_1),
+            "--seed", "0", "--count", "16", "--out", s(&drawn)];
+        ok(&f.root, &sample);
+        let grid = decode_png(&out.join("samples_epoch_001.png"));
+        assert!(
+            grid == decode_png(&drawn),
+            "--ema {ema}: the epoch grid is not what sample draws from the epoch's checkpoint"
+        );
+        let raw = f.root.join(format!("sampled_raw_{ema}.png"));
+        ok(
+            &f.root,
+            &[&sample[..7], &["--raw-weights", "--count", "16", "--out", s(&raw)]].concat(),
+        );
+        let averaged = ema == "0.5";
+        assert_eq!(
+            grid != decode_png(&raw),
+            averaged,
+            "--ema {ema}: the grid should come from the {} weights",
+            if averaged { "averaged" } else { "raw" }
+        );
+    }
+}
+
 #[test]
 fn polyak_average_is_kept_logged_and_branches_set_their_own_schedule() {
     let f = fixture();

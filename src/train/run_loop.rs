@@ -45,7 +45,8 @@ pub struct TrainSummary {
 /// grid with it), after the epoch's checkpoints and its `metrics.jsonl` record are written.
 pub struct EpochEnd<'a> {
     pub net: &'a Network,
-    /// The weights the run's checkpoints are used with: the Polyak average when the run keeps one.
+    /// The weights the run's checkpoints are used with: the Polyak average when the run keeps one and it has taken
+    /// the updates it needs to count, else the raw parameters.
     pub weights: &'a [f32],
     /// The epoch's number, 1-based as in `metrics.jsonl`.
     pub epoch: usize,
@@ -433,10 +434,13 @@ impl<'a> TrainLoop<'a> {
         self.last_save = Instant::now();
         append_metrics(&self.metrics_path, &record)?;
         self.print_record(&record)?;
-        // The hook gets the weights the run's checkpoints are used with: the average when it keeps one.
+        // The hook gets the weights the run's checkpoints are used with: the average once it has taken the updates
+        // it needs to count (as `sample` and `eval` choose), else the raw parameters.
+        let (updates, needed) = self.state.average_updates();
+        let average = adam.ema.as_deref().filter(|_| updates >= needed);
         let end = EpochEnd {
             net: &self.net,
-            weights: adam.ema.as_deref().unwrap_or(&params),
+            weights: average.unwrap_or(&params),
             epoch: record.epoch,
             run_dir: &self.out_dir,
             gpu: self.backend.gpu(),
