@@ -117,6 +117,12 @@ impl TrainState {
         (self.step.saturating_sub(self.ema_start), needed)
     }
 
+    /// Whether the Polyak average has taken the updates it needs to count ([`TrainState::average_updates`]).
+    pub fn average_counts(&self) -> bool {
+        let (updates, needed) = self.average_updates();
+        updates >= needed
+    }
+
     /// Checks every value against its range and the counters against each other (what can be checked without the
     /// data; [`TrainState::check_against_data`] does the rest). `file` names the checkpoint in errors.
     pub fn validate(&self, file: &str) -> Result<()> {
@@ -260,7 +266,10 @@ impl Checkpoint {
 
     /// Whether [`Checkpoint::weights`] gives the average.
     pub fn averaged(&self, raw: bool) -> bool {
-        !raw && self.average_updates().is_some_and(|(n, needed)| n >= needed)
+        !raw && self
+            .train
+            .as_ref()
+            .is_some_and(|(state, adam)| adam.ema.is_some() && state.average_counts())
     }
 
     /// Updates the Polyak average has taken and the number it needs to count (one time constant), when the

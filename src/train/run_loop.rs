@@ -436,8 +436,7 @@ impl<'a> TrainLoop<'a> {
         self.print_record(&record)?;
         // The hook gets the weights the run's checkpoints are used with: the average once it has taken the updates
         // it needs to count (as `sample` and `eval` choose), else the raw parameters.
-        let (updates, needed) = self.state.average_updates();
-        let average = adam.ema.as_deref().filter(|_| updates >= needed);
+        let average = adam.ema.as_deref().filter(|_| self.state.average_counts());
         let end = EpochEnd {
             net: &self.net,
             weights: average.unwrap_or(&params),

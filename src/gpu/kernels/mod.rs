@@ -252,7 +252,8 @@ impl Gpu {
         bindings: &[(u32, Access)],
     ) -> Result<Arc<Pipeline>> {
         // The sampler looks a pipeline up for every dispatch it records (thousands per image row), so a lookup only
-        // hashes; the name is built (and compared, against a collision) on a hit or to compile.
+        // hashes and, on a hit, compares the family, entry and constants (against a collision); the name is built
+        // only to compile.
         let key = pipeline_key(family, entry, consts);
         let named = |p: &Pipeline| {
             p.family == family
