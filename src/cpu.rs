@@ -746,7 +746,8 @@ fn layer_at(
 
 /// The incremental algorithm on the CPU, following [`Network::schedule`]: each pixel-scheduled layer is computed at
 /// pixel q only, right before pixel q is drawn, reading cached activations; each row-scheduled layer (the gated
-/// net's vertical stack) is computed for a whole row once its last pixel is drawn. Costs about one forward pass.
+/// net's vertical stack) is computed for a whole row once its last pixel is drawn, and each ahead-scheduled layer
+/// (the gated net's `v_to_h`) for a whole row before its first pixel. Costs about one forward pass.
 pub fn sample_incremental(net: &Network, params: &[f32], spec: SampleSpec) -> Samples {
     let (count, pixels, width) = (spec.count, net.pixels(), net.width());
     let labels = labels_for(net, spec.labels, count);
@@ -758,6 +759,18 @@ pub fn sample_incremental(net: &Network, params: &[f32], spec: SampleSpec) -> Sa
         .map(|&c| vec![0.0; count * pixels * c])
         .collect();
     acts[0] = images.iter().map(|&v| v as f32).collect();
+    // The layers of schedule `which` over the image row that starts at position `row0`.
+    let row_pass = |acts: &mut [Vec<f32>], which: Schedule, row0: usize| {
+        let rows: Vec<usize> = (0..count)
+            .flat_map(|i| (row0..row0 + width).map(move |x| i * pixels + x))
+            .collect();
+        for l in 0..net.layers.len() {
+            if schedule[l + 1] == which {
+                layer_at(net, params, labels, acts, l, &rows);
+            }
+        }
+    };
+    row_pass(&mut acts, Schedule::Ahead, 0);
     // Pixels before start_pixel are known: every layer is still computed there, because later pixels read those
     // cached activations.
     for q in 0..pixels {
@@ -776,14 +789,9 @@ pub fn sample_incremental(net: &Network, params: &[f32], spec: SampleSpec) -> Sa
             }
         }
         if q % width == width - 1 {
-            let row0 = q + 1 - width;
-            let rows: Vec<usize> = (0..count)
-                .flat_map(|i| (row0..=q).map(move |x| i * pixels + x))
-                .collect();
-            for l in 0..net.layers.len() {
-                if schedule[l + 1] == Schedule::Row {
-                    layer_at(net, params, labels, &mut acts, l, &rows);
-                }
+            row_pass(&mut acts, Schedule::Row, q + 1 - width);
+            if q + 1 < pixels {
+                row_pass(&mut acts, Schedule::Ahead, q + 1);
             }
         }
     }

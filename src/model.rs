@@ -673,6 +673,10 @@ pub enum Schedule {
     /// For a whole image row at once, after the row's last pixel is drawn (the gated net's vertical stack, which
     /// sees its own row).
     Row,
+    /// For a whole image row at once, before the row's first pixel is drawn (right after the row above is
+    /// complete): reads only earlier rows (the gated net's `v_to_h`, the vertical stack shifted down a row). One
+    /// dispatch over the row instead of one per pixel.
+    Ahead,
 }
 
 /// The whole network: its convolutions, the layer list, activations and parameter tensors.
@@ -932,11 +936,16 @@ impl Network {
         out
     }
 
-    /// When the incremental sampler computes each activation. An activation is [`Schedule::Pixel`] if, at pixel
-    /// q, everything it reads is already known: pixel activations at raster offsets ≤ 0 (earlier positions, or
-    /// this position computed by an earlier layer; the input image strictly before q), row activations of earlier
-    /// rows. Otherwise it is [`Schedule::Row`]: computed once a row is complete, which needs every read to stay
-    /// within rows ≤ the current one. Panics if an activation is neither (a network that cannot be sampled).
+    /// When the incremental sampler computes each activation, in the order it prefers:
+    /// - [`Schedule::Ahead`] if everything it reads lies in earlier rows (or in this row of an earlier `Ahead`
+    ///   activation): the whole row is computed before its first pixel;
+    /// - [`Schedule::Pixel`] if, at pixel q, everything it reads is already known: pixel activations at raster
+    ///   offsets ≤ 0 (earlier positions, or this position computed by an earlier layer; the input image strictly
+    ///   before q), row activations of earlier rows, `Ahead` activations of this row or earlier ones;
+    /// - otherwise [`Schedule::Row`]: computed once a row is complete, which needs every read to stay within rows ≤
+    ///   the current one.
+    ///
+    /// Panics if an activation is none of these (a network that cannot be sampled).
     pub fn schedule(&self) -> Vec<Schedule> {
         let mut s = vec![Schedule::Pixel; self.act_channels.len()];
         for (l, layer) in self.layers.iter().enumerate() {
@@ -945,16 +954,22 @@ impl Network {
                 Layer::Conv { conv, input } => self.convs[conv].taps.iter().map(|t| (input, t.dy, t.dx)).collect(),
                 _ => layer.inputs().into_iter().map(|a| (a, 0, 0)).collect(),
             };
+            let ahead_ok = reads
+                .iter()
+                .all(|&(a, dy, _)| dy < 0 || (dy == 0 && a != 0 && s[a] == Schedule::Ahead));
             let pixel_ok = reads.iter().all(|&(a, dy, dx)| {
                 let before = dy < 0 || (dy == 0 && dx < 0);
                 match (a, s[a]) {
                     (0, _) => before,
                     (_, Schedule::Pixel) => before || (dy, dx) == (0, 0),
                     (_, Schedule::Row) => dy < 0,
+                    (_, Schedule::Ahead) => dy <= 0,
                 }
             });
             let row_ok = reads.iter().all(|&(_, dy, _)| dy <= 0);
-            s[l + 1] = if pixel_ok {
+            s[l + 1] = if ahead_ok {
+                Schedule::Ahead
+            } else if pixel_ok {
                 Schedule::Pixel
             } else {
                 assert!(
@@ -1318,7 +1333,11 @@ mod tests {
         let sched = net.schedule();
         let v_gate = net.act_names.iter().position(|n| n == "layers.1.v_gate").unwrap();
         let h_gate = net.act_names.iter().position(|n| n == "layers.1.h_gate").unwrap();
-        assert_eq!((sched[v_gate], sched[h_gate]), (Schedule::Row, Schedule::Pixel));
+        let v_to_h = net.act_names.iter().position(|n| n == "layers.1.v_to_h").unwrap();
+        assert_eq!(
+            (sched[v_gate], sched[v_to_h], sched[h_gate]),
+            (Schedule::Row, Schedule::Ahead, Schedule::Pixel)
+        );
         assert!(Network::new(Config::default())
             .schedule()
             .iter()

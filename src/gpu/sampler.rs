@@ -4,12 +4,13 @@
 //! * Incremental (default), following [`Network::schedule`]: for each pixel q in raster order, every
 //!   pixel-scheduled layer is computed at position q only (its convs read the cached activations of earlier
 //!   positions), then pixel q is drawn; once a row is complete, the row-scheduled layers (the gated net's
-//!   vertical stack) are computed for that whole row. A whole sample costs about one forward pass.
+//!   vertical stack) are computed for that whole row, then the ahead-scheduled ones (its `v_to_h`, which reads
+//!   only earlier rows) for the whole next row. A whole sample costs about one forward pass.
 //!   - `layers` version (CPU rasterisers): each layer is a dispatch of its family's kernel at the pixel (a conv
 //!     one `conv_forward` over the images' rows at that pixel, with a residual add fused into its epilogue),
 //!     recorded one image row per program.
 //!   - `net` version (GPUs): one `pixel_net` dispatch per pixel runs every pixel-scheduled layer and the draw, and
-//!     one per row the row-scheduled layers.
+//!     two per row: the row-scheduled layers, then the next row's ahead-scheduled ones.
 //! * Naive (`--naive`): the original algorithm, a full forward pass over all 784 positions per pixel, still
 //!   GPU-resident. For verification and as the benchmark baseline.
 
@@ -22,7 +23,7 @@ use super::record::Program;
 use super::versions::PixelVersion;
 use super::Gpu;
 use crate::cpu::{SampleSpec, Samples};
-use crate::model::{Network, Schedule};
+use crate::model::{Layer, Network, Schedule};
 use anyhow::{ensure, Result};
 
 /// Images sampled together in one batch (bounded further by the per-buffer size limit).
@@ -408,16 +409,25 @@ impl<'a> Batch<'a> {
                         first_image: self.first_image,
                         temperature: self.temperature,
                     };
+                    // The ops `(at, n)` over the whole image row that starts at position `row0`.
+                    let row = |(at, n): (usize, usize), row0: usize| NetParams {
+                        q0: row0 as u32,
+                        npos: width as u32,
+                        n_ops: n as u32,
+                        ops_at: at as u32,
+                        ..u
+                    };
+                    if q == 0 && prog.ahead_ops.1 > 0 {
+                        self.net_dispatch(gpu, &mut p, program, row(prog.ahead_ops, 0))?;
+                    }
                     self.net_dispatch(gpu, &mut p, program, u)?;
-                    if q % width == width - 1 && prog.row_ops.1 > 0 {
-                        let u = NetParams {
-                            q0: (q + 1 - width) as u32,
-                            npos: width as u32,
-                            n_ops: prog.row_ops.1 as u32,
-                            ops_at: prog.row_ops.0 as u32,
-                            ..u
-                        };
-                        self.net_dispatch(gpu, &mut p, program, u)?;
+                    if q % width == width - 1 {
+                        if prog.row_ops.1 > 0 {
+                            self.net_dispatch(gpu, &mut p, program, row(prog.row_ops, q + 1 - width))?;
+                        }
+                        if prog.ahead_ops.1 > 0 && q + 1 < net.pixels() {
+                            self.net_dispatch(gpu, &mut p, program, row(prog.ahead_ops, q + 1))?;
+                        }
                     }
                     continue;
                 }
@@ -430,6 +440,9 @@ impl<'a> Batch<'a> {
                     }
                 }
                 Method::Layers => {
+                    if q == 0 {
+                        self.row_pass(gpu, &mut p, Schedule::Ahead, 0)?;
+                    }
                     let pass = self.pass(Rows::position_major(image, self.rows, q, 1));
                     for (l, &f) in self.fused.iter().enumerate() {
                         if self.schedule[l + 1] == Schedule::Pixel {
@@ -457,16 +470,26 @@ impl<'a> Batch<'a> {
                 sample::sample_pixel(gpu, &mut p, views, op)?;
             }
             if matches!(self.method, Method::Layers) && q % width == width - 1 {
-                let pass = self.pass(Rows::position_major(image, self.rows, q + 1 - width, width));
-                for (l, &f) in self.fused.iter().enumerate() {
-                    if self.schedule[l + 1] == Schedule::Row {
-                        layers::layer_forward(gpu, &mut p, &pass, l, f, None)?;
-                    }
+                self.row_pass(gpu, &mut p, Schedule::Row, q + 1 - width)?;
+                if q + 1 < net.pixels() {
+                    self.row_pass(gpu, &mut p, Schedule::Ahead, q + 1)?;
                 }
             }
         }
         p.finish(gpu);
         Ok(p)
+    }
+
+    /// The layers of schedule `which`, over the image row that starts at position `row0` (the `layers` version).
+    fn row_pass(&self, gpu: &Gpu, p: &mut Program, which: Schedule, row0: usize) -> Result<()> {
+        let net = &self.model.net;
+        let pass = self.pass(Rows::position_major(net.image(), self.rows, row0, net.width()));
+        for (l, &f) in self.fused.iter().enumerate() {
+            if self.schedule[l + 1] == which {
+                layers::layer_forward(gpu, p, &pass, l, f, None)?;
+            }
+        }
+        Ok(())
     }
 
     fn net_dispatch(&self, gpu: &Gpu, p: &mut Program, program: &Tensor, u: NetParams) -> Result<()> {
@@ -512,18 +535,36 @@ fn image_layout(spec: &SampleSpec, rows: usize, naive: bool, pixels: usize) -> V
     x
 }
 
-/// Residual fusion for the incremental sampler: only where the conv and its Add run on the same schedule.
+/// Residual fusion for the incremental sampler: a conv takes over the Add that alone consumes it when both run on
+/// the same schedule and the Add's other operand is ready when the conv runs (an earlier layer of that schedule,
+/// or an activation of a schedule computed before it: `Ahead` before `Pixel`, both before `Row`).
 pub fn pixel_fusion(net: &Network, schedule: &[Schedule]) -> Vec<Fused> {
-    let mut fused = layers::fuse_residuals(net, false);
-    for l in 0..fused.len() {
-        if let Fused::WithResidual { add, .. } = fused[l] {
-            if schedule[l + 1] != schedule[add + 1] {
-                fused[l] = Fused::Itself;
-                fused[add] = Fused::Itself;
-            }
+    let phase = |s: Schedule| match s {
+        Schedule::Ahead => 0,
+        Schedule::Pixel => 1,
+        Schedule::Row => 2,
+    };
+    let consumers = net.consumers();
+    let mut plan = vec![Fused::Itself; net.layers.len()];
+    for (l, layer) in net.layers.iter().enumerate() {
+        let Layer::Conv { .. } = *layer else { continue };
+        let out = l + 1;
+        let [m] = consumers[out][..] else { continue };
+        let Layer::Add { a, b } = net.layers[m] else { continue };
+        let other = if a == out { b } else { a };
+        let (mine, theirs) = (phase(schedule[out]), phase(schedule[other]));
+        let ready = theirs < mine || (theirs == mine && other < out);
+        if other == out || !ready || schedule[m + 1] != schedule[out] || plan[m] != Fused::Itself {
+            continue;
         }
+        plan[l] = Fused::WithResidual {
+            add: m,
+            other,
+            keep_output: false,
+        };
+        plan[m] = Fused::Done;
     }
-    fused
+    plan
 }
 
 /// A request for `labels.len()` images of class 0 from scratch, for recording programs without running them.

@@ -77,13 +77,15 @@ const OP_COPY: u32 = 5;
 const NONE: u32 = u32::MAX;
 
 /// The program `pixel_net` walks: every activation's (base, C4) in the shared cache, then the ops of the
-/// pixel-scheduled layers followed by the draw, then the ops of the row-scheduled layers.
+/// pixel-scheduled layers followed by the draw, then the ops of the row-scheduled layers, then those of the
+/// ahead-scheduled ones.
 pub struct NetProgram {
     pub words: Vec<[u32; 4]>,
     /// vec4s of the shared activation cache.
     pub cache_len4: usize,
     pub pixel_ops: (usize, usize),
     pub row_ops: (usize, usize),
+    pub ahead_ops: (usize, usize),
 }
 
 /// The layer program of `net` for `rows` images per position.
@@ -137,6 +139,7 @@ pub fn net_program(net: &Network, rows: usize) -> Result<NetProgram> {
     };
     let pixel_ops = ops(Schedule::Pixel, &mut words);
     let row_ops = ops(Schedule::Row, &mut words);
+    let ahead_ops = ops(Schedule::Ahead, &mut words);
     ensure!(
         words.len() <= PROGRAM_BYTES / 16,
         "the network's layer program ({} entries) does not fit pixel_net's 64 KiB program",
@@ -147,5 +150,6 @@ pub fn net_program(net: &Network, rows: usize) -> Result<NetProgram> {
         cache_len4: base,
         pixel_ops,
         row_ops,
+        ahead_ops,
     })
 }
