@@ -156,6 +156,25 @@ fn pixel_net_needs_at_most_two_dispatches_per_pixel() {
     }
 }
 
+/// `bench sample` counts dispatches and profiles a row on one batch of the images it was asked for: as many as
+/// fit one binding, never all of them at once (pixel_net keeps every activation's cache in one buffer, which for
+/// 64 images of a gated F=32 L=8 net is past lavapipe's 128 MiB).
+#[test]
+fn dispatch_counts_and_profiles_take_one_batch_that_fits() {
+    let net = Network::new(Config::gated(32, 8).dilated(5).conditional());
+    let params = perturbed_params(&net, 9, 0.1);
+    for (version, gpu) in devices() {
+        let g = GpuModel::new(&gpu, &net, &params).unwrap();
+        let limit = pixelcnn::gpu::sampler::batch_limit(&gpu, &net);
+        let count = limit + 8;
+        eprintln!("[{version}] batch limit {limit}, asking for {count} images");
+        let d = pixelcnn::gpu::sampler::dispatches_per_pixel(&gpu, &g, count).unwrap();
+        assert!(d >= 1.0, "[{version}] {d} dispatches per pixel");
+        let lines = pixelcnn::gpu::sampler::profile_row(&gpu, &g, count).unwrap();
+        assert!(!lines.is_empty(), "[{version}] an empty profile");
+    }
+}
+
 #[test]
 fn sampler_split_over_devices_equals_one_device() {
     let Some(gpu) = gpu_for_tests() else { return };

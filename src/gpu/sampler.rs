@@ -580,10 +580,10 @@ fn probe_spec<'a>(model: &GpuModel, labels: &'a [u8]) -> SampleSpec<'a> {
     }
 }
 
-/// Dispatches per pixel of the incremental sampler for `count` images on this device: the programs of one
-/// interior image row (row 1, every pixel drawn, with the row-end layers), recorded but not run.
+/// Dispatches per pixel of the incremental sampler for `count` images on this device (one batch of them, as many
+/// as fit: see [`batch_limit`]): the programs of one interior image row (row 1, every pixel drawn, with the row-end layers), recorded but not run.
 pub fn dispatches_per_pixel(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<f64> {
-    let labels = vec![0u8; count];
+    let labels = vec![0u8; count.min(batch_limit(gpu, &model.net)).max(1)];
     let spec = probe_spec(model, &labels);
     let batch = Batch::new(gpu, model, &spec, false)?;
     let width = model.net.width();
@@ -591,10 +591,10 @@ pub fn dispatches_per_pixel(gpu: &Gpu, model: &GpuModel, count: usize) -> Result
     Ok(p.len() as f64 / width as f64)
 }
 
-/// The profile of one interior image row (row 1) of the incremental sampler for `count` images on this device,
-/// run dispatch by dispatch (see [`Program::profile`]).
+/// The profile of one interior image row (row 1) of the incremental sampler for `count` images on this device (one
+/// batch of them, as many as fit), run dispatch by dispatch (see [`Program::profile`]).
 pub fn profile_row(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<Vec<crate::gpu::record::ProfileLine>> {
-    let labels = vec![0u8; count];
+    let labels = vec![0u8; count.min(batch_limit(gpu, &model.net)).max(1)];
     let spec = probe_spec(model, &labels);
     let batch = Batch::new(gpu, model, &spec, false)?;
     let width = model.net.width();
