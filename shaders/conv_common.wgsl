@@ -1,14 +1,17 @@
 // conv_common.wgsl — the interface shared by the conv families `conv_raster.wgsl` and `conv_tiled.wgsl`, which
 // compute the same three entry points (conv_forward, conv_backward_data, conv_backward_weight) with different tiles:
-// the uniform block, the bindings, the BYTES / LOSS variants and the forward epilogue (ReLU, residual, fused loss).
+// the uniform block, the bindings, the BYTES / LOSS / GATE variants and the forward epilogue (ReLU, residual, fused
+// loss, fused gate).
 // The host prepends it (after the prelude) to both families, so the two versions can never disagree on a binding.
 //
 // Bindings: 0 uniform ConvParams (dynamic offset), 1 input (read), 2 weight (read, or uniform with
 //   WEIGHT_UNIFORM), 3 bias (read), 4 taps (read), 5 output (read_write), 6 aux_in (read: residual, ReLU output
 //   for the mask, or LOSS's target image bytes), 7 aux_out (read_write: residual sum, or LOSS's per-pixel loss),
-//   8 dz (read), 9 partial (read_write), 10 and 11 the weight's uniform windows 1 and 2 (see WEIGHT_WINDOWS).
+//   8 dz (read), 9 partial (read_write), 10 and 11 the weight's uniform windows 1 and 2 (see WEIGHT_WINDOWS),
+//   12 gate_bias (read) and 13 gate_out (read_write): GATE's class-bias table and gated output.
 // Variants: BYTES (the input is the u8 image, 4 pixels per u32 word), LOSS (one output channel, the BCE loss and
-//   its gradient fused into the epilogue).
+//   its gradient fused into the epilogue), GATE (the raster version's conv_forward only: a gated unit fused into
+//   the epilogue, so that the incremental sampler computes a gated layer's conv and gate in one dispatch).
 
 struct ConvParams {
     geo: Geometry,
@@ -52,11 +55,17 @@ struct ConvParams {
 @group(0) @binding(6) var<storage, read> aux_in: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> aux_out: array<vec4<f32>>;
 //@}
+// GATE's operands (see gate_epilogue): the gate's per-image class-bias table and the gated output.
+@group(0) @binding(12) var<storage, read> gate_bias: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read_write> gate_out: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> dz: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read_write> partial: array<vec4<f32>>;
 
 const BYTES: u32 = 0u;
 const LOSS: u32 = 0u;
+// GATE (conv_forward of the raster version, with one column block holding every output column: TN = cout4): the
+// conv is followed by a gated unit of the same layer schedule, computed in the epilogue (see gate_epilogue).
+const GATE: u32 = 0u;
 // What a layer does around its sum is fixed when its pipeline is built, not read from the uniform block, because a
 // CPU rasteriser runs both sides of every branch under an execution mask: a dead `if` around a load or store still
 // costs its loop over the lanes (a runtime flag cost conv_forward 10% on lavapipe). With constants the shader
@@ -123,3 +132,34 @@ fn forward_epilogue(acc: vec4<f32>, col: u32, pos: u32) {
     }
 //@}
 }
+
+// The GATE epilogue at buffer position `pos` of image `image`, for output vec4 column c of the first half and its
+// partner c + h of the second (h = cout4 / 2, the gate's half width): the pre-gate sum z = act(acc) [+ residual]
+// goes to `output` (unless FLAG_NO_OUTPUT), and gate_out[pos, c] = tanh(z[c] [+ β[c]]) · σ(z[c + h] [+ β[c + h]])
+// with the gate's class bias β = gate_bias[image] (FLAG_BIAS): the conv, then the Add and the Gate layers of the CPU
+// reference, in their order.
+//@if GATE {
+fn gate_epilogue(acc_a: vec4<f32>, acc_g: vec4<f32>, c: u32, image: u32, pos: u32) {
+    let h = prm.cout4 / 2u;
+    var za = acc_a;
+    var zg = acc_g;
+    if ((FLAGS & FLAG_RELU) != 0u) {
+        za = max(za, vec4<f32>(0.0));
+        zg = max(zg, vec4<f32>(0.0));
+    }
+    let o = pos * prm.cout4 + c;
+    if ((FLAGS & FLAG_RESIDUAL) != 0u) {
+        za += aux_in[o];
+        zg += aux_in[o + h];
+    }
+    if ((FLAGS & FLAG_NO_OUTPUT) == 0u) {
+        output[o] = za;
+        output[o + h] = zg;
+    }
+    if ((FLAGS & FLAG_BIAS) != 0u) {
+        za += gate_bias[image * prm.cout4 + c];
+        zg += gate_bias[image * prm.cout4 + c + h];
+    }
+    gate_out[pos * h + c] = tanh(za) * (1.0 / (1.0 + exp(-zg)));
+}
+//@}

@@ -154,6 +154,18 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         }
     }
     //@}
+    //@if GATE {
+    // One column block holds both halves of the gate's input (TN = cout4, col0 = 0): columns n and n + TN/2.
+    //@for m in TM {
+    if (row_$m < g.rows) {
+        let pos_$m = position(g, img_$m, q_$m);
+        //@for n in ${TN/2} {
+        gate_epilogue(acc_$m_$n, acc_$m_${n + TN/2}, ${n}u, img_$m, pos_$m);
+        //@}
+    }
+    //@}
+    //@}
+    //@if !GATE {
     //@for m in TM {
     if (row_$m < g.rows) {
         let pos_$m = position(g, img_$m, q_$m);
@@ -163,6 +175,7 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         }
         //@}
     }
+    //@}
     //@}
 }
 

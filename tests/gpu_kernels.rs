@@ -484,6 +484,140 @@ fn conv_family_at_one_pixel_matches_cpu() {
 }
 
 #[test]
+fn conv_family_gate_epilogue_matches_cpu() {
+    // The incremental sampler's fused gated layer, the raster version's GATE variant of conv_forward: a conv of 2F
+    // outputs in two channel groups, then [+ residual,] the Gate [with its class-bias table], against
+    // cpu::conv_forward, cpu::add and cpu::gate_forward. Over whole images (image-major) and over one image row of
+    // the sampler's position-major caches, for F = 5 (padded halves) and F = 8, 13 images, dilated taps that read
+    // the padding. Devices whose conv kernels cannot fuse a gate (the tiled version) are skipped.
+    let (count, cin) = (13, 7);
+    let mut ran = 0;
+    for (version, gpu) in devices() {
+        for f in [5usize, 8] {
+            let offsets = [(-2, -2), (-2, 0), (-2, 2), (0, -2), (0, 0)];
+            let c = Conv::with_taps("gated", cin, 2 * f, &offsets, Activation::Identity);
+            let shape = ConvShape::of(&c, 1, 2, 0);
+            if !conv::gate_fusable(&gpu, &shape) {
+                eprintln!("[{version}] F={f}: this version does not fuse gates");
+                continue;
+            }
+            ran += 1;
+            let (n, width) = (c.image.pixels(), c.image.width);
+            let positions = count * n;
+            let t = offsets.len();
+            let mut wdims = vec![(t, t)];
+            wdims.extend(channel_dims(cin, 1));
+            wdims.extend(channel_dims(2 * f, 2));
+            let weight = random_vec(t * cin * 2 * f, 31);
+            let bias = random_vec(2 * f, 32);
+            let input = random_vec(positions * cin, 33);
+            let residual = random_vec(positions * 2 * f, 34);
+            let table = random_vec(count * 2 * f, 35);
+            let g_w = gpu.upload("weight", &to_padded(&wdims, &weight)).unwrap();
+            let g_b = gpu.upload("bias", &to_padded(&channel_dims(2 * f, 2), &bias)).unwrap();
+            let taps: Vec<i32> = c.taps.iter().flat_map(|t| [t.dy, t.dx]).collect();
+            let g_taps = gpu.tensor("taps", taps.len()).unwrap();
+            gpu.write_bytes(&g_taps, 0, bytemuck::cast_slice(&taps));
+            let g_table = gpu.upload("gate table", &pad_groups(&table, 2 * f, 2)).unwrap();
+            let z = cpu::conv_forward(&c, &weight, &bias, &input, count);
+            let z_res = cpu::add(&z, &residual);
+            let want_gated = cpu::gate_forward(&z_res, Some(&table), f, n);
+            let want_plain = cpu::gate_forward(&z, None, f, n);
+            let (c4, h4) = (shape.cout4, shape.cout4 / 2);
+            // Image-major (`position_major: None`) or one image row (row 5) of position-major caches.
+            for row in [None, Some(5usize)] {
+                let layout = |x: &[f32], ch: usize, groups: usize| match row {
+                    None => pad_groups(x, ch, groups),
+                    Some(_) => to_position_major(x, n, count, count, ch, groups),
+                };
+                let rows = match row {
+                    None => Rows::image_major(c.image, count),
+                    Some(r) => Rows::position_major(c.image, count, r * width, width),
+                };
+                let g_in = gpu.upload("in", &layout(&input, cin, 1)).unwrap();
+                let g_res = gpu.upload("residual", &layout(&residual, 2 * f, 2)).unwrap();
+                let nan = |len: usize| gpu.upload("out", &vec![f32::NAN; len]).unwrap();
+                let (pre, gated, gated_plain) = (
+                    nan(positions * c4 * 4),
+                    nan(positions * h4 * 4),
+                    nan(positions * h4 * 4),
+                );
+                let fwd = |epilogue: Epilogue| ConvForward {
+                    input: ConvInput::Floats(g_in.view()),
+                    weight: g_w.view(),
+                    bias: g_b.view(),
+                    per_image_bias: false,
+                    taps: g_taps.view(),
+                    output: gpu.dummy_rw.view(),
+                    epilogue,
+                };
+                let mut p = Program::new();
+                let full = Epilogue::Gate {
+                    residual: Some(g_res.view()),
+                    pre_gate: Some(pre.view()),
+                    table: Some(g_table.view()),
+                    gated: gated.view(),
+                };
+                conv::conv_forward(&gpu, &mut p, &shape, fwd(full), rows).unwrap();
+                let bare = Epilogue::Gate {
+                    residual: None,
+                    pre_gate: None,
+                    table: None,
+                    gated: gated_plain.view(),
+                };
+                conv::conv_forward(&gpu, &mut p, &shape, fwd(bare), rows).unwrap();
+                run(&gpu, p);
+                // Back to the CPU layout, keeping only the rows of the pass (the rest of the caches stays NaN).
+                let read = |t: &Tensor, ch: usize, groups: usize, want: &[f32]| -> (Vec<f32>, Vec<f32>) {
+                    let all = gpu.read(t).unwrap();
+                    let per = all.len() / positions;
+                    let mut got = Vec::new();
+                    let mut expected = Vec::new();
+                    for i in 0..count {
+                        let qs = match row {
+                            None => 0..n,
+                            Some(r) => r * width..(r + 1) * width,
+                        };
+                        for q in qs {
+                            let at = match row {
+                                None => i * n + q,
+                                Some(_) => q * count + i,
+                            };
+                            got.extend(unpad_groups(&all[at * per..][..per], ch, groups));
+                            expected.extend_from_slice(&want[(i * n + q) * ch..][..ch]);
+                        }
+                    }
+                    (got, expected)
+                };
+                let what = format!(
+                    "[{version}] F={f} {}",
+                    if row.is_some() {
+                        "one row, position-major"
+                    } else {
+                        "image-major"
+                    }
+                );
+                let (got, want) = read(&pre, 2 * f, 2, &z_res);
+                check(&format!("conv_forward GATE pre-gate sum {what}"), &got, &want, 1e-4);
+                // WGSL's tanh and exp are not correctly rounded.
+                let (got, want) = read(&gated, f, 1, &want_gated);
+                check(
+                    &format!("conv_forward GATE residual, class bias {what}"),
+                    &got,
+                    &want,
+                    1e-4,
+                );
+                let (got, want) = read(&gated_plain, f, 1, &want_plain);
+                check(&format!("conv_forward GATE bare {what}"), &got, &want, 1e-4);
+            }
+        }
+    }
+    if devices().iter().any(|(v, _)| v == "raster") {
+        assert!(ran > 0, "the raster version fused no gate");
+    }
+}
+
+#[test]
 fn elementwise_family_matches_cpu() {
     // 28×28, and 5×7 images (35 pixels: a per-image class bias changes image at every 35th row).
     for (version, gpu) in devices() {

@@ -124,7 +124,15 @@ pub enum Fused {
         other: usize,
         keep_output: bool,
     },
-    /// An Add computed by an earlier conv's epilogue.
+    /// A conv that also computes the Gate layer `gate` in its epilogue (the sampler's plan, where
+    /// [`conv::gate_fusable`]), after the Add layer `residual.0` with `acts[residual.1]` if any: the gated output
+    /// goes to `acts[gate + 1]`, and the pre-gate sum (the Add's output, or the conv's own) only if `keep_pre`.
+    Gated {
+        residual: Option<(usize, usize)>,
+        gate: usize,
+        keep_pre: bool,
+    },
+    /// An Add or a Gate computed by an earlier conv's epilogue.
     Done,
 }
 
@@ -263,25 +271,36 @@ pub fn conv_forward(
         Some(t) => (t.clone(), true),
         None => (m.tensor(&m.params, c.bias), false),
     };
-    let (residual, sum_out, keep_output) = match fused {
-        Fused::WithResidual {
-            add,
-            other,
-            keep_output,
-        } => (
-            Some(pass.acts[other].clone()),
-            Some(pass.acts[add + 1].clone()),
-            keep_output,
-        ),
-        _ => (None, None, true),
-    };
-    let epilogue = match (loss, residual, sum_out) {
-        (Some(e), _, _) => e,
-        (None, Some(residual), Some(sum_out)) => Epilogue::Residual {
-            residual,
-            sum_out,
+    let epilogue = match (loss, fused) {
+        (Some(e), _) => e,
+        (
+            None,
+            Fused::WithResidual {
+                add,
+                other,
+                keep_output,
+            },
+        ) => Epilogue::Residual {
+            residual: pass.acts[other].clone(),
+            sum_out: pass.acts[add + 1].clone(),
             keep_output,
         },
+        (
+            None,
+            Fused::Gated {
+                residual,
+                gate,
+                keep_pre,
+            },
+        ) => {
+            let pre = residual.map_or(l + 1, |(add, _)| add + 1);
+            Epilogue::Gate {
+                residual: residual.map(|(_, other)| pass.acts[other].clone()),
+                pre_gate: keep_pre.then(|| pass.acts[pre].clone()),
+                table: pass.tables[gate].clone(),
+                gated: pass.acts[gate + 1].clone(),
+            }
+        }
         _ => Epilogue::Plain,
     };
     let op = ConvForward {

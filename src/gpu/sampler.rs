@@ -15,6 +15,7 @@
 //!   GPU-resident. For verification and as the benchmark baseline.
 
 use super::buffers::{Tensor, View};
+use super::kernels::conv;
 use super::kernels::pixel_net::{self, net_program, NetParams, NetProgram, NetViews, PROGRAM_BYTES};
 use super::kernels::prelude::Rows;
 use super::kernels::sample::{self, SamplePixel, SampleViews};
@@ -343,7 +344,11 @@ impl<'a> Batch<'a> {
         let fused = if naive {
             layers::fuse_residuals(net, false)
         } else {
-            pixel_fusion(net, &schedule)
+            let gate_fusable = |l: usize| match net.layers[l] {
+                Layer::Conv { conv, .. } => conv::gate_fusable(gpu, &model.shapes[conv]),
+                _ => false,
+            };
+            pixel_fusion(net, &schedule, &gate_fusable)
         };
         let batch = Batch {
             model,
@@ -535,10 +540,12 @@ fn image_layout(spec: &SampleSpec, rows: usize, naive: bool, pixels: usize) -> V
     x
 }
 
-/// Residual fusion for the incremental sampler: a conv takes over the Add that alone consumes it when both run on
-/// the same schedule and the Add's other operand is ready when the conv runs (an earlier layer of that schedule,
-/// or an activation of a schedule computed before it: `Ahead` before `Pixel`, both before `Row`).
-pub fn pixel_fusion(net: &Network, schedule: &[Schedule]) -> Vec<Fused> {
+/// Fusion for the incremental sampler's `layers` version. A conv takes over the Add that alone consumes it when
+/// both run on the same schedule and the Add's other operand is ready when the conv runs (an earlier layer of that
+/// schedule, or an activation of a schedule computed before it: `Ahead` before `Pixel`, both before `Row`). It then
+/// also takes over a Gate of the same schedule that reads its result (its own output, or the Add's) where
+/// `gate_fusable(l)` says conv layer l's kernel can; that result is still written if anything else reads it.
+pub fn pixel_fusion(net: &Network, schedule: &[Schedule], gate_fusable: &dyn Fn(usize) -> bool) -> Vec<Fused> {
     let phase = |s: Schedule| match s {
         Schedule::Ahead => 0,
         Schedule::Pixel => 1,
@@ -549,20 +556,43 @@ pub fn pixel_fusion(net: &Network, schedule: &[Schedule]) -> Vec<Fused> {
     for (l, layer) in net.layers.iter().enumerate() {
         let Layer::Conv { .. } = *layer else { continue };
         let out = l + 1;
-        let [m] = consumers[out][..] else { continue };
-        let Layer::Add { a, b } = net.layers[m] else { continue };
-        let other = if a == out { b } else { a };
-        let (mine, theirs) = (phase(schedule[out]), phase(schedule[other]));
-        let ready = theirs < mine || (theirs == mine && other < out);
-        if other == out || !ready || schedule[m + 1] != schedule[out] || plan[m] != Fused::Itself {
-            continue;
+        let mut residual = None;
+        if let [m] = consumers[out][..] {
+            if let Layer::Add { a, b } = net.layers[m] {
+                let other = if a == out { b } else { a };
+                let (mine, theirs) = (phase(schedule[out]), phase(schedule[other]));
+                let ready = theirs < mine || (theirs == mine && other < out);
+                if other != out && ready && schedule[m + 1] == schedule[out] && plan[m] == Fused::Itself {
+                    residual = Some((m, other));
+                }
+            }
         }
-        plan[l] = Fused::WithResidual {
-            add: m,
-            other,
-            keep_output: false,
-        };
-        plan[m] = Fused::Done;
+        // The conv's result: the Add's output when it takes the Add over.
+        let z = residual.map_or(out, |(m, _)| m + 1);
+        let gate = consumers[z].iter().copied().find(|&g| {
+            matches!(net.layers[g], Layer::Gate { .. }) && schedule[g + 1] == schedule[out] && plan[g] == Fused::Itself
+        });
+        match (gate, residual) {
+            (Some(g), _) if gate_fusable(l) => {
+                plan[l] = Fused::Gated {
+                    residual,
+                    gate: g,
+                    keep_pre: consumers[z].len() > 1,
+                };
+                plan[g] = Fused::Done;
+            }
+            (_, Some((m, other))) => {
+                plan[l] = Fused::WithResidual {
+                    add: m,
+                    other,
+                    keep_output: false,
+                };
+            }
+            _ => continue,
+        }
+        if let Some((m, _)) = residual {
+            plan[m] = Fused::Done;
+        }
     }
     plan
 }

@@ -90,8 +90,7 @@ fn expand_block(
             let count = eval(count, consts, vars).map_err(|e| anyhow!("line {}: {e}", *pos))?;
             let start = *pos;
             if count <= 0 {
-                let mut skip = String::new();
-                expand_block(lines, pos, consts, vars, &mut skip, true)?;
+                skip_block(lines, pos)?;
             }
             for i in 0..count {
                 *pos = start;
@@ -116,8 +115,7 @@ fn expand_block(
             if (v != 0) != negate {
                 expand_block(lines, pos, consts, vars, out, true)?;
             } else {
-                let mut skip = String::new();
-                expand_block(lines, pos, consts, vars, &mut skip, true)?;
+                skip_block(lines, pos)?;
             }
             continue;
         }
@@ -131,6 +129,26 @@ fn expand_block(
     }
     ensure!(!nested, "unterminated `//@for` or `//@if` block");
     Ok(())
+}
+
+/// Moves past a block that is not kept (a false `//@if`, a `//@for` of count 0) and its closing `//@}`, without
+/// expanding it: its lines may name loop variables or expressions that only make sense where it is kept (a loop
+/// over TN / 2 inside `//@if GATE`, where TN may be 1).
+fn skip_block(lines: &[&str], pos: &mut usize) -> Result<()> {
+    let mut depth = 1;
+    while *pos < lines.len() {
+        let t = lines[*pos].trim();
+        *pos += 1;
+        if t == "//@}" {
+            depth -= 1;
+            if depth == 0 {
+                return Ok(());
+            }
+        } else if t.starts_with("//@for ") || t.starts_with("//@if ") {
+            depth += 1;
+        }
+    }
+    Err(anyhow!("unterminated `//@for` or `//@if` block"))
 }
 
 /// Replaces `${expr}` and `$var` in a line.
@@ -261,5 +279,17 @@ mod tests {
             .contains("declares no"));
         assert!(expand("//@for m in 2 {\nx\n", &[]).is_err());
         assert!(expand("$q\n", &[]).is_err());
+    }
+
+    #[test]
+    fn blocks_that_are_not_kept_are_not_expanded() {
+        // A loop over TN / 2 = 0 names its variable nowhere it is kept, inside a false `//@if` or on its own.
+        let src = "const TN: u32 = 1u;\nconst GATE: u32 = 0u;\n//@if GATE {\n//@for n in ${TN/2} {\na_$n\n//@}\n//@}\n//@for n in ${TN/2} {\n//@if !GATE {\nb_$n\n//@}\n//@}\nend\n";
+        assert_eq!(
+            expand(src, &[]).unwrap(),
+            "const TN: u32 = 1u;\nconst GATE: u32 = 0u;\nend\n"
+        );
+        let unterminated = expand("const X: u32 = 0u;\n//@if !X {\n", &[("X", 1)]).unwrap_err();
+        assert!(unterminated.to_string().contains("unterminated"), "{unterminated}");
     }
 }

@@ -58,6 +58,10 @@ bindings! {
         aux_in: 6 Read,
         /// The residual sum, or LOSS's per-pixel loss.
         aux_out: 7 ReadWrite,
+        /// GATE's per-image class-bias table.
+        gate_bias: 12 Read,
+        /// GATE's gated output.
+        gate_out: 13 ReadWrite,
     }
 }
 
@@ -172,6 +176,15 @@ pub enum Epilogue {
         residual: View,
         sum_out: View,
         keep_output: bool,
+    },
+    /// A gated unit follows (the raster version only, where [`gate_fusable`]): with z = act(sum + bias)
+    /// [+ `residual`], `pre_gate` (if any) gets z and `gated` gets tanh(z₁ + β₁) · σ(z₂ + β₂) over z's two halves,
+    /// β the gate's per-image class-bias `table` (or none). The conv's own `output` is unused.
+    Gate {
+        residual: Option<View>,
+        pre_gate: Option<View>,
+        table: Option<View>,
+        gated: View,
     },
     /// The logits conv: per-pixel BCE against `target` (u8 images) into `loss`; `output` gets the gradient of the
     /// mean BCE (scaled by `scale`) when `grad`, else the logit.
@@ -292,14 +305,32 @@ fn weight_windows(gpu: &Gpu, weight: &View, n_taps: usize) -> Option<(usize, Vec
     Some((taps_per_window, (0..windows).map(window).collect()))
 }
 
+/// Whether this device's conv_forward can compute the gated unit that follows `shape` in its epilogue (the GATE
+/// variant): the raster version, with every output column in one column block of at most the tuned TN.
+pub fn gate_fusable(gpu: &Gpu, shape: &ConvShape) -> bool {
+    gpu.kernels.conv == ConvVersion::Raster
+        && shape.cout4.is_multiple_of(2)
+        && shape.cout4 <= gpu.kernels.tuning.conv_tn as usize
+}
+
 /// The family of the device's conv version, its constants, and workgroups for `rows` rows × `cols4` output vec4
 /// columns (conv_forward and conv_backward_data).
-fn row_kernel(gpu: &Gpu, rows: usize, cols4: usize) -> (&'static str, Vec<(&'static str, u32)>, usize) {
+/// `whole_row`: one column block of every column (TN = cols4; the GATE epilogue), which [`gate_fusable`] allows.
+fn row_kernel(
+    gpu: &Gpu,
+    rows: usize,
+    cols4: usize,
+    whole_row: bool,
+) -> (&'static str, Vec<(&'static str, u32)>, usize) {
     let t = &gpu.kernels.tuning;
     match gpu.kernels.conv {
         ConvVersion::Raster => {
             let sg = gpu.kernels.subgroup.expect("raster kernels have a subgroup size") as usize;
-            let tn = super::pow2_at_most(cols4, t.conv_tn as usize);
+            let tn = if whole_row {
+                cols4
+            } else {
+                super::pow2_at_most(cols4, t.conv_tn as usize)
+            };
             // Few rows (the sampler's single pixel of a few dozen images): no more rows per lane than fill them.
             let tm = super::pow2_at_most(rows.div_ceil(sg), t.conv_tm as usize);
             let groups = rows.div_ceil(tm * sg) * cols4.div_ceil(tn);
@@ -315,12 +346,21 @@ fn row_kernel(gpu: &Gpu, rows: usize, cols4: usize) -> (&'static str, Vec<(&'sta
 
 /// `out = act(conv(input) + bias)` at `rows`, with the epilogue `op.epilogue`.
 pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForward, rows: Rows) -> Result<()> {
-    let (family, mut consts, workgroups) = row_kernel(gpu, rows.rows(), shape.cout4);
+    let gate = matches!(op.epilogue, Epilogue::Gate { .. });
+    anyhow::ensure!(
+        !gate || gate_fusable(gpu, shape),
+        "{}: this device's conv kernels cannot fuse its gate",
+        shape.name
+    );
+    let (family, mut consts, workgroups) = row_kernel(gpu, rows.rows(), shape.cout4, gate);
     let (input, bytes) = op.input.split();
     consts.push(("BYTES", bytes as u32));
     consts.push(("LOSS", matches!(op.epilogue, Epilogue::Loss { .. }) as u32));
+    consts.push(("GATE", gate as u32));
     let mut fl = if shape.relu { flags::RELU } else { 0 };
     let mut loss_scale = 0.0;
+    let mut output = op.output;
+    let (mut gate_bias, mut gate_out) = (gpu.dummy.view(), gpu.dummy_rw.view());
     let (aux_in, aux_out) = match op.epilogue {
         Epilogue::Plain => (gpu.dummy.view(), gpu.dummy_rw.view()),
         Epilogue::Residual {
@@ -330,6 +370,20 @@ pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForwa
         } => {
             fl |= flags::RESIDUAL | if keep_output { 0 } else { flags::NO_OUTPUT };
             (residual, sum_out)
+        }
+        Epilogue::Gate {
+            residual,
+            pre_gate,
+            table,
+            gated,
+        } => {
+            fl |= if residual.is_some() { flags::RESIDUAL } else { 0 };
+            fl |= if pre_gate.is_some() { 0 } else { flags::NO_OUTPUT };
+            fl |= if table.is_some() { flags::BIAS } else { 0 };
+            output = pre_gate.unwrap_or_else(|| gpu.dummy_rw.view());
+            gate_bias = table.unwrap_or_else(|| gpu.dummy.view());
+            gate_out = gated;
+            (residual.unwrap_or_else(|| gpu.dummy.view()), gpu.dummy_rw.view())
         }
         Epilogue::Loss {
             target,
@@ -353,9 +407,11 @@ pub fn conv_forward(gpu: &Gpu, p: &mut Program, shape: &ConvShape, op: ConvForwa
                 weight: op.weight,
                 bias: op.bias,
                 taps: op.taps,
-                output: op.output,
+                output,
                 aux_in,
                 aux_out,
+                gate_bias,
+                gate_out,
             },
             uniform,
         },
@@ -378,7 +434,7 @@ pub fn conv_backward_data(
     op: ConvBackwardData,
     rows: Rows,
 ) -> Result<()> {
-    let (family, mut consts, workgroups) = row_kernel(gpu, rows.rows(), shape.cin4);
+    let (family, mut consts, workgroups) = row_kernel(gpu, rows.rows(), shape.cin4, false);
     consts.push(("BYTES", 0));
     consts.push(("LOSS", 0));
     let fl = if op.accumulate { flags::ACCUMULATE } else { 0 } | if op.mask.is_some() { flags::MASK } else { 0 };
