@@ -124,7 +124,7 @@ pub enum Fused {
         other: usize,
         keep_output: bool,
     },
-    /// A conv that also computes the Gate layer `gate` in its epilogue (the sampler's plan, where
+    /// A conv that also computes the Gate layer `gate` in its epilogue ([`fuse_gates`], where
     /// [`conv::gate_fusable`]), after the Add layer `residual.0` with `acts[residual.1]` if any: the gated output
     /// goes to `acts[gate + 1]`, and the pre-gate sum (the Add's output, or the conv's own) only if `keep_pre`.
     Gated {
@@ -160,6 +160,47 @@ pub fn fuse_residuals(net: &Network, keep_masks: bool) -> Vec<Fused> {
         plan[m] = Fused::Done;
     }
     plan
+}
+
+/// The gate pass, after a residual plan: a conv (on its own, or with the Add it took over) whose result feeds a Gate
+/// computed in the same pass (`together(conv output, gate output)`: always in training, the same schedule in the
+/// sampler) also computes that Gate in its epilogue, conv_forward's GATE variant, where `gate_fusable(l)` says conv
+/// layer l's kernel can. The pre-gate result is still written when `keep_pre` (training: the gate's backward reads
+/// it) or when anything else reads it.
+pub fn fuse_gates(
+    net: &Network,
+    plan: &mut [Fused],
+    keep_pre: bool,
+    together: &dyn Fn(usize, usize) -> bool,
+    gate_fusable: &dyn Fn(usize) -> bool,
+) {
+    let consumers = net.consumers();
+    for l in 0..net.layers.len() {
+        let residual = match (&net.layers[l], plan[l]) {
+            (Layer::Conv { .. }, Fused::Itself) => None,
+            (
+                Layer::Conv { .. },
+                Fused::WithResidual {
+                    add,
+                    other,
+                    keep_output: false,
+                },
+            ) => Some((add, other)),
+            _ => continue,
+        };
+        let z = residual.map_or(l + 1, |(add, _)| add + 1);
+        let gate = consumers[z].iter().copied().find(|&g| {
+            matches!(net.layers[g], Layer::Gate { .. }) && together(l + 1, g + 1) && plan[g] == Fused::Itself
+        });
+        if let Some(g) = gate.filter(|_| gate_fusable(l)) {
+            plan[l] = Fused::Gated {
+                residual,
+                gate: g,
+                keep_pre: keep_pre || consumers[z].len() > 1,
+            };
+            plan[g] = Fused::Done;
+        }
+    }
 }
 
 /// The buffers of one pass.

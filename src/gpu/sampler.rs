@@ -542,9 +542,8 @@ fn image_layout(spec: &SampleSpec, rows: usize, naive: bool, pixels: usize) -> V
 
 /// Fusion for the incremental sampler's `layers` version. A conv takes over the Add that alone consumes it when
 /// both run on the same schedule and the Add's other operand is ready when the conv runs (an earlier layer of that
-/// schedule, or an activation of a schedule computed before it: `Ahead` before `Pixel`, both before `Row`). It then
-/// also takes over a Gate of the same schedule that reads its result (its own output, or the Add's) where
-/// `gate_fusable(l)` says conv layer l's kernel can; that result is still written if anything else reads it.
+/// schedule, or an activation of a schedule computed before it: `Ahead` before `Pixel`, both before `Row`); then
+/// [`layers::fuse_gates`] over layers of the same schedule, where `gate_fusable(l)`.
 pub fn pixel_fusion(net: &Network, schedule: &[Schedule], gate_fusable: &dyn Fn(usize) -> bool) -> Vec<Fused> {
     let phase = |s: Schedule| match s {
         Schedule::Ahead => 0,
@@ -556,44 +555,22 @@ pub fn pixel_fusion(net: &Network, schedule: &[Schedule], gate_fusable: &dyn Fn(
     for (l, layer) in net.layers.iter().enumerate() {
         let Layer::Conv { .. } = *layer else { continue };
         let out = l + 1;
-        let mut residual = None;
-        if let [m] = consumers[out][..] {
-            if let Layer::Add { a, b } = net.layers[m] {
-                let other = if a == out { b } else { a };
-                let (mine, theirs) = (phase(schedule[out]), phase(schedule[other]));
-                let ready = theirs < mine || (theirs == mine && other < out);
-                if other != out && ready && schedule[m + 1] == schedule[out] && plan[m] == Fused::Itself {
-                    residual = Some((m, other));
-                }
-            }
+        let [m] = consumers[out][..] else { continue };
+        let Layer::Add { a, b } = net.layers[m] else { continue };
+        let other = if a == out { b } else { a };
+        let (mine, theirs) = (phase(schedule[out]), phase(schedule[other]));
+        let ready = theirs < mine || (theirs == mine && other < out);
+        if other == out || !ready || schedule[m + 1] != schedule[out] || plan[m] != Fused::Itself {
+            continue;
         }
-        // The conv's result: the Add's output when it takes the Add over.
-        let z = residual.map_or(out, |(m, _)| m + 1);
-        let gate = consumers[z].iter().copied().find(|&g| {
-            matches!(net.layers[g], Layer::Gate { .. }) && schedule[g + 1] == schedule[out] && plan[g] == Fused::Itself
-        });
-        match (gate, residual) {
-            (Some(g), _) if gate_fusable(l) => {
-                plan[l] = Fused::Gated {
-                    residual,
-                    gate: g,
-                    keep_pre: consumers[z].len() > 1,
-                };
-                plan[g] = Fused::Done;
-            }
-            (_, Some((m, other))) => {
-                plan[l] = Fused::WithResidual {
-                    add: m,
-                    other,
-                    keep_output: false,
-                };
-            }
-            _ => continue,
-        }
-        if let Some((m, _)) = residual {
-            plan[m] = Fused::Done;
-        }
+        plan[l] = Fused::WithResidual {
+            add: m,
+            other,
+            keep_output: false,
+        };
+        plan[m] = Fused::Done;
     }
+    layers::fuse_gates(net, &mut plan, false, &|a, b| schedule[a] == schedule[b], gate_fusable);
     plan
 }
 
@@ -643,4 +620,45 @@ pub fn record_all(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<()> {
         batch.record_row(gpu, 0..model.net.width())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Config;
+
+    /// Dispatches per pixel of the `layers` sampler under a fusion plan: the pixel-scheduled layers that run.
+    fn per_pixel(net: &Network, schedule: &[Schedule], plan: &[Fused]) -> usize {
+        (0..net.layers.len())
+            .filter(|&l| schedule[l + 1] == Schedule::Pixel && plan[l] != Fused::Done)
+            .count()
+    }
+
+    #[test]
+    fn a_gated_layer_takes_two_dispatches_per_pixel_where_its_gate_fuses() {
+        let layers = 4;
+        let net = Network::new(Config::gated(8, layers).dilated(2).conditional());
+        let schedule = net.schedule();
+        // Per layer the h conv (with v_to_h's Add and the gate) and h_out (with the skip Add; layer 0 has none),
+        // then the head's ReLU, its 1×1 and the logits.
+        let fused = pixel_fusion(&net, &schedule, &|_| true);
+        assert_eq!(per_pixel(&net, &schedule, &fused), 2 * layers + 3);
+        let gated = fused.iter().filter(|f| matches!(f, Fused::Gated { .. })).count();
+        // Every h conv, and every v conv but the last layer's (whose gate is not computed).
+        assert_eq!(gated, 2 * layers - 1);
+        // Where the kernels cannot fuse a gate, the gate is a dispatch of its own.
+        let unfused = pixel_fusion(&net, &schedule, &|_| false);
+        assert_eq!(per_pixel(&net, &schedule, &unfused), 3 * layers + 3);
+        // In training every gate of the gated net fuses too, keeping its input for the backward pass.
+        let mut plan = layers::fuse_residuals(&net, true);
+        layers::fuse_gates(&net, &mut plan, true, &|_, _| true, &|_| true);
+        let kept: Vec<bool> = plan
+            .iter()
+            .filter_map(|f| match f {
+                Fused::Gated { keep_pre, .. } => Some(*keep_pre),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kept, vec![true; 2 * layers - 1]);
+    }
 }

@@ -5,7 +5,7 @@
 
 use super::buffers::{Tensor, View};
 use super::kernels::adam::{self, AdamViews, EmaViews};
-use super::kernels::conv::Epilogue;
+use super::kernels::conv::{self, Epilogue};
 use super::kernels::prelude::Rows;
 use super::kernels::reduce;
 use super::layers::{self, Backward, BackwardScratch, Fused, GpuModel, GradientSlots, Pass};
@@ -134,6 +134,19 @@ impl Trainer {
             .collect()
     }
 
+    /// The forward pass's fusion plan: residual Adds, then gates ([`layers::fuse_gates`]; a training step keeps each
+    /// gate's input for its backward, as it keeps a ReLU conv's output for its mask).
+    fn fusion(&self, gpu: &Gpu, training: bool) -> Vec<Fused> {
+        let net = &self.model.net;
+        let mut plan = layers::fuse_residuals(net, training);
+        let gate_fusable = |l: usize| match net.layers[l] {
+            crate::model::Layer::Conv { conv, .. } => conv::gate_fusable(gpu, &self.model.shapes[conv]),
+            _ => false,
+        };
+        layers::fuse_gates(net, &mut plan, training, &|_, _| true, &gate_fusable);
+        plan
+    }
+
     /// Records the forward pass with the loss: per-pixel BCE into `loss`, per-image sums into `out.nll`, and (when
     /// `out.grad` is Some) dL/dlogits into that view.
     fn record_forward_loss(
@@ -181,7 +194,7 @@ impl Trainer {
         let positions = batch * net.pixels();
         let acts = self.act_views(batch);
         let tables = self.table_views(batch);
-        let fused = layers::fuse_residuals(&net, true);
+        let fused = self.fusion(gpu, true);
         let mut p = Program::new();
         let labels = net
             .config
@@ -283,7 +296,7 @@ impl Trainer {
             images: batch,
             dropout_key: None,
         };
-        let fused = layers::fuse_residuals(net, false);
+        let fused = self.fusion(gpu, false);
         let mut p = Program::new();
         let nll = self.image_nll.slice(0, batch.next_multiple_of(4));
         let out = LossOut {
