@@ -5,7 +5,8 @@
 //!   table every conv kernel reads its (dy, dx) from.
 //! * [`Pass`]: the buffers of one forward (and backward) pass, and its geometry (every pixel of a batch, one pixel
 //!   or one row of the sampler's caches).
-//! * [`fuse_residuals`]: the fusion pass — a conv whose output only feeds an Add computes the Add in its epilogue.
+//! * [`fuse_residuals`]: the fusion pass — a conv whose output only feeds an Add computes the Add in its epilogue;
+//!   [`fuse_gates`] then has a conv compute the Gate that reads its result too (where the kernels can).
 //! * [`GradientSlots`]: the gradient buffers of a backward pass, assigned by a rule that holds for any DAG.
 
 use super::buffers::{Tensor, View};
