@@ -141,6 +141,17 @@ pub enum Fused {
 /// when the conv runs, computes that Add in its epilogue. In training (`keep_masks`) a ReLU conv still writes its
 /// own output, which the backward pass needs for the ReLU's mask.
 pub fn fuse_residuals(net: &Network, keep_masks: bool) -> Vec<Fused> {
+    fuse_residuals_where(net, keep_masks, &|conv_out, _, other| other < conv_out)
+}
+
+/// [`fuse_residuals`] with the rule for when a conv may take its Add over: `ready(conv output, Add output, the
+/// Add's other input)` (a whole forward pass: the other input comes from an earlier layer; the sampler adds its
+/// schedules, see `sampler::pixel_fusion`).
+pub fn fuse_residuals_where(
+    net: &Network,
+    keep_masks: bool,
+    ready: &dyn Fn(usize, usize, usize) -> bool,
+) -> Vec<Fused> {
     let consumers = net.consumers();
     let mut plan = vec![Fused::Itself; net.layers.len()];
     for (l, layer) in net.layers.iter().enumerate() {
@@ -149,7 +160,7 @@ pub fn fuse_residuals(net: &Network, keep_masks: bool) -> Vec<Fused> {
         let [m] = consumers[out][..] else { continue };
         let Layer::Add { a, b } = net.layers[m] else { continue };
         let other = if a == out { b } else { a };
-        if other == out || other > l || plan[m] != Fused::Itself {
+        if other == out || !ready(out, m + 1, other) || plan[m] != Fused::Itself {
             continue;
         }
         let keep_output = keep_masks && net.convs[conv].act == Activation::Relu;

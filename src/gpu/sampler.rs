@@ -550,26 +550,11 @@ pub fn pixel_fusion(net: &Network, schedule: &[Schedule], gate_fusable: &dyn Fn(
         Schedule::Pixel => 1,
         Schedule::Row => 2,
     };
-    let consumers = net.consumers();
-    let mut plan = vec![Fused::Itself; net.layers.len()];
-    for (l, layer) in net.layers.iter().enumerate() {
-        let Layer::Conv { .. } = *layer else { continue };
-        let out = l + 1;
-        let [m] = consumers[out][..] else { continue };
-        let Layer::Add { a, b } = net.layers[m] else { continue };
-        let other = if a == out { b } else { a };
-        let (mine, theirs) = (phase(schedule[out]), phase(schedule[other]));
-        let ready = theirs < mine || (theirs == mine && other < out);
-        if other == out || !ready || schedule[m + 1] != schedule[out] || plan[m] != Fused::Itself {
-            continue;
-        }
-        plan[l] = Fused::WithResidual {
-            add: m,
-            other,
-            keep_output: false,
-        };
-        plan[m] = Fused::Done;
-    }
+    let ready = |conv_out: usize, add_out: usize, other: usize| {
+        let (mine, theirs) = (phase(schedule[conv_out]), phase(schedule[other]));
+        schedule[add_out] == schedule[conv_out] && (theirs < mine || (theirs == mine && other < conv_out))
+    };
+    let mut plan = layers::fuse_residuals_where(net, false, &ready);
     layers::fuse_gates(net, &mut plan, false, &|a, b| schedule[a] == schedule[b], gate_fusable);
     plan
 }
