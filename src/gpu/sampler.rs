@@ -7,8 +7,8 @@
 //!   vertical stack) are computed for that whole row, then the ahead-scheduled ones (its `v_to_h`, which reads
 //!   only earlier rows) for the whole next row. A whole sample costs about one forward pass.
 //!   - `layers` version (CPU rasterisers): each layer is a dispatch of its family's kernel at the pixel (a conv
-//!     one `conv_forward` over the images' rows at that pixel, with a residual add fused into its epilogue),
-//!     recorded one image row per program.
+//!     one `conv_forward` over the images' rows at that pixel, with a residual add and, on the raster kernels, the
+//!     gate that follows fused into its epilogue: see [`pixel_fusion`]), recorded one image row per program.
 //!   - `net` version (GPUs): one `pixel_net` dispatch per pixel runs every pixel-scheduled layer and the draw, and
 //!     two per row: the row-scheduled layers, then the next row's ahead-scheduled ones.
 //! * Naive (`--naive`): the original algorithm, a full forward pass over all 784 positions per pixel, still
@@ -573,7 +573,8 @@ fn probe_spec<'a>(model: &GpuModel, labels: &'a [u8]) -> SampleSpec<'a> {
 }
 
 /// Dispatches per pixel of the incremental sampler for `count` images on this device (one batch of them, as many
-/// as fit: see [`batch_limit`]): the programs of one interior image row (row 1, every pixel drawn, with the row-end layers), recorded but not run.
+/// as fit: see [`batch_limit`]): the programs of one interior image row (row 1, every pixel drawn, with the
+/// row-end layers), recorded but not run.
 pub fn dispatches_per_pixel(gpu: &Gpu, model: &GpuModel, count: usize) -> Result<f64> {
     let labels = vec![0u8; count.min(batch_limit(gpu, &model.net)).max(1)];
     let spec = probe_spec(model, &labels);
