@@ -65,6 +65,15 @@ impl GpuModel {
         })
     }
 
+    /// Whether layer `l` is a conv whose kernel on this device can compute the gate that follows it in its epilogue
+    /// ([`conv::gate_fusable`]): the `gate_fusable` rule of [`fuse_gates`].
+    pub fn gate_fusable(&self, gpu: &Gpu, l: usize) -> bool {
+        match self.net.layers[l] {
+            Layer::Conv { conv, .. } => conv::gate_fusable(gpu, &self.shapes[conv]),
+            _ => false,
+        }
+    }
+
     /// Parameter tensor `i` of the table inside a GPU-layout vector (`params`, `grads`, `m` or `v`).
     pub fn tensor(&self, of: &Tensor, i: usize) -> View {
         let t = &self.net.params.tensors[i];

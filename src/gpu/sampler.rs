@@ -15,7 +15,6 @@
 //!   GPU-resident. For verification and as the benchmark baseline.
 
 use super::buffers::{Tensor, View};
-use super::kernels::conv;
 use super::kernels::pixel_net::{self, net_program, NetParams, NetProgram, NetViews, PROGRAM_BYTES};
 use super::kernels::prelude::Rows;
 use super::kernels::sample::{self, SamplePixel, SampleViews};
@@ -24,7 +23,7 @@ use super::record::Program;
 use super::versions::PixelVersion;
 use super::Gpu;
 use crate::cpu::{SampleSpec, Samples};
-use crate::model::{Layer, Network, Schedule};
+use crate::model::{Network, Schedule};
 use anyhow::{ensure, Result};
 
 /// Images sampled together in one batch (bounded further by the per-buffer size limit).
@@ -344,11 +343,7 @@ impl<'a> Batch<'a> {
         let fused = if naive {
             layers::fuse_residuals(net, false)
         } else {
-            let gate_fusable = |l: usize| match net.layers[l] {
-                Layer::Conv { conv, .. } => conv::gate_fusable(gpu, &model.shapes[conv]),
-                _ => false,
-            };
-            pixel_fusion(net, &schedule, &gate_fusable)
+            pixel_fusion(net, &schedule, &|l| model.gate_fusable(gpu, l))
         };
         let batch = Batch {
             model,

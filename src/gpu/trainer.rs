@@ -5,7 +5,7 @@
 
 use super::buffers::{Tensor, View};
 use super::kernels::adam::{self, AdamViews, EmaViews};
-use super::kernels::conv::{self, Epilogue};
+use super::kernels::conv::Epilogue;
 use super::kernels::prelude::Rows;
 use super::kernels::reduce;
 use super::layers::{self, Backward, BackwardScratch, Fused, GpuModel, GradientSlots, Pass};
@@ -139,11 +139,9 @@ impl Trainer {
     fn fusion(&self, gpu: &Gpu, training: bool) -> Vec<Fused> {
         let net = &self.model.net;
         let mut plan = layers::fuse_residuals(net, training);
-        let gate_fusable = |l: usize| match net.layers[l] {
-            crate::model::Layer::Conv { conv, .. } => conv::gate_fusable(gpu, &self.model.shapes[conv]),
-            _ => false,
-        };
-        layers::fuse_gates(net, &mut plan, training, &|_, _| true, &gate_fusable);
+        layers::fuse_gates(net, &mut plan, training, &|_, _| true, &|l| {
+            self.model.gate_fusable(gpu, l)
+        });
         plan
     }
 
