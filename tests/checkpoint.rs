@@ -239,6 +239,7 @@ fn round_trip(config: Config) {
     state_ema.adam.ema_decay = 0.9;
     let mut adam_ema = adam.clone();
     let average = random_params(&net, 7);
+    let average_weights = average.clone();
     adam_ema.ema = Some(average.clone());
     let bytes = checkpoint::to_bytes(&net, &params, Some((&state_ema, &adam_ema))).unwrap();
     let loaded = checkpoint::from_bytes(&bytes, FILE).unwrap();
@@ -261,6 +262,44 @@ fn round_trip(config: Config) {
     let y = checkpoint::from_bytes(&bytes, FILE).unwrap();
     assert_eq!(y.average_updates(), Some((100, 2000)));
     assert!(!y.averaged(false) && bits(y.weights(false)) == bits(&params));
+    // An average old enough to count is still left out while it scored worse than the parameters on the run's last
+    // validation, and used once it scores no worse (equal included); without that validation the count decides.
+    let record = |raw: Option<f64>, average: Option<f64>| pixelcnn::metrics::EpochRecord {
+        epoch: 3,
+        step: state_ema.step,
+        partial: false,
+        train_nll: 90.0,
+        train_bpd: 0.16,
+        val_nll: raw,
+        val_bpd: raw.map(|v| v / 784.0 / std::f64::consts::LN_2),
+        val_nll_ema: average,
+        val_bpd_ema: average.map(|v| v / 784.0 / std::f64::consts::LN_2),
+        seconds: 1.0,
+        images_per_second: 1.0,
+        lr: 1e-3,
+    };
+    for (raw, average, used) in [
+        (Some(82.5), Some(87.4), false),
+        (Some(82.5), Some(82.5), true),
+        (Some(82.5), Some(81.9), true),
+        (Some(82.5), None, true),
+        (None, None, true),
+    ] {
+        let mut validated = state_ema.clone();
+        validated.last_record = Some(record(raw, average));
+        let bytes = checkpoint::to_bytes(&net, &params, Some((&validated, &adam_ema))).unwrap();
+        let v = checkpoint::from_bytes(&bytes, FILE).unwrap();
+        assert_eq!(v.averaged(false), used, "raw {raw:?}, average {average:?}");
+        let expected = if used { &average_weights } else { &params };
+        assert_eq!(
+            bits(v.weights(false)),
+            bits(expected),
+            "raw {raw:?}, average {average:?}"
+        );
+        let note = v.weights_note().expect("a checkpoint with an average has a note");
+        assert_eq!(note.contains("using the raw parameters"), !used, "{note}");
+        assert!(!v.averaged(true) && bits(v.weights(true)) == bits(&params));
+    }
     let (s2, a2) = loaded.train.expect("training state lost");
     assert_eq!(s2.adam.ema_decay, 0.9);
     assert_eq!(bits(&a2.ema.expect("average lost")), bits(&average));

@@ -52,12 +52,8 @@ impl EvalArgs {
             .map_or(split_data.len(), |l| (l as usize).min(split_data.len()));
         let pb = styled_bar(evaluate::progress_units(&net, n), "evaluating", "{pos}/{len}");
         let weights = ck.weights(self.raw_weights);
-        match ck.average_updates().filter(|_| !self.raw_weights && !self.json) {
-            Some((n, needed)) if n < needed => eprintln!(
-                "note: the checkpoint's Polyak average has taken {n} of the {needed} updates it needs to count: using the raw parameters"
-            ),
-            Some(_) => eprintln!("using the checkpoint's Polyak-averaged weights (--raw-weights for the raw ones)"),
-            None => {}
+        if let Some(note) = ck.weights_note().filter(|_| !self.raw_weights && !self.json) {
+            eprintln!("note: {note}");
         }
         let r = evaluate::evaluate(self.device, &net, weights, split_data, Some(n), |k| pb.inc(k as u64))?;
         pb.finish_and_clear();
