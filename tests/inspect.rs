@@ -235,3 +235,31 @@ fn scores_agree_between_devices() {
         );
     }
 }
+
+/// What the README says of the two shipped models, checked on their trained weights: the Fashion-MNIST model's
+/// prediction at the last pixel depends on 143 of the 783 pixels before it, and the binarized-MNIST model (gated,
+/// dilated 1–16) depends on every earlier pixel at (14, 14) and at (27, 27), with no blind spot.
+#[test]
+fn the_shipped_models_see_what_the_readme_says() {
+    let load = |name: &str| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets")
+            .join(name);
+        let ck = pixelcnn::checkpoint::load(&path).unwrap();
+        let net = Network::new(ck.config);
+        (ck.weights(false).to_vec(), net)
+    };
+    let (params, net) = load("pixelcnn.safetensors");
+    let f = receptive_field(&net, &params, (27, 27), 8, 1).unwrap();
+    assert_eq!(f.count(Region::Depends), 143, "{}", f.text_map());
+    assert_eq!(f.count(Region::Unreached), 783 - 143, "{}", f.text_map());
+    let (params, net) = load("binarized-mnist.safetensors");
+    assert_eq!(net.config, Config::gated(32, 15).dilated(5));
+    for pixel in [(14, 14), (27, 27)] {
+        let f = receptive_field(&net, &params, pixel, 8, 1).unwrap();
+        let what = format!("binarized-mnist.safetensors at {pixel:?}");
+        assert_inside_causal_region(&f, &what);
+        assert_eq!(f.count(Region::Depends), f.causal_pixels(), "{what}:\n{}", f.text_map());
+        assert_eq!(f.count(Region::BlindSpot) + f.count(Region::Unreached), 0, "{what}");
+    }
+}
