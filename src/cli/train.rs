@@ -31,10 +31,11 @@ pub struct TrainArgs {
     #[arg(long, value_parser = parse_beta1)]
     beta1: Option<f64>,
     /// Keep a Polyak average of the parameters (an exponential moving average with this decay per step, updated on
-    /// the GPU after each Adam step), as published PixelCNNs do: eval, sample, complete, score, receptive-field and
-    /// export use it. Each
-    /// epoch's metrics give the validation NLL of both. Default 0.9995 (openai/pixel-cnn's); 0 turns it off. With
-    /// --resume of a run that kept none, the average starts at the resumed parameters.
+    /// the GPU after each Adam step), as published PixelCNNs do. Each epoch's metrics give the validation NLL of
+    /// both; eval, sample, complete, score, receptive-field and export use the average once it has taken 1 / (1 −
+    /// decay) updates and validated no worse than the parameters (else the parameters; --raw-weights forces them).
+    /// Default 0.9995 (openai/pixel-cnn's); 0 turns it off. With --resume of a run that kept none, the average
+    /// starts at the resumed parameters.
     #[arg(long, value_parser = parse_ema)]
     ema: Option<f64>,
     /// Train on the first N training images only.
