@@ -10,7 +10,8 @@ Without checkpoints it checks the shipped model (the README's own `load()` defau
 checkpoints outside the project, as a PyTorch user would: the README's modules with random weights (both
 architectures, conditional or not), saved by `safetensors.torch.save_file(model.state_dict())` without metadata,
 and evaluated by pixelcnn on the GPU and with the CPU reference (`--device cpu`). Needs python3 with torch,
-safetensors and numpy, the Fashion-MNIST IDX files (default ../shared/data/fashion-mnist or $PIXELCNN_DATA) and
+safetensors and numpy, the Fashion-MNIST IDX files (default ../shared/data/fashion-mnist or $PIXELCNN_DATA; a
+folder of binarized-MNIST `.amat` files instead, for unconditional models such as assets/binarized-mnist) and
 a built binary (default target/release/pixelcnn). Prints the max relative error per checkpoint and exits 1 when
 one exceeds --tolerance (default 1e-4).
 """
@@ -38,8 +39,13 @@ env = {}
 exec("\n".join(blocks), env)  # defines the modules and load(), and loads the shipped model
 torch, F = env["torch"], env["F"]
 
-x = torch.tensor(fm.binarized(fm.images(args.data, "t10k-images-idx3-ubyte")[:args.limit]), dtype=torch.float64)
-labels = torch.tensor(fm.labels(args.data, "t10k-labels-idx1-ubyte")[:args.limit])
+if any(os.path.exists(os.path.join(args.data, "binarized_mnist_test.amat" + gz)) for gz in ("", ".gz")):
+    # Statically binarized MNIST (no labels: for unconditional models such as assets/binarized-mnist.safetensors).
+    x = torch.tensor(fm.amat(args.data, "binarized_mnist_test.amat")[:args.limit], dtype=torch.float64)
+    labels = None
+else:
+    x = torch.tensor(fm.binarized(fm.images(args.data, "t10k-images-idx3-ubyte")[:args.limit]), dtype=torch.float64)
+    labels = torch.tensor(fm.labels(args.data, "t10k-labels-idx1-ubyte")[:args.limit])
 
 checks = [(p, "gpu") for p in args.checkpoints or ["assets/pixelcnn.safetensors"]]
 if args.random:

@@ -4,6 +4,7 @@ directory, images binarized at v >= 85 (the project's threshold, 0.33 · 256 = 8
     import fashion_mnist as fm
     x = fm.binarized(fm.images(data_dir, "t10k-images-idx3-ubyte"))   # uint8 0/1, shape [n, 1, 28, 28]
     y = fm.labels(data_dir, "t10k-labels-idx1-ubyte")                  # int64, shape [n]
+    x = fm.amat(data_dir, "binarized_mnist_test.amat")                 # statically binarized MNIST: uint8 0/1
 """
 import gzip, os, sys
 
@@ -34,3 +35,10 @@ def labels(data_dir, name):
 def binarized(pixels):
     """The project's binarization: 1 where v >= 85, else 0."""
     return (pixels >= 85).astype(np.uint8)
+
+
+def amat(data_dir, name):
+    """A Larochelle & Murray `.amat` file (one 28×28 image per line, 784 space-separated 0/1 values), NAME or
+    NAME.gz, as uint8 [n, 1, 28, 28]; already binary, so no threshold."""
+    rows = [line.split() for line in read(data_dir, name).decode("ascii").splitlines() if line.strip()]
+    return np.array(rows, np.uint8).reshape(len(rows), 1, 28, 28)
