@@ -1186,36 +1186,47 @@ fn conditional_gated_model_trains_evaluates_and_samples_by_class() {
 // Reliability: kills, divergence, bad values
 
 /// A fixture run long enough to be killed in the middle: 30 images, batch 2, 15 steps per epoch.
-fn long_args<'a>(f: &'a Fixture, out: &'a Path, device: &'a str) -> Vec<&'a str> {
+/// A run of 6 short epochs that saves all the time; `gated`: the network that sees the whole image (gated, dilated,
+/// class-conditional, with dropout, whose masks a resume must redraw), else the seed's plain network.
+fn long_args<'a>(f: &'a Fixture, out: &'a Path, device: &'a str, gated: bool) -> Vec<&'a str> {
     #[rustfmt::skip]
-    let args = vec![
+    let mut args = vec![
         "train", "--device", device, "--data", s(&f.idx), "--val-split", "0.25", "--batch-size", "2", "--epochs",
-        "6", "--seed", "9", "--out", s(out), "--save-every", "0.0001", "--filters", "4", "--blocks", "1",
+        "6", "--seed", "9", "--out", s(out), "--save-every", "0.0001", "--filters", "4",
     ];
+    if gated {
+        #[rustfmt::skip]
+        args.extend(["--arch", "gated", "--layers", "3", "--dilation-cycle", "2", "--conditional", "--dropout", "0.2"]);
+    } else {
+        args.extend(["--blocks", "1"]);
+    }
     args
 }
 
 #[test]
 fn a_run_killed_with_sigkill_or_sigterm_resumes_bit_identical() {
     let f = fixture();
-    for (device, signal) in [
-        ("cpu", libc::SIGKILL),
-        ("cpu", libc::SIGTERM),
-        ("gpu", libc::SIGKILL),
-        ("gpu", libc::SIGTERM),
+    for (device, signal, gated) in [
+        ("cpu", libc::SIGKILL, false),
+        ("cpu", libc::SIGTERM, false),
+        ("gpu", libc::SIGKILL, false),
+        ("gpu", libc::SIGTERM, false),
+        ("cpu", libc::SIGKILL, true),
+        ("gpu", libc::SIGKILL, true),
     ] {
         if device == "gpu" && !have_gpu() {
             continue;
         }
-        let a = f.root.join(format!("kill_A_{device}"));
-        let b = f.root.join(format!("kill_B_{device}_{signal}"));
+        let net = if gated { "gated" } else { "plain" };
+        let a = f.root.join(format!("kill_A_{device}_{net}"));
+        let b = f.root.join(format!("kill_B_{device}_{signal}_{net}"));
         if !a.exists() {
-            ok(&f.root, &long_args(&f, &a, device));
+            ok(&f.root, &long_args(&f, &a, device, gated));
         }
         // Run B is killed (SIGKILL: without warning; SIGTERM: it saves and stops) once a periodic save inside an
         // epoch (not at its end) is on disk.
         let mut child = Command::new(env!("CARGO_BIN_EXE_pixelcnn"))
-            .args(long_args(&f, &b, device))
+            .args(long_args(&f, &b, device, gated))
             .current_dir(&f.root)
             .env_remove("PIXELCNN_DATA")
             .stderr(std::process::Stdio::null())
@@ -1233,27 +1244,31 @@ fn a_run_killed_with_sigkill_or_sigterm_resumes_bit_identical() {
             }
             assert!(
                 child.try_wait().unwrap().is_none(),
-                "{device}: run B ended before it could be killed"
+                "{device} {net}: run B ended before it could be killed"
             );
             assert!(
                 t.elapsed().as_secs() < 300,
-                "{device}: no mid-epoch checkpoint appeared"
+                "{device} {net}: no mid-epoch checkpoint appeared"
             );
             std::thread::sleep(std::time::Duration::from_millis(2));
         };
         let status = child.wait().unwrap();
-        assert!(!status.success(), "{device}: the killed run reported success");
+        assert!(!status.success(), "{device} {net}: the killed run reported success");
         if signal == libc::SIGTERM {
-            assert_eq!(status.code(), Some(130), "{device}: SIGTERM should save and exit 130");
+            assert_eq!(
+                status.code(),
+                Some(130),
+                "{device} {net}: SIGTERM should save and exit 130"
+            );
         }
         let on_disk = load(&last).train.unwrap().0;
         eprintln!(
-            "{device}: killed after the save at step {} (epoch {}, batch {}); on disk: step {}",
+            "{device} {net}: killed after the save at step {} (epoch {}, batch {}); on disk: step {}",
             killed_at.step, killed_at.epoch, killed_at.batch_in_epoch, on_disk.step
         );
         ok(&f.root, &["train", "--resume", s(&last), "--device", device]);
         assert_same_checkpoint(
-            &format!("{device}: killed and resumed vs uninterrupted"),
+            &format!("{device} {net}: killed and resumed vs uninterrupted"),
             &a.join("last.safetensors"),
             &last,
         );
@@ -1274,7 +1289,7 @@ fn a_run_killed_with_sigkill_or_sigterm_resumes_bit_identical() {
                 .map(|m| (m["epoch"].as_u64().unwrap(), m["step"].as_u64().unwrap()))
                 .collect()
         };
-        assert_eq!(epochs(&b), epochs(&a), "{device}: the resumed run's log");
+        assert_eq!(epochs(&b), epochs(&a), "{device} {net}: the resumed run's log");
         assert_no_temp_files(&b);
     }
 }
