@@ -1025,9 +1025,26 @@ fn baselines_and_plot_on_fixture() {
     ];
     ok(&f.root, &args);
     let png = f.root.join("curve.png");
-    ok(&f.root, &["plot", s(&run.join("metrics.jsonl")), "--out", s(&png)]);
+    let o = pixelcnn(&f.root, &["plot", s(&run.join("metrics.jsonl")), "--out", s(&png)]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let img = decode_png(&png);
     assert!(img.width() > 100 && img.height() > 100, "{:?}", img.dimensions());
+    // Titled with the run's network and data (the folder or file --data named), or what --title says.
+    let data_name = f.idx.file_name().unwrap().to_string_lossy().into_owned();
+    let title = format!("\"pixelcnn F=4 N=1 on {data_name}\"");
+    assert!(stderr(&o).contains(&title), "expected {title}: {}", stderr(&o));
+    let o = pixelcnn(
+        &f.root,
+        &[
+            "plot",
+            s(&run.join("metrics.jsonl")),
+            "--out",
+            s(&png),
+            "--title",
+            "mine",
+        ],
+    );
+    assert!(stderr(&o).contains("\"mine\""), "{}", stderr(&o));
     let err = fails(&f.root, &["plot", s(&f.root.join("missing.jsonl")), "--out", s(&png)]);
     assert!(err.contains("missing.jsonl"), "{err}");
 }
