@@ -3056,7 +3056,15 @@ fn the_epoch_grid_uses_the_weights_sample_uses() {
         #[rustfmt::skip]
         let sample = ["sample", "--device", "cpu", "--checkpoint", s(&epoch_1),
             "--seed", "0", "--count", "16", "--out", s(&drawn)];
-        ok(&f.root, &sample);
+        let o = pixelcnn(&f.root, &sample);
+        assert!(o.status.success(), "{}", stderr(&o));
+        // sample says which weights it draws from.
+        let says = if ema == "0.5" {
+            "Polyak-averaged weights"
+        } else {
+            "using the raw parameters"
+        };
+        assert!(stderr(&o).contains(says), "--ema {ema}: {}", stderr(&o));
         let grid = decode_png(&out.join("samples_epoch_001.png"));
         assert!(
             grid == decode_png(&drawn),

@@ -87,6 +87,9 @@ impl SampleArgs {
             grid::check_canvas(self.layout(&net, &request), net.image(), self.scale, grid::DEFAULT_GAP)?;
         }
         let steps = self.check_animation(&path, &net, names, &request, grid)?;
+        if let Some(note) = ck.weights_note().filter(|_| !self.raw_weights) {
+            eprintln!("note: {note}");
+        }
         let (kept, seconds) = self.draw(&net, ck.weights(self.raw_weights), &request, grid)?;
         if grid {
             self.write_grid(&net, names, &kept, &request)?;
