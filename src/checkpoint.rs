@@ -284,19 +284,22 @@ impl Checkpoint {
     }
 
     /// Which weights [`Checkpoint::weights`] gives by default and why, when the checkpoint keeps a Polyak average.
+    /// The choice is [`TrainState::average_counts`]'s; this only names the condition that left the average out.
     pub fn weights_note(&self) -> Option<String> {
         let (state, adam) = self.train.as_ref()?;
         adam.ema.as_ref()?;
+        if state.average_counts() {
+            return Some("using the checkpoint's Polyak-averaged weights (--raw-weights for the raw ones)".to_string());
+        }
         let (n, needed) = state.average_updates();
         Some(match state.last_validation() {
-            _ if n < needed => format!(
-                "the checkpoint's Polyak average has taken {n} of the {needed} updates it needs to count: using the raw parameters"
-            ),
-            Some((raw, average)) if average > raw => format!(
+            Some((raw, average)) if n >= needed => format!(
                 "the checkpoint's Polyak average scored {average:.2} nats on the run's last validation, the raw parameters \
                  {raw:.2}: using the raw parameters"
             ),
-            _ => "using the checkpoint's Polyak-averaged weights (--raw-weights for the raw ones)".to_string(),
+            _ => format!(
+                "the checkpoint's Polyak average has taken {n} of the {needed} updates it needs to count: using the raw parameters"
+            ),
         })
     }
 
