@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Redraws every README picture that shows the shipped model, with the README's own commands, into one folder:
-# the class grid and the even mix (at T = 1 and T = 0.8), the completions, the sampling animation, the plain
-# network's receptive field, the surprise heatmaps and the completion of the drawn t-shirt. Run it when a new
+# the class grid and the even mix (at T = 1 and T = 0.8), the completions, the sampling animation, the receptive
+# field at (27, 27), the surprise heatmaps and the completion of the drawn t-shirt. Run it when a new
 # model is shipped, then copy the pictures into assets/ and update the README's figures from the printed output.
 # With the model that drew assets/ it redraws them byte for byte (it prints which files differ from assets/).
 #
@@ -34,10 +34,10 @@ run sample --class all --count 10 --temperature 0.8 --out "$out/classes_t08.png"
 run sample --count 36 --temperature 0.8 --out "$out/samples_t08.png"
 run complete --count 6 --samples 4 --out "$out/completions.png"
 run sample --count 16 --scale 3 --animate "$out/sampling.gif" --out "$scratch/sampling.png"
-run receptive-field --pixel 14,14 --out "$out/receptive_field_pixelcnn.png"
+run receptive-field --pixel 27,27 --out "$out/receptive_field_shipped_27.png"
 run score "$ex/test_0000.png" "$ex/test_0001.png" --heatmap "$out/surprise.png"
-run score "$ex/my_tshirt.png" --invert --heatmap "$out/my_tshirt_surprise.png"
-run complete --image "$ex/my_tshirt.png" --invert --out "$out/my_tshirt_completions.png"
+run score "$ex/my_tshirt.png" --resize --invert --heatmap "$out/my_tshirt_surprise.png"
+run complete --image "$ex/my_tshirt.png" --resize --invert --out "$out/my_tshirt_completions.png"
 
 echo
 echo "pictures in $out; against assets/:"

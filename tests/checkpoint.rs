@@ -152,30 +152,31 @@ fn round_trip_is_exact_with_and_without_training_state() {
     }
 }
 
-/// Files made before models carried their shape, class names and binarization (the shipped model among them) load
-/// as what they were: 28×28 Fashion-MNIST models with its class names and the seed's threshold; a file that names
+/// Files made before models carried their shape, class names and binarization (assets/plain-fashion.safetensors, the
+/// model shipped until 2026-12-06, among them) load as what they were: 28×28 Fashion-MNIST models with its class names and the seed's threshold; a file that names
 /// its own classes keeps them, and its metadata round-trips.
 #[test]
 fn files_without_shape_or_names_load_as_28x28_fashion_mnist_models() {
-    let shipped = checkpoint::load(
+    let plain = checkpoint::load(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("assets/pixelcnn.safetensors")
+            .join("assets/plain-fashion.safetensors")
             .as_path(),
     )
     .unwrap();
     let (_, meta) = parse(
-        &std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/pixelcnn.safetensors")).unwrap(),
+        &std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/plain-fashion.safetensors"))
+            .unwrap(),
     );
     let meta = meta.unwrap();
     assert!(
         !meta.contains_key("height") && !meta.contains_key("class_names"),
-        "the shipped file predates them"
+        "the plain model's file predates them"
     );
-    assert_eq!((shipped.config.height, shipped.config.width), (28, 28));
-    assert_eq!(shipped.config.classes, 10);
-    assert_eq!(shipped.meta.class_names[0], "t-shirt");
-    assert_eq!(shipped.meta.class_names[9], "ankle-boot");
-    assert_eq!((shipped.meta.threshold, shipped.meta.invert), (0.33, false));
+    assert_eq!((plain.config.height, plain.config.width), (28, 28));
+    assert_eq!(plain.config.classes, 10);
+    assert_eq!(plain.meta.class_names[0], "t-shirt");
+    assert_eq!(plain.meta.class_names[9], "ankle-boot");
+    assert_eq!((plain.meta.threshold, plain.meta.invert), (0.33, false));
     // The same tensors with today's metadata, minus the new keys: still 28×28 Fashion-MNIST.
     let net = Network::new(Config::gated(3, 2).conditional());
     let params = random_params(&net, 9);

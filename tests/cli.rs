@@ -2658,7 +2658,7 @@ fn receptive_field_shows_the_blind_spot_of_the_plain_network_only() {
     let v = rf(&["--pixel", "0,0"]);
     assert_eq!(v["depends_on"], 0, "{v}");
     assert!(mask_rows(&v["mask"]).iter().flatten().all(|&m| m == 0));
-    assert_eq!(v["model"], "pixelcnn F=64 N=8 conditional", "{v}");
+    assert_eq!(v["model"], "gated F=32 L=8 dilated 1–16 conditional", "{v}");
     // The picture, and the text map.
     let png = f.root.join("field.png");
     ok(&f.root, &["receptive-field", "--pixel", "14,14", "--out", s(&png)]);
