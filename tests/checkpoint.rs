@@ -153,8 +153,8 @@ fn round_trip_is_exact_with_and_without_training_state() {
 }
 
 /// Files made before models carried their shape, class names and binarization (assets/plain-fashion.safetensors, the
-/// model shipped until 2026-12-06, among them) load as what they were: 28×28 Fashion-MNIST models with its class names and the seed's threshold; a file that names
-/// its own classes keeps them, and its metadata round-trips.
+/// model shipped until 2026-12-06, among them) load as what they were: 28×28 Fashion-MNIST models with its class
+/// names and the seed's threshold; a file that names its own classes keeps them, and its metadata round-trips.
 #[test]
 fn files_without_shape_or_names_load_as_28x28_fashion_mnist_models() {
     let plain = checkpoint::load(
