@@ -157,16 +157,9 @@ fn round_trip_is_exact_with_and_without_training_state() {
 /// names and the seed's threshold; a file that names its own classes keeps them, and its metadata round-trips.
 #[test]
 fn files_without_shape_or_names_load_as_28x28_fashion_mnist_models() {
-    let plain = checkpoint::load(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("assets/plain-fashion.safetensors")
-            .as_path(),
-    )
-    .unwrap();
-    let (_, meta) = parse(
-        &std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/plain-fashion.safetensors"))
-            .unwrap(),
-    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/plain-fashion.safetensors");
+    let plain = checkpoint::load(&path).unwrap();
+    let (_, meta) = parse(&std::fs::read(&path).unwrap());
     let meta = meta.unwrap();
     assert!(
         !meta.contains_key("height") && !meta.contains_key("class_names"),
